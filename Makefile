@@ -1,0 +1,55 @@
+# lbctl: `make` builds the BPF objects, the native shim and the TypeScript.
+# `sudo make demo` and `sudo make test` install what they need first.
+
+CLANG ?= clang
+CC ?= gcc
+PREFIX ?= /usr/local
+ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
+
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
+BPF_HDR := $(wildcard bpf/lib/*.h)
+SHIM := build/native/liblbctl.so
+TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
+TS_STAMP := dist/.stamp
+
+.PHONY: all bpf native ts deps demo test test-unit install uninstall clean
+
+all: bpf native ts
+
+bpf: $(BPF_OBJ)
+native: $(SHIM)
+ts: $(TS_STAMP)
+
+build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
+	@mkdir -p $(@D)
+	$(CLANG) -O2 -g -Wall -Werror -target bpf -I$(ARCH_INCLUDE) -Ibpf -c $< -o $@
+
+$(SHIM): native/lbctl_shim.c
+	@mkdir -p $(@D)
+	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $< -lbpf
+
+$(TS_STAMP): $(TS_SRC) tsconfig.json package.json
+	node_modules/.bin/tsc -p tsconfig.json
+	@touch $@
+
+deps:
+	scripts/install-deps.sh
+
+demo: deps all
+	node dist/test/lab/demo.js
+
+# Unit and packet tests first (fast, precise failures), then the lab.
+test: deps all
+	scripts/run-tests.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin
+	cp -r bin build dist node_modules package.json $(DESTDIR)$(PREFIX)/lib/lbctl/
+	ln -sf $(PREFIX)/lib/lbctl/bin/lbctl $(DESTDIR)$(PREFIX)/bin/lbctl
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin/lbctl
+
+clean:
+	rm -rf build dist

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map keys and values shared with the control plane.
+ *
+ * This header is the single source of truth for their layout. The
+ * TypeScript codecs in src/dataplane/abi.ts are checked against the BTF of
+ * the compiled objects by test/abi.test.ts, so a change here that is not
+ * mirrored there fails the build's tests instead of corrupting maps.
+ *
+ * Every struct is padded explicitly: no implicit holes, so that the kernel
+ * never compares or hashes uninitialised bytes in a key.
+ */
+#ifndef LBCTL_ABI_H
+#define LBCTL_ABI_H
+
+#include <linux/types.h>
+
+/* Forwarding methods, per backend (the VIP's default is resolved by the
+ * control plane before the entry is written). */
+enum lb_forward {
+	LB_FORWARD_L2DSR = 1, /* rewrite destination MAC, same L2 segment */
+	LB_FORWARD_IPIP = 2,  /* IPv4-in-IPv4 to the backend, via next hop */
+};
+
+enum lb_backend_flags {
+	/* The backend may receive traffic. Cleared before an id is recycled so
+	 * that connection-tracking entries that still point at it are
+	 * re-balanced instead of forwarded to whatever takes the id next. */
+	LB_BACKEND_F_ACTIVE = 1 << 0,
+};
+
+/* Why a packet was passed to the kernel or dropped instead of balanced.
+ * Indexes the per-CPU `reasons` counter array. */
+enum lb_reason {
+	LB_REASON_NOT_IP = 0,      /* neither IPv4 nor IPv6 */
+	LB_REASON_NOT_VIP,         /* destination is not a VIP: XDP_PASS */
+	LB_REASON_IP_TRUNCATED,    /* IP header or total length exceeds frame */
+	LB_REASON_IP_OPTIONS,      /* IPv4 header with options */
+	LB_REASON_FRAGMENT,        /* IPv4 fragment */
+	LB_REASON_L4_TRUNCATED,    /* TCP/UDP header exceeds frame */
+	LB_REASON_L4_UNSUPPORTED,  /* not TCP or UDP */
+	LB_REASON_NO_BACKEND,      /* VIP without a usable backend: dropped */
+	LB_REASON_ENCAP_FAILED,    /* could not grow the headroom: dropped */
+	LB_REASON_IPV6,            /* IPv6 not balanced yet: passed */
+	LB_REASON_MAX,
+};
+
+/* VIP map key: destination address, port and protocol of the packet. */
+struct vip_key_v4 {
+	__be32 addr;
+	__be16 port;
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct vip_info {
+	__u32 vip_id;     /* index into vip_stats */
+	__u32 table_id;   /* index into maglev_tables */
+	__u32 table_size; /* entries in that table, a prime */
+	__u32 flags;
+};
+
+/* Connection tracking: the flow's 5-tuple as seen on the wire. */
+struct flow_key_v4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct flow_state {
+	__u32 backend_id;
+};
+
+/*
+ * Everything needed to forward to one backend of one VIP, resolved by the
+ * control plane (routes, neighbours, own addresses) so that the per-packet
+ * path only copies it.
+ */
+struct backend_info {
+	__u8 dst_mac[6]; /* backend (l2dsr) or next hop towards it (ipip) */
+	__u8 src_mac[6]; /* MAC of the egress interface */
+	__u32 ifindex;   /* egress interface; XDP_TX when it is the ingress */
+	__u8 forward;    /* enum lb_forward */
+	__u8 flags;      /* enum lb_backend_flags */
+	__u16 pad;
+	__be32 tunnel_src; /* outer source (ipip): the balancer's address */
+	__be32 tunnel_dst; /* outer destination (ipip): the backend */
+	/* One's-complement sum of the outer header's constant 16-bit words
+	 * (version/IHL, protocol, addresses), not folded: per packet only
+	 * TOS, length, id, flags and TTL are added. */
+	__u32 tunnel_csum_base;
+};
+
+struct traffic_counters {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif /* LBCTL_ABI_H */

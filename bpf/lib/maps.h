@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Maps of xdp_balancer. Sizes here are defaults: the control plane sets
+ * max_entries before loading (lbctl start --max-vips, --max-backends,
+ * --flow-table-size).
+ */
+#ifndef LBCTL_MAPS_H
+#define LBCTL_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "abi.h"
+
+#define LB_DEFAULT_MAX_VIPS 4096
+#define LB_DEFAULT_MAX_BACKENDS 65536
+#define LB_DEFAULT_FLOWS 1048576
+#define LB_DEFAULT_TABLE_SIZE 65537
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	/* Elements are freed after an RCU grace period, so a reader never
+	 * sees a value half-way through being replaced. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, LB_DEFAULT_MAX_VIPS);
+	__type(key, struct vip_key_v4);
+	__type(value, struct vip_info);
+} vips_v4 SEC(".maps");
+
+/* One Maglev lookup table (slot -> backend id) per VIP. The control plane
+ * swaps a whole table by replacing the inner map, which packets observe
+ * atomically; tables of different VIPs may have different sizes. */
+struct maglev_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, LB_DEFAULT_TABLE_SIZE);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, LB_DEFAULT_MAX_VIPS);
+	__type(key, __u32);
+	__array(values, struct maglev_table);
+} maglev_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_DEFAULT_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend_info);
+} backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB_DEFAULT_FLOWS);
+	__type(key, struct flow_key_v4);
+	__type(value, struct flow_state);
+} flows_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_DEFAULT_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct traffic_counters);
+} vip_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_DEFAULT_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct traffic_counters);
+} backend_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LB_REASON_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} reasons SEC(".maps");
+
+#endif /* LBCTL_MAPS_H */

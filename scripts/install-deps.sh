@@ -1,0 +1,56 @@
+#!/bin/sh
+# Installs what building, running and testing lbctl needs on Debian/Ubuntu:
+# the toolchain and lab tools from apt, then the npm packages. Idempotent and
+# quick when everything is present.
+set -eu
+
+cd "$(dirname "$0")/.."
+
+DEBS="clang llvm libbpf-dev libelf-dev zlib1g-dev libc6-dev gcc make pkg-config \
+iproute2 ethtool procps iputils-ping nginx curl tcpdump ca-certificates"
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: run as root (sudo), it installs packages with apt" >&2
+	exit 1
+fi
+
+missing=""
+for deb in $DEBS; do
+	dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" || missing="$missing $deb"
+done
+
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if [ "$(node_major)" -lt 18 ]; then
+	missing="$missing nodejs npm"
+fi
+
+if [ -n "$missing" ]; then
+	echo "install-deps: apt-get install$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	# shellcheck disable=SC2086
+	apt-get install -y -q --no-install-recommends $missing
+fi
+
+if [ "$(node_major)" -lt 18 ]; then
+	echo "install-deps: Node.js >= 18 is required, found $(node --version 2>/dev/null || echo none)" >&2
+	exit 1
+fi
+
+# nginx serves the lab's backends inside namespaces; the copy the package
+# starts on this host is not ours to leave running.
+case "$missing" in
+*nginx*)
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		systemctl disable --now nginx >/dev/null 2>&1 || true
+	else
+		service nginx stop >/dev/null 2>&1 || true
+	fi
+	;;
+esac
+
+stamp=node_modules/.lbctl-lock
+if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+	npm ci --no-audit --no-fund
+	cp package-lock.json "$stamp"
+fi

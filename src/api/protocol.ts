@@ -1,0 +1,81 @@
+/**
+ * The daemon's API on its Unix socket: one JSON object per line each way.
+ * A request names a method and carries params; the answer carries the same
+ * id and either a result or an error.
+ */
+import type { ForwardMethod } from '../model/address.js';
+
+export interface Request<M extends MethodName = MethodName> {
+  readonly id: number;
+  readonly method: M;
+  readonly params: Methods[M]['params'];
+}
+
+export type Response =
+  | { readonly id: number; readonly result: unknown }
+  | { readonly id: number; readonly error: { readonly message: string; readonly kind: 'input' | 'internal' } };
+
+export interface StatusResult {
+  readonly pid: number;
+  readonly version: string;
+  readonly interface: string;
+  readonly ifindex: number;
+  readonly xdpMode: 'native' | 'generic';
+  readonly programId: number;
+  readonly startedAt: string;
+  readonly socket: string;
+  readonly stateDir: string;
+  readonly pinDir: string;
+  readonly configPath: string | null;
+  readonly vips: number;
+  readonly backends: number;
+  readonly unresolvedBackends: number;
+  readonly flowTableSize: number;
+}
+
+export interface VipSummary {
+  readonly vip: string;
+  readonly forward: ForwardMethod;
+  readonly tableSize: number;
+  readonly backends: number;
+  readonly activeBackends: number;
+  readonly packets: string;
+  readonly bytes: string;
+}
+
+export interface BackendSummary {
+  readonly address: string;
+  readonly weight: number;
+  readonly forward: ForwardMethod;
+  readonly state: 'active' | 'unresolved';
+  readonly reason?: string;
+  readonly slots: number;
+  /** Fraction of the VIP's Maglev table this backend owns (0..1). */
+  readonly share: number;
+  readonly nextHop?: string;
+  readonly nextHopMac?: string;
+  readonly packets: string;
+  readonly bytes: string;
+}
+
+export interface ChangeResult {
+  readonly message: string;
+  readonly warnings: readonly string[];
+}
+
+export interface Methods {
+  status: { params: Record<string, never>; result: StatusResult };
+  stop: { params: Record<string, never>; result: { stopping: true } };
+  'vip.add': { params: { vip: string; forward?: ForwardMethod; tableSize?: number }; result: ChangeResult };
+  'vip.remove': { params: { vip: string }; result: ChangeResult };
+  'vip.list': { params: Record<string, never>; result: VipSummary[] };
+  'backend.add': { params: { vip: string; address: string; weight?: number; forward?: ForwardMethod }; result: ChangeResult };
+  'backend.remove': { params: { vip: string; address: string }; result: ChangeResult };
+  'backend.list': { params: { vip: string }; result: BackendSummary[] };
+}
+
+export type MethodName = keyof Methods;
+export const METHOD_NAMES: readonly MethodName[] = ['status', 'stop', 'vip.add', 'vip.remove', 'vip.list', 'backend.add', 'backend.remove', 'backend.list'];
+
+/** Longest request line the daemon reads; anything longer is refused. */
+export const MAX_LINE_BYTES = 1024 * 1024;

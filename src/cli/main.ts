@@ -1,0 +1,238 @@
+/** lbctl: the command line. Daemon commands talk to it over its socket. */
+import { fork } from 'node:child_process';
+import { mkdirSync, openSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, Option } from 'commander';
+import { call, DaemonUnreachableError } from '../api/client.js';
+import { BackendSummary, VipSummary } from '../api/protocol.js';
+import { DEFAULT_BPFFS, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
+import { FORWARD_METHODS, ForwardMethod, parseForward, parseWeight } from '../model/address.js';
+import { InputError } from '../model/errors.js';
+import { VERSION } from '../version.js';
+import { compact, percent, table } from './format.js';
+
+const socketOption = () => new Option('--socket <path>', 'daemon socket').env('LBCTL_SOCKET').default(DEFAULT_SOCKET);
+const jsonOption = () => new Option('--json', 'machine-readable output');
+const forwardOption = (what: string) => new Option('--forward <method>', `forwarding method ${what}`).choices(FORWARD_METHODS);
+
+function integer(name: string, min: number, max: number) {
+  return (text: string): number => {
+    const value = /^\d+$/.test(text) ? Number(text) : NaN;
+    if (!Number.isSafeInteger(value) || value < min || value > max) throw new InputError(`invalid ${name} "${text}": must be an integer from ${min} to ${max}`);
+    return value;
+  };
+}
+
+function print(json: boolean | undefined, data: unknown, text: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${text()}\n`);
+}
+
+function requireRoot(what: string): void {
+  if (process.getuid?.() !== 0) throw new InputError(`${what} must run as root`);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('lbctl')
+    .description('XDP layer-4 load balancer with Maglev hashing and direct server return')
+    .version(VERSION)
+    .configureOutput({ outputError: (text, write) => write(`lbctl: ${text.replace(/^error: /, '')}`) });
+
+  program.command('start')
+    .description('load the balancer onto an interface and run the daemon')
+    .option('-i, --interface <name>', 'interface that receives VIP traffic (or `interface` in the config)')
+    .option('-c, --config <file>', 'YAML config file with VIPs and backends')
+    .addOption(new Option('--xdp-mode <mode>', 'native (driver) or generic (skb) XDP').choices(['native', 'generic']))
+    .addOption(socketOption())
+    .option('--state-dir <dir>', 'where runtime changes are kept', DEFAULT_STATE_DIR)
+    .option('--bpffs <dir>', 'bpffs mount point', DEFAULT_BPFFS)
+    .option('--pin-dir <dir>', 'where maps are pinned (default: BPFFS/lbctl/<netns>/<interface>)')
+    .option('--flow-table-size <n>', 'connection-tracking entries', integer('flow table size', 1024, 67_108_864))
+    .option('--max-vips <n>', 'VIP capacity', integer('VIP capacity', 1, 65_536))
+    .option('--max-backends <n>', 'backend capacity across all VIPs', integer('backend capacity', 16, 1_048_576))
+    .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']).default('info'))
+    .option('--foreground', 'stay in the foreground, logging to stdout')
+    .action(async (opts) => {
+      requireRoot('lbctl start');
+      if (opts.foreground) {
+        const { startForeground } = await import('./start.js');
+        process.exitCode = await startForeground(opts);
+        return;
+      }
+      await startInBackground(opts);
+    });
+
+  program.command('stop')
+    .description('detach the balancer and stop the daemon')
+    .addOption(socketOption())
+    .action(async (opts) => {
+      const status = await call(opts.socket, 'status', {});
+      await call(opts.socket, 'stop', {});
+      await waitUntilExited(status.pid, 15_000);
+      process.stdout.write(`lbctl: stopped (was pid ${status.pid} on ${status.interface})\n`);
+    });
+
+  program.command('status')
+    .description('show what the daemon is doing')
+    .addOption(socketOption())
+    .addOption(jsonOption())
+    .action(async (opts) => {
+      const s = await call(opts.socket, 'status', {});
+      print(opts.json, s, () => [
+        `lbctl ${s.version}: running, pid ${s.pid}, since ${s.startedAt}`,
+        `interface  ${s.interface} (ifindex ${s.ifindex}), ${s.xdpMode} XDP, program id ${s.programId}`,
+        `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}`,
+        `flows      up to ${s.flowTableSize} tracked`,
+        `config     ${s.configPath ?? '(none)'}`,
+        `state      ${s.stateDir}`,
+        `pins       ${s.pinDir}`,
+        `socket     ${s.socket}`,
+      ].join('\n'));
+    });
+
+  const vip = program.command('vip').description('virtual services');
+  vip.command('add <vip>')
+    .description('add a VIP, e.g. 10.0.0.100:80/tcp')
+    .addOption(forwardOption('for its backends').default('l2dsr'))
+    .option('--table-size <n>', 'Maglev table size (a prime)', integer('table size', 1, 1_048_573))
+    .addOption(socketOption())
+    .action(async (vipText: string, opts) => {
+      const result = await call(opts.socket, 'vip.add', { vip: vipText, forward: parseForward(opts.forward), ...(opts.tableSize ? { tableSize: opts.tableSize } : {}) });
+      reportChange(result);
+    });
+  vip.command('remove <vip>')
+    .description('remove a VIP and its backends')
+    .addOption(socketOption())
+    .action(async (vipText: string, opts) => reportChange(await call(opts.socket, 'vip.remove', { vip: vipText })));
+  vip.command('list')
+    .description('list VIPs')
+    .addOption(socketOption())
+    .addOption(jsonOption())
+    .action(async (opts) => {
+      const vips = await call(opts.socket, 'vip.list', {});
+      print(opts.json, vips, () => formatVips(vips));
+    });
+
+  const backend = program.command('backend').description('backends of a VIP');
+  backend.command('add <vip> <address>')
+    .description('add a backend to a VIP')
+    .option('--weight <n>', 'share relative to the other backends (1-65535)', (text) => parseWeight(text))
+    .addOption(forwardOption("overriding the VIP's"))
+    .addOption(socketOption())
+    .action(async (vipText: string, address: string, opts) => {
+      const params = { vip: vipText, address, ...(opts.weight ? { weight: opts.weight as number } : {}), ...(opts.forward ? { forward: opts.forward as ForwardMethod } : {}) };
+      reportChange(await call(opts.socket, 'backend.add', params));
+    });
+  backend.command('remove <vip> <address>')
+    .description('remove a backend from a VIP')
+    .addOption(socketOption())
+    .action(async (vipText: string, address: string, opts) => reportChange(await call(opts.socket, 'backend.remove', { vip: vipText, address })));
+  backend.command('list <vip>')
+    .description("list a VIP's backends with their share of the Maglev table")
+    .addOption(socketOption())
+    .addOption(jsonOption())
+    .action(async (vipText: string, opts) => {
+      const backends = await call(opts.socket, 'backend.list', { vip: vipText });
+      print(opts.json, backends, () => formatBackends(backends));
+    });
+
+  const decap = program.command('decap').description('IP-in-IP decapsulation on a backend host');
+  decap.command('attach')
+    .description("attach xdp_decap: tunnelled packets to this host's addresses are unwrapped")
+    .requiredOption('-i, --interface <name>', 'interface the tunnelled packets arrive on')
+    .addOption(new Option('--xdp-mode <mode>', 'native or generic XDP').choices(['native', 'generic']).default('native'))
+    .action(async (opts) => {
+      requireRoot('lbctl decap attach');
+      const { attachDecap } = await import('../dataplane/decap.js');
+      const result = await attachDecap(opts.interface, opts.xdpMode);
+      process.stdout.write(`lbctl: xdp_decap ${result.replaced ? 'refreshed' : 'attached'} on ${result.interface} for ${result.endpoints.join(', ')}\n`);
+    });
+  decap.command('detach')
+    .description('detach xdp_decap')
+    .requiredOption('-i, --interface <name>', 'interface')
+    .action(async (opts) => {
+      requireRoot('lbctl decap detach');
+      const { detachDecap } = await import('../dataplane/decap.js');
+      const detached = await detachDecap(opts.interface);
+      process.stdout.write(detached ? `lbctl: xdp_decap detached from ${opts.interface}\n` : `lbctl: no XDP program on ${opts.interface}\n`);
+    });
+
+  return program;
+}
+
+function reportChange(result: { message: string; warnings: readonly string[] }): void {
+  process.stdout.write(`lbctl: ${result.message}\n`);
+  for (const warning of result.warnings) process.stderr.write(`lbctl: warning: ${warning}\n`);
+}
+
+function formatVips(vips: readonly VipSummary[]): string {
+  if (vips.length === 0) return 'no VIPs';
+  return table(
+    ['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'PACKETS', 'BYTES'],
+    vips.map((v) => [v.vip, v.forward, `${v.activeBackends}/${v.backends}`, String(v.tableSize), compact(v.packets), compact(v.bytes)]),
+  );
+}
+
+function formatBackends(backends: readonly BackendSummary[]): string {
+  if (backends.length === 0) return 'no backends';
+  const rows = backends.map((b) => [
+    b.address, String(b.weight), b.forward, b.state, percent(b.share), String(b.slots),
+    b.nextHop ? `${b.nextHop} ${b.nextHopMac}` : '-', compact(b.packets), compact(b.bytes),
+  ]);
+  const notes = backends.filter((b) => b.reason).map((b) => `${b.address}: ${b.reason}`);
+  return [table(['BACKEND', 'WEIGHT', 'FORWARD', 'STATE', 'SHARE', 'SLOTS', 'NEXT HOP', 'PACKETS', 'BYTES'], rows), ...notes].join('\n');
+}
+
+/** Re-runs this CLI as `start --foreground` in the background; waits for it to be ready. */
+async function startInBackground(opts: { stateDir: string; socket: string }): Promise<void> {
+  mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+  const logPath = join(opts.stateDir, 'lbctl.log');
+  const log = openSync(logPath, 'a', 0o600);
+  const args = process.argv.slice(2).filter((a) => a !== '--foreground');
+  const child = fork(fileURLToPath(import.meta.url), [...args, '--foreground'], {
+    detached: true,
+    stdio: ['ignore', log, log, 'ipc'],
+    env: { ...process.env, LBCTL_SOCKET: opts.socket },
+  });
+  const outcome = await new Promise<{ type: 'ready'; pid: number } | { type: 'failed'; message: string }>((done) => {
+    child.once('message', (message) => done(message as never));
+    child.once('exit', (code, signal) => done({ type: 'failed', message: `the daemon exited before it was ready (${signal ?? `code ${code}`}); see ${logPath}` }));
+  });
+  if (outcome.type === 'failed') throw new InputError(outcome.message);
+  child.unref();
+  child.disconnect();
+  process.stdout.write(`lbctl: started (pid ${outcome.pid}), socket ${resolve(opts.socket)}, log ${logPath}\n`);
+}
+
+/** The daemon is stopped when its process is gone (it detaches and unpins first). */
+async function waitUntilExited(pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!isRunning(pid)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`the daemon (pid ${pid}) did not stop within ${timeoutMs / 1000} s`);
+}
+
+/** Alive and not a zombie waiting for its (new) parent to reap it. */
+function isRunning(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (error) {
+    const known = error instanceof InputError || error instanceof DaemonUnreachableError || (error as Error).name === 'BpfError' || (error as Error).name === 'DaemonError';
+    process.stderr.write(`lbctl: ${known ? (error as Error).message : (error as Error).stack ?? String(error)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  void main(process.argv);
+}

@@ -1,0 +1,53 @@
+/** `lbctl start --foreground`: settings from flags, config file and defaults, then the daemon. */
+import { DEFAULT_LIMITS } from '../dataplane/balancer.js';
+import { runDaemon } from '../daemon/run.js';
+import { createLogger } from '../log.js';
+import { loadConfigFile } from '../model/config.js';
+import { EMPTY_STATE } from '../model/desired-state.js';
+import { InputError } from '../model/errors.js';
+
+export interface StartFlags {
+  interface?: string;
+  config?: string;
+  xdpMode?: 'native' | 'generic';
+  socket: string;
+  stateDir: string;
+  bpffs: string;
+  pinDir?: string;
+  flowTableSize?: number;
+  maxVips?: number;
+  maxBackends?: number;
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+}
+
+export async function startForeground(flags: StartFlags): Promise<number> {
+  const log = createLogger(flags.logLevel);
+  let options;
+  try {
+    const config = flags.config ? await loadConfigFile(flags.config) : undefined;
+    const settings = config?.settings ?? {};
+    const interfaceName = flags.interface ?? settings.interface;
+    if (!interfaceName) throw new InputError('no interface: pass --interface IFACE or set `interface` in the config file');
+    options = {
+      interface: interfaceName,
+      xdpMode: flags.xdpMode ?? settings.xdpMode ?? 'native',
+      socketPath: flags.socket,
+      stateDir: flags.stateDir,
+      bpffsRoot: flags.bpffs,
+      ...(flags.pinDir ? { pinDir: flags.pinDir } : {}),
+      ...(config ? { configPath: config.path } : {}),
+      limits: {
+        maxVips: flags.maxVips ?? settings.maxVips ?? DEFAULT_LIMITS.maxVips,
+        maxBackends: flags.maxBackends ?? settings.maxBackends ?? DEFAULT_LIMITS.maxBackends,
+        flowTableSize: flags.flowTableSize ?? settings.flowTableSize ?? DEFAULT_LIMITS.flowTableSize,
+      },
+      config: config?.state ?? EMPTY_STATE,
+    } as const;
+  } catch (error) {
+    if (!(error instanceof InputError)) throw error;
+    process.send?.({ type: 'failed', message: error.message });
+    if (!process.send) process.stderr.write(`lbctl: ${error.message}\n`);
+    return 1;
+  }
+  return runDaemon(options, log);
+}

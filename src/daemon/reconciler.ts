@@ -1,0 +1,229 @@
+/**
+ * The only writer of the balancer's maps. Given the desired state and the
+ * forwarding paths, it works out what the maps must hold, compares that with
+ * what it wrote before, and writes the difference in an order that never
+ * lets a packet see a reference to something not yet written: backends,
+ * then tables, then VIP entries; removals in the reverse order.
+ */
+import type { Logger } from 'pino';
+import { backendInfo, BACKEND_FLAG_ACTIVE, FORWARD, IPPROTO, flowState, tunnelChecksumBase, vipInfo } from '../dataplane/abi.js';
+import { BalancerDataplane } from '../dataplane/balancer.js';
+import { buildMaglevTable, countEntries } from '../maglev/maglev.js';
+import { ForwardMethod, VipAddress, formatVip } from '../model/address.js';
+import { DesiredState, effectiveForward } from '../model/desired-state.js';
+import { InputError } from '../model/errors.js';
+import { ForwardingPath, PathResult, PathTarget } from '../net/forwarding-paths.js';
+import { IdPool } from './id-pool.js';
+
+export interface BackendView {
+  readonly address: string;
+  readonly weight: number;
+  readonly forward: ForwardMethod;
+  readonly id: number;
+  /** active: in the Maglev table; unresolved: no usable path, reason says why. */
+  readonly state: 'active' | 'unresolved';
+  readonly reason?: string;
+  readonly slots: number;
+  readonly path?: ForwardingPath;
+}
+
+export interface VipView {
+  readonly key: string;
+  readonly vip: VipAddress;
+  readonly forward: ForwardMethod;
+  readonly tableSize: number;
+  readonly vipId: number;
+  readonly backends: readonly BackendView[];
+}
+
+interface AppliedVip {
+  readonly vip: VipAddress;
+  readonly vipId: number;
+  readonly tableId: number;
+  readonly tableSize: number;
+  readonly table: Uint32Array | undefined;
+  readonly info: string;
+}
+
+interface AppliedBackend {
+  readonly id: number;
+  /** Encoded entry as written, '' while cleared (no usable path). */
+  readonly info: string;
+}
+
+export interface ApplyResult {
+  readonly writes: number;
+}
+
+export class Reconciler {
+  private readonly vipIds: IdPool;
+  private readonly backendIds: IdPool;
+  private vips = new Map<string, AppliedVip>();
+  private backends = new Map<string, AppliedBackend>();
+  /** Ids of removed backends, free again once no tracked flow names them. */
+  private quarantined: number[] = [];
+  private views: VipView[] = [];
+
+  constructor(private readonly dataplane: BalancerDataplane, private readonly log: Logger) {
+    this.vipIds = new IdPool(0, dataplane.limits.maxVips);
+    // Backend id 0 is never allocated: an all-zero table entry names no one.
+    this.backendIds = new IdPool(1, dataplane.limits.maxBackends);
+  }
+
+  get view(): readonly VipView[] {
+    return this.views;
+  }
+
+  /** Throws InputError, before writing anything, when ids would run out. */
+  apply(desired: DesiredState, paths: (target: PathTarget) => PathResult): ApplyResult {
+    this.checkCapacity(desired);
+    let writes = 0;
+    const wantedVips = new Set<string>();
+    const wantedBackends = new Set<string>();
+    const views: VipView[] = [];
+
+    for (const spec of desired.vips) {
+      const key = formatVip(spec.vip);
+      wantedVips.add(key);
+      const applied = this.vips.get(key);
+      const vipId = applied?.vipId ?? this.allocateVip();
+
+      const members: Array<{ address: string; weight: number; id: number }> = [];
+      const backendViews: Array<Omit<BackendView, 'slots'>> = [];
+      for (const backend of spec.backends) {
+        const backendKey = `${key} ${backend.address}`;
+        wantedBackends.add(backendKey);
+        const previous = this.backends.get(backendKey);
+        const id = previous?.id ?? this.allocateBackend();
+        const forward = effectiveForward(spec, backend);
+        const result = paths({ address: backend.address, forward });
+        const info = result.ok ? encodeBackend(backend.address, forward, result.path) : '';
+        if (info !== (previous?.info ?? '')) {
+          if (info) this.dataplane.putBackend(id, backendInfo.decode(Buffer.from(info, 'hex')));
+          else this.dataplane.clearBackend(id);
+          writes++;
+        }
+        this.backends.set(backendKey, { id, info });
+        if (result.ok) members.push({ address: backend.address, weight: backend.weight, id });
+        backendViews.push({
+          address: backend.address, weight: backend.weight, forward, id,
+          state: result.ok ? 'active' : 'unresolved',
+          ...(result.ok ? { path: result.path } : { reason: result.reason }),
+        });
+      }
+
+      const table = members.length > 0
+        ? buildMaglevTable(members.map((m) => ({ name: m.address, weight: m.weight, id: m.id })), spec.tableSize)
+        : undefined;
+      // A new size goes to the VIP's other table slot, switched to by the
+      // VIP entry, so no packet indexes a table of the wrong size.
+      const maxVips = this.dataplane.limits.maxVips;
+      const tableId = !applied ? vipId : applied.tableSize === spec.tableSize ? applied.tableId : (applied.tableId === vipId ? vipId + maxVips : vipId);
+      if (!table) {
+        if (applied?.table) { this.dataplane.deleteTable(tableId); writes++; }
+      } else if (!applied?.table || tableId !== applied.tableId || !sameTable(table, applied.table)) {
+        this.dataplane.putTable(tableId, table);
+        writes++;
+      }
+
+      const info = vipInfo.encode({ vip_id: vipId, table_id: tableId, table_size: spec.tableSize, flags: 0 }).toString('hex');
+      if (info !== applied?.info) {
+        this.dataplane.putVip(vipKey(spec.vip), vipInfo.decode(Buffer.from(info, 'hex')));
+        writes++;
+      }
+      if (applied && applied.tableId !== tableId && applied.table) {
+        this.dataplane.deleteTable(applied.tableId);
+        writes++;
+      }
+      this.vips.set(key, { vip: spec.vip, vipId, tableId, tableSize: spec.tableSize, table, info });
+
+      const slots = table ? countEntries(table) : new Map<number, number>();
+      views.push({
+        key, vip: spec.vip, forward: spec.forward, tableSize: spec.tableSize, vipId,
+        backends: backendViews.map((b) => ({ ...b, slots: slots.get(b.id) ?? 0 })),
+      });
+    }
+
+    for (const [key, applied] of this.vips) {
+      if (wantedVips.has(key)) continue;
+      this.dataplane.deleteVip(vipKey(applied.vip));
+      if (applied.table) this.dataplane.deleteTable(applied.tableId);
+      this.vipIds.release(applied.vipId);
+      this.vips.delete(key);
+      writes += 2;
+    }
+    for (const [key, applied] of this.backends) {
+      if (wantedBackends.has(key)) continue;
+      if (applied.info) { this.dataplane.clearBackend(applied.id); writes++; }
+      this.quarantined.push(applied.id);
+      this.backends.delete(key);
+    }
+
+    this.views = views;
+    if (writes > 0) this.log.debug({ writes, vips: views.length }, 'data plane updated');
+    return { writes };
+  }
+
+  /**
+   * Deletes tracked flows that still name removed backends, then frees
+   * those ids. Until then the data plane re-balances such flows itself (the
+   * backend entry is inactive), so this only guards id reuse.
+   */
+  sweepFlows(): number {
+    if (this.quarantined.length === 0) return 0;
+    const ids = new Set(this.quarantined);
+    const stale: Buffer[] = [];
+    for (const [key, value] of this.dataplane.flows.entries()) {
+      if (ids.has(flowState.decode(value).backend_id)) stale.push(Buffer.from(key));
+    }
+    for (const key of stale) this.dataplane.flows.delete(key);
+    for (const id of ids) this.backendIds.release(id);
+    this.quarantined = this.quarantined.filter((id) => !ids.has(id));
+    return stale.length;
+  }
+
+  private checkCapacity(desired: DesiredState): void {
+    const newVips = desired.vips.filter((v) => !this.vips.has(formatVip(v.vip))).length;
+    if (newVips > this.vipIds.available) {
+      throw new InputError(`too many VIPs: this balancer holds at most ${this.dataplane.limits.maxVips} (lbctl start --max-vips)`);
+    }
+    const newBackends = desired.vips.reduce((n, v) => n + v.backends.filter((b) => !this.backends.has(`${formatVip(v.vip)} ${b.address}`)).length, 0);
+    if (newBackends > this.backendIds.available) {
+      throw new InputError(`too many backends: this balancer holds at most ${this.dataplane.limits.maxBackends - 1} across all VIPs (lbctl start --max-backends)`);
+    }
+  }
+
+  private allocateVip(): number {
+    const id = this.vipIds.allocate()!;
+    this.dataplane.resetVipCounters(id);
+    return id;
+  }
+
+  private allocateBackend(): number {
+    const id = this.backendIds.allocate()!;
+    this.dataplane.resetBackendCounters(id);
+    return id;
+  }
+}
+
+function encodeBackend(address: string, forward: ForwardMethod, path: ForwardingPath): string {
+  const tunnelled = forward === 'ipip';
+  return backendInfo.encode({
+    dst_mac: path.dstMac,
+    src_mac: path.srcMac,
+    ifindex: path.ifindex,
+    forward: FORWARD[forward],
+    flags: BACKEND_FLAG_ACTIVE,
+    tunnel_src: tunnelled ? path.tunnelSrc! : '0.0.0.0',
+    tunnel_dst: tunnelled ? address : '0.0.0.0',
+    tunnel_csum_base: tunnelled ? tunnelChecksumBase(path.tunnelSrc!, address) : 0,
+  }).toString('hex');
+}
+
+function vipKey(vip: VipAddress) {
+  return { addr: vip.address, port: vip.port, proto: IPPROTO[vip.protocol] };
+}
+
+function sameTable(a: Uint32Array, b: Uint32Array): boolean {
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}

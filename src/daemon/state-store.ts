@@ -1,0 +1,88 @@
+/**
+ * Runtime changes on disk (STATE_DIR/runtime.json), so that what operators
+ * changed with the CLI survives a restart or a crash of the daemon.
+ */
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { validateTableSize } from '../maglev/maglev.js';
+import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
+import { RuntimeChanges, NO_CHANGES } from '../model/desired-state.js';
+import { InputError } from '../model/errors.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
+
+const FILE = 'runtime.json';
+const FORMAT_VERSION = 1;
+
+export function runtimeStatePath(stateDir: string): string {
+  return join(stateDir, FILE);
+}
+
+export function saveRuntimeChanges(stateDir: string, changes: RuntimeChanges): void {
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  writeFileAtomic(runtimeStatePath(stateDir), `${JSON.stringify({ version: FORMAT_VERSION, ...changes }, null, 2)}\n`);
+}
+
+/** No file means no changes; a file that does not validate is an error, never ignored. */
+export function loadRuntimeChanges(stateDir: string): RuntimeChanges {
+  const path = runtimeStatePath(stateDir);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return NO_CHANGES;
+    throw error;
+  }
+  try {
+    return validateChanges(JSON.parse(text));
+  } catch (error) {
+    throw new InputError(`runtime state ${path} is unreadable (${(error as Error).message}); move it away to start from the config alone`);
+  }
+}
+
+function validateChanges(data: unknown): RuntimeChanges {
+  const root = object(data, 'file');
+  if (root.version !== FORMAT_VERSION) throw new Error(`unsupported version ${JSON.stringify(root.version)}`);
+  const vips: Record<string, RuntimeChanges['vips'][string]> = {};
+  for (const [key, raw] of Object.entries(object(root.vips, 'vips'))) {
+    const vip = parseVip(key);
+    if (formatVip(vip) !== key) throw new Error(`VIP key ${key} is not in canonical form`);
+    const change = object(raw, key);
+    if (change.op === 'remove') {
+      vips[key] = { op: 'remove' };
+      continue;
+    }
+    const backends: Record<string, { op: 'remove' } | { op: 'add'; backend: { address: string; family: 4 | 6; weight: number; forward?: 'l2dsr' | 'ipip' } }> = {};
+    for (const [address, rawBackend] of Object.entries(object(change.backends, `${key}.backends`))) {
+      const parsed = parseIpAddress(address);
+      const b = object(rawBackend, address);
+      if (b.op === 'remove') {
+        backends[address] = { op: 'remove' };
+      } else if (b.op === 'add') {
+        const spec = object(b.backend, `${address}.backend`);
+        if (spec.address !== parsed.address || spec.family !== parsed.family) throw new Error(`backend ${address} does not match its key`);
+        backends[address] = {
+          op: 'add',
+          backend: {
+            address: parsed.address, family: parsed.family, weight: parseWeight(spec.weight as number),
+            ...(spec.forward !== undefined ? { forward: parseForward(String(spec.forward)) } : {}),
+          },
+        };
+      } else {
+        throw new Error(`backend ${address}: unknown op ${JSON.stringify(b.op)}`);
+      }
+    }
+    if (change.op === 'add') {
+      vips[key] = { op: 'add', forward: parseForward(String(change.forward)), tableSize: validateTableSize(change.tableSize as number), backends };
+    } else if (change.op === 'modify') {
+      vips[key] = { op: 'modify', backends };
+    } else {
+      throw new Error(`${key}: unknown op ${JSON.stringify(change.op)}`);
+    }
+  }
+  return { vips };
+}
+
+function object(value: unknown, where: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${where} must be an object`);
+  return value as Record<string, unknown>;
+}

@@ -1,0 +1,185 @@
+/**
+ * Layouts of the map keys and values declared in bpf/lib/abi.h, and codecs
+ * between them and plain objects. bpf/lib/abi.h is the source of truth:
+ * test/abi.test.ts compares every layout here with the BTF of the compiled
+ * objects (name, offset and size of each member, size of each struct).
+ */
+import { endianness } from 'node:os';
+
+const LITTLE = endianness() === 'LE';
+
+type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'mac' | 'pad';
+
+interface Field<K extends Kind = Kind> {
+  readonly kind: K;
+  readonly offset: number;
+  readonly size: number;
+}
+
+type ValueOf<K extends Kind> = K extends 'u64' ? bigint : K extends 'ipv4' | 'mac' ? string : number;
+type Fields = Record<string, Field>;
+type Shape<F extends Fields> = {
+  [N in keyof F as F[N]['kind'] extends 'pad' ? never : N]: ValueOf<F[N]['kind']>;
+};
+
+const KIND_SIZE: Record<Exclude<Kind, 'pad'>, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, ipv4: 4, mac: 6 };
+
+function field<K extends Exclude<Kind, 'pad'>>(kind: K, offset: number): Field<K> {
+  return { kind, offset, size: KIND_SIZE[kind] };
+}
+
+function pad(offset: number, size: number): Field<'pad'> {
+  return { kind: 'pad', offset, size };
+}
+
+export interface StructLayout<F extends Fields = Fields> {
+  readonly name: string;
+  readonly size: number;
+  readonly fields: F;
+  encode(value: Shape<F>): Buffer;
+  decode(buf: Buffer): Shape<F>;
+}
+
+function defineStruct<F extends Fields>(name: string, size: number, fields: F): StructLayout<F> {
+  const entries = Object.entries(fields);
+  return {
+    name,
+    size,
+    fields,
+    encode(value) {
+      const buf = Buffer.alloc(size);
+      for (const [fieldName, f] of entries) {
+        if (f.kind !== 'pad') writeField(buf, f, (value as Record<string, unknown>)[fieldName], `${name}.${fieldName}`);
+      }
+      return buf;
+    },
+    decode(buf) {
+      const out: Record<string, unknown> = {};
+      for (const [fieldName, f] of entries) if (f.kind !== 'pad') out[fieldName] = readField(buf, f);
+      return out as Shape<F>;
+    },
+  };
+}
+
+function writeField(buf: Buffer, f: Field, value: unknown, where: string): void {
+  if (value === undefined) throw new Error(`${where} is missing`);
+  switch (f.kind) {
+    case 'u8': buf.writeUInt8(value as number, f.offset); break;
+    case 'u16': writeU16(buf, value as number, f.offset); break;
+    case 'u32': writeU32(buf, value as number, f.offset); break;
+    case 'u64': LITTLE ? buf.writeBigUInt64LE(value as bigint, f.offset) : buf.writeBigUInt64BE(value as bigint, f.offset); break;
+    case 'be16': buf.writeUInt16BE(value as number, f.offset); break;
+    case 'ipv4': Buffer.from((value as string).split('.').map(Number)).copy(buf, f.offset); break;
+    case 'mac': Buffer.from((value as string).split(':').map((h) => parseInt(h, 16))).copy(buf, f.offset); break;
+    case 'pad': break;
+  }
+}
+
+function readField(buf: Buffer, f: Field): unknown {
+  switch (f.kind) {
+    case 'u8': return buf.readUInt8(f.offset);
+    case 'u16': return readU16(buf, f.offset);
+    case 'u32': return readU32(buf, f.offset);
+    case 'u64': return LITTLE ? buf.readBigUInt64LE(f.offset) : buf.readBigUInt64BE(f.offset);
+    case 'be16': return buf.readUInt16BE(f.offset);
+    case 'ipv4': return Array.from(buf.subarray(f.offset, f.offset + 4)).join('.');
+    case 'mac': return Array.from(buf.subarray(f.offset, f.offset + 6), (b) => b.toString(16).padStart(2, '0')).join(':');
+    case 'pad': return undefined;
+  }
+}
+
+/** Host-order integers, as the BPF program sees them. */
+export function writeU32(buf: Buffer, value: number, offset = 0): void {
+  LITTLE ? buf.writeUInt32LE(value, offset) : buf.writeUInt32BE(value, offset);
+}
+export function readU32(buf: Buffer, offset = 0): number {
+  return LITTLE ? buf.readUInt32LE(offset) : buf.readUInt32BE(offset);
+}
+export function writeU16(buf: Buffer, value: number, offset = 0): void {
+  LITTLE ? buf.writeUInt16LE(value, offset) : buf.writeUInt16BE(value, offset);
+}
+export function readU16(buf: Buffer, offset = 0): number {
+  return LITTLE ? buf.readUInt16LE(offset) : buf.readUInt16BE(offset);
+}
+export function readU64(buf: Buffer, offset = 0): bigint {
+  return LITTLE ? buf.readBigUInt64LE(offset) : buf.readBigUInt64BE(offset);
+}
+export function u32Key(value: number): Buffer {
+  const key = Buffer.alloc(4);
+  writeU32(key, value);
+  return key;
+}
+
+// Mirrors of the enums in bpf/lib/abi.h.
+export const FORWARD = { l2dsr: 1, ipip: 2 } as const;
+export const BACKEND_FLAG_ACTIVE = 1 << 0;
+export const REASONS = [
+  'not_ip', 'not_vip', 'ip_truncated', 'ip_options', 'fragment', 'l4_truncated',
+  'l4_unsupported', 'no_backend', 'encap_failed', 'ipv6',
+] as const;
+export type Reason = (typeof REASONS)[number];
+export const IPPROTO = { tcp: 6, udp: 17 } as const;
+
+export const vipKeyV4 = defineStruct('vip_key_v4', 8, {
+  addr: field('ipv4', 0),
+  port: field('be16', 4),
+  proto: field('u8', 6),
+  pad: pad(7, 1),
+});
+
+export const vipInfo = defineStruct('vip_info', 16, {
+  vip_id: field('u32', 0),
+  table_id: field('u32', 4),
+  table_size: field('u32', 8),
+  flags: field('u32', 12),
+});
+
+export const flowKeyV4 = defineStruct('flow_key_v4', 16, {
+  saddr: field('ipv4', 0),
+  daddr: field('ipv4', 4),
+  sport: field('be16', 8),
+  dport: field('be16', 10),
+  proto: field('u8', 12),
+  pad: pad(13, 3),
+});
+
+export const flowState = defineStruct('flow_state', 4, {
+  backend_id: field('u32', 0),
+});
+
+export const backendInfo = defineStruct('backend_info', 32, {
+  dst_mac: field('mac', 0),
+  src_mac: field('mac', 6),
+  ifindex: field('u32', 12),
+  forward: field('u8', 16),
+  flags: field('u8', 17),
+  pad: pad(18, 2),
+  tunnel_src: field('ipv4', 20),
+  tunnel_dst: field('ipv4', 24),
+  tunnel_csum_base: field('u32', 28),
+});
+
+export const trafficCounters = defineStruct('traffic_counters', 16, {
+  packets: field('u64', 0),
+  bytes: field('u64', 8),
+});
+
+/** Every layout shared with bpf/lib/abi.h, for the BTF check. */
+export const SHARED_LAYOUTS: readonly StructLayout[] = [vipKeyV4, vipInfo, flowKeyV4, flowState, backendInfo, trafficCounters];
+
+export type VipKeyV4 = ReturnType<typeof vipKeyV4.decode>;
+export type VipInfo = ReturnType<typeof vipInfo.decode>;
+export type FlowKeyV4 = ReturnType<typeof flowKeyV4.decode>;
+export type BackendInfo = ReturnType<typeof backendInfo.decode>;
+export type TrafficCounters = ReturnType<typeof trafficCounters.decode>;
+
+/**
+ * Sum of the outer header's address words as the BPF program loads them
+ * (bpf/lib/forward.h adds the per-packet words and folds).
+ */
+export function tunnelChecksumBase(source: string, destination: string): number {
+  const bytes = Buffer.from([...source.split('.'), ...destination.split('.')].map(Number));
+  let sum = 0;
+  for (let i = 0; i < bytes.length; i += 2) sum += readU16(bytes, i);
+  return sum;
+}

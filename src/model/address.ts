@@ -1,0 +1,122 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import { InputError } from './errors.js';
+
+export type Family = 4 | 6;
+export type Protocol = 'tcp' | 'udp';
+export type ForwardMethod = 'l2dsr' | 'ipip';
+
+export const FORWARD_METHODS: readonly ForwardMethod[] = ['l2dsr', 'ipip'];
+export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp'];
+
+/** A virtual service: what clients connect to. */
+export interface VipAddress {
+  readonly family: Family;
+  readonly address: string;
+  readonly port: number;
+  readonly protocol: Protocol;
+}
+
+export function parseIpAddress(text: string, what = 'address'): { family: Family; address: string } {
+  if (isIPv4(text)) return { family: 4, address: canonicalIPv4(text) };
+  if (isIPv6(text)) return { family: 6, address: canonicalIPv6(text) };
+  throw new InputError(`invalid ${what} "${text}": expected an IPv4 or IPv6 address`);
+}
+
+/** Parses `10.0.0.100:80/tcp` or `[2001:db8::10]:80/udp`. */
+export function parseVip(text: string): VipAddress {
+  const match = /^(?:\[([^\]]+)\]|([^:/[\]]+)):(\d+)\/([a-z]+)$/i.exec(text.trim());
+  if (!match) {
+    throw new InputError(`invalid VIP "${text}": expected ADDRESS:PORT/PROTOCOL, e.g. 10.0.0.100:80/tcp or [2001:db8::10]:80/tcp`);
+  }
+  const [, bracketed, plain, portText, protocolText] = match;
+  const host = bracketed ?? plain!;
+  if (bracketed !== undefined && !isIPv6(bracketed)) {
+    throw new InputError(`invalid VIP "${text}": only IPv6 addresses go in brackets`);
+  }
+  if (plain !== undefined && !isIPv4(plain)) {
+    throw new InputError(`invalid VIP "${text}": "${plain}" is not an IPv4 address (write IPv6 as [ADDRESS]:PORT)`);
+  }
+  const { family, address } = parseIpAddress(host, 'VIP address');
+  const port = Number(portText);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new InputError(`invalid VIP "${text}": port must be from 1 to 65535`);
+  }
+  const protocol = protocolText!.toLowerCase();
+  if (!PROTOCOLS.includes(protocol as Protocol)) {
+    throw new InputError(`invalid VIP "${text}": protocol must be tcp or udp`);
+  }
+  return { family, address, port, protocol: protocol as Protocol };
+}
+
+export function formatVip(vip: VipAddress): string {
+  const host = vip.family === 6 ? `[${vip.address}]` : vip.address;
+  return `${host}:${vip.port}/${vip.protocol}`;
+}
+
+export function parseForward(text: string): ForwardMethod {
+  if (FORWARD_METHODS.includes(text as ForwardMethod)) return text as ForwardMethod;
+  throw new InputError(`invalid forwarding method "${text}": expected ${FORWARD_METHODS.join(' or ')}`);
+}
+
+export const MIN_WEIGHT = 1;
+export const MAX_WEIGHT = 65535;
+
+export function parseWeight(value: string | number): number {
+  const weight = typeof value === 'number' ? value : /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+  if (!Number.isInteger(weight) || weight < MIN_WEIGHT || weight > MAX_WEIGHT) {
+    throw new InputError(`invalid weight "${value}": must be an integer from ${MIN_WEIGHT} to ${MAX_WEIGHT}`);
+  }
+  return weight;
+}
+
+function canonicalIPv4(text: string): string {
+  return text.split('.').map((octet) => String(Number(octet))).join('.');
+}
+
+/** RFC 5952 form, so that one address has one spelling in state and output. */
+function canonicalIPv6(text: string): string {
+  const groups = ipv6ToWords(text);
+  let bestStart = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength) { bestStart = i; bestLength = j - i; }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  const head = hex.slice(0, bestStart).join(':');
+  const tail = hex.slice(bestStart + bestLength).join(':');
+  return `${head}::${tail}`;
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (embedded IPv4 allowed). */
+export function ipv6ToWords(text: string): number[] {
+  let body = text.toLowerCase();
+  const words: number[] = [];
+  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(body);
+  let tailWords: number[] = [];
+  if (dotted) {
+    const octets = dotted[1]!.split('.').map(Number);
+    tailWords = [(octets[0]! << 8) | octets[1]!, (octets[2]! << 8) | octets[3]!];
+    body = body.slice(0, -dotted[1]!.length);
+    if (body.endsWith(':') && !body.endsWith('::')) body = body.slice(0, -1);
+  }
+  const [headText, tailText] = body.split('::') as [string, string | undefined];
+  const parse = (part: string | undefined) => (part ? part.split(':').filter((p) => p !== '').map((p) => parseInt(p, 16)) : []);
+  const head = parse(headText);
+  const tail = [...parse(tailText), ...tailWords];
+  const fill = 8 - head.length - tail.length;
+  words.push(...head, ...new Array<number>(tailText === undefined ? 0 : fill).fill(0), ...tail);
+  return words;
+}
+
+/** The address as the kernel stores it: 4 or 16 bytes, network order. */
+export function addressBytes(family: Family, address: string): Buffer {
+  if (family === 4) return Buffer.from(address.split('.').map(Number));
+  const buf = Buffer.alloc(16);
+  ipv6ToWords(address).forEach((word, i) => buf.writeUInt16BE(word, i * 2));
+  return buf;
+}

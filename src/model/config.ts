@@ -1,0 +1,275 @@
+/**
+ * The daemon's config file: YAML (so JSON too), validated field by field.
+ * Every error is one line naming the file, line, column and field path:
+ *
+ *   /etc/lbctl/config.yaml:12:17: vips[1].backends[0].weight: invalid weight "0": must be an integer from 1 to 65535
+ *
+ * yaml's document nodes carry source ranges, so validation walks the nodes
+ * (not the plain JS value) and always knows where it is in the file.
+ */
+import { readFile } from 'node:fs/promises';
+import { LineCounter, Node, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
+import { DEFAULT_TABLE_SIZE, validateTableSize } from '../maglev/maglev.js';
+import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from './address.js';
+import { BackendSpec, DEFAULT_FORWARD, DEFAULT_WEIGHT, DesiredState, VipSpec } from './desired-state.js';
+import { InputError } from './errors.js';
+
+/** The same list as XDP_MODES in src/dataplane/xdp.ts, which cannot be imported here: it loads native code. */
+export const CONFIG_XDP_MODES = ['native', 'generic'] as const;
+
+export interface DaemonSettings {
+  interface?: string;
+  xdpMode?: (typeof CONFIG_XDP_MODES)[number];
+  flowTableSize?: number;
+  maxVips?: number;
+  maxBackends?: number;
+}
+
+export interface LoadedConfig {
+  readonly settings: DaemonSettings;
+  readonly state: DesiredState;
+  readonly path: string;
+}
+
+export const DEFAULT_MAX_VIPS = 4096;
+export const DEFAULT_MAX_BACKENDS = 65536;
+
+/** [min, max] of the integer settings. */
+const LIMITS = {
+  flow_table_size: [1024, 67108864],
+  max_vips: [1, 65536],
+  max_backends: [16, 1048576],
+} as const;
+
+const TOP_FIELDS = ['interface', 'xdp_mode', 'flow_table_size', 'max_vips', 'max_backends', 'vips'] as const;
+const VIP_FIELDS = ['vip', 'forward', 'table_size', 'backends'] as const;
+const BACKEND_FIELDS = ['address', 'weight', 'forward'] as const;
+
+/**
+ * A config error. `message` (as passed) is the reason; Error.message is the
+ * full line "FILE:LINE:COLUMN: FIELD: reason". Without a line the message is
+ * the reason alone, which then names the file itself.
+ */
+export class ConfigError extends InputError {
+  readonly reason: string;
+
+  constructor(message: string, readonly path: string, readonly line?: number, readonly column?: number, readonly field?: string) {
+    const where = line === undefined ? '' : `${path}:${line}:${column ?? 1}: `;
+    super(`${where}${field ? `${field}: ` : ''}${message}`);
+    this.reason = message;
+  }
+}
+
+export async function loadConfigFile(path: string): Promise<LoadedConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    // "ENOENT: no such file or directory, open '/x'" -> "ENOENT: no such file or directory"
+    const reason = (error as Error).message.replace(/, \w+ '.*'$/, '');
+    throw new ConfigError(`cannot read config ${path}: ${reason}`, path);
+  }
+  return parseConfig(text, path);
+}
+
+export function parseConfig(text: string, path: string): LoadedConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  const file: SourceFile = {
+    path,
+    linePos: (offset) => lineCounter.linePos(offset),
+    resolve: (node) => (isAlias(node) ? (node.resolve(doc) ?? null) : (node as Node | null)),
+  };
+  const syntaxError = doc.errors[0];
+  if (syntaxError) {
+    new Cursor(file, null, '', syntaxError.pos[0]).fail(`YAML syntax error: ${syntaxError.message.split('\n')[0]}`);
+  }
+  const settings: DaemonSettings = {};
+  if (doc.contents === null) return { settings, state: { vips: [] }, path }; // empty, or only comments
+
+  const top = new Cursor(file, file.resolve(doc.contents), '', doc.contents.range?.[0] ?? 0).fields(TOP_FIELDS);
+  if (top.interface) settings.interface = top.interface.interfaceName();
+  if (top.xdp_mode) settings.xdpMode = top.xdp_mode.oneOf(CONFIG_XDP_MODES, 'XDP mode');
+  if (top.flow_table_size) settings.flowTableSize = top.flow_table_size.integer(...LIMITS.flow_table_size);
+  if (top.max_vips) settings.maxVips = top.max_vips.integer(...LIMITS.max_vips);
+  if (top.max_backends) settings.maxBackends = top.max_backends.integer(...LIMITS.max_backends);
+
+  const vips: VipSpec[] = [];
+  const vipsSeen = new Map<string, Cursor>();
+  let backendCount = 0;
+  for (const vipAt of top.vips?.items() ?? []) {
+    const fields = vipAt.fields(VIP_FIELDS);
+    const vipField = vipAt.require(fields, 'vip');
+    const vip = vipField.parse(parseVip);
+    // One obvious check to lift once the data plane balances IPv6.
+    if (vip.family === 6) vipField.fail('IPv6 VIPs are not supported yet');
+    const key = formatVip(vip);
+    const first = vipsSeen.get(key);
+    if (first) vipField.fail(`duplicate VIP ${key} (first defined at ${first.where()})`);
+    vipsSeen.set(key, vipField);
+
+    const backends: BackendSpec[] = [];
+    const addressesSeen = new Map<string, Cursor>();
+    for (const backendAt of fields.backends?.items() ?? []) {
+      const b = backendAt.fields(BACKEND_FIELDS);
+      const addressField = backendAt.require(b, 'address');
+      const { family, address } = addressField.parse((s) => parseIpAddress(s, 'backend address'));
+      if (family !== vip.family) addressField.fail(`backend ${address} is IPv${family} but VIP ${key} is IPv${vip.family}`);
+      const firstBackend = addressesSeen.get(address);
+      if (firstBackend) addressField.fail(`duplicate backend ${address} (first defined at ${firstBackend.where()})`);
+      addressesSeen.set(address, addressField);
+      const weight = b.weight?.weight() ?? DEFAULT_WEIGHT;
+      const forward = b.forward?.parse(parseForward);
+      backends.push(forward ? { address, family, weight, forward } : { address, family, weight });
+    }
+    backendCount += backends.length;
+    vips.push({
+      vip,
+      forward: fields.forward?.parse(parseForward) ?? DEFAULT_FORWARD,
+      tableSize: fields.table_size?.integerWith(validateTableSize) ?? DEFAULT_TABLE_SIZE,
+      backends,
+    });
+  }
+
+  const byDefault = (set: number | undefined) => (set === undefined ? ' (the default)' : '');
+  const maxVips = settings.maxVips ?? DEFAULT_MAX_VIPS;
+  if (vips.length > maxVips) {
+    top.vips!.fail(`too many VIPs: ${vips.length}, but max_vips is ${maxVips}${byDefault(settings.maxVips)}`);
+  }
+  const maxBackends = settings.maxBackends ?? DEFAULT_MAX_BACKENDS;
+  if (backendCount > maxBackends - 1) {
+    top.vips!.fail(
+      `too many backends: ${backendCount} across all VIPs, but max_backends ${maxBackends}${byDefault(settings.maxBackends)}` +
+        ` allows at most ${maxBackends - 1} (backend id 0 is reserved)`,
+    );
+  }
+  return { settings, state: { vips }, path };
+}
+
+interface SourceFile {
+  readonly path: string;
+  linePos(offset: number): { line: number; col: number };
+  /** The node an alias stands for; other nodes as they are. */
+  resolve(node: unknown): Node | null;
+}
+
+/** A node of the document with its field path ("vips[1].backends[0].weight") and source offset. */
+class Cursor {
+  constructor(
+    private readonly file: SourceFile,
+    readonly node: Node | null,
+    readonly path: string,
+    readonly offset: number,
+  ) {}
+
+  fail(reason: string): never {
+    const { line, col } = this.file.linePos(this.offset);
+    throw new ConfigError(reason, this.file.path, line, col, this.path || undefined);
+  }
+
+  /** "vips[0].vip, line 3", for messages about a second occurrence. */
+  where(): string {
+    return `${this.path}, line ${this.file.linePos(this.offset).line}`;
+  }
+
+  private child(node: unknown, path: string, fallbackOffset: number): Cursor {
+    // An alias is located where it is used; a missing value (`{a}`) at its key.
+    const offset = (node as Node | null)?.range?.[0] ?? fallbackOffset;
+    return new Cursor(this.file, this.file.resolve(node), path, offset);
+  }
+
+  /** The fields of a mapping by name; unknown names are errors. */
+  fields<K extends string>(allowed: readonly K[]): Partial<Record<K, Cursor>> {
+    const map = this.node;
+    if (!isMap(map)) this.fail(`expected a mapping with fields ${allowed.join(', ')}, got ${this.kind()}`);
+    const fields: Partial<Record<string, Cursor>> = {};
+    for (const pair of map.items) {
+      const keyAt: Cursor = this.child(pair.key, this.path, this.offset);
+      const name = isScalar(keyAt.node) ? keyAt.node.value : undefined;
+      if (typeof name !== 'string') keyAt.fail(`field names must be strings, got ${keyAt.kind()}`);
+      if (!(allowed as readonly string[]).includes(name)) keyAt.fail(`unknown field "${name}" (expected ${allowed.join(', ')})`);
+      fields[name] = this.child(pair.value, this.path ? `${this.path}.${name}` : name, keyAt.offset);
+    }
+    return fields;
+  }
+
+  /** A field this mapping must have; the error points at the mapping. */
+  require<K extends string>(fields: Partial<Record<K, Cursor>>, name: K): Cursor {
+    return fields[name] ?? this.fail(`missing required field "${name}"`);
+  }
+
+  /** The entries of a sequence; an empty value (every entry commented out) is an empty sequence. */
+  items(): Cursor[] {
+    const seq = this.node;
+    if (isScalar(seq) && seq.value === null) return [];
+    if (!isSeq(seq)) this.fail(`expected a sequence (a list of "- " entries), got ${this.kind()}`);
+    return seq.items.map((item, i) => this.child(item, `${this.path}[${i}]`, this.offset));
+  }
+
+  string(): string {
+    const value = isScalar(this.node) ? this.node.value : undefined;
+    if (typeof value !== 'string') this.fail(`expected a string, got ${this.kind()}`);
+    return value;
+  }
+
+  /** A string field read by one of the model's parsers. */
+  parse<T>(parser: (text: string) => T): T {
+    const text = this.string();
+    return this.guard(() => parser(text));
+  }
+
+  integerWith<T>(check: (n: number) => T): T {
+    const value = isScalar(this.node) ? this.node.value : undefined;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value)) this.fail(`expected an integer, got ${this.kind()}`);
+    return this.guard(() => check(value));
+  }
+
+  integer(min: number, max: number): number {
+    return this.integerWith((n) => {
+      if (n < min || n > max) throw new InputError(`invalid value ${n}: must be an integer from ${min} to ${max}`);
+      return n;
+    });
+  }
+
+  /** A YAML integer or a numeric string, as on the command line. */
+  weight(): number {
+    const value = isScalar(this.node) ? this.node.value : undefined;
+    if (typeof value !== 'number' && typeof value !== 'string') this.fail(`expected an integer weight, got ${this.kind()}`);
+    return this.guard(() => parseWeight(value));
+  }
+
+  oneOf<T extends string>(choices: readonly T[], what: string): T {
+    const value = this.string();
+    if (!(choices as readonly string[]).includes(value)) this.fail(`invalid ${what} "${value}": expected ${choices.join(' or ')}`);
+    return value as T;
+  }
+
+  interfaceName(): string {
+    const value = this.string();
+    // Linux allows IFNAMSIZ - 1 = 15 bytes, without "/" or whitespace.
+    if (!/^[^\s/]{1,15}$/.test(value)) this.fail(`invalid interface name "${value}": expected a network interface name such as eth0`);
+    return value;
+  }
+
+  /** Runs a model parser or check; its InputError becomes this field's error. */
+  private guard<T>(run: () => T): T {
+    try {
+      return run();
+    } catch (error) {
+      if (error instanceof InputError && !(error instanceof ConfigError)) this.fail(error.message);
+      throw error;
+    }
+  }
+
+  /** What the node holds, for "expected X, got Y". */
+  private kind(): string {
+    const node = this.node;
+    if (isMap(node)) return 'a mapping';
+    if (isSeq(node)) return 'a sequence';
+    if (!isScalar(node)) return 'nothing';
+    const value = node.value;
+    if (value === null || value === undefined) return 'an empty value (null)';
+    if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
+    return `${typeof value} ${String(value)}`;
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * What the balancer should be doing: the config file's VIPs and backends
+ * with the runtime changes (CLI, API) laid over them. Runtime changes are
+ * kept apart from the config so that both survive a restart and a config
+ * edit: the daemon saves them (src/daemon/state-store.ts) and lays them over
+ * whatever the config says at the next start or reload.
+ */
+import { DEFAULT_TABLE_SIZE } from '../maglev/maglev.js';
+import { Family, ForwardMethod, VipAddress, formatVip, parseVip } from './address.js';
+import { InputError } from './errors.js';
+
+export interface BackendSpec {
+  readonly address: string;
+  readonly family: Family;
+  readonly weight: number;
+  /** Overrides the VIP's method for this backend. */
+  readonly forward?: ForwardMethod;
+}
+
+export interface VipSpec {
+  readonly vip: VipAddress;
+  readonly forward: ForwardMethod;
+  readonly tableSize: number;
+  readonly backends: readonly BackendSpec[];
+}
+
+export interface DesiredState {
+  readonly vips: readonly VipSpec[];
+}
+
+export const EMPTY_STATE: DesiredState = { vips: [] };
+export const DEFAULT_FORWARD: ForwardMethod = 'l2dsr';
+export const DEFAULT_WEIGHT = 1;
+
+/** A backend added at runtime is defined entirely by the change. */
+type BackendChange = { readonly op: 'add'; readonly backend: BackendSpec } | { readonly op: 'remove' };
+
+/**
+ * 'add' defines the VIP at runtime (the config's definition, if any, is
+ * replaced); 'modify' only changes backends of a VIP defined elsewhere.
+ */
+type VipChange =
+  | { readonly op: 'add'; readonly forward: ForwardMethod; readonly tableSize: number; readonly backends: Readonly<Record<string, BackendChange>> }
+  | { readonly op: 'modify'; readonly backends: Readonly<Record<string, BackendChange>> }
+  | { readonly op: 'remove' };
+
+export interface RuntimeChanges {
+  readonly vips: Readonly<Record<string, VipChange>>;
+}
+
+export const NO_CHANGES: RuntimeChanges = { vips: {} };
+
+export function effectiveForward(vip: VipSpec, backend: BackendSpec): ForwardMethod {
+  return backend.forward ?? vip.forward;
+}
+
+export function findVip(state: DesiredState, key: string): VipSpec | undefined {
+  return state.vips.find((v) => formatVip(v.vip) === key);
+}
+
+/** The config with the runtime changes applied. */
+export function applyChanges(config: DesiredState, changes: RuntimeChanges): DesiredState {
+  const vips = new Map(config.vips.map((v) => [formatVip(v.vip), v] as const));
+  for (const [key, change] of Object.entries(changes.vips)) {
+    const base = vips.get(key);
+    if (change.op === 'remove') {
+      vips.delete(key);
+      continue;
+    }
+    let spec: VipSpec;
+    if (change.op === 'add') {
+      spec = { vip: parseVip(key), forward: change.forward, tableSize: change.tableSize, backends: [] };
+    } else if (base) {
+      spec = base;
+    } else {
+      continue; // the config no longer has the VIP these changes were for
+    }
+    vips.set(key, { ...spec, backends: applyBackendChanges(spec.backends, change.backends) });
+  }
+  return { vips: [...vips.values()] };
+}
+
+function applyBackendChanges(backends: readonly BackendSpec[], changes: Readonly<Record<string, BackendChange>>): BackendSpec[] {
+  const byAddress = new Map(backends.map((b) => [b.address, b] as const));
+  for (const [address, change] of Object.entries(changes)) {
+    if (change.op === 'remove') byAddress.delete(address);
+    else byAddress.set(address, change.backend);
+  }
+  return [...byAddress.values()];
+}
+
+/** Operations requested at runtime; each validates against the current state. */
+export function addVip(config: DesiredState, changes: RuntimeChanges, vip: VipAddress, forward: ForwardMethod, tableSize = DEFAULT_TABLE_SIZE): RuntimeChanges {
+  const key = formatVip(vip);
+  if (findVip(applyChanges(config, changes), key)) throw new InputError(`VIP ${key} already exists`);
+  return withVip(changes, key, { op: 'add', forward, tableSize, backends: {} });
+}
+
+/** A removal of something the config defines is recorded; of anything else, forgotten. */
+export function removeVip(config: DesiredState, changes: RuntimeChanges, key: string): RuntimeChanges {
+  if (!findVip(applyChanges(config, changes), key)) throw new InputError(`unknown VIP ${key}`);
+  const { [key]: _dropped, ...others } = changes.vips;
+  const withoutChange: RuntimeChanges = { vips: others };
+  return findVip(config, key) ? withVip(withoutChange, key, { op: 'remove' }) : withoutChange;
+}
+
+export function addBackend(config: DesiredState, changes: RuntimeChanges, key: string, backend: BackendSpec): RuntimeChanges {
+  const vip = findVip(applyChanges(config, changes), key);
+  if (!vip) throw new InputError(`unknown VIP ${key}`);
+  if (vip.backends.some((b) => b.address === backend.address)) throw new InputError(`backend ${backend.address} already exists in VIP ${key}`);
+  if (backend.family !== vip.vip.family) {
+    throw new InputError(`backend ${backend.address} is IPv${backend.family} but VIP ${key} is IPv${vip.vip.family}`);
+  }
+  return withBackend(changes, key, backend.address, { op: 'add', backend });
+}
+
+export function removeBackend(config: DesiredState, changes: RuntimeChanges, key: string, address: string): RuntimeChanges {
+  const vip = findVip(applyChanges(config, changes), key);
+  if (!vip) throw new InputError(`unknown VIP ${key}`);
+  if (!vip.backends.some((b) => b.address === address)) throw new InputError(`VIP ${key} has no backend ${address}`);
+  const current = changes.vips[key];
+  if (current && current.op !== 'remove' && address in current.backends) {
+    const { [address]: _dropped, ...backends } = current.backends;
+    const forgotten = withVip(changes, key, { ...current, backends });
+    if (!findVip(applyChanges(config, forgotten), key)?.backends.some((b) => b.address === address)) return forgotten;
+  }
+  return withBackend(changes, key, address, { op: 'remove' });
+}
+
+function withVip(changes: RuntimeChanges, key: string, change: VipChange): RuntimeChanges {
+  return { vips: { ...changes.vips, [key]: change } };
+}
+
+function withBackend(changes: RuntimeChanges, key: string, address: string, change: BackendChange): RuntimeChanges {
+  const current = changes.vips[key];
+  const vipChange: VipChange = current && current.op !== 'remove'
+    ? { ...current, backends: { ...current.backends, [address]: change } }
+    : { op: 'modify', backends: { [address]: change } };
+  return withVip(changes, key, vipChange);
+}

@@ -1,0 +1,138 @@
+/**
+ * Where the data plane must send a backend's packets: egress interface,
+ * MAC addresses and tunnel source, learnt from the kernel's routes and
+ * neighbours so that nothing is hard-coded and changes are followed.
+ */
+import { ForwardMethod } from '../model/address.js';
+import { primaryAddress } from './iproute.js';
+import { LinkAnswer, NeighbourAnswer, links, neighbours, probeNeighbours, routesTo } from './iproute-batch.js';
+
+export interface ForwardingPath {
+  readonly dev: string;
+  readonly ifindex: number;
+  readonly srcMac: string;
+  readonly nextHop: string;
+  readonly dstMac: string;
+  /** Outer source address (ipip only). */
+  readonly tunnelSrc?: string;
+}
+
+/**
+ * A failure is permanent when the request itself cannot work (l2dsr to a
+ * backend behind a router) rather than the network not being ready yet.
+ */
+export type PathResult =
+  | { readonly ok: true; readonly path: ForwardingPath }
+  | { readonly ok: false; readonly reason: string; readonly permanent: boolean };
+
+export interface PathTarget {
+  readonly address: string;
+  readonly forward: ForwardMethod;
+}
+
+const USABLE_STATES = ['REACHABLE', 'STALE', 'DELAY', 'PROBE', 'PERMANENT', 'NOARP'];
+const RESOLVE_TIMEOUT_MS = 1500;
+const RESOLVE_POLL_MS = 50;
+
+function targetKey(target: PathTarget): string {
+  return `${target.forward} ${target.address}`;
+}
+
+export class ForwardingPaths {
+  private results = new Map<string, PathResult>();
+
+  constructor(private readonly interfaceName: string) {}
+
+  get(target: PathTarget): PathResult {
+    return this.results.get(targetKey(target)) ?? { ok: false, reason: 'not resolved yet', permanent: false };
+  }
+
+  /**
+   * Resolves every target again. A next hop that stops answering keeps its
+   * last known MAC (the kernel may just have aged the entry out); one that
+   * never answered is reported unresolved. Returns whether anything changed.
+   */
+  async refresh(targets: readonly PathTarget[]): Promise<boolean> {
+    const unique = [...new Map(targets.map((t) => [targetKey(t), t])).values()];
+    const [routes, linkList, tunnelSrc] = await Promise.all([
+      routesTo([...new Set(unique.map((t) => t.address))]),
+      links(),
+      primaryAddress(this.interfaceName, 4),
+    ]);
+    const linkByName = new Map(linkList.map((l) => [l.ifname, l]));
+
+    const next = new Map<string, PathResult>();
+    const pending: Array<{ target: PathTarget; dev: string; nextHop: string; link: LinkAnswer }> = [];
+    for (const target of unique) {
+      const route = routes.get(target.address);
+      const fail = (reason: string, permanent = true) => next.set(targetKey(target), { ok: false, reason, permanent });
+      if (!route || (route.type !== undefined && route.type !== 'unicast')) {
+        if (route?.type === 'local') fail(`${target.address} is an address of this host`);
+        else fail(`no route to ${target.address}`, false);
+        continue;
+      }
+      if (target.forward === 'l2dsr' && route.gateway) {
+        fail(`${target.address} is behind router ${route.gateway}: l2dsr needs the backend on the balancer's own segment (use ipip)`);
+        continue;
+      }
+      if (target.forward === 'ipip' && !tunnelSrc) {
+        fail(`${this.interfaceName} has no IPv4 address to use as the tunnel source`);
+        continue;
+      }
+      const link = linkByName.get(route.dev);
+      if (!link?.address) {
+        fail(`route to ${target.address} leaves through ${route.dev}, which has no MAC address`);
+        continue;
+      }
+      pending.push({ target, dev: route.dev, nextHop: route.gateway ?? target.address, link });
+    }
+
+    const macs = await this.resolveMacs(pending.map((p) => ({ address: p.nextHop, dev: p.dev })));
+    for (const { target, dev, nextHop, link } of pending) {
+      const key = targetKey(target);
+      const mac = macs.get(`${dev} ${nextHop}`);
+      const previous = this.results.get(key);
+      if (mac) {
+        next.set(key, { ok: true, path: { dev, ifindex: link.ifindex, srcMac: link.address!, nextHop, dstMac: mac, ...(target.forward === 'ipip' ? { tunnelSrc: tunnelSrc! } : {}) } });
+      } else if (previous?.ok && previous.path.nextHop === nextHop && previous.path.dev === dev) {
+        next.set(key, previous);
+      } else {
+        next.set(key, { ok: false, reason: `next hop ${nextHop} on ${dev} does not answer ARP`, permanent: false });
+      }
+    }
+
+    const changed = next.size !== this.results.size || [...next].some(([key, result]) => JSON.stringify(result) !== JSON.stringify(this.results.get(key)));
+    this.results = next;
+    return changed;
+  }
+
+  /** MACs of the next hops, probing the ones the kernel does not know yet. */
+  private async resolveMacs(hops: ReadonlyArray<{ address: string; dev: string }>): Promise<Map<string, string>> {
+    const found = new Map<string, string>();
+    const read = (entries: readonly NeighbourAnswer[]) => {
+      for (const e of entries) {
+        if (e.lladdr && (e.state ?? []).some((s) => USABLE_STATES.includes(s))) found.set(`${e.dev} ${e.dst}`, e.lladdr);
+      }
+    };
+    read(await neighbours());
+    let missing = hops.filter((h) => !found.has(`${h.dev} ${h.address}`));
+    if (missing.length === 0) return found;
+    await probeNeighbours(missing);
+    const deadline = Date.now() + RESOLVE_TIMEOUT_MS;
+    while (missing.length > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, RESOLVE_POLL_MS));
+      read(await neighbours());
+      missing = missing.filter((h) => !found.has(`${h.dev} ${h.address}`));
+    }
+    return found;
+  }
+
+  /** Keeps the kernel's entries for our next hops fresh (they see no kernel traffic). */
+  async probeAll(): Promise<void> {
+    const hops = new Map<string, { address: string; dev: string }>();
+    for (const result of this.results.values()) {
+      if (result.ok) hops.set(`${result.path.dev} ${result.path.nextHop}`, { address: result.path.nextHop, dev: result.path.dev });
+    }
+    await probeNeighbours([...hops.values()]);
+  }
+}

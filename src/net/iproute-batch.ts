@@ -1,0 +1,67 @@
+/**
+ * Many iproute2 queries in one process (`ip -batch`), so that resolving
+ * thousands of backends costs a handful of process starts, not thousands.
+ */
+import { execFile } from 'node:child_process';
+
+function runBatch(args: string[], commands: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile('ip', [...args, '-force', '-batch', '-'], { maxBuffer: 256 * 1024 * 1024 }, (error, stdout) => {
+      // -force keeps going past failed commands (an unreachable address);
+      // their absence from the output is the answer.
+      if (error && stdout === '') reject(error);
+      else resolve(stdout);
+    });
+    child.stdin!.end(commands.map((c) => `${c}\n`).join(''));
+  });
+}
+
+export interface RouteAnswer {
+  readonly dst: string;
+  readonly type?: string;
+  readonly gateway?: string;
+  readonly dev: string;
+  readonly prefsrc?: string;
+}
+
+/** `ip route get` for each address; unreachable ones are missing. */
+export async function routesTo(addresses: readonly string[]): Promise<Map<string, RouteAnswer>> {
+  const result = new Map<string, RouteAnswer>();
+  if (addresses.length === 0) return result;
+  const stdout = await runBatch(['-j'], addresses.map((a) => `route get ${a}`));
+  for (const line of stdout.split('\n')) {
+    if (!line.startsWith('[')) continue;
+    for (const route of JSON.parse(line) as RouteAnswer[]) result.set(route.dst, route);
+  }
+  return result;
+}
+
+export interface NeighbourAnswer {
+  readonly dst: string;
+  readonly dev: string;
+  readonly lladdr?: string;
+  readonly state?: readonly string[];
+}
+
+export async function neighbours(): Promise<NeighbourAnswer[]> {
+  const stdout = await runBatch(['-j'], ['neigh show']);
+  return stdout.split('\n').filter((l) => l.startsWith('[')).flatMap((l) => JSON.parse(l) as NeighbourAnswer[]);
+}
+
+export interface LinkAnswer {
+  readonly ifindex: number;
+  readonly ifname: string;
+  readonly address?: string;
+  readonly mtu: number;
+}
+
+export async function links(): Promise<LinkAnswer[]> {
+  const stdout = await runBatch(['-j'], ['link show']);
+  return stdout.split('\n').filter((l) => l.startsWith('[')).flatMap((l) => JSON.parse(l) as LinkAnswer[]);
+}
+
+/** Makes the kernel (re)resolve each neighbour as if a packet waited for it. */
+export async function probeNeighbours(targets: ReadonlyArray<{ address: string; dev: string }>): Promise<void> {
+  if (targets.length === 0) return;
+  await runBatch([], targets.map((t) => `neigh replace ${t.address} dev ${t.dev} use`));
+}
