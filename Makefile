@@ -45,7 +45,8 @@ test: deps all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin
-	cp -r bin build dist node_modules package.json $(DESTDIR)$(PREFIX)/lib/lbctl/
+	cp -r bin build dist node_modules package.json package-lock.json $(DESTDIR)$(PREFIX)/lib/lbctl/
+	cd $(DESTDIR)$(PREFIX)/lib/lbctl && npm prune --omit=dev --no-audit --no-fund >/dev/null
 	ln -sf $(PREFIX)/lib/lbctl/bin/lbctl $(DESTDIR)$(PREFIX)/bin/lbctl
 
 uninstall:

@@ -66,8 +66,7 @@ export class ApiServer {
   private async answer(line: string): Promise<Response> {
     let id = 0;
     try {
-      const request = parseRequest(line);
-      id = request.id;
+      const request = parseRequest(line, (requestId) => { id = requestId; });
       const handler = this.handlers[request.method] as (params: unknown) => Promise<unknown>;
       return { id, result: await handler(request.params) };
     } catch (error) {
@@ -78,16 +77,18 @@ export class ApiServer {
   }
 }
 
-function parseRequest(line: string): { id: number; method: MethodName; params: unknown } {
+/** Reports the id through onId as soon as it is valid, so that later errors are answered with it. */
+function parseRequest(line: string, onId: (id: number) => void): { id: number; method: MethodName; params: unknown } {
   let request: unknown;
   try {
     request = JSON.parse(line);
   } catch {
     throw new InputError('request is not valid JSON');
   }
-  if (typeof request !== 'object' || request === null) throw new InputError('request must be a JSON object');
+  if (typeof request !== 'object' || request === null || Array.isArray(request)) throw new InputError('request must be a JSON object');
   const { id, method, params } = request as Record<string, unknown>;
   if (typeof id !== 'number' || !Number.isInteger(id)) throw new InputError('request id must be an integer');
+  onId(id);
   if (typeof method !== 'string' || !METHOD_NAMES.includes(method as MethodName)) throw new InputError(`unknown method ${JSON.stringify(method)}`);
   if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) throw new InputError('params must be a JSON object');
   return { id, method: method as MethodName, params: params ?? {} };

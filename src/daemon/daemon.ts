@@ -118,15 +118,22 @@ export class Daemon {
   }
 
   private attach(present: ReturnType<typeof attachedProgram>): void {
+    const { ifindex, name } = this.link;
     if (!present) {
-      attachXdp(this.link.ifindex, this.link.name, this.dataplane.programFd, this.options.xdpMode);
+      attachXdp(ifindex, name, this.dataplane.programFd, this.options.xdpMode);
       return;
     }
-    // Left behind by a daemon that is gone (a crash): replace it atomically.
-    this.log.warn({ programId: present.id }, 'replacing the xdp_balancer a previous run left attached');
+    // Left behind by a daemon that is gone (a crash): replace it, atomically
+    // when the attach mode is the same.
+    this.log.warn({ programId: present.id, mode: present.mode }, 'replacing the xdp_balancer a previous run left attached');
     const oldFd = native.progFdById(present.id) as number;
     try {
-      attachXdp(this.link.ifindex, this.link.name, this.dataplane.programFd, present.mode === this.options.xdpMode ? this.options.xdpMode : present.mode, oldFd);
+      if (present.mode === this.options.xdpMode) {
+        attachXdp(ifindex, name, this.dataplane.programFd, this.options.xdpMode, oldFd);
+      } else {
+        detachXdp(ifindex, oldFd, present.mode);
+        attachXdp(ifindex, name, this.dataplane.programFd, this.options.xdpMode);
+      }
     } finally {
       closeFd(oldFd);
     }

@@ -89,6 +89,7 @@ export class Reconciler {
       const vipId = applied?.vipId ?? this.allocateVip();
 
       const members: Array<{ address: string; weight: number; id: number }> = [];
+      const lostPaths: number[] = [];
       const backendViews: Array<Omit<BackendView, 'slots'>> = [];
       for (const backend of spec.backends) {
         const backendKey = `${key} ${backend.address}`;
@@ -99,8 +100,10 @@ export class Reconciler {
         const result = paths({ address: backend.address, forward });
         const info = result.ok ? encodeBackend(backend.address, forward, result.path) : '';
         if (info !== (previous?.info ?? '')) {
+          // A backend that lost its path is cleared only once the table no
+          // longer names it (below), or new flows to its slots would drop.
           if (info) this.dataplane.putBackend(id, backendInfo.decode(Buffer.from(info, 'hex')));
-          else this.dataplane.clearBackend(id);
+          else lostPaths.push(id);
           writes++;
         }
         this.backends.set(backendKey, { id, info });
@@ -135,6 +138,7 @@ export class Reconciler {
         this.dataplane.deleteTable(applied.tableId);
         writes++;
       }
+      for (const id of lostPaths) this.dataplane.clearBackend(id);
       this.vips.set(key, { vip: spec.vip, vipId, tableId, tableSize: spec.tableSize, table, info });
 
       const slots = table ? countEntries(table) : new Map<number, number>();

@@ -54,12 +54,14 @@ function validateChanges(data: unknown): RuntimeChanges {
     const backends: Record<string, { op: 'remove' } | { op: 'add'; backend: { address: string; family: 4 | 6; weight: number; forward?: 'l2dsr' | 'ipip' } }> = {};
     for (const [address, rawBackend] of Object.entries(object(change.backends, `${key}.backends`))) {
       const parsed = parseIpAddress(address);
+      if (parsed.address !== address) throw new Error(`backend key ${address} is not in canonical form`);
       const b = object(rawBackend, address);
       if (b.op === 'remove') {
         backends[address] = { op: 'remove' };
       } else if (b.op === 'add') {
         const spec = object(b.backend, `${address}.backend`);
         if (spec.address !== parsed.address || spec.family !== parsed.family) throw new Error(`backend ${address} does not match its key`);
+        if (typeof spec.weight !== 'number') throw new Error(`backend ${address}: weight must be a number`);
         backends[address] = {
           op: 'add',
           backend: {

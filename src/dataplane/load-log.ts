@@ -9,7 +9,7 @@ export function summarizeLoadLog(log: string): string {
   const lines = log.split('\n').map((line) => line.trimEnd()).filter((line) => line !== '');
   const begin = lines.findIndex((line) => line.includes('-- BEGIN PROG LOAD LOG --'));
   const end = lines.findIndex((line) => line.includes('-- END PROG LOAD LOG --'));
-  if (begin < 0 || end < begin) return lines.filter((line) => !/^libbpf: (Error in|elf:)/.test(line)).slice(-VERIFIER_TAIL_LINES).join('\n');
+  if (begin < 0 || end < begin) return lines.slice(-VERIFIER_TAIL_LINES).join('\n');
   const verifier = lines.slice(begin + 1, end).filter((line) => !/^(processed|verification time|stack depth)/.test(line));
   const context = lines.slice(0, begin).filter((line) => /failed|error|invalid/i.test(line));
   return [...context, ...verifier.slice(-VERIFIER_TAIL_LINES)].join('\n');

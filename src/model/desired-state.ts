@@ -121,7 +121,11 @@ export function removeBackend(config: DesiredState, changes: RuntimeChanges, key
   const current = changes.vips[key];
   if (current && current.op !== 'remove' && address in current.backends) {
     const { [address]: _dropped, ...backends } = current.backends;
-    const forgotten = withVip(changes, key, { ...current, backends });
+    // A 'modify' left with no backend changes is dropped too: no trace remains.
+    const { [key]: _emptied, ...others } = changes.vips;
+    const forgotten = current.op === 'modify' && Object.keys(backends).length === 0
+      ? { vips: others }
+      : withVip(changes, key, { ...current, backends });
     if (!findVip(applyChanges(config, forgotten), key)?.backends.some((b) => b.address === address)) return forgotten;
   }
   return withBackend(changes, key, address, { op: 'remove' });

@@ -33,6 +33,12 @@ export interface PathTarget {
 const USABLE_STATES = ['REACHABLE', 'STALE', 'DELAY', 'PROBE', 'PERMANENT', 'NOARP'];
 const RESOLVE_TIMEOUT_MS = 1500;
 const RESOLVE_POLL_MS = 50;
+/**
+ * A next hop that did not answer is asked again only after this long:
+ * probes change the neighbour table, which triggers a refresh, which would
+ * probe again.
+ */
+const PROBE_BACKOFF_MS = 10_000;
 
 function targetKey(target: PathTarget): string {
   return `${target.forward} ${target.address}`;
@@ -40,6 +46,7 @@ function targetKey(target: PathTarget): string {
 
 export class ForwardingPaths {
   private results = new Map<string, PathResult>();
+  private readonly lastProbe = new Map<string, number>();
 
   constructor(private readonly interfaceName: string) {}
 
@@ -87,7 +94,8 @@ export class ForwardingPaths {
       pending.push({ target, dev: route.dev, nextHop: route.gateway ?? target.address, link });
     }
 
-    const macs = await this.resolveMacs(pending.map((p) => ({ address: p.nextHop, dev: p.dev })));
+    const hops = new Map(pending.map((p) => [`${p.dev} ${p.nextHop}`, { address: p.nextHop, dev: p.dev }]));
+    const macs = await this.resolveMacs([...hops.values()]);
     for (const { target, dev, nextHop, link } of pending) {
       const key = targetKey(target);
       const mac = macs.get(`${dev} ${nextHop}`);
@@ -115,8 +123,10 @@ export class ForwardingPaths {
       }
     };
     read(await neighbours());
-    let missing = hops.filter((h) => !found.has(`${h.dev} ${h.address}`));
+    const now = Date.now();
+    let missing = hops.filter((h) => !found.has(`${h.dev} ${h.address}`) && now - (this.lastProbe.get(`${h.dev} ${h.address}`) ?? 0) >= PROBE_BACKOFF_MS);
     if (missing.length === 0) return found;
+    for (const h of missing) this.lastProbe.set(`${h.dev} ${h.address}`, now);
     await probeNeighbours(missing);
     const deadline = Date.now() + RESOLVE_TIMEOUT_MS;
     while (missing.length > 0 && Date.now() < deadline) {

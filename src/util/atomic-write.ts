@@ -18,7 +18,12 @@ export function writeFileAtomic(path: string, content: string, mode = 0o600): vo
     throw error;
   }
   closeSync(fd);
-  renameSync(temporary, path);
+  try {
+    renameSync(temporary, path);
+  } catch (error) {
+    rmSync(temporary, { force: true });
+    throw error;
+  }
   const dir = openSync(dirname(path), 'r');
   try {
     fsyncSync(dir);

@@ -1,0 +1,79 @@
+/**
+ * The daemon follows the network: next-hop MACs come from the kernel and
+ * are rewritten when they change; generic XDP and a chosen pin directory.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { LAB, Lab } from './lab/lab.js';
+import type { BackendSummary, StatusResult } from '../src/api/protocol.js';
+import { LabBalancer } from './support/balancer.js';
+
+const VIP = `${LAB.vips[0]}:80/tcp`;
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('following the network', () => {
+  let lab: Lab;
+  let lb: LabBalancer;
+
+  before(async () => {
+    lab = await Lab.up();
+    lb = new LabBalancer(lab);
+  });
+
+  after(async () => {
+    await lb?.stop();
+    await lab?.down();
+  });
+
+  test('generic XDP mode and an explicit pin directory', async () => {
+    const pinDir = `/sys/fs/bpf/lbctl-test-${lab.prefix}`;
+    try {
+      await lb.start(['--xdp-mode', 'generic', '--pin-dir', pinDir]);
+      const status = await lb.json<StatusResult>(['status']);
+      assert.equal(status.xdpMode, 'generic');
+      assert.equal(status.pinDir, pinDir);
+      assert.ok(existsSync(`${pinDir}/flows_v4`));
+      const link = JSON.parse((await lab.exec('lb', ['ip', '-j', '-d', 'link', 'show', 'eth0'])).stdout)[0];
+      assert.equal(link.xdp?.mode, 2, 'attached in generic (skb) mode');
+      await lb.ok(['vip', 'add', VIP]);
+      await lb.ok(['backend', 'add', VIP, '10.10.0.12']);
+      const result = await lb.httpFromClient(`http://${LAB.vips[0]}/`, 30);
+      assert.deepEqual(result.failures, []);
+      assert.ok(result.answers.every((a) => a.backend === 'be2'));
+      await lb.stop();
+      assert.equal(existsSync(pinDir), false, 'pins removed on stop');
+    } finally {
+      await lb.stop();
+    }
+  });
+
+  test('a backend that changes its MAC keeps getting traffic once the kernel learns the new one', async () => {
+    await lb.start();
+    const list = await lb.json<BackendSummary[]>(['backend', 'list', VIP]);
+    const oldMac = list[0]!.nextHopMac!;
+    assert.equal(oldMac, JSON.parse((await lab.exec('be2', ['ip', '-j', 'link', 'show', 'eth0'])).stdout)[0].address);
+
+    const newMac = '02:42:be:02:00:02';
+    await lab.exec('be2', ['ip', 'link', 'set', 'dev', 'eth0', 'address', newMac]);
+    // A gratuitous announcement, as a host does when its NIC changes: the
+    // balancer's kernel updates its neighbour entry, the daemon follows.
+    await lab.exec('lb', ['ip', 'neigh', 'replace', '10.10.0.12', 'lladdr', newMac, 'dev', 'eth0', 'nud', 'reachable']);
+    const learnt = await waitFor('the daemon to write the new MAC', async () => {
+      const now = await lb.json<BackendSummary[]>(['backend', 'list', VIP]);
+      return now[0]!.nextHopMac === newMac ? now[0] : undefined;
+    });
+    assert.equal(learnt.state, 'active');
+    const result = await lb.httpFromClient(`http://${LAB.vips[0]}/`, 30);
+    assert.deepEqual(result.failures, [], 'traffic reaches the backend at its new MAC');
+  });
+});
