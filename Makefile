@@ -8,22 +8,27 @@ ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
 
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
+BENCH_BPF_OBJ := $(patsubst bench/%.bpf.c,build/bench/%.bpf.o,$(wildcard bench/*.bpf.c))
 BPF_HDR := $(wildcard bpf/lib/*.h)
 SHIM := build/native/liblbctl.so
 TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
 TS_STAMP := dist/.stamp
 
-.PHONY: all bpf native ts deps demo test test-unit install uninstall clean
+.PHONY: all bpf native ts deps demo test bench install uninstall clean
 
 all: bpf native ts
 
-bpf: $(BPF_OBJ)
+bpf: $(BPF_OBJ) $(BENCH_BPF_OBJ)
 native: $(SHIM)
 ts: $(TS_STAMP)
 
 build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
 	@mkdir -p $(@D)
 	$(CLANG) -O2 -g -Wall -Werror -target bpf -I$(ARCH_INCLUDE) -Ibpf -c $< -o $@
+
+build/bench/%.bpf.o: bench/%.bpf.c
+	@mkdir -p $(@D)
+	$(CLANG) -O2 -g -Wall -Werror -target bpf -I$(ARCH_INCLUDE) -c $< -o $@
 
 $(SHIM): native/lbctl_shim.c
 	@mkdir -p $(@D)
@@ -42,6 +47,10 @@ demo: deps all
 # Unit and packet tests first (fast, precise failures), then the lab.
 test: deps all
 	scripts/run-tests.sh
+
+# Speed and memory, measured side by side; writes bench/results/latest.md.
+bench: deps all
+	node dist/bench/run.js
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin

@@ -104,6 +104,30 @@ int lbctl_test_run(int prog_fd, const void *in, unsigned in_len, void *out, unsi
 	return 0;
 }
 
+/*
+ * Benchmarks: runs the program `iterations` times with repeat 1, cycling
+ * through `count` packets of `len` bytes each, and stores the kernel's
+ * duration of every run. Repeat 1 matters: with repeat N the kernel feeds
+ * the program its own output, which an encapsulating program then passes.
+ */
+int lbctl_test_run_durations(int prog_fd, const unsigned char *packets, unsigned len, unsigned count,
+			     unsigned iterations, unsigned *durations_ns)
+{
+	unsigned i;
+
+	for (i = 0; i < iterations; i++) {
+		LIBBPF_OPTS(bpf_test_run_opts, opts,
+			    .data_in = packets + (size_t)(i % count) * len,
+			    .data_size_in = len,
+			    .repeat = 1);
+
+		if (bpf_prog_test_run_opts(prog_fd, &opts))
+			return -errno;
+		durations_ns[i] = opts.duration;
+	}
+	return 0;
+}
+
 /* Attaches, replacing old_prog_fd atomically when it is >= 0. */
 int lbctl_xdp_attach(int ifindex, int prog_fd, unsigned flags, int old_prog_fd)
 {

@@ -59,6 +59,7 @@ export const native = {
   mapUpdateBatch: shim.func('int lbctl_map_update_batch(int fd, const void *keys, const void *values, uint32_t count, uint64_t elem_flags)'),
   mapLookupBatch: shim.func('int lbctl_map_lookup_batch(int fd, const void *in_batch, _Out_ uint8_t *out_batch, _Out_ uint8_t *keys, _Out_ uint8_t *values, _Inout_ uint32_t *count)'),
   testRun: shim.func('int lbctl_test_run(int prog_fd, const void *in, uint32_t in_len, _Out_ uint8_t *out, _Inout_ uint32_t *out_len, _Out_ uint32_t *retval, int repeat, _Out_ uint32_t *duration_ns, uint32_t flags)'),
+  testRunDurations: shim.func('int lbctl_test_run_durations(int prog_fd, const uint8_t *packets, uint32_t len, uint32_t count, uint32_t iterations, _Out_ uint32_t *durations_ns)'),
   xdpAttach: shim.func('int lbctl_xdp_attach(int ifindex, int prog_fd, uint32_t flags, int old_prog_fd)'),
   xdpQuery: shim.func('int lbctl_xdp_query(int ifindex, _Out_ uint32_t *drv_prog_id, _Out_ uint32_t *skb_prog_id, _Out_ uint32_t *attach_mode)'),
   progInfo: shim.func('int lbctl_prog_info(int fd, _Out_ uint32_t *id, _Out_ uint8_t *name, uint32_t name_capacity)'),
