@@ -80,7 +80,7 @@ describe('balancing HTTP in the lab', () => {
     const macOf = async (role: string) => JSON.parse((await lab.exec(role, ['ip', '-j', 'link', 'show', 'eth0'])).stdout)[0].address as string;
     const balancerMac = await macOf('lb');
     const allowed = new Set([...(await Promise.all(['be1', 'be2', 'be3'].map(macOf))), await macOf('router')]);
-    const capture = lab.spawn('client', ['tcpdump', '-i', 'eth0', '-e', '-n', '-l', `src net ${LAB.vipSubnet} and tcp`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const capture = lab.spawn('client', ['tcpdump', '--immediate-mode', '-i', 'eth0', '-e', '-n', '-l', `src net ${LAB.vipSubnet} and tcp`], { stdio: ['ignore', 'pipe', 'ignore'] });
     let lines = '';
     capture.stdout!.on('data', (chunk: Buffer) => { lines += chunk.toString(); });
     await new Promise((resolve) => setTimeout(resolve, 500)); // tcpdump attaches

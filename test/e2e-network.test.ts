@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { LAB, Lab } from './lab/lab.js';
 import type { BackendSummary, StatusResult } from '../src/api/protocol.js';
-import { LabBalancer } from './support/balancer.js';
+import { LBCTL, LabBalancer } from './support/balancer.js';
 
 const VIP = `${LAB.vips[0]}:80/tcp`;
 
@@ -75,5 +75,47 @@ describe('following the network', () => {
     assert.equal(learnt.state, 'active');
     const result = await lb.httpFromClient(`http://${LAB.vips[0]}/`, 30);
     assert.deepEqual(result.failures, [], 'traffic reaches the backend at its new MAC');
+  });
+
+  test('ipip packets leave from --tunnel-source, and xdp_decap on the backend can be detached and attached', async () => {
+    await lb.stop();
+    await lab.exec('lb', ['ip', 'addr', 'add', '10.10.0.200/32', 'dev', 'lo']);
+    await lb.start(['--tunnel-source', '10.10.0.200']);
+    assert.equal((await lb.json<StatusResult>(['status'])).tunnelSource, '10.10.0.200');
+    const vip = `${LAB.vips[1]}:80/tcp`;
+    await lb.ok(['vip', 'add', vip, '--forward', 'ipip']);
+    await lb.ok(['backend', 'add', vip, '10.20.0.14']);
+
+    // On the router: on be4 itself xdp_decap unwraps packets before any capture sees them.
+    const capture = lab.spawn('router', ['tcpdump', '--immediate-mode', '-i', 'eth1', '-n', '-l', 'ip proto 4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let seen = '';
+    capture.stdout!.on('data', (chunk: Buffer) => { seen += chunk.toString(); });
+    capture.stderr!.on('data', (chunk: Buffer) => { seen += chunk.toString(); });
+    await new Promise((r) => setTimeout(r, 400));
+    const result = await lb.httpFromClient(`http://${LAB.vips[1]}/`, 10, 2);
+    const exited = new Promise((r) => capture.once('exit', r));
+    capture.kill('SIGINT');
+    await exited;
+    assert.deepEqual(result.failures, []);
+    assert.match(seen, /IP 10\.10\.0\.200 > 10\.20\.0\.14: IP 10\.10\.0\.10\.\d+ > 10\.100\.0\.101\.80/, 'outer source is the tunnel source');
+
+    const lbctlOn = (role: string, args: string[]) => lab.exec(role, [LBCTL, ...args]);
+    const detached = await lbctlOn('be4', ['decap', 'detach', '--interface', 'eth0']);
+    assert.equal(detached.stdout, 'lbctl: xdp_decap detached from eth0\n');
+    assert.equal((await lbctlOn('be4', ['decap', 'detach', '--interface', 'eth0'])).stdout, 'lbctl: no XDP program on eth0\n');
+    const without = await lb.httpFromClient(`http://${LAB.vips[1]}/`, 3, 3);
+    assert.equal(without.answers.length, 0, 'without decapsulation the backend cannot answer');
+    const attached = await lbctlOn('be4', ['decap', 'attach', '--interface', 'eth0']);
+    assert.equal(attached.stdout, 'lbctl: xdp_decap attached on eth0 for 10.20.0.14\n');
+    const refreshed = await lbctlOn('be4', ['decap', 'attach', '--interface', 'eth0']);
+    assert.equal(refreshed.stdout, 'lbctl: xdp_decap refreshed on eth0 for 10.20.0.14\n');
+    assert.deepEqual((await lb.httpFromClient(`http://${LAB.vips[1]}/`, 10, 2)).failures, []);
+
+    const foreign = await lbctlOn('lb', ['decap', 'detach', '--interface', 'eth0']);
+    assert.equal(foreign.code, 1);
+    assert.equal(foreign.stderr, 'lbctl: interface eth0 runs XDP program xdp_balancer, not xdp_decap: not detaching it\n');
+    const busy = await lbctlOn('lb', ['decap', 'attach', '--interface', 'eth0']);
+    assert.equal(busy.code, 1);
+    assert.match(busy.stderr, /^lbctl: interface eth0 already runs XDP program xdp_balancer \(id \d+\): detach it first\n$/);
   });
 });

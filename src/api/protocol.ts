@@ -26,6 +26,8 @@ export interface StatusResult {
   readonly socket: string;
   readonly stateDir: string;
   readonly pinDir: string;
+  /** Outer source of ipip packets (null: the interface has no IPv4 address). */
+  readonly tunnelSource: string | null;
   readonly configPath: string | null;
   readonly vips: number;
   readonly backends: number;

@@ -47,6 +47,7 @@ export function buildProgram(): Command {
     .option('--state-dir <dir>', 'where runtime changes are kept', DEFAULT_STATE_DIR)
     .option('--bpffs <dir>', 'bpffs mount point', DEFAULT_BPFFS)
     .option('--pin-dir <dir>', 'where maps are pinned (default: BPFFS/lbctl/<netns>/<interface>)')
+    .option('--tunnel-source <address>', "outer source address of ipip packets (default: the interface's primary IPv4 address)")
     .option('--flow-table-size <n>', 'connection-tracking entries', integer('flow table size', 1024, 67_108_864))
     .option('--max-vips <n>', 'VIP capacity', integer('VIP capacity', 1, 65_536))
     .option('--max-backends <n>', 'backend capacity across all VIPs', integer('backend capacity', 16, 1_048_576))
@@ -83,6 +84,7 @@ export function buildProgram(): Command {
         `interface  ${s.interface} (ifindex ${s.ifindex}), ${s.xdpMode} XDP, program id ${s.programId}`,
         `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}`,
         `flows      up to ${s.flowTableSize} tracked`,
+        `tunnels    from ${s.tunnelSource ?? '(no IPv4 address: ipip backends unusable)'}`,
         `config     ${s.configPath ?? '(none)'}`,
         `state      ${s.stateDir}`,
         `pins       ${s.pinDir}`,

@@ -5,6 +5,7 @@ import { createLogger } from '../log.js';
 import { loadConfigFile } from '../model/config.js';
 import { EMPTY_STATE } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
+import { parseTunnelSource } from '../model/address.js';
 
 export interface StartFlags {
   interface?: string;
@@ -14,6 +15,7 @@ export interface StartFlags {
   stateDir: string;
   bpffs: string;
   pinDir?: string;
+  tunnelSource?: string;
   flowTableSize?: number;
   maxVips?: number;
   maxBackends?: number;
@@ -28,6 +30,7 @@ export async function startForeground(flags: StartFlags): Promise<number> {
     const settings = config?.settings ?? {};
     const interfaceName = flags.interface ?? settings.interface;
     if (!interfaceName) throw new InputError('no interface: pass --interface IFACE or set `interface` in the config file');
+    const tunnelSource = flags.tunnelSource ? parseTunnelSource(flags.tunnelSource) : settings.tunnelSource;
     options = {
       interface: interfaceName,
       xdpMode: flags.xdpMode ?? settings.xdpMode ?? 'native',
@@ -35,6 +38,7 @@ export async function startForeground(flags: StartFlags): Promise<number> {
       stateDir: flags.stateDir,
       bpffsRoot: flags.bpffs,
       ...(flags.pinDir ? { pinDir: flags.pinDir } : {}),
+      ...(tunnelSource ? { tunnelSource } : {}),
       ...(config ? { configPath: config.path } : {}),
       limits: {
         maxVips: flags.maxVips ?? settings.maxVips ?? DEFAULT_LIMITS.maxVips,

@@ -18,7 +18,7 @@ import {
 } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import { ForwardingPaths, PathTarget } from '../net/forwarding-paths.js';
-import { getLink, Link } from '../net/iproute.js';
+import { getLink, Link, primaryAddress } from '../net/iproute.js';
 import { ApiServer } from './api-server.js';
 import { defaultPinDir, ensureBpffs, removePinDir } from './bpffs.js';
 import { Reconciler } from './reconciler.js';
@@ -33,6 +33,8 @@ export interface DaemonOptions {
   readonly stateDir: string;
   readonly bpffsRoot: string;
   readonly pinDir?: string;
+  /** Outer source of ipip packets; default the interface's primary IPv4 address. */
+  readonly tunnelSource?: string;
   readonly limits: BalancerLimits;
   readonly configPath?: string;
   /** The config file's VIPs and backends (empty without a config file). */
@@ -89,7 +91,7 @@ export class Daemon {
 
     const dataplane = BalancerDataplane.load(options.limits);
     const reconciler = new Reconciler(dataplane, log);
-    const paths = new ForwardingPaths(link.name);
+    const paths = new ForwardingPaths(link.name, options.tunnelSource);
     const daemon = new Daemon(options, log, link, dataplane, reconciler, paths, pinDir, changes);
     try {
       await paths.refresh(targetsOf(desired));
@@ -208,6 +210,7 @@ export class Daemon {
           socket: this.options.socketPath,
           stateDir: this.options.stateDir,
           pinDir: this.pinDir,
+          tunnelSource: this.options.tunnelSource ?? (await primaryAddress(this.link.name, 4)) ?? null,
           configPath: this.options.configPath ?? null,
           vips: view.length,
           backends: backends.length,

@@ -120,3 +120,10 @@ export function addressBytes(family: Family, address: string): Buffer {
   ipv6ToWords(address).forEach((word, i) => buf.writeUInt16BE(word, i * 2));
   return buf;
 }
+
+/** The outer source of IP-in-IP packets: an IPv4 address. */
+export function parseTunnelSource(text: string): string {
+  const { family, address } = parseIpAddress(text, 'tunnel source');
+  if (family !== 4) throw new InputError(`invalid tunnel source "${text}": ipip tunnels are IPv4, give an IPv4 address`);
+  return address;
+}

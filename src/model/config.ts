@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, Node, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { DEFAULT_TABLE_SIZE, validateTableSize } from '../maglev/maglev.js';
-import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from './address.js';
+import { formatVip, parseForward, parseIpAddress, parseTunnelSource, parseVip, parseWeight } from './address.js';
 import { BackendSpec, DEFAULT_FORWARD, DEFAULT_WEIGHT, DesiredState, VipSpec } from './desired-state.js';
 import { InputError } from './errors.js';
 
@@ -19,6 +19,8 @@ export const CONFIG_XDP_MODES = ['native', 'generic'] as const;
 
 export interface DaemonSettings {
   interface?: string;
+  /** Outer source address of ipip packets (default: the interface's primary IPv4 address). */
+  tunnelSource?: string;
   xdpMode?: (typeof CONFIG_XDP_MODES)[number];
   flowTableSize?: number;
   maxVips?: number;
@@ -41,7 +43,7 @@ const LIMITS = {
   max_backends: [16, 1048576],
 } as const;
 
-const TOP_FIELDS = ['interface', 'xdp_mode', 'flow_table_size', 'max_vips', 'max_backends', 'vips'] as const;
+const TOP_FIELDS = ['interface', 'xdp_mode', 'tunnel_source', 'flow_table_size', 'max_vips', 'max_backends', 'vips'] as const;
 const VIP_FIELDS = ['vip', 'forward', 'table_size', 'backends'] as const;
 const BACKEND_FIELDS = ['address', 'weight', 'forward'] as const;
 
@@ -90,6 +92,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   const top = new Cursor(file, file.resolve(doc.contents), '', doc.contents.range?.[0] ?? 0).fields(TOP_FIELDS);
   if (top.interface) settings.interface = top.interface.interfaceName();
   if (top.xdp_mode) settings.xdpMode = top.xdp_mode.oneOf(CONFIG_XDP_MODES, 'XDP mode');
+  if (top.tunnel_source) settings.tunnelSource = top.tunnel_source.parse(parseTunnelSource);
   if (top.flow_table_size) settings.flowTableSize = top.flow_table_size.integer(...LIMITS.flow_table_size);
   if (top.max_vips) settings.maxVips = top.max_vips.integer(...LIMITS.max_vips);
   if (top.max_backends) settings.maxBackends = top.max_backends.integer(...LIMITS.max_backends);

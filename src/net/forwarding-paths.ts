@@ -48,7 +48,8 @@ export class ForwardingPaths {
   private results = new Map<string, PathResult>();
   private readonly lastProbe = new Map<string, number>();
 
-  constructor(private readonly interfaceName: string) {}
+  /** tunnelSource: fixed outer source for ipip; default the interface's primary IPv4 address. */
+  constructor(private readonly interfaceName: string, private readonly tunnelSource?: string) {}
 
   get(target: PathTarget): PathResult {
     return this.results.get(targetKey(target)) ?? { ok: false, reason: 'not resolved yet', permanent: false };
@@ -64,7 +65,7 @@ export class ForwardingPaths {
     const [routes, linkList, tunnelSrc] = await Promise.all([
       routesTo([...new Set(unique.map((t) => t.address))]),
       links(),
-      primaryAddress(this.interfaceName, 4),
+      this.tunnelSource ?? primaryAddress(this.interfaceName, 4),
     ]);
     const linkByName = new Map(linkList.map((l) => [l.ifname, l]));
 

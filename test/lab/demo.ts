@@ -30,7 +30,7 @@ async function lbctl(lb: LabBalancer, args: string[]): Promise<void> {
 async function spread(lb: LabBalancer, lab: Lab, connections: number, backends: typeof BACKENDS): Promise<void> {
   say(bold(`\nOpening ${connections} new HTTP connections from the client (${LAB.client}) to ${URL}`));
   const macOf = async (role: string) => JSON.parse((await lab.exec(role, ['ip', '-j', 'link', 'show', 'eth0'])).stdout)[0].address as string;
-  const capture = lab.spawn('client', ['tcpdump', '-i', 'eth0', '-e', '-n', '-l', `src host ${LAB.vips[0]}`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const capture = lab.spawn('client', ['tcpdump', '--immediate-mode', '-i', 'eth0', '-e', '-n', '-l', `src host ${LAB.vips[0]}`], { stdio: ['ignore', 'pipe', 'ignore'] });
   let captured = '';
   capture.stdout!.on('data', (chunk: Buffer) => { captured += chunk.toString(); });
   await new Promise((r) => setTimeout(r, 400));
