@@ -24,16 +24,20 @@ const handlers: Handlers = {
   stop: async () => ({ stopping: true }),
   'vip.add': async (params) => {
     received.push(params);
-    return { message: `added ${params.vip} (${params.forward ?? 'default'}, ${params.tableSize ?? '-'})`, warnings: ['a warning'] };
+    return { message: `added ${params.vip} (${params.forward ?? 'default'}, ${params.tableSize ?? '-'})`, warnings: ['a warning'], applied: true };
   },
   'vip.remove': async (params) => { throw new InputError(`unknown VIP ${params.vip}`); },
   'vip.list': async () => { throw new Error('map update failed: EPERM'); },
   'backend.add': async (params) => {
     // Slow, so that a later request on the same connection is answered first.
     await new Promise((resolve) => setTimeout(resolve, 100));
-    return { message: `slow ${params.address}`, warnings: [] };
+    return { message: `slow ${params.address}`, warnings: [], applied: true };
   },
-  'backend.remove': async (params) => ({ message: `fast ${params.address}`, warnings: [] }),
+  'backend.remove': async (params) => ({ message: `fast ${params.address}`, warnings: [], applied: true }),
+  'backend.weight': async () => { throw new Error('not used'); },
+  'backend.drain': async () => { throw new Error('not used'); },
+  'backend.undrain': async () => { throw new Error('not used'); },
+  explain: async () => { throw new Error('not used'); },
   'backend.list': async (params) => { received.push(params); return []; },
 };
 
@@ -79,7 +83,7 @@ describe('ApiServer and call()', () => {
   test('a call gets the handler result, with the params it sent', async () => {
     received.length = 0;
     assert.deepEqual(await call(socketPath, 'vip.add', { vip: '10.0.0.1:80/tcp', forward: 'ipip', tableSize: 251 }),
-      { message: 'added 10.0.0.1:80/tcp (ipip, 251)', warnings: ['a warning'] });
+      { message: 'added 10.0.0.1:80/tcp (ipip, 251)', warnings: ['a warning'], applied: true });
     assert.deepEqual(received, [{ vip: '10.0.0.1:80/tcp', forward: 'ipip', tableSize: 251 }]);
     assert.deepEqual(await call(socketPath, 'status', {}), STATUS);
     assert.deepEqual(await call(socketPath, 'stop', {}), { stopping: true });
@@ -146,8 +150,8 @@ describe('ApiServer and call()', () => {
     ].join('\n'), 2);
     // The slow first request is answered last: ids tell the answers apart.
     assert.deepEqual(answers, [
-      { id: 22, result: { message: 'fast 10.0.0.22', warnings: [] } },
-      { id: 21, result: { message: 'slow 10.0.0.21', warnings: [] } },
+      { id: 22, result: { message: 'fast 10.0.0.22', warnings: [], applied: true } },
+      { id: 21, result: { message: 'slow 10.0.0.21', warnings: [], applied: true } },
     ]);
   });
 

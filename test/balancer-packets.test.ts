@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, beforeEach, describe, test } from 'node:test';
-import { BACKEND_FLAG_ACTIVE, FORWARD, IPPROTO, tunnelChecksumBase } from '../src/dataplane/abi.js';
+import { BACKEND_FLAG_ACTIVE, FLOW_FLAG_CLOSING, FORWARD, IPPROTO, flowKeyV4, flowState, readU64, tunnelChecksumBase } from '../src/dataplane/abi.js';
 import { BalancerDataplane } from '../src/dataplane/balancer.js';
 import { flowHashV4, tableSlot } from '../src/dataplane/flow-hash.js';
 import { testRun } from '../src/dataplane/xdp.js';
@@ -24,6 +24,7 @@ const BE_OTHER_IFACE = 4;
 const BACKEND_MAC: Record<number, string> = { [BE_L2]: '02:00:00:00:00:11', [BE_L2_OTHER]: '02:00:00:00:00:13', [BE_OTHER_IFACE]: '02:00:00:00:00:99' };
 
 const dataplane = BalancerDataplane.load({ maxVips: 16, maxBackends: 64, flowTableSize: 4096 });
+const readJiffies = () => readU64(testRun(dataplane.clockFd, Buffer.alloc(64)).output);
 after(() => dataplane.close());
 
 function l2Backend(id: number, ifindex = LOOPBACK_IFINDEX) {
@@ -43,7 +44,7 @@ function ipipBackend(id: number, address: string) {
 function vip(address: string, port: number, protocol: 'tcp' | 'udp', owners: number[], vipId = 0) {
   const table = new Uint32Array(TABLE_SIZE);
   for (let i = 0; i < table.length; i++) table[i] = owners[i % owners.length]!;
-  dataplane.putTable(vipId, table);
+  dataplane.putTables([{ tableId: vipId, table }]);
   dataplane.putVip({ addr: address, port, proto: IPPROTO[protocol] }, { vip_id: vipId, table_id: vipId, table_size: TABLE_SIZE, flags: 0 });
   return table;
 }
@@ -147,12 +148,13 @@ describe('packets that are not balanced', () => {
     }
   });
 
-  test('a VIP without a table drops and counts', () => {
+  test('a VIP without a table, or with the empty table, drops and counts', () => {
     dataplane.putVip({ addr: VIP, port: 80, proto: IPPROTO.tcp }, { vip_id: 5, table_id: 5, table_size: TABLE_SIZE, flags: 0 });
-    dataplane.deleteTable(5);
     const before = dataplane.reasonCounters().no_backend;
-    assert.equal(testRun(dataplane.programFd, syn()).action, 'drop');
-    assert.equal(dataplane.reasonCounters().no_backend, before + 1n);
+    assert.equal(testRun(dataplane.programFd, syn()).action, 'drop', 'slot never written');
+    dataplane.putTables([{ tableId: 5, table: null }]);
+    assert.equal(testRun(dataplane.programFd, syn()).action, 'drop', 'slot holding the empty table');
+    assert.equal(dataplane.reasonCounters().no_backend, before + 2n);
   });
 
   // BPF_PROG_TEST_RUN (like any NIC) refuses frames shorter than an Ethernet header.
@@ -237,13 +239,37 @@ describe('backend choice', () => {
     assert.equal(chosenMac(syn(30002, { tcpFlags: TCP_FLAGS.ACK })), BACKEND_MAC[BE_L2_OTHER]);
   });
 
-  test('counters count packets and IP bytes per VIP and per backend', () => {
+  test('counters count packets, IP bytes, new flows and moved flows per VIP and per backend', () => {
     vip(VIP, 80, 'tcp', [BE_L2], 3);
     dataplane.resetVipCounters(3);
     dataplane.resetBackendCounters(BE_L2);
+    dataplane.resetBackendCounters(BE_L2_OTHER);
     const frame = syn(30003);
-    for (let i = 0; i < 5; i++) testRun(dataplane.programFd, frame);
-    assert.deepEqual(dataplane.vipCounters(3), { packets: 5n, bytes: BigInt(5 * (frame.length - 14)) });
-    assert.deepEqual(dataplane.backendCounters(BE_L2), { packets: 5n, bytes: BigInt(5 * (frame.length - 14)) });
+    const ack = syn(30003, { tcpFlags: TCP_FLAGS.ACK });
+    const bytes = BigInt(frame.length - 14);
+    for (let i = 0; i < 2; i++) testRun(dataplane.programFd, frame); // two SYNs: two new flows
+    for (let i = 0; i < 3; i++) testRun(dataplane.programFd, ack); // tracked
+    assert.deepEqual(dataplane.vipCounters(3), { packets: 5n, bytes: 5n * bytes, new_flows: 2n, moved_flows: 0n });
+    assert.deepEqual(dataplane.backendCounters(BE_L2), { packets: 5n, bytes: 5n * bytes, new_flows: 2n, moved_flows: 0n });
+
+    vip(VIP, 80, 'tcp', [BE_L2_OTHER], 3);
+    dataplane.clearBackend(BE_L2);
+    testRun(dataplane.programFd, ack); // its backend is gone: moved
+    testRun(dataplane.programFd, ack); // tracked on the new one
+    assert.deepEqual(dataplane.vipCounters(3), { packets: 7n, bytes: 7n * bytes, new_flows: 3n, moved_flows: 1n });
+    assert.deepEqual(dataplane.backendCounters(BE_L2_OTHER), { packets: 2n, bytes: 2n * bytes, new_flows: 1n, moved_flows: 1n });
+  });
+
+  test('tracked flows record when they were last seen and whether the client is closing', () => {
+    vip(VIP, 80, 'tcp', [BE_L2]);
+    const before = readJiffies();
+    testRun(dataplane.programFd, syn(30005));
+    const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 30005, dport: 80, proto: 6 });
+    const opened = flowState.decode(dataplane.flows.lookup(key)!);
+    assert.equal(opened.backend_id, BE_L2);
+    assert.equal(opened.flags, 0);
+    assert.ok(opened.last_seen >= before && opened.last_seen <= readJiffies(), 'last_seen is the data plane clock');
+    testRun(dataplane.programFd, syn(30005, { tcpFlags: TCP_FLAGS.FIN | TCP_FLAGS.ACK }));
+    assert.equal(flowState.decode(dataplane.flows.lookup(key)!).flags, FLOW_FLAG_CLOSING);
   });
 });

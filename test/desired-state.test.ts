@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import { parseVip } from '../src/model/address.js';
 import {
   addBackend, addVip, applyChanges, BackendSpec, DesiredState, effectiveForward, findVip, NO_CHANGES,
-  removeBackend, removeVip, RuntimeChanges,
+  removeBackend, removeVip, RuntimeChanges, setBackend, DrainSpec,
 } from '../src/model/desired-state.js';
 import { InputError } from '../src/model/errors.js';
 
@@ -286,5 +286,49 @@ describe('inputs', () => {
     assert.equal(JSON.stringify(CONFIG), before);
     assert.deepEqual(summary(applyChanges(CONFIG, changes)), { [DNS]: [], [V6]: ['2001:db8::11'], [RUNTIME_VIP]: ['10.10.0.22'] });
     assert.deepEqual(JSON.parse(snapshots[0]!), NO_CHANGES);
+  });
+});
+
+describe('setBackend: weights and drains', () => {
+  const DRAIN: DrainSpec = deepFreeze({ since: '2026-01-01T00:00:00.000Z', timeoutSeconds: 300, idleSeconds: 30 });
+  const backendOf = (state: DesiredState, key: string, address: string) => findVip(state, key)!.backends.find((b) => b.address === address)!;
+
+  test('a weight change on a config backend is recorded as a patch and applied', () => {
+    const changes = setBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.11', { weight: 9 });
+    assert.deepEqual(changes, { vips: { [WEB]: { op: 'modify', backends: { '10.10.0.11': { op: 'set', weight: 9 } } } } });
+    assert.equal(backendOf(applyChanges(CONFIG, changes), WEB, '10.10.0.11').weight, 9);
+    assert.equal(backendOf(applyChanges(CONFIG, changes), WEB, '10.10.0.12').weight, 3, 'other backends untouched');
+  });
+
+  test('setting a config backend back to what the config says forgets the change', () => {
+    const changed = setBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.11', { weight: 9 });
+    assert.deepEqual(setBackend(CONFIG, changed, WEB, '10.10.0.11', { weight: 6 }), NO_CHANGES);
+  });
+
+  test('a drain is kept with the weight, and undrain (null) removes only the drain', () => {
+    let changes = setBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.11', { weight: 2 });
+    changes = setBackend(CONFIG, changes, WEB, '10.10.0.11', { drain: DRAIN });
+    assert.deepEqual(backendOf(applyChanges(CONFIG, changes), WEB, '10.10.0.11'), { ...backend('10.10.0.11', 2), drain: DRAIN });
+    changes = setBackend(CONFIG, changes, WEB, '10.10.0.11', { drain: null });
+    assert.deepEqual(backendOf(applyChanges(CONFIG, changes), WEB, '10.10.0.11'), backend('10.10.0.11', 2));
+    assert.deepEqual(changes, { vips: { [WEB]: { op: 'modify', backends: { '10.10.0.11': { op: 'set', weight: 2 } } } } });
+  });
+
+  test('a runtime-added backend is patched in its own definition', () => {
+    let changes = addBackend(CONFIG, NO_CHANGES, WEB, backend('10.10.0.13', 1, 'ipip'));
+    changes = setBackend(CONFIG, changes, WEB, '10.10.0.13', { weight: 4, drain: DRAIN });
+    assert.deepEqual(changes.vips[WEB], { op: 'modify', backends: { '10.10.0.13': { op: 'add', backend: { ...backend('10.10.0.13', 4, 'ipip'), drain: DRAIN } } } });
+  });
+
+  test('unknown VIP or backend is refused', () => {
+    assertInputError(() => setBackend(CONFIG, NO_CHANGES, RUNTIME_VIP, '10.10.0.11', { weight: 2 }), /unknown VIP 10.100.0.200:8080\/tcp/);
+    assertInputError(() => setBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.99', { weight: 2 }), /VIP 10.100.0.100:80\/tcp has no backend 10.10.0.99/);
+  });
+
+  test('removing a patched config backend replaces the patch with a removal', () => {
+    const patched = setBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.11', { drain: DRAIN });
+    const removed = removeBackend(CONFIG, patched, WEB, '10.10.0.11');
+    assert.deepEqual(removed.vips[WEB], { op: 'modify', backends: { '10.10.0.11': { op: 'remove' } } });
+    assert.deepEqual(summary(applyChanges(CONFIG, removed))[WEB], ['10.10.0.12']);
   });
 });

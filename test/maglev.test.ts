@@ -163,6 +163,18 @@ test('disruption: removing or re-adding one of N backends moves about 1/N of the
   }
 });
 
+test('disruption at N = 1000 comes down with a larger table (the paper: M >> 100 N)', (t) => {
+  const all = equalBackends(1000);
+  const ratios = [M, 262139, MAX_TABLE_SIZE].map((size) => {
+    const before = buildMaglevTable(all, size);
+    const after = buildMaglevTable(all.filter((_, i) => i !== 500), size);
+    const ratio = movedSlots(before, after) / size / (1 / 1000);
+    t.diagnostic(`N=1000 M=${size} (M/N=${Math.round(size / 1000)}): moved/ideal ${ratio.toFixed(2)}`);
+    return ratio;
+  });
+  assert.ok(ratios[2]! < ratios[0]! * 0.6, `the largest table moves much less: ${ratios.map((r) => r.toFixed(2)).join(' > ')}`);
+});
+
 test('table size: only primes from MIN_TABLE_SIZE to MAX_TABLE_SIZE', () => {
   for (const size of [MIN_TABLE_SIZE, DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE]) assert.equal(validateTableSize(size), size);
   assert.ok(isPrime(1048583), '1048583 is rejected for its size, not for being composite');

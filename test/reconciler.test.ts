@@ -63,7 +63,7 @@ function state(...vips: VipSpec[]): DesiredState {
 /** Empty maps and a reconciler that has written nothing yet. */
 function fresh(): Reconciler {
   for (const key of [...dataplane.vips.keys()]) dataplane.vips.delete(key);
-  for (let i = 0; i < MAX_VIPS * 2; i++) dataplane.deleteTable(i);
+  dataplane.putTables(Array.from({ length: MAX_VIPS * 2 }, (_, tableId) => ({ tableId, table: null })));
   for (let i = 0; i < MAX_BACKENDS; i++) dataplane.clearBackend(i);
   clearFlows();
   unresolved.clear();
@@ -88,7 +88,11 @@ function backendRaw(id: number): Buffer {
   return dataplane.backends.lookup(u32Key(id))!;
 }
 
-/** The inner map in a table slot: its kernel id and its entries, or null. */
+/**
+ * The inner map in a table slot: its kernel id and its entries; null for a
+ * slot without a table of its own (unset, or the shared one-entry empty
+ * table that names backend 0).
+ */
 function tableAt(tableId: number): { mapId: number; entries: Uint32Array } | null {
   const value = dataplane.tables.lookup(u32Key(tableId));
   if (!value) return null;
@@ -102,7 +106,7 @@ function tableAt(tableId: number): { mapId: number; entries: Uint32Array } | nul
     const inner = new BpfMap('maglev_table', fd, 4, 4, maxEntries[0]!);
     const entries = new Uint32Array(maxEntries[0]!);
     for (let i = 0; i < entries.length; i++) entries[i] = readU32(inner.lookup(u32Key(i))!);
-    return { mapId, entries };
+    return entries.length === 1 && entries[0] === 0 ? null : { mapId, entries };
   } finally {
     closeFd(fd);
   }

@@ -33,6 +33,9 @@ const CHANGES: RuntimeChanges = {
       backends: {
         '10.10.0.11': { op: 'remove' },
         '10.10.0.13': { op: 'add', backend: { address: '10.10.0.13', family: 4, weight: 65535, forward: 'ipip' } },
+        '10.10.0.14': { op: 'set', weight: 4 },
+        '10.10.0.15': { op: 'set', drain: { since: '2026-11-23T10:00:00.000Z', timeoutSeconds: 300, idleSeconds: 30 } },
+        '10.10.0.16': { op: 'add', backend: { address: '10.10.0.16', family: 4, weight: 1, drain: { since: '2026-11-23T10:00:00.000Z', timeoutSeconds: 60, idleSeconds: 5 } } },
       },
     },
     '[2001:db8::10]:443/udp': { op: 'remove' },
@@ -102,6 +105,9 @@ describe('runtime state file', () => {
     ['a non-canonical backend key', valid({ '[2001:db8::20]:53/udp': { op: 'modify', backends: { '2001:DB8::21': { op: 'remove' } } } }), /backend key 2001:DB8::21 is not in canonical form/],
     ['an invalid backend address', valid({ '10.100.0.100:80/tcp': { op: 'modify', backends: { 'backend-1': { op: 'remove' } } } }), /invalid address "backend-1"/],
     ['an unknown forwarding method', valid({ '10.100.0.100:80/tcp': { op: 'add', forward: 'nat', tableSize: 251, backends: {} } }), /invalid forwarding method "nat"/],
+    ['a drain without a date', valid({ '10.100.0.100:80/tcp': { op: 'modify', backends: { '10.10.0.11': { op: 'set', drain: { since: 'yesterday', timeoutSeconds: 1, idleSeconds: 1 } } } } }), /drain\.since must be a date/],
+    ['a drain with a negative timeout', valid({ '10.100.0.100:80/tcp': { op: 'modify', backends: { '10.10.0.11': { op: 'set', drain: { since: '2026-11-23T10:00:00Z', timeoutSeconds: -1, idleSeconds: 1 } } } } }), /drain\.timeoutSeconds must be a positive number/],
+    ['a patched weight of 0', valid({ '10.100.0.100:80/tcp': { op: 'modify', backends: { '10.10.0.11': { op: 'set', weight: 0 } } } }), /invalid weight "0"/],
     ['a table size that is not prime', valid({ '10.100.0.100:80/tcp': { op: 'add', forward: 'l2dsr', tableSize: 256, backends: {} } }), /invalid Maglev table size 256/],
   ];
 

@@ -70,8 +70,16 @@ struct flow_key_v4 {
 	__u8 pad[3];
 };
 
+enum lb_flow_flags {
+	/* The client sent FIN or RST: the connection is ending. Lets a drain
+	 * finish without waiting for the flow to go idle. */
+	LB_FLOW_F_CLOSING = 1 << 0,
+};
+
 struct flow_state {
 	__u32 backend_id;
+	__u32 flags;     /* enum lb_flow_flags */
+	__u64 last_seen; /* jiffies; refreshed when LB_FLOW_TOUCH_JIFFIES old */
 };
 
 /*
@@ -94,9 +102,12 @@ struct backend_info {
 	__u32 tunnel_csum_base;
 };
 
+/* Per VIP and per backend. Packets of tracked flows = packets - new_flows. */
 struct traffic_counters {
 	__u64 packets;
-	__u64 bytes;
+	__u64 bytes;     /* IP bytes */
+	__u64 new_flows; /* flows given a backend from the Maglev table */
+	__u64 moved_flows; /* of which tracked flows whose backend was gone */
 };
 
 #endif /* LBCTL_ABI_H */

@@ -26,6 +26,7 @@ struct packet_v4 {
 	__u32 ports_word; /* both ports as one word, as loaded from the wire */
 	__u16 ip_len;   /* total length, host order */
 	bool new_tcp;   /* SYN without ACK: a connection starts */
+	bool end_tcp;   /* FIN or RST: the client ends the connection */
 };
 
 /* Returns the EtherType in network order, or 0 if the frame is too short. */
@@ -71,12 +72,14 @@ static __always_inline enum lb_reason parse_ipv4_l4(struct ethhdr *eth, void *da
 		if ((void *)(tcp + 1) > data_end || sizeof(*ip) + sizeof(*tcp) > ip_len)
 			return LB_REASON_L4_TRUNCATED;
 		pkt->new_tcp = tcp->syn && !tcp->ack;
+		pkt->end_tcp = tcp->fin || tcp->rst;
 		break;
 	}
 	case IPPROTO_UDP:
 		if (l4 + sizeof(struct udphdr) > data_end || sizeof(*ip) + sizeof(struct udphdr) > ip_len)
 			return LB_REASON_L4_TRUNCATED;
 		pkt->new_tcp = false;
+		pkt->end_tcp = false;
 		break;
 	default:
 		return LB_REASON_L4_UNSUPPORTED;

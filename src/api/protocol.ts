@@ -4,6 +4,9 @@
  * id and either a result or an error.
  */
 import type { ForwardMethod } from '../model/address.js';
+import type { ChangePreview } from '../daemon/preview.js';
+
+export type { ChangePreview };
 
 export interface Request<M extends MethodName = MethodName> {
   readonly id: number;
@@ -43,26 +46,55 @@ export interface VipSummary {
   readonly activeBackends: number;
   readonly packets: string;
   readonly bytes: string;
+  /** Flows given a backend from the table, and of those, tracked flows moved because their backend was gone. */
+  readonly newFlows: string;
+  readonly movedFlows: string;
 }
 
 export interface BackendSummary {
   readonly address: string;
   readonly weight: number;
   readonly forward: ForwardMethod;
-  readonly state: 'active' | 'unresolved';
+  readonly state: 'active' | 'draining' | 'unresolved';
   readonly reason?: string;
   readonly slots: number;
   /** Fraction of the VIP's Maglev table this backend owns (0..1). */
   readonly share: number;
   readonly nextHop?: string;
   readonly nextHopMac?: string;
+  readonly drain?: { readonly since: string; readonly timeoutSeconds: number; readonly idleSeconds: number };
   readonly packets: string;
   readonly bytes: string;
+  readonly newFlows: string;
 }
 
 export interface ChangeResult {
   readonly message: string;
   readonly warnings: readonly string[];
+  /** False for a dry run. */
+  readonly applied: boolean;
+  readonly preview?: ChangePreview;
+}
+
+export interface ExplainResult {
+  readonly vip: string;
+  readonly client: string;
+  /** Where the next packet of this flow goes (null: it is dropped). */
+  readonly backend: string | null;
+  readonly decidedBy: 'tracked flow' | 'maglev table' | 'no usable backend';
+  readonly tracked?: {
+    readonly backend: string;
+    readonly state: 'active' | 'draining' | 'unresolved' | 'removed';
+    readonly lastSeenSecondsAgo: number;
+    readonly closing: boolean;
+  };
+  readonly table: {
+    readonly hash: string;
+    readonly slot: number;
+    readonly tableSize: number;
+    readonly owner: string | null;
+    readonly ownerShare: number;
+  };
 }
 
 export interface Methods {
@@ -71,13 +103,20 @@ export interface Methods {
   'vip.add': { params: { vip: string; forward?: ForwardMethod; tableSize?: number }; result: ChangeResult };
   'vip.remove': { params: { vip: string }; result: ChangeResult };
   'vip.list': { params: Record<string, never>; result: VipSummary[] };
-  'backend.add': { params: { vip: string; address: string; weight?: number; forward?: ForwardMethod }; result: ChangeResult };
-  'backend.remove': { params: { vip: string; address: string }; result: ChangeResult };
+  'backend.add': { params: { vip: string; address: string; weight?: number; forward?: ForwardMethod; dryRun?: boolean }; result: ChangeResult };
+  'backend.remove': { params: { vip: string; address: string; dryRun?: boolean }; result: ChangeResult };
+  'backend.weight': { params: { vip: string; address: string; weight: number; dryRun?: boolean }; result: ChangeResult };
+  'backend.drain': { params: { vip: string; address: string; timeoutSeconds?: number; idleSeconds?: number; dryRun?: boolean }; result: ChangeResult };
+  'backend.undrain': { params: { vip: string; address: string }; result: ChangeResult };
+  explain: { params: { client: string; vip: string }; result: ExplainResult };
   'backend.list': { params: { vip: string }; result: BackendSummary[] };
 }
 
 export type MethodName = keyof Methods;
-export const METHOD_NAMES: readonly MethodName[] = ['status', 'stop', 'vip.add', 'vip.remove', 'vip.list', 'backend.add', 'backend.remove', 'backend.list'];
+export const METHOD_NAMES: readonly MethodName[] = [
+  'status', 'stop', 'vip.add', 'vip.remove', 'vip.list',
+  'backend.add', 'backend.remove', 'backend.weight', 'backend.drain', 'backend.undrain', 'backend.list', 'explain',
+];
 
 /** Longest request line the daemon reads; anything longer is refused. */
 export const MAX_LINE_BYTES = 1024 * 1024;

@@ -1,3 +1,5 @@
+import type { ChangePreview, ExplainResult } from '../api/protocol.js';
+
 /** Plain-text tables for terminals: columns padded, numbers right-aligned. */
 export function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -25,4 +27,38 @@ export function compact(value: string | bigint | number): string {
     unit++;
   }
   return `${scaled.toFixed(scaled < 10 ? 1 : 0)}${units[unit]}`;
+}
+
+const share = (fraction: number | undefined) => (fraction === undefined ? '-' : percent(fraction));
+
+/** A dry run: shares before and after, and what moves. */
+export function formatPreview(p: ChangePreview): string {
+  const rows = p.backends.map((b) => [
+    b.address,
+    b.before ? `${b.before.weight}${b.before.draining ? ' (draining)' : ''}` : '-',
+    b.after ? `${b.after.weight}${b.after.draining ? ' (draining)' : ''}` : 'removed',
+    share(b.before?.share), share(b.after?.share),
+  ]);
+  return [
+    table(['BACKEND', 'WEIGHT NOW', 'WEIGHT AFTER', 'SHARE NOW', 'SHARE AFTER'], rows),
+    `new-flow slots that change backend: ${p.slotsMoved} of ${p.tableSize} (${percent(p.fractionMoved)})`,
+    `tracked flows: ${p.trackedFlows}; moved to another backend because theirs goes away: ${p.flowsToMove}; ` +
+      `on slots that change owner but staying on their backend while tracked: ${p.flowsOnMovedSlots}`,
+  ].join('\n');
+}
+
+export function formatExplain(e: ExplainResult): string {
+  const lines = [`flow ${e.client} -> ${e.vip}: goes to ${e.backend ?? 'nowhere (dropped)'}, decided by the ${e.decidedBy}`];
+  if (e.tracked) {
+    lines.push(`  tracked:  backend ${e.tracked.backend} (${e.tracked.state}), last packet ${e.tracked.lastSeenSecondsAgo} s ago${e.tracked.closing ? ', client closing' : ''}`);
+    if (e.decidedBy !== 'tracked flow') lines.push('            its backend can no longer take it: the flow moves to the table\'s choice');
+  } else {
+    lines.push('  tracked:  no (a new flow)');
+  }
+  lines.push(`  table:    hash ${e.table.hash} -> slot ${e.table.slot} of ${e.table.tableSize} -> ${e.table.owner ?? 'no usable backend'}` +
+    (e.table.owner ? ` (owns ${percent(e.table.ownerShare)} of the table)` : ''));
+  if (e.tracked && e.decidedBy === 'tracked flow' && e.table.owner !== e.backend) {
+    lines.push('            a new connection from this address and port (a TCP SYN) would follow the table');
+  }
+  return lines.join('\n');
 }

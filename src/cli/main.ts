@@ -5,12 +5,13 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { call, DaemonUnreachableError } from '../api/client.js';
-import { BackendSummary, VipSummary } from '../api/protocol.js';
+import { BackendSummary, ChangeResult, VipSummary } from '../api/protocol.js';
 import { DEFAULT_BPFFS, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
 import { FORWARD_METHODS, ForwardMethod, parseForward, parseWeight } from '../model/address.js';
 import { InputError } from '../model/errors.js';
+import { parseDuration } from '../model/duration.js';
 import { VERSION } from '../version.js';
-import { compact, percent, table } from './format.js';
+import { compact, formatExplain, formatPreview, percent, table } from './format.js';
 
 const socketOption = () => new Option('--socket <path>', 'daemon socket').env('LBCTL_SOCKET').default(DEFAULT_SOCKET);
 const jsonOption = () => new Option('--json', 'machine-readable output');
@@ -98,14 +99,16 @@ export function buildProgram(): Command {
     .addOption(forwardOption('for its backends').default('l2dsr'))
     .option('--table-size <n>', 'Maglev table size (a prime)', integer('table size', 1, 1_048_573))
     .addOption(socketOption())
+    .addOption(jsonOption())
     .action(async (vipText: string, opts) => {
       const result = await call(opts.socket, 'vip.add', { vip: vipText, forward: parseForward(opts.forward), ...(opts.tableSize ? { tableSize: opts.tableSize } : {}) });
-      reportChange(result);
+      reportChange(result, opts.json);
     });
   vip.command('remove <vip>')
     .description('remove a VIP and its backends')
     .addOption(socketOption())
-    .action(async (vipText: string, opts) => reportChange(await call(opts.socket, 'vip.remove', { vip: vipText })));
+    .addOption(jsonOption())
+    .action(async (vipText: string, opts) => reportChange(await call(opts.socket, 'vip.remove', { vip: vipText }), opts.json));
   vip.command('list')
     .description('list VIPs')
     .addOption(socketOption())
@@ -116,19 +119,52 @@ export function buildProgram(): Command {
     });
 
   const backend = program.command('backend').description('backends of a VIP');
+  const dryRun = () => new Option('--dry-run', 'show what the change would do, change nothing');
   backend.command('add <vip> <address>')
     .description('add a backend to a VIP')
     .option('--weight <n>', 'share relative to the other backends (1-65535)', (text) => parseWeight(text))
     .addOption(forwardOption("overriding the VIP's"))
+    .addOption(dryRun())
     .addOption(socketOption())
+    .addOption(jsonOption())
     .action(async (vipText: string, address: string, opts) => {
-      const params = { vip: vipText, address, ...(opts.weight ? { weight: opts.weight as number } : {}), ...(opts.forward ? { forward: opts.forward as ForwardMethod } : {}) };
-      reportChange(await call(opts.socket, 'backend.add', params));
+      const params = {
+        vip: vipText, address, dryRun: opts.dryRun === true,
+        ...(opts.weight ? { weight: opts.weight as number } : {}), ...(opts.forward ? { forward: opts.forward as ForwardMethod } : {}),
+      };
+      reportChange(await call(opts.socket, 'backend.add', params), opts.json);
     });
   backend.command('remove <vip> <address>')
-    .description('remove a backend from a VIP')
+    .description('remove a backend from a VIP (its tracked flows move to other backends)')
+    .addOption(dryRun())
     .addOption(socketOption())
-    .action(async (vipText: string, address: string, opts) => reportChange(await call(opts.socket, 'backend.remove', { vip: vipText, address })));
+    .addOption(jsonOption())
+    .action(async (vipText: string, address: string, opts) => reportChange(await call(opts.socket, 'backend.remove', { vip: vipText, address, dryRun: opts.dryRun === true }), opts.json));
+  backend.command('weight <vip> <address> <weight>')
+    .description("change a backend's weight")
+    .addOption(dryRun())
+    .addOption(socketOption())
+    .addOption(jsonOption())
+    .action(async (vipText: string, address: string, weight: string, opts) => {
+      reportChange(await call(opts.socket, 'backend.weight', { vip: vipText, address, weight: parseWeight(weight), dryRun: opts.dryRun === true }), opts.json);
+    });
+  backend.command('drain <vip> <address>')
+    .description('stop sending new flows to a backend; remove it once its tracked flows have ended or the timeout passed')
+    .option('--timeout <duration>', 'remove it after this long at the latest', '5m')
+    .option('--idle <duration>', 'a tracked flow without packets for this long counts as ended', '30s')
+    .addOption(dryRun())
+    .addOption(socketOption())
+    .addOption(jsonOption())
+    .action(async (vipText: string, address: string, opts) => {
+      const timeoutSeconds = parseDuration(opts.timeout, 'drain timeout') / 1000;
+      const idleSeconds = parseDuration(opts.idle, 'idle time') / 1000;
+      reportChange(await call(opts.socket, 'backend.drain', { vip: vipText, address, timeoutSeconds, idleSeconds, dryRun: opts.dryRun === true }), opts.json);
+    });
+  backend.command('undrain <vip> <address>')
+    .description('cancel a drain: the backend takes new flows again')
+    .addOption(socketOption())
+    .addOption(jsonOption())
+    .action(async (vipText: string, address: string, opts) => reportChange(await call(opts.socket, 'backend.undrain', { vip: vipText, address }), opts.json));
   backend.command('list <vip>')
     .description("list a VIP's backends with their share of the Maglev table")
     .addOption(socketOption())
@@ -136,6 +172,15 @@ export function buildProgram(): Command {
     .action(async (vipText: string, opts) => {
       const backends = await call(opts.socket, 'backend.list', { vip: vipText });
       print(opts.json, backends, () => formatBackends(backends));
+    });
+
+  program.command('explain <client> <vip>')
+    .description('which backend a flow from CLIENT (ADDRESS:PORT) to VIP goes to, and why')
+    .addOption(socketOption())
+    .addOption(jsonOption())
+    .action(async (client: string, vipText: string, opts) => {
+      const result = await call(opts.socket, 'explain', { client, vip: vipText });
+      print(opts.json, result, () => formatExplain(result));
     });
 
   const decap = program.command('decap').description('IP-in-IP decapsulation on a backend host');
@@ -162,16 +207,21 @@ export function buildProgram(): Command {
   return program;
 }
 
-function reportChange(result: { message: string; warnings: readonly string[] }): void {
+function reportChange(result: ChangeResult, json?: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    return;
+  }
   process.stdout.write(`lbctl: ${result.message}\n`);
+  if (result.preview) process.stdout.write(`${formatPreview(result.preview)}\n`);
   for (const warning of result.warnings) process.stderr.write(`lbctl: warning: ${warning}\n`);
 }
 
 function formatVips(vips: readonly VipSummary[]): string {
   if (vips.length === 0) return 'no VIPs';
   return table(
-    ['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'PACKETS', 'BYTES'],
-    vips.map((v) => [v.vip, v.forward, `${v.activeBackends}/${v.backends}`, String(v.tableSize), compact(v.packets), compact(v.bytes)]),
+    ['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'PACKETS', 'BYTES', 'NEW FLOWS', 'MOVED'],
+    vips.map((v) => [v.vip, v.forward, `${v.activeBackends}/${v.backends}`, String(v.tableSize), compact(v.packets), compact(v.bytes), compact(v.newFlows), compact(v.movedFlows)]),
   );
 }
 
@@ -181,7 +231,10 @@ function formatBackends(backends: readonly BackendSummary[]): string {
     b.address, String(b.weight), b.forward, b.state, percent(b.share), String(b.slots),
     b.nextHop ? `${b.nextHop} ${b.nextHopMac}` : '-', compact(b.packets), compact(b.bytes),
   ]);
-  const notes = backends.filter((b) => b.reason).map((b) => `${b.address}: ${b.reason}`);
+  const notes = [
+    ...backends.filter((b) => b.reason).map((b) => `${b.address}: ${b.reason}`),
+    ...backends.filter((b) => b.drain).map((b) => `${b.address}: draining since ${b.drain!.since}, removed when its flows end (idle ${b.drain!.idleSeconds} s) or after ${b.drain!.timeoutSeconds} s`),
+  ];
   return [table(['BACKEND', 'WEIGHT', 'FORWARD', 'STATE', 'SHARE', 'SLOTS', 'NEXT HOP', 'PACKETS', 'BYTES'], rows), ...notes].join('\n');
 }
 

@@ -6,25 +6,25 @@ import { spawn, ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { call } from '../api/client.js';
-import { BackendSummary, ChangeResult, StatusResult, VipSummary } from '../api/protocol.js';
+import { ChangePreview, ChangeResult, StatusResult } from '../api/protocol.js';
 import { BalancerDataplane, BalancerLimits } from '../dataplane/balancer.js';
+import { DataplaneClock } from '../dataplane/clock.js';
 import { closeFd, native } from '../dataplane/libbpf.js';
 import { attachedProgram, attachXdp, detachXdp, programInfo, XdpMode } from '../dataplane/xdp.js';
-import { DEFAULT_TABLE_SIZE, validateTableSize } from '../maglev/maglev.js';
-import { ForwardMethod, formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
-import {
-  addBackend, addVip, applyChanges, DEFAULT_FORWARD, DEFAULT_WEIGHT, DesiredState, effectiveForward, findVip,
-  removeBackend, removeVip, RuntimeChanges,
-} from '../model/desired-state.js';
+import { formatVip } from '../model/address.js';
+import { applyChanges, DesiredState, effectiveForward, findVip, removeBackend, RuntimeChanges } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import { ForwardingPaths, PathTarget } from '../net/forwarding-paths.js';
 import { getLink, Link, primaryAddress } from '../net/iproute.js';
+import { VERSION } from '../version.js';
 import { ApiServer } from './api-server.js';
 import { defaultPinDir, ensureBpffs, removePinDir } from './bpffs.js';
+import { isFlowOf, trackedFlows } from './flows.js';
+import { ChangeOptions, createHandlers, DaemonControl, Edit } from './handlers.js';
+import { previewChange } from './preview.js';
 import { Reconciler } from './reconciler.js';
-import { loadRuntimeChanges, saveRuntimeChanges } from './state-store.js';
 import { SerialQueue } from './serial-queue.js';
-import { VERSION } from '../version.js';
+import { loadRuntimeChanges, saveRuntimeChanges } from './state-store.js';
 
 export interface DaemonOptions {
   readonly interface: string;
@@ -45,8 +45,9 @@ const NETWORK_REFRESH_MS = 30_000;
 const NETWORK_EVENT_DEBOUNCE_MS = 250;
 const FLOW_SWEEP_DELAY_MS = 2_000;
 const FLOW_SWEEP_INTERVAL_MS = 60_000;
+const DRAIN_CHECK_MS = 1_000;
 
-export class Daemon {
+export class Daemon implements DaemonControl {
   private changes: RuntimeChanges;
   private readonly queue = new SerialQueue();
   private readonly timers: NodeJS.Timeout[] = [];
@@ -64,8 +65,9 @@ export class Daemon {
     private readonly options: DaemonOptions,
     private readonly log: Logger,
     private readonly link: Link,
-    private readonly dataplane: BalancerDataplane,
-    private readonly reconciler: Reconciler,
+    readonly dataplane: BalancerDataplane,
+    readonly reconciler: Reconciler,
+    readonly clock: DataplaneClock,
     private readonly paths: ForwardingPaths,
     private readonly pinDir: string,
     changes: RuntimeChanges,
@@ -90,18 +92,26 @@ export class Daemon {
     }
 
     const dataplane = BalancerDataplane.load(options.limits);
+    let clock: DataplaneClock;
+    try {
+      clock = await DataplaneClock.calibrate(dataplane.clockFd);
+    } catch (error) {
+      dataplane.close();
+      throw error;
+    }
     const reconciler = new Reconciler(dataplane, log);
     const paths = new ForwardingPaths(link.name, options.tunnelSource);
-    const daemon = new Daemon(options, log, link, dataplane, reconciler, paths, pinDir, changes);
+    const daemon = new Daemon(options, log, link, dataplane, reconciler, clock, paths, pinDir, changes);
     try {
       await paths.refresh(targetsOf(desired));
       reconciler.apply(desired, (t) => paths.get(t));
       daemon.logUnresolved();
       dataplane.pin(pinDir);
       daemon.attach(present);
-      daemon.api = await ApiServer.listen(options.socketPath, daemon.handlers(), log);
+      daemon.api = await ApiServer.listen(options.socketPath, createHandlers(daemon), log);
       daemon.followNetwork();
       daemon.timers.push(setInterval(() => daemon.sweepFlows(), FLOW_SWEEP_INTERVAL_MS));
+      daemon.timers.push(setInterval(() => daemon.watchDrains(), DRAIN_CHECK_MS));
     } catch (error) {
       await daemon.teardown();
       throw error;
@@ -156,125 +166,120 @@ export class Daemon {
     this.dataplane.close();
   }
 
-  private desired(): DesiredState {
+  desired(): DesiredState {
     return applyChanges(this.options.config, this.changes);
+  }
+
+  requestStop(): void {
+    // Answer first, then stop (the answer would not get out otherwise).
+    setImmediate(() => void this.stop());
+  }
+
+  async status(): Promise<StatusResult> {
+    const view = this.reconciler.view;
+    const backends = view.flatMap((v) => v.backends);
+    return {
+      pid: process.pid,
+      version: VERSION,
+      interface: this.link.name,
+      ifindex: this.link.ifindex,
+      xdpMode: this.options.xdpMode,
+      programId: programInfo(this.dataplane.programFd).id,
+      startedAt: this.startedAt.toISOString(),
+      socket: this.options.socketPath,
+      stateDir: this.options.stateDir,
+      pinDir: this.pinDir,
+      tunnelSource: this.options.tunnelSource ?? (await primaryAddress(this.link.name, 4)) ?? null,
+      configPath: this.options.configPath ?? null,
+      vips: view.length,
+      backends: backends.length,
+      unresolvedBackends: backends.filter((b) => b.state === 'unresolved').length,
+      flowTableSize: this.dataplane.limits.flowTableSize,
+    };
   }
 
   /**
    * Applies a runtime change: validate, resolve paths, write the maps, save.
    * If saving fails the maps are put back, so a change is either done and
-   * durable or not done at all.
+   * durable or not done at all. A dry run stops before writing and returns
+   * what the change would do.
    */
-  private mutate(describe: string, change: (config: DesiredState, changes: RuntimeChanges) => RuntimeChanges, checkTarget?: PathTarget): Promise<ChangeResult> {
-    return this.queue.run(async () => {
-      const next = change(this.options.config, this.changes);
-      const desired = applyChanges(this.options.config, next);
-      validateDesired(desired);
-      await this.paths.refresh(targetsOf(desired));
-      const warnings: string[] = [];
-      if (checkTarget) {
-        const result = this.paths.get(checkTarget);
-        if (!result.ok) {
-          if (result.permanent) throw new InputError(`cannot add backend ${checkTarget.address}: ${result.reason}`);
-          warnings.push(`backend ${checkTarget.address} is not usable yet: ${result.reason}`);
-        }
-      }
-      const previous = this.desired();
-      this.reconciler.apply(desired, (t) => this.paths.get(t));
-      try {
-        saveRuntimeChanges(this.options.stateDir, next);
-      } catch (error) {
-        this.reconciler.apply(previous, (t) => this.paths.get(t));
-        throw new Error(`could not save the change to ${this.options.stateDir} (${(error as Error).message}); nothing was changed`);
-      }
-      this.changes = next;
-      this.scheduleSweep();
-      this.log.info({ change: describe, warnings }, 'runtime change applied');
-      return { message: describe, warnings };
-    });
+  change(describe: string, edit: Edit, options: ChangeOptions = {}): Promise<ChangeResult> {
+    return this.queue.run(() => this.changeNow(describe, edit, options));
   }
 
-  private handlers() {
-    return {
-      status: async (): Promise<StatusResult> => {
-        const view = this.reconciler.view;
-        const backends = view.flatMap((v) => v.backends);
-        return {
-          pid: process.pid,
-          version: VERSION,
-          interface: this.link.name,
-          ifindex: this.link.ifindex,
-          xdpMode: this.options.xdpMode,
-          programId: programInfo(this.dataplane.programFd).id,
-          startedAt: this.startedAt.toISOString(),
-          socket: this.options.socketPath,
-          stateDir: this.options.stateDir,
-          pinDir: this.pinDir,
-          tunnelSource: this.options.tunnelSource ?? (await primaryAddress(this.link.name, 4)) ?? null,
-          configPath: this.options.configPath ?? null,
-          vips: view.length,
-          backends: backends.length,
-          unresolvedBackends: backends.filter((b) => b.state !== 'active').length,
-          flowTableSize: this.dataplane.limits.flowTableSize,
-        };
-      },
-      stop: async () => {
-        // Answer first, then stop (the answer would not get out otherwise).
-        setImmediate(() => void this.stop());
-        return { stopping: true as const };
-      },
-      'vip.add': async (p: { vip: string; forward?: ForwardMethod; tableSize?: number }) => {
-        const vip = parseVip(requireString(p.vip, 'vip'));
-        const forward = p.forward === undefined ? DEFAULT_FORWARD : parseForward(String(p.forward));
-        const tableSize = p.tableSize === undefined ? DEFAULT_TABLE_SIZE : validateTableSize(Number(p.tableSize));
-        return this.mutate(`vip add ${formatVip(vip)} (${forward})`, (config, changes) => addVip(config, changes, vip, forward, tableSize));
-      },
-      'vip.remove': async (p: { vip: string }) => {
-        const key = formatVip(parseVip(requireString(p.vip, 'vip')));
-        return this.mutate(`vip remove ${key}`, (config, changes) => removeVip(config, changes, key));
-      },
-      'vip.list': async (): Promise<VipSummary[]> => this.reconciler.view.map((v) => {
-        const counters = this.dataplane.vipCounters(v.vipId);
-        return {
-          vip: v.key, forward: v.forward, tableSize: v.tableSize, backends: v.backends.length,
-          activeBackends: v.backends.filter((b) => b.state === 'active').length,
-          packets: counters.packets.toString(), bytes: counters.bytes.toString(),
-        };
-      }),
-      'backend.add': async (p: { vip: string; address: string; weight?: number; forward?: ForwardMethod }) => {
-        const key = formatVip(parseVip(requireString(p.vip, 'vip')));
-        const { family, address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
-        const weight = p.weight === undefined ? DEFAULT_WEIGHT : parseWeight(p.weight);
-        const forward = p.forward === undefined ? undefined : parseForward(String(p.forward));
-        const vip = findVip(this.desired(), key);
-        const target = vip && { address, forward: forward ?? vip.forward };
-        return this.mutate(
-          `backend add ${key} ${address} weight ${weight}${forward ? ` (${forward})` : ''}`,
-          (config, changes) => addBackend(config, changes, key, { address, family, weight, ...(forward ? { forward } : {}) }),
-          target,
-        );
-      },
-      'backend.remove': async (p: { vip: string; address: string }) => {
-        const key = formatVip(parseVip(requireString(p.vip, 'vip')));
-        const { address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
-        return this.mutate(`backend remove ${key} ${address}`, (config, changes) => removeBackend(config, changes, key, address));
-      },
-      'backend.list': async (p: { vip: string }): Promise<BackendSummary[]> => {
-        const key = formatVip(parseVip(requireString(p.vip, 'vip')));
-        const vip = this.reconciler.view.find((v) => v.key === key);
-        if (!vip) throw new InputError(`unknown VIP ${key}`);
-        return vip.backends.map((b) => {
-          const counters = this.dataplane.backendCounters(b.id);
-          return {
-            address: b.address, weight: b.weight, forward: b.forward, state: b.state,
-            ...(b.reason ? { reason: b.reason } : {}),
-            slots: b.slots, share: b.slots / vip.tableSize,
-            ...(b.path ? { nextHop: b.path.nextHop, nextHopMac: b.path.dstMac } : {}),
-            packets: counters.packets.toString(), bytes: counters.bytes.toString(),
-          };
-        });
-      },
-    };
+  private async changeNow(describe: string, edit: Edit, options: ChangeOptions): Promise<ChangeResult> {
+    const next = edit(this.options.config, this.changes);
+    const desired = applyChanges(this.options.config, next);
+    validateDesired(desired);
+    const previous = this.desired();
+    // Paths for both states: a preview or a revert needs the old ones.
+    await this.paths.refresh([...targetsOf(previous), ...targetsOf(desired)]);
+    const warnings: string[] = [];
+    if (options.check) {
+      const result = this.paths.get(options.check);
+      if (!result.ok) {
+        if (result.permanent) throw new InputError(`cannot add backend ${options.check.address}: ${result.reason}`);
+        warnings.push(`backend ${options.check.address} is not usable yet: ${result.reason}`);
+      }
+    }
+    if (options.dryRun) {
+      return { message: `dry run, nothing changed: ${describe}`, warnings, applied: false, ...(options.vip ? { preview: this.preview(options.vip, previous, desired) } : {}) };
+    }
+    this.reconciler.apply(desired, (t) => this.paths.get(t));
+    try {
+      saveRuntimeChanges(this.options.stateDir, next);
+    } catch (error) {
+      this.reconciler.apply(previous, (t) => this.paths.get(t));
+      throw new Error(`could not save the change to ${this.options.stateDir} (${(error as Error).message}); nothing was changed`);
+    }
+    this.changes = next;
+    this.scheduleSweep();
+    this.log.info({ change: describe, warnings }, 'runtime change applied');
+    return { message: describe, warnings, applied: true };
+  }
+
+  private preview(key: string, before: DesiredState, after: DesiredState): ChangePreview {
+    const paths = (t: PathTarget) => this.paths.get(t);
+    const beforeSpec = findVip(before, key);
+    const afterSpec = findVip(after, key);
+    if (!beforeSpec || !afterSpec) throw new InputError(`unknown VIP ${key}`);
+    const flows = [...trackedFlows(this.dataplane)].filter((f) => isFlowOf(f, afterSpec.vip));
+    return previewChange(
+      key,
+      { spec: beforeSpec, table: this.reconciler.plan({ vips: [beforeSpec] }, paths).get(key)! },
+      { spec: afterSpec, table: this.reconciler.plan({ vips: [afterSpec] }, paths).get(key)! },
+      flows,
+      (id) => this.reconciler.backendById(id)?.address,
+    );
+  }
+
+  /**
+   * Finishes drains: a draining backend is removed once none of its tracked
+   * flows is active (the client sent FIN/RST, or it has been idle for the
+   * drain's idle time), or when its timeout has passed.
+   */
+  private watchDrains(): void {
+    const draining = this.reconciler.view.flatMap((vip) => vip.backends.filter((b) => b.drain).map((b) => ({ vip: vip.key, backend: b, drain: b.drain! })));
+    if (draining.length === 0 || this.stopped) return;
+    void this.queue.run(async () => {
+      const now = this.clock.now();
+      const active = new Map<number, number>();
+      const idleSeconds = new Map(draining.map((d) => [d.backend.id, d.drain.idleSeconds]));
+      for (const flow of trackedFlows(this.dataplane)) {
+        const idle = idleSeconds.get(flow.backendId);
+        if (idle === undefined || flow.closing || this.clock.secondsSince(flow.lastSeen, now) >= idle) continue;
+        active.set(flow.backendId, (active.get(flow.backendId) ?? 0) + 1);
+      }
+      for (const { vip, backend, drain } of draining) {
+        const flows = active.get(backend.id) ?? 0;
+        const elapsed = (Date.now() - Date.parse(drain.since)) / 1000;
+        if (flows > 0 && elapsed < drain.timeoutSeconds) continue;
+        const why = flows === 0 ? 'its flows have ended' : `timeout after ${drain.timeoutSeconds} s with ${flows} flows still active`;
+        this.log.info({ vip, backend: backend.address, flows, elapsedSeconds: Math.round(elapsed) }, `drain finished: ${why}`);
+        await this.changeNow(`backend remove ${vip} ${backend.address} (drain finished: ${why})`, (config, changes) => removeBackend(config, changes, vip, backend.address), {});
+      }
+    }).catch((error) => this.log.error({ err: error }, 'drain check failed'));
   }
 
   /** Routes, neighbours and addresses change: follow them. */
@@ -338,11 +343,6 @@ function validateDesired(desired: DesiredState): void {
   for (const vip of desired.vips) {
     if (vip.vip.family === 6) throw new InputError(`VIP ${formatVip(vip.vip)}: IPv6 VIPs are not supported yet`);
   }
-}
-
-function requireString(value: unknown, field: string): string {
-  if (typeof value !== 'string' || value === '') throw new InputError(`${field} is required`);
-  return value;
 }
 
 async function refuseIfRunning(socketPath: string): Promise<void> {

@@ -10,7 +10,7 @@ import { backendInfo, BACKEND_FLAG_ACTIVE, FORWARD, IPPROTO, flowState, tunnelCh
 import { BalancerDataplane } from '../dataplane/balancer.js';
 import { buildMaglevTable, countEntries } from '../maglev/maglev.js';
 import { ForwardMethod, VipAddress, formatVip } from '../model/address.js';
-import { DesiredState, effectiveForward } from '../model/desired-state.js';
+import { BackendSpec, DesiredState, DrainSpec, effectiveForward } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import { ForwardingPath, PathResult, PathTarget } from '../net/forwarding-paths.js';
 import { IdPool } from './id-pool.js';
@@ -20,12 +20,18 @@ export interface BackendView {
   readonly weight: number;
   readonly forward: ForwardMethod;
   readonly id: number;
-  /** active: in the Maglev table; unresolved: no usable path, reason says why. */
-  readonly state: 'active' | 'unresolved';
+  /**
+   * active: in the Maglev table; draining: out of the table, its tracked
+   * flows still forwarded; unresolved: no usable path, reason says why.
+   */
+  readonly state: BackendState;
+  readonly drain?: DrainSpec;
   readonly reason?: string;
   readonly slots: number;
   readonly path?: ForwardingPath;
 }
+
+export type BackendState = 'active' | 'draining' | 'unresolved';
 
 export interface VipView {
   readonly key: string;
@@ -51,6 +57,13 @@ interface AppliedBackend {
   readonly info: string;
 }
 
+export interface PlannedTable {
+  readonly tableSize: number;
+  readonly owners: readonly string[];
+  /** Index into owners per slot; undefined when no backend is usable. */
+  readonly table: Uint32Array | undefined;
+}
+
 export interface ApplyResult {
   readonly writes: number;
 }
@@ -74,13 +87,53 @@ export class Reconciler {
     return this.views;
   }
 
-  /** Throws InputError, before writing anything, when ids would run out. */
+  /** The backend id in a slot of a VIP's current table. */
+  tableOwner(key: string, slot: number): number | undefined {
+    return this.vips.get(key)?.table?.[slot];
+  }
+
+  /** Which VIP and address a backend id currently stands for. */
+  backendById(id: number): { vip: string; address: string } | undefined {
+    for (const view of this.views) {
+      const backend = view.backends.find((b) => b.id === id);
+      if (backend) return { vip: view.key, address: backend.address };
+    }
+    return undefined;
+  }
+
+  /**
+   * The Maglev tables a state would produce, slot by slot as backend
+   * addresses (owners[table[slot]]); writes nothing. For previews.
+   */
+  plan(desired: DesiredState, paths: (target: PathTarget) => PathResult): Map<string, PlannedTable> {
+    const plans = new Map<string, PlannedTable>();
+    for (const spec of desired.vips) {
+      const usable = spec.backends.filter((b) => takesNewFlows(b, paths({ address: b.address, forward: effectiveForward(spec, b) })));
+      plans.set(formatVip(spec.vip), {
+        tableSize: spec.tableSize,
+        owners: usable.map((b) => b.address),
+        table: usable.length > 0 ? buildMaglevTable(usable.map((b, i) => ({ name: b.address, weight: b.weight, id: i })), spec.tableSize) : undefined,
+      });
+    }
+    return plans;
+  }
+
+  /**
+   * Throws InputError, before writing anything, when ids would run out.
+   * Writes happen in phases so that no packet meets a reference to
+   * something not yet written (or already gone): backends, then every
+   * changed table at once, then VIP entries; then what is no longer used.
+   */
   apply(desired: DesiredState, paths: (target: PathTarget) => PathResult): ApplyResult {
     this.checkCapacity(desired);
     let writes = 0;
     const wantedVips = new Set<string>();
     const wantedBackends = new Set<string>();
     const views: VipView[] = [];
+    const tableWrites: Array<{ tableId: number; table: Uint32Array | null }> = [];
+    const vipWrites: Array<{ vip: VipAddress; info: string }> = [];
+    const unusedTables: number[] = [];
+    const backendsToClear: number[] = [];
 
     for (const spec of desired.vips) {
       const key = formatVip(spec.vip);
@@ -89,7 +142,6 @@ export class Reconciler {
       const vipId = applied?.vipId ?? this.allocateVip();
 
       const members: Array<{ address: string; weight: number; id: number }> = [];
-      const lostPaths: number[] = [];
       const backendViews: Array<Omit<BackendView, 'slots'>> = [];
       for (const backend of spec.backends) {
         const backendKey = `${key} ${backend.address}`;
@@ -101,16 +153,20 @@ export class Reconciler {
         const info = result.ok ? encodeBackend(backend.address, forward, result.path) : '';
         if (info !== (previous?.info ?? '')) {
           // A backend that lost its path is cleared only once the table no
-          // longer names it (below), or new flows to its slots would drop.
-          if (info) this.dataplane.putBackend(id, backendInfo.decode(Buffer.from(info, 'hex')));
-          else lostPaths.push(id);
-          writes++;
+          // longer names it (last phase), or new flows to its slots would drop.
+          if (!info) {
+            backendsToClear.push(id);
+          } else {
+            this.dataplane.putBackend(id, backendInfo.decode(Buffer.from(info, 'hex')));
+            writes++;
+          }
         }
         this.backends.set(backendKey, { id, info });
-        if (result.ok) members.push({ address: backend.address, weight: backend.weight, id });
+        if (takesNewFlows(backend, result)) members.push({ address: backend.address, weight: backend.weight, id });
         backendViews.push({
           address: backend.address, weight: backend.weight, forward, id,
-          state: result.ok ? 'active' : 'unresolved',
+          state: !result.ok ? 'unresolved' : backend.drain ? 'draining' : 'active',
+          ...(backend.drain ? { drain: backend.drain } : {}),
           ...(result.ok ? { path: result.path } : { reason: result.reason }),
         });
       }
@@ -122,23 +178,11 @@ export class Reconciler {
       // VIP entry, so no packet indexes a table of the wrong size.
       const maxVips = this.dataplane.limits.maxVips;
       const tableId = !applied ? vipId : applied.tableSize === spec.tableSize ? applied.tableId : (applied.tableId === vipId ? vipId + maxVips : vipId);
-      if (!table) {
-        if (applied?.table) { this.dataplane.deleteTable(tableId); writes++; }
-      } else if (!applied?.table || tableId !== applied.tableId || !sameTable(table, applied.table)) {
-        this.dataplane.putTable(tableId, table);
-        writes++;
-      }
+      if (tableId !== applied?.tableId || !sameTable(table, applied.table)) tableWrites.push({ tableId, table: table ?? null });
+      if (applied && applied.tableId !== tableId) unusedTables.push(applied.tableId);
 
       const info = vipInfo.encode({ vip_id: vipId, table_id: tableId, table_size: spec.tableSize, flags: 0 }).toString('hex');
-      if (info !== applied?.info) {
-        this.dataplane.putVip(vipKey(spec.vip), vipInfo.decode(Buffer.from(info, 'hex')));
-        writes++;
-      }
-      if (applied && applied.tableId !== tableId && applied.table) {
-        this.dataplane.deleteTable(applied.tableId);
-        writes++;
-      }
-      for (const id of lostPaths) this.dataplane.clearBackend(id);
+      if (info !== applied?.info) vipWrites.push({ vip: spec.vip, info });
       this.vips.set(key, { vip: spec.vip, vipId, tableId, tableSize: spec.tableSize, table, info });
 
       const slots = table ? countEntries(table) : new Map<number, number>();
@@ -148,20 +192,30 @@ export class Reconciler {
       });
     }
 
+    if (tableWrites.length > 0) this.dataplane.putTables(tableWrites);
+    for (const { vip, info } of vipWrites) this.dataplane.putVip(vipKey(vip), vipInfo.decode(Buffer.from(info, 'hex')));
+    writes += tableWrites.length + vipWrites.length;
+
     for (const [key, applied] of this.vips) {
       if (wantedVips.has(key)) continue;
       this.dataplane.deleteVip(vipKey(applied.vip));
-      if (applied.table) this.dataplane.deleteTable(applied.tableId);
+      unusedTables.push(applied.tableId);
       this.vipIds.release(applied.vipId);
       this.vips.delete(key);
-      writes += 2;
+      writes++;
+    }
+    if (unusedTables.length > 0) {
+      this.dataplane.putTables(unusedTables.map((tableId) => ({ tableId, table: null })));
+      writes += unusedTables.length;
     }
     for (const [key, applied] of this.backends) {
       if (wantedBackends.has(key)) continue;
-      if (applied.info) { this.dataplane.clearBackend(applied.id); writes++; }
+      if (applied.info) backendsToClear.push(applied.id);
       this.quarantined.push(applied.id);
       this.backends.delete(key);
     }
+    for (const id of backendsToClear) this.dataplane.clearBackend(id);
+    writes += backendsToClear.length;
 
     this.views = views;
     if (writes > 0) this.log.debug({ writes, vips: views.length }, 'data plane updated');
@@ -210,6 +264,11 @@ export class Reconciler {
   }
 }
 
+/** In the Maglev table: reachable and not being drained. */
+function takesNewFlows(backend: BackendSpec, path: PathResult): boolean {
+  return path.ok && !backend.drain;
+}
+
 function encodeBackend(address: string, forward: ForwardMethod, path: ForwardingPath): string {
   const tunnelled = forward === 'ipip';
   return backendInfo.encode({
@@ -228,6 +287,7 @@ function vipKey(vip: VipAddress) {
   return { addr: vip.address, port: vip.port, proto: IPPROTO[vip.protocol] };
 }
 
-function sameTable(a: Uint32Array, b: Uint32Array): boolean {
+function sameTable(a: Uint32Array | undefined, b: Uint32Array | undefined): boolean {
+  if (!a || !b) return a === b;
   return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }

@@ -6,7 +6,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { validateTableSize } from '../maglev/maglev.js';
 import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
-import { RuntimeChanges, NO_CHANGES } from '../model/desired-state.js';
+import { BackendChange, DrainSpec, RuntimeChanges, NO_CHANGES } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 
@@ -51,7 +51,7 @@ function validateChanges(data: unknown): RuntimeChanges {
       vips[key] = { op: 'remove' };
       continue;
     }
-    const backends: Record<string, { op: 'remove' } | { op: 'add'; backend: { address: string; family: 4 | 6; weight: number; forward?: 'l2dsr' | 'ipip' } }> = {};
+    const backends: Record<string, BackendChange> = {};
     for (const [address, rawBackend] of Object.entries(object(change.backends, `${key}.backends`))) {
       const parsed = parseIpAddress(address);
       if (parsed.address !== address) throw new Error(`backend key ${address} is not in canonical form`);
@@ -67,7 +67,15 @@ function validateChanges(data: unknown): RuntimeChanges {
           backend: {
             address: parsed.address, family: parsed.family, weight: parseWeight(spec.weight as number),
             ...(spec.forward !== undefined ? { forward: parseForward(String(spec.forward)) } : {}),
+            ...(spec.drain !== undefined ? { drain: validateDrain(spec.drain, address) } : {}),
           },
+        };
+      } else if (b.op === 'set') {
+        if (b.weight !== undefined && typeof b.weight !== 'number') throw new Error(`backend ${address}: weight must be a number`);
+        backends[address] = {
+          op: 'set',
+          ...(b.weight !== undefined ? { weight: parseWeight(b.weight as number) } : {}),
+          ...(b.drain !== undefined ? { drain: validateDrain(b.drain, address) } : {}),
         };
       } else {
         throw new Error(`backend ${address}: unknown op ${JSON.stringify(b.op)}`);
@@ -82,6 +90,16 @@ function validateChanges(data: unknown): RuntimeChanges {
     }
   }
   return { vips };
+}
+
+function validateDrain(value: unknown, address: string): DrainSpec {
+  const drain = object(value, `${address}.drain`);
+  const { since, timeoutSeconds, idleSeconds } = drain;
+  if (typeof since !== 'string' || Number.isNaN(Date.parse(since))) throw new Error(`backend ${address}: drain.since must be a date`);
+  for (const [name, seconds] of [['timeoutSeconds', timeoutSeconds], ['idleSeconds', idleSeconds]] as const) {
+    if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds <= 0) throw new Error(`backend ${address}: drain.${name} must be a positive number`);
+  }
+  return { since, timeoutSeconds: timeoutSeconds as number, idleSeconds: idleSeconds as number };
 }
 
 function object(value: unknown, where: string): Record<string, unknown> {

@@ -143,8 +143,12 @@ export const flowKeyV4 = defineStruct('flow_key_v4', 16, {
   pad: pad(13, 3),
 });
 
-export const flowState = defineStruct('flow_state', 4, {
+export const FLOW_FLAG_CLOSING = 1 << 0;
+
+export const flowState = defineStruct('flow_state', 16, {
   backend_id: field('u32', 0),
+  flags: field('u32', 4),
+  last_seen: field('u64', 8),
 });
 
 export const backendInfo = defineStruct('backend_info', 32, {
@@ -159,9 +163,11 @@ export const backendInfo = defineStruct('backend_info', 32, {
   tunnel_csum_base: field('u32', 28),
 });
 
-export const trafficCounters = defineStruct('traffic_counters', 16, {
+export const trafficCounters = defineStruct('traffic_counters', 32, {
   packets: field('u64', 0),
   bytes: field('u64', 8),
+  new_flows: field('u64', 16),
+  moved_flows: field('u64', 24),
 });
 
 /** Every layout shared with bpf/lib/abi.h, for the BTF check. */
@@ -172,6 +178,19 @@ export type VipInfo = ReturnType<typeof vipInfo.decode>;
 export type FlowKeyV4 = ReturnType<typeof flowKeyV4.decode>;
 export type BackendInfo = ReturnType<typeof backendInfo.decode>;
 export type TrafficCounters = ReturnType<typeof trafficCounters.decode>;
+
+/** Adds up one per-CPU value per CPU. */
+export function sumCounters(perCpu: readonly Buffer[]): TrafficCounters {
+  const total = { packets: 0n, bytes: 0n, new_flows: 0n, moved_flows: 0n };
+  for (const value of perCpu) {
+    const c = trafficCounters.decode(value);
+    total.packets += c.packets;
+    total.bytes += c.bytes;
+    total.new_flows += c.new_flows;
+    total.moved_flows += c.moved_flows;
+  }
+  return total;
+}
 
 /**
  * Sum of the outer header's address words as the BPF program loads them

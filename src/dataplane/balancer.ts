@@ -4,12 +4,12 @@
  */
 import { bpfObjectPath } from '../paths.js';
 import {
-  backendInfo, BackendInfo, readU64, REASONS, Reason, TrafficCounters, trafficCounters, u32Key,
-  vipInfo, VipInfo, vipKeyV4, VipKeyV4, writeU32,
+  backendInfo, BackendInfo, readU32, readU64, REASONS, Reason, sumCounters, TrafficCounters, trafficCounters, u32Key,
+  vipInfo, VipInfo, vipKeyV4, VipKeyV4,
 } from './abi.js';
 import { BpfMap, PerCpuBpfMap } from './bpf-map.js';
 import { loadBpfObject, LoadedObject } from './bpf-object.js';
-import { BPF_F_INNER_MAP, BPF_MAP_TYPE, check, closeFd, native } from './libbpf.js';
+import { BPF_F_INNER_MAP, BPF_MAP_TYPE, check, closeFd, mapInfo, native } from './libbpf.js';
 
 export interface BalancerLimits {
   readonly maxVips: number;
@@ -28,7 +28,11 @@ export class BalancerDataplane {
   readonly backendStats: PerCpuBpfMap;
   readonly reasons: PerCpuBpfMap;
 
+  /** Where tables of VIPs without a usable backend (and unused slots) point. */
+  private readonly emptyTableFd: number;
+
   private constructor(private readonly object: LoadedObject, readonly limits: BalancerLimits) {
+    this.emptyTableFd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_empty', 4, 4, 1, BPF_F_INNER_MAP), 'creating the empty Maglev table');
     this.vips = object.map('vips_v4');
     this.tables = object.map('maglev_tables');
     this.backends = object.map('backends');
@@ -56,11 +60,17 @@ export class BalancerDataplane {
     return this.object.programFd;
   }
 
+  /** lb_clock: reads the data plane's clock (see DataplaneClock). */
+  get clockFd(): number {
+    return this.object.program('lb_clock');
+  }
+
   pin(dir: string): void {
     this.object.pin(dir);
   }
 
   close(): void {
+    closeFd(this.emptyTableFd);
     this.object.close();
   }
 
@@ -73,26 +83,52 @@ export class BalancerDataplane {
   }
 
   /**
-   * Builds the table in a new inner map and swaps it in with one update of
-   * the outer map: a packet sees either the old table or the new one.
+   * Installs tables: each in a new inner map, all swapped in with one batch
+   * update of the outer map, which packets observe atomically per table.
+   * A null table points the slot at a shared one-entry table naming
+   * backend 0 (nobody): the VIP drops. Slots are never deleted, because
+   * deleting from a map of maps waits for an RCU grace period per slot
+   * while a batch waits once.
    */
-  putTable(tableId: number, entries: Uint32Array): void {
-    const fd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_table', 4, 4, entries.length, BPF_F_INNER_MAP), 'creating a Maglev table');
+  putTables(writes: ReadonlyArray<{ tableId: number; table: Uint32Array | null }>): void {
+    const created: number[] = [];
     try {
-      const keys = new Uint32Array(entries.length);
-      for (let i = 0; i < keys.length; i++) keys[i] = i;
-      const written = check(native.mapUpdateBatch(fd, keys, entries, entries.length, 0), 'filling a Maglev table');
-      if (written !== entries.length) throw new Error(`filled ${written} of ${entries.length} Maglev table entries`);
-      const value = Buffer.alloc(4);
-      writeU32(value, fd);
-      this.tables.update(u32Key(tableId), value);
+      const fds = writes.map(({ table }) => {
+        if (!table) return this.emptyTableFd;
+        const fd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_table', 4, 4, table.length, BPF_F_INNER_MAP), 'creating a Maglev table');
+        created.push(fd);
+        const keys = new Uint32Array(table.length);
+        for (let i = 0; i < keys.length; i++) keys[i] = i;
+        const written = check(native.mapUpdateBatch(fd, keys, table, table.length, 0), 'filling a Maglev table');
+        if (written !== table.length) throw new Error(`filled ${written} of ${table.length} Maglev table entries`);
+        return fd;
+      });
+      const ids = Uint32Array.from(writes, (w) => w.tableId);
+      const values = Uint32Array.from(fds);
+      const written = check(native.mapUpdateBatch(this.tables.fd, ids, values, ids.length, 0), 'installing Maglev tables');
+      if (written !== ids.length) throw new Error(`installed ${written} of ${ids.length} Maglev tables`);
     } finally {
-      closeFd(fd);
+      for (const fd of created) closeFd(fd);
     }
   }
 
-  deleteTable(tableId: number): void {
-    this.tables.delete(u32Key(tableId));
+  /** The table a VIP's slot holds, read back from the kernel (tests, checks). */
+  readTable(tableId: number): Uint32Array | null {
+    const idValue = this.tables.lookup(u32Key(tableId));
+    if (!idValue) return null;
+    const fd = check(native.mapFdById(readU32(idValue)), 'opening a Maglev table');
+    try {
+      const info = mapInfo(fd);
+      const table = new Uint32Array(info.maxEntries);
+      const value = Buffer.alloc(4);
+      for (let slot = 0; slot < table.length; slot++) {
+        check(native.mapLookup(fd, u32Key(slot), value), 'reading a Maglev table');
+        table[slot] = readU32(value);
+      }
+      return table;
+    } finally {
+      closeFd(fd);
+    }
   }
 
   putBackend(id: number, info: BackendInfo): void {
@@ -127,11 +163,4 @@ export class BalancerDataplane {
     });
     return out;
   }
-}
-
-function sumCounters(perCpu: Buffer[]): TrafficCounters {
-  return perCpu.map((value) => trafficCounters.decode(value)).reduce(
-    (sum, c) => ({ packets: sum.packets + c.packets, bytes: sum.bytes + c.bytes }),
-    { packets: 0n, bytes: 0n },
-  );
 }

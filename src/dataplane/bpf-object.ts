@@ -6,7 +6,10 @@ import { BpfError, PER_CPU_MAP_TYPES, Pointer, check, native, takeLibbpfLog } fr
 import { summarizeLoadLog } from './load-log.js';
 
 export interface LoadedObject {
+  /** The main program (the one named when loading). */
   readonly programFd: number;
+  /** Any other program of the object, by name. */
+  program(name: string): number;
   map(name: string): BpfMap;
   perCpuMap(name: string): PerCpuBpfMap;
   /** Pins every map and the program under dir (created if missing). */
@@ -38,6 +41,11 @@ export function loadBpfObject(path: string, programName: string, maxEntries: Rec
     };
     return {
       programFd,
+      program(name) {
+        const other = native.objectFindProgram(obj, name);
+        if (!other) throw new BpfError(`${path} has no program ${name}`);
+        return check(native.programFd(other), `program ${name}`);
+      },
       map: get,
       perCpuMap(name) {
         const map = get(name);

@@ -3,7 +3,7 @@ import { getAddresses, getLink } from '../net/iproute.js';
 import { InputError } from '../model/errors.js';
 import { bpfObjectPath } from '../paths.js';
 import { addressBytes } from '../model/address.js';
-import { trafficCounters, TrafficCounters, u32Key } from './abi.js';
+import { sumCounters, TrafficCounters, u32Key } from './abi.js';
 import { loadBpfObject, LoadedObject } from './bpf-object.js';
 import { closeFd, native } from './libbpf.js';
 import { attachedProgram, attachXdp, detachXdp, XdpMode } from './xdp.js';
@@ -23,8 +23,7 @@ export function loadDecap(endpoints: readonly string[]): LoadedObject {
 }
 
 export function decapCounters(object: LoadedObject): TrafficCounters {
-  return object.perCpuMap('decap_stats').lookupPerCpu(u32Key(0)).map((v) => trafficCounters.decode(v))
-    .reduce((a, b) => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes }), { packets: 0n, bytes: 0n });
+  return sumCounters(object.perCpuMap('decap_stats').lookupPerCpu(u32Key(0)));
 }
 
 export interface DecapAttachment {

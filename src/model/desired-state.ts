@@ -9,12 +9,24 @@ import { DEFAULT_TABLE_SIZE } from '../maglev/maglev.js';
 import { Family, ForwardMethod, VipAddress, formatVip, parseVip } from './address.js';
 import { InputError } from './errors.js';
 
+/**
+ * A backend being drained takes no new flows; its tracked flows continue
+ * until they end (FIN/RST, or idle for idleSeconds) or timeoutSeconds after
+ * `since`, when the daemon removes it.
+ */
+export interface DrainSpec {
+  readonly since: string; // ISO 8601
+  readonly timeoutSeconds: number;
+  readonly idleSeconds: number;
+}
+
 export interface BackendSpec {
   readonly address: string;
   readonly family: Family;
   readonly weight: number;
   /** Overrides the VIP's method for this backend. */
   readonly forward?: ForwardMethod;
+  readonly drain?: DrainSpec;
 }
 
 export interface VipSpec {
@@ -32,8 +44,17 @@ export const EMPTY_STATE: DesiredState = { vips: [] };
 export const DEFAULT_FORWARD: ForwardMethod = 'l2dsr';
 export const DEFAULT_WEIGHT = 1;
 
-/** A backend added at runtime is defined entirely by the change. */
-type BackendChange = { readonly op: 'add'; readonly backend: BackendSpec } | { readonly op: 'remove' };
+/** What can change at runtime about a backend defined elsewhere; drain null ends a drain. */
+export interface BackendPatch {
+  readonly weight?: number;
+  readonly drain?: DrainSpec | null;
+}
+
+/** A backend added at runtime is defined entirely by its 'add'; 'set' patches one from the config. */
+export type BackendChange =
+  | { readonly op: 'add'; readonly backend: BackendSpec }
+  | { readonly op: 'set'; readonly weight?: number; readonly drain?: DrainSpec }
+  | { readonly op: 'remove' };
 
 /**
  * 'add' defines the VIP at runtime (the config's definition, if any, is
@@ -83,10 +104,22 @@ export function applyChanges(config: DesiredState, changes: RuntimeChanges): Des
 function applyBackendChanges(backends: readonly BackendSpec[], changes: Readonly<Record<string, BackendChange>>): BackendSpec[] {
   const byAddress = new Map(backends.map((b) => [b.address, b] as const));
   for (const [address, change] of Object.entries(changes)) {
-    if (change.op === 'remove') byAddress.delete(address);
-    else byAddress.set(address, change.backend);
+    if (change.op === 'remove') {
+      byAddress.delete(address);
+    } else if (change.op === 'add') {
+      byAddress.set(address, change.backend);
+    } else {
+      const base = byAddress.get(address);
+      if (base) byAddress.set(address, patchBackend(base, change));
+    }
   }
   return [...byAddress.values()];
+}
+
+function patchBackend(backend: BackendSpec, patch: BackendPatch): BackendSpec {
+  const { drain: _previous, ...rest } = backend;
+  const drain = patch.drain === undefined ? backend.drain : patch.drain ?? undefined;
+  return { ...rest, ...(patch.weight !== undefined ? { weight: patch.weight } : {}), ...(drain ? { drain } : {}) };
 }
 
 /** Operations requested at runtime; each validates against the current state. */
@@ -129,6 +162,39 @@ export function removeBackend(config: DesiredState, changes: RuntimeChanges, key
     if (!findVip(applyChanges(config, forgotten), key)?.backends.some((b) => b.address === address)) return forgotten;
   }
   return withBackend(changes, key, address, { op: 'remove' });
+}
+
+/** Changes a backend's weight or drain state, wherever the backend was defined. */
+export function setBackend(config: DesiredState, changes: RuntimeChanges, key: string, address: string, patch: BackendPatch): RuntimeChanges {
+  const vip = findVip(applyChanges(config, changes), key);
+  if (!vip) throw new InputError(`unknown VIP ${key}`);
+  const backend = vip.backends.find((b) => b.address === address);
+  if (!backend) throw new InputError(`VIP ${key} has no backend ${address}`);
+  const current = changes.vips[key];
+  const change = current && current.op !== 'remove' ? current.backends[address] : undefined;
+  if (change?.op === 'add') return withBackend(changes, key, address, { op: 'add', backend: patchBackend(change.backend, patch) });
+
+  // Patch what the config defines; a patch that changes nothing is forgotten.
+  const base = findVip(config, key)?.backends.find((b) => b.address === address) ?? backend;
+  const target = patchBackend(backend, patch);
+  const set = {
+    op: 'set' as const,
+    ...(target.weight !== base.weight ? { weight: target.weight } : {}),
+    ...(target.drain ? { drain: target.drain } : {}),
+  };
+  if (set.weight === undefined && set.drain === undefined) return forgetBackendChange(changes, key, address);
+  return withBackend(changes, key, address, set);
+}
+
+function forgetBackendChange(changes: RuntimeChanges, key: string, address: string): RuntimeChanges {
+  const current = changes.vips[key];
+  if (!current || current.op === 'remove' || !(address in current.backends)) return changes;
+  const { [address]: _dropped, ...backends } = current.backends;
+  if (current.op === 'modify' && Object.keys(backends).length === 0) {
+    const { [key]: _emptied, ...others } = changes.vips;
+    return { vips: others };
+  }
+  return withVip(changes, key, { ...current, backends });
 }
 
 function withVip(changes: RuntimeChanges, key: string, change: VipChange): RuntimeChanges {
