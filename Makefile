@@ -14,7 +14,7 @@ SHIM := build/native/liblbctl.so
 TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
 TS_STAMP := dist/.stamp
 
-.PHONY: all bpf native ts deps demo test bench install uninstall clean
+.PHONY: all bpf native ts deps deps-demo demo test bench install uninstall clean
 
 all: bpf native ts
 
@@ -41,7 +41,11 @@ $(TS_STAMP): $(TS_SRC) tsconfig.json package.json
 deps:
 	scripts/install-deps.sh
 
-demo: deps all
+# The demo needs no Vagrant (only the tests validate the Vagrantfile).
+deps-demo:
+	scripts/install-deps.sh --no-vagrant
+
+demo: deps-demo all
 	node dist/test/lab/demo.js
 
 # Unit and packet tests first (fast, precise failures), then the lab.

@@ -15,5 +15,6 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "bootstrap: run as root: sudo sh scripts/bootstrap.sh $target" >&2
 	exit 1
 fi
-sh scripts/install-deps.sh
+# make needs to be there before make can install the rest.
+if [ "$target" = demo ]; then sh scripts/install-deps.sh --no-vagrant; else sh scripts/install-deps.sh; fi
 exec make "$target"

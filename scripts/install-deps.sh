@@ -2,12 +2,32 @@
 # Installs what building, running and testing lbctl needs on Debian/Ubuntu:
 # the toolchain and lab tools from apt, then the npm packages. Idempotent and
 # quick when everything is present.
+#
+#   install-deps.sh [--no-vagrant]
+#
+# --no-vagrant  skip vagrant and vagrant-libvirt (only `vagrant validate` in
+#               the tests needs them; ~80 MB of Ruby). The Vagrant VMs build
+#               lbctl with this (vagrant/provision/common.sh).
 set -eu
 
 cd "$(dirname "$0")/.."
 
+vagrant=1
+for arg in "$@"; do
+	case "$arg" in
+	--no-vagrant) vagrant=0 ;;
+	*) echo "install-deps: unknown argument $arg (usage: install-deps.sh [--no-vagrant])" >&2; exit 2 ;;
+	esac
+done
+
+# jq: test/lab/lab.sh reads vagrant/topology.json with it.
 DEBS="clang llvm libbpf-dev libelf-dev zlib1g-dev libc6-dev gcc make pkg-config \
-iproute2 ethtool procps iputils-ping nginx curl tcpdump ca-certificates"
+iproute2 ethtool procps iputils-ping nginx curl tcpdump ca-certificates jq"
+# test/vagrant.test.ts runs `vagrant validate` (with the libvirt provider's
+# checks too); no VM is ever started by the tests.
+if [ "$vagrant" = 1 ]; then
+	DEBS="$DEBS vagrant vagrant-libvirt"
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-deps: run as root (sudo), it installs packages with apt" >&2

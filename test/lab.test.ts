@@ -5,7 +5,7 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { LAB, LAB_SH, Lab } from './lab/lab.js';
+import { LAB, LAB_SH, Lab, ROOT, TOPOLOGY, segmentPrefixLength, topologyArgs, type TopologyHost } from './lab/lab.js';
 
 const execFileP = promisify(execFile);
 
@@ -32,6 +32,21 @@ function labShDown(prefix: string): void {
     execFileSync(LAB_SH, ['down', prefix], { stdio: 'ignore', timeout: 60_000 });
   } catch {
     /* reported by the assertions */
+  }
+}
+
+/** The arguments lab.sh adds to the topology's for a host (lab.sh up without options). */
+function labExtras(host: TopologyHost, runtimeDir: string, decap: boolean): string[] {
+  const extra = host.gateway ? ['--gateway', host.gateway] : [];
+  switch (host.role) {
+    case 'client':
+      return [...extra, '--mtu', String(LAB.mtu.client)];
+    case 'balancer':
+      return [...extra, '--mtu', String(LAB.mtu.interior), '--root', ROOT];
+    case 'router':
+      return [...extra, '--mtu', String(LAB.mtu.interior)];
+    case 'backend':
+      return [...extra, '--mtu', String(LAB.mtu.interior), '--runtime-dir', `${runtimeDir}/${host.name}`, '--root', ROOT, ...(decap ? ['--decap', 'xdp'] : ['--no-decap'])];
   }
 }
 
@@ -64,6 +79,39 @@ describe('lab topology (no decap)', () => {
       assert.equal(r.code, 0, r.stderr);
       if (be.segment === 'remote') assert.match(r.stdout, new RegExp(`via ${LAB.router.front.replace(/\./g, '\\.')} `));
       else assert.doesNotMatch(r.stdout, / via /);
+    }
+  });
+
+  test('every host was configured by its role script, with the arguments derived from vagrant/topology.json', async () => {
+    assert.deepEqual(
+      LAB.backends.map((b) => [b.name, b.address]),
+      TOPOLOGY.hosts.filter((h) => h.role === 'backend').map((h) => [h.name, h.interfaces[0]!.address]),
+    );
+    for (const host of TOPOLOGY.hosts) {
+      const args = await lab!.provisionArgs(host.namespace);
+      assert.deepEqual(args, [...topologyArgs(host, (i) => `eth${i}`), ...labExtras(host, lab!.runtimeDir, false)], `${host.name}: arguments`);
+      // The script's own last word: it ran to the end with exactly these arguments.
+      const log = await lab!.provisionLog(host.namespace);
+      const label = host.role === 'backend' ? `backend ${host.name}` : host.role;
+      assert.equal(log.at(-1), `${label}: provisioned with: ${args.join(' ')}`, `${host.name}: ${log.join('\n')}`);
+    }
+  });
+
+  test('the addresses and routes in every namespace are those of vagrant/topology.json', async () => {
+    for (const host of TOPOLOGY.hosts) {
+      const r = await lab!.exec(host.namespace, ['ip', '-j', '-4', 'addr', 'show']);
+      assert.equal(r.code, 0, r.stderr);
+      const seen = (JSON.parse(r.stdout) as { ifname: string; addr_info: { local: string; prefixlen: number }[] }[])
+        .filter((l) => l.ifname !== 'lo')
+        .flatMap((l) => l.addr_info.map((a) => `${l.ifname} ${a.local}/${a.prefixlen}`))
+        .sort();
+      const expected = host.interfaces.map((i, index) => `eth${index} ${i.address}/${segmentPrefixLength(i.segment)}`).sort();
+      assert.deepEqual(seen, expected, `${host.name}: addresses`);
+
+      const routes = JSON.parse((await lab!.exec(host.namespace, ['ip', '-j', '-4', 'route', 'show'])).stdout) as { dst: string; gateway?: string }[];
+      const vias = routes.filter((x) => x.gateway).map((x) => `${x.dst} via ${x.gateway}`).sort();
+      const wanted = [...host.routes.map((x) => `${x.to} via ${x.via}`), ...(host.gateway ? [`default via ${host.gateway}`] : [])].sort();
+      assert.deepEqual(vias, wanted, `${host.name}: routes`);
     }
   });
 

@@ -1,28 +1,42 @@
 #!/usr/bin/env bash
 # A network-namespace lab with the topology of the Vagrant VMs, configured by
-# the same per-role scripts (vagrant/provision/*.sh).
+# the same per-role scripts (vagrant/provision/*.sh). Hosts, segments,
+# addresses, routes and VIPs come from vagrant/topology.json, which the
+# Vagrantfile reads too (test/lab/topology.jq turns it into the lab's shape).
 #
 #   lab.sh up PREFIX [--no-decap] [--vips A,B,C] [--mtu N] [--owner PID]
 #   lab.sh down PREFIX
 #   lab.sh list
 #
+# With the topology as shipped:
 #   PREFIX-sw      bridges br0 (front, 10.10.0.0/24) and br1 (remote, 10.20.0.0/24)
 #   PREFIX-client  eth0 10.10.0.10   VIPs (10.100.0.0/24) via 10.10.0.2, default via .1
 #   PREFIX-lb      eth0 10.10.0.2    10.20.0.0/24 via 10.10.0.1 (the balancer)
 #   PREFIX-router  eth0 10.10.0.1, eth1 10.20.0.1, forwarding
 #   PREFIX-be1..3  eth0 10.10.0.11-13  default via 10.10.0.1, nginx, VIPs on lo
 #   PREFIX-be4..5  eth0 10.20.0.14-15  default via 10.20.0.1, nginx, VIPs on lo
+# Each host of the topology is a namespace PREFIX-<namespace>; its interfaces
+# are eth0, eth1, ... in topology order, each a veth to a port of the switch
+# namespace (named after the host; <host>0, <host>1 for a host with several)
+# on the bridge of its segment.
 #
 # up        creates the namespaces, bridges and veth pairs (checksum offload
-#           off on both ends, xdp_pass on the switch port `lb` so that frames
-#           the balancer XDP_TXes reach the bridge), then provisions every host.
+#           off on both ends, xdp_pass on the switch port of the balancer so
+#           that frames the balancer XDP_TXes reach the bridge), then runs each
+#           host's role script (vagrant/provision/ROLE.sh) in its namespace with
+#           the arguments derived from the topology plus the lab's own
+#           (--gateway, --mtu, --runtime-dir, --root, --decap xdp). The
+#           arguments go to /run/lbctl-lab/PREFIX/provision-NS.args (NUL-
+#           separated), the script's output to provision-NS.log, whose last
+#           line is the script's "provisioned with: ARGS".
 #           Fails if a lab with PREFIX exists; on any failure it tears down
 #           what it created and exits non-zero.
 # --no-decap  do not run `lbctl decap attach` on the backends
-# --vips    VIPs the backends hold on lo (default 10.100.0.100,10.100.0.101,10.100.0.102)
-# --mtu N   MTU of every lab interface except the client's (default 1600), so
-#           that a full 1500-byte client packet still fits once the balancer
-#           encapsulates it in IP-in-IP (+20 bytes); the client keeps 1500.
+# --vips    VIPs the backends hold on lo (default: the topology's "vips")
+# --mtu N   MTU of every lab interface except the client's (default: the
+#           topology's mtu.lab.interior, 1600), so that a full 1500-byte client
+#           packet still fits once the balancer encapsulates it in IP-in-IP
+#           (+20 bytes); the client keeps mtu.lab.client (1500).
 # --owner PID  record the process that owns the lab (test/lab/lab.ts reaps
 #           labs whose owner died)
 # down      kills every process in the lab's namespaces (nginx first, through
@@ -31,21 +45,16 @@
 # list      prints the prefixes of the labs that exist.
 #
 # PREFIX: a lower-case letter then up to 11 letters or digits.
-# Needs root, `make` (build/bpf/xdp_pass.bpf.o), nginx, ethtool, nsenter, flock.
+# LBCTL_TOPOLOGY=FILE reads another topology file (test/lab/lab.ts honours it too).
+# Needs root, `make` (build/bpf/xdp_pass.bpf.o), jq, nginx, ethtool, nsenter, flock.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PROVISION=$ROOT/vagrant/provision
+TOPOLOGY=${LBCTL_TOPOLOGY:-$ROOT/vagrant/topology.json}
+TOPOLOGY_JQ=$ROOT/test/lab/topology.jq
 RUN_BASE=/run/lbctl-lab
 XDP_PASS=$ROOT/build/bpf/xdp_pass.bpf.o
-DEFAULT_VIPS=10.100.0.100,10.100.0.101,10.100.0.102
-
-# Host roles of the topology: namespace suffix, switch port, bridge, address.
-BACKENDS=(be1 be2 be3 be4 be5)
-declare -A BE_ADDR=([be1]=10.10.0.11 [be2]=10.10.0.12 [be3]=10.10.0.13 [be4]=10.20.0.14 [be5]=10.20.0.15)
-declare -A BE_BRIDGE=([be1]=br0 [be2]=br0 [be3]=br0 [be4]=br1 [be5]=br1)
-declare -A BE_GW=([be1]=10.10.0.1 [be2]=10.10.0.1 [be3]=10.10.0.1 [be4]=10.20.0.1 [be5]=10.20.0.1)
-ROLES=(sw client lb router "${BACKENDS[@]}")
 
 usage() { awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$0"; }
 die() { printf 'lab.sh: %s\n' "$*" >&2; exit 1; }
@@ -167,15 +176,26 @@ on_up_exit() {
 	exit "$rc"
 }
 
-# provision ROLE LOG SCRIPT ARGS...: runs a role script in the role's namespace
-# (in the background; see wait_provision).
+# load_topology VIPS: defines the TOPO_* variables (see test/lab/topology.jq)
+# from the topology file; VIPS (comma-separated) replaces its "vips" when set.
+load_topology() {
+	local code
+	[ -f "$TOPOLOGY" ] || die "topology $TOPOLOGY is missing"
+	code=$(jq -r --arg vips "$1" -f "$TOPOLOGY_JQ" "$TOPOLOGY") || die "cannot read the topology $TOPOLOGY"
+	eval "$code"
+	[ ${#TOPO_NS[@]} -gt 0 ] || die "topology $TOPOLOGY has no hosts"
+}
+
+# provision NS ARGS...: runs the role script of host NS in its namespace with
+# ARGS (in the background; see wait_provision).
 PROV_PIDS=() PROV_NAMES=()
 provision() {
-	local role=$1 script=$2
-	shift 2
-	in_ns "$UP_PREFIX-$role" "$PROVISION/$script" "$@" >"$RUN_BASE/$UP_PREFIX/provision-$role.log" 2>&1 &
+	local ns=$1 dir=$RUN_BASE/$UP_PREFIX
+	shift
+	printf '%s\0' "$@" >"$dir/provision-$ns.args"
+	in_ns "$UP_PREFIX-$ns" "$PROVISION/${TOPO_ROLE[$ns]}.sh" "$@" >"$dir/provision-$ns.log" 2>&1 &
 	PROV_PIDS+=($!)
-	PROV_NAMES+=("$role")
+	PROV_NAMES+=("$ns")
 }
 
 wait_provision() {
@@ -191,7 +211,7 @@ wait_provision() {
 }
 
 cmd_up() {
-	local p="" decap=1 vips=$DEFAULT_VIPS mtu=1600 owner=""
+	local p="" decap=1 vips="" mtu="" owner=""
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--no-decap) decap=0; shift ;;
@@ -204,16 +224,19 @@ cmd_up() {
 		esac
 	done
 	check_prefix "$p"
-	[[ $vips =~ ^[0-9.]+(,[0-9.]+)*$ ]] || die "--vips: expected comma-separated IPv4 addresses, got \"$vips\""
+	[ -z "$vips" ] || [[ $vips =~ ^[0-9.]+(,[0-9.]+)*$ ]] || die "--vips: expected comma-separated IPv4 addresses, got \"$vips\""
 	[ "$(id -u)" = 0 ] || die "run as root"
 	local tool
-	for tool in ip nsenter ethtool nginx flock; do
+	for tool in ip nsenter ethtool nginx flock jq; do
 		command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (scripts/install-deps.sh installs it)"
 	done
 	[ -f "$XDP_PASS" ] || die "$XDP_PASS is missing: run make first"
 	if [ "$decap" = 1 ] && [ ! -x "$ROOT/bin/lbctl" ]; then
 		die "$ROOT/bin/lbctl is missing (needed to attach the decapsulator; pass --no-decap to skip it)"
 	fi
+	load_topology "$vips"
+	vips=$TOPO_VIPS
+	mtu=${mtu:-$TOPO_MTU_INTERIOR}
 
 	lock "$p"
 	[ -z "$(lab_namespaces "$p")" ] || die "lab $p exists already (namespaces: $(lab_namespaces "$p" | tr '\n' ' ')); run: $0 down $p"
@@ -229,71 +252,82 @@ cmd_up() {
 	[ -z "$owner" ] || echo "$owner" >"$rundir/owner"
 
 	UP_STEP="creating namespaces"
-	local role be sw=$p-sw
-	for role in "${ROLES[@]}"; do
-		ip netns add "$p-$role"
+	local ns sw=$p-sw
+	for ns in sw "${TOPO_NS[@]}"; do
+		ip netns add "$p-$ns"
 	done
 
 	UP_STEP="creating bridges and veth pairs"
+	# TOPO_LINKS: "NS IFNAME PORT BRIDGE": IFNAME in host NS, PORT on the switch.
+	local link ifname port bridge host_mtu ports=() lb_port=""
+	for link in "${TOPO_LINKS[@]}"; do
+		read -r ns ifname port bridge <<<"$link"
+		ports+=("$port")
+		[ "${TOPO_ROLE[$ns]}" != balancer ] || [ -n "$lb_port" ] || lb_port=$port
+	done
+	[ -n "$lb_port" ] || die "the topology has no balancer"
 	{
-		# Switch-side port named after the host, host side eth0 (router: eth0/eth1).
-		echo "link add eth0 netns $p-client mtu 1500 type veth peer name client netns $sw mtu $mtu"
-		echo "link add eth0 netns $p-lb mtu $mtu type veth peer name lb netns $sw mtu $mtu"
-		echo "link add eth0 netns $p-router mtu $mtu type veth peer name router0 netns $sw mtu $mtu"
-		echo "link add eth1 netns $p-router mtu $mtu type veth peer name router1 netns $sw mtu $mtu"
-		for be in "${BACKENDS[@]}"; do
-			echo "link add eth0 netns $p-$be mtu $mtu type veth peer name $be netns $sw mtu $mtu"
+		for link in "${TOPO_LINKS[@]}"; do
+			read -r ns ifname port bridge <<<"$link"
+			host_mtu=$mtu
+			[ "${TOPO_ROLE[$ns]}" != client ] || host_mtu=$TOPO_MTU_CLIENT
+			echo "link add $ifname netns $p-$ns mtu $host_mtu type veth peer name $port netns $sw mtu $mtu"
 		done
 	} | ip -batch -
 	{
 		echo "link set dev lo up"
-		echo "link add br0 type bridge stp_state 0 forward_delay 0"
-		echo "link add br1 type bridge stp_state 0 forward_delay 0"
-		for role in client lb router0; do echo "link set dev $role master br0"; done
-		echo "link set dev router1 master br1"
-		for be in "${BACKENDS[@]}"; do echo "link set dev $be master ${BE_BRIDGE[$be]}"; done
+		for bridge in "${TOPO_BRIDGES[@]}"; do
+			echo "link add $bridge type bridge stp_state 0 forward_delay 0"
+		done
+		for link in "${TOPO_LINKS[@]}"; do
+			read -r ns ifname port bridge <<<"$link"
+			echo "link set dev $port master $bridge"
+		done
 	} | ip -n "$sw" -batch -
 
 	UP_STEP="turning checksum offload off"
 	# Both ends of every veth: a forwarded frame may otherwise carry a partial
 	# checksum that the next hop never completes. One shell per namespace.
-	local ports="client lb router0 router1 ${BACKENDS[*]}"
-	in_ns "$sw" sh -ec "for d in $ports; do ethtool -K \$d rx off tx off >/dev/null; done"
-	in_ns "$p-router" sh -ec 'for d in eth0 eth1; do ethtool -K $d rx off tx off >/dev/null; done'
-	for role in client lb "${BACKENDS[@]}"; do
-		in_ns "$p-$role" ethtool -K eth0 rx off tx off >/dev/null
+	in_ns "$sw" sh -ec "for d in ${ports[*]}; do ethtool -K \$d rx off tx off >/dev/null; done"
+	local -A host_ifs=()
+	for link in "${TOPO_LINKS[@]}"; do
+		read -r ns ifname port bridge <<<"$link"
+		host_ifs[$ns]+=" $ifname"
+	done
+	for ns in "${TOPO_NS[@]}"; do
+		in_ns "$p-$ns" sh -ec "for d in ${host_ifs[$ns]}; do ethtool -K \$d rx off tx off >/dev/null; done"
 	done
 
-	UP_STEP="attaching xdp_pass to the switch port lb"
+	UP_STEP="attaching xdp_pass to the switch port $lb_port"
 	# veth delivers frames that the balancer XDP_TXes out of its eth0 only if
 	# the peer (this port) runs an XDP program; xdp_pass just passes them on.
-	ip -n "$sw" link set dev lb xdpdrv obj "$XDP_PASS" sec xdp
+	ip -n "$sw" link set dev "$lb_port" xdpdrv obj "$XDP_PASS" sec xdp
 
 	UP_STEP="bringing the switch up"
 	{
-		for role in br0 br1 $ports; do echo "link set dev $role up"; done
+		for port in "${TOPO_BRIDGES[@]}" "${ports[@]}"; do echo "link set dev $port up"; done
 	} | ip -n "$sw" -batch -
 	# The switch only bridges: no rp_filter, no bridge netfilter.
 	in_ns "$sw" sh -c 'for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 >"$f"; done
 		for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e "$f" ] && echo 0 >"$f"; done; true'
 
 	UP_STEP="provisioning the hosts"
-	local client_routes=(--route 10.100.0.0/24=10.10.0.2) vip
-	for vip in ${vips//,/ }; do
-		case $vip in 10.100.0.*) ;; *) client_routes+=(--route "$vip/32=10.10.0.2") ;; esac
-	done
-	provision client client.sh --interface eth0 --address 10.10.0.10/24 --mtu 1500 \
-		"${client_routes[@]}" --gateway 10.10.0.1
-	provision lb balancer.sh --interface eth0 --address 10.10.0.2/24 --mtu "$mtu" \
-		--route 10.20.0.0/24=10.10.0.1 --root "$ROOT"
-	provision router router.sh --mtu "$mtu" --interface eth0 --address 10.10.0.1/24 \
-		--interface eth1 --address 10.20.0.1/24
-	local decap_flag=--no-decap
-	[ "$decap" = 0 ] || decap_flag=--decap
-	for be in "${BACKENDS[@]}"; do
-		provision "$be" backend.sh --name "$be" --interface eth0 --address "${BE_ADDR[$be]}/24" \
-			--mtu "$mtu" --gateway "${BE_GW[$be]}" --vips "$vips" --runtime-dir "$rundir/$be" \
-			--root "$ROOT" "$decap_flag"
+	# The topology's arguments, then the lab's: the default gateway (a VM keeps
+	# Vagrant's), MTUs, where the lab's files go, the XDP decapsulator.
+	local topo_args extra
+	for ns in "${TOPO_NS[@]}"; do
+		eval "topo_args=(\"\${TOPO_ARGS_${ns}[@]}\")" # ns: [a-z][a-z0-9]* (topology.jq checks)
+		extra=()
+		[ -z "${TOPO_GATEWAY[$ns]:-}" ] || extra+=(--gateway "${TOPO_GATEWAY[$ns]}")
+		case ${TOPO_ROLE[$ns]} in
+		client) extra+=(--mtu "$TOPO_MTU_CLIENT") ;;
+		balancer) extra+=(--mtu "$mtu" --root "$ROOT") ;;
+		router) extra+=(--mtu "$mtu") ;;
+		backend)
+			extra+=(--mtu "$mtu" --runtime-dir "$rundir/${TOPO_NAME[$ns]}" --root "$ROOT")
+			if [ "$decap" = 1 ]; then extra+=(--decap xdp); else extra+=(--no-decap); fi ;;
+		esac
+		provision "$ns" "${topo_args[@]}" "${extra[@]}"
 	done
 	wait_provision
 

@@ -1,7 +1,8 @@
 /**
  * Network-namespace lab for tests and the demo: brings test/lab/lab.sh labs
  * up and down, runs commands inside their namespaces and reads the backends'
- * nginx access logs.
+ * nginx access logs. The hosts and addresses (LAB, TOPOLOGY) come from
+ * vagrant/topology.json, like those of the Vagrant VMs.
  *
  *   const lab = await Lab.up({ decap: false });
  *   try {
@@ -22,34 +23,148 @@ import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** The project root: the directory above test/lab/lab.sh (works from test/ and dist/test/). */
+function findRoot(): string {
+  if (process.env.LBCTL_ROOT) return resolve(process.env.LBCTL_ROOT);
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'test', 'lab', 'lab.sh'))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error(`lab: cannot find test/lab/lab.sh above ${fileURLToPath(import.meta.url)}`);
+    dir = parent;
+  }
+}
+
+export const ROOT = findRoot();
+export const LAB_SH = join(ROOT, 'test', 'lab', 'lab.sh');
+
+// ------------------------------------------------------------------ topology
+
+/** vagrant/topology.json: the hosts of the lab and of the Vagrant VMs (docs/topology.md). */
+export const TOPOLOGY_FILE = process.env.LBCTL_TOPOLOGY ?? join(ROOT, 'vagrant', 'topology.json');
+
+export type Role = 'client' | 'balancer' | 'router' | 'backend';
+
+export interface TopologyHost {
+  /** Vagrant machine name and hostname. */
+  name: string;
+  role: Role;
+  /** The lab's namespace is PREFIX-<namespace>. */
+  namespace: string;
+  /** Backends: how the balancer reaches them. */
+  forward?: 'l2dsr' | 'ipip';
+  /** In order: eth0, eth1, ... in the lab. */
+  interfaces: { segment: string; address: string }[];
+  routes: { to: string; via: string }[];
+  /** Default route in the lab (VMs keep Vagrant's management default route). */
+  gateway?: string;
+  vagrant?: { memory?: number; cpus?: number; autostart?: boolean };
+}
+
+export interface Topology {
+  segments: Record<string, { subnet: string; bridge: string; network: string }>;
+  vip_subnet: string;
+  vips: string[];
+  backend_port: number;
+  mtu: Record<'lab' | 'vagrant', { client: number | null; interior: number | null }>;
+  vagrant: { box: string; project_dir: string; memory: number; cpus: number };
+  hosts: TopologyHost[];
+}
+
+export const TOPOLOGY = JSON.parse(readFileSync(TOPOLOGY_FILE, 'utf8')) as Topology;
+
+function onlyHost(role: Role): TopologyHost {
+  const hosts = TOPOLOGY.hosts.filter((h) => h.role === role);
+  if (hosts.length !== 1) throw new Error(`lab: ${TOPOLOGY_FILE} must have exactly one ${role}, has ${hosts.length}`);
+  return hosts[0]!;
+}
+
+function segmentOf(address: string): 'front' | 'remote' {
+  const host = TOPOLOGY.hosts.find((h) => h.interfaces.some((i) => i.address === address));
+  const segment = host?.interfaces.find((i) => i.address === address)?.segment;
+  if (segment !== 'front' && segment !== 'remote') throw new Error(`lab: ${address} is on segment ${segment}, not front or remote`);
+  return segment;
+}
+
+function segment(name: 'front' | 'remote') {
+  const s = TOPOLOGY.segments[name];
+  if (!s) throw new Error(`lab: ${TOPOLOGY_FILE} has no segment ${name}`);
+  const prefixLength = Number(s.subnet.split('/')[1]);
+  const router = onlyHost('router').interfaces.find((i) => i.segment === name);
+  if (!router) throw new Error(`lab: the router has no interface on ${name}`);
+  return { subnet: s.subnet, prefixLength, bridge: s.bridge, gateway: router.address };
+}
+
+/** Prefix length of a segment's subnet. */
+export function segmentPrefixLength(name: string): number {
+  const s = TOPOLOGY.segments[name];
+  if (!s) throw new Error(`lab: ${TOPOLOGY_FILE} has no segment ${name}`);
+  return Number(s.subnet.split('/')[1]);
+}
+
+/**
+ * The role script's arguments that come from the topology (test/lab/topology.jq
+ * and the Vagrantfile derive the same): --name (backends), --interface/--address
+ * per interface, --route per route, --vips (backends). `iface` names the
+ * interface at an index: eth0, eth1 in the lab; "auto" in a VM.
+ */
+export function topologyArgs(host: TopologyHost, iface: (index: number) => string, vips: readonly string[] = TOPOLOGY.vips): string[] {
+  const args: string[] = [];
+  if (host.role === 'backend') args.push('--name', host.name);
+  host.interfaces.forEach((i, index) => args.push('--interface', iface(index), '--address', `${i.address}/${segmentPrefixLength(i.segment)}`));
+  for (const r of host.routes) args.push('--route', `${r.to}=${r.via}`);
+  const vipRoute = host.routes.find((r) => r.to === TOPOLOGY.vip_subnet);
+  if (vipRoute) {
+    const [net, len] = TOPOLOGY.vip_subnet.split('/') as [string, string];
+    const n = (a: string) => a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+    const size = 2 ** (32 - Number(len));
+    for (const v of vips) if (Math.floor(n(v) / size) !== Math.floor(n(net) / size)) args.push('--route', `${v}/32=${vipRoute.via}`);
+  }
+  if (host.role === 'backend') args.push('--vips', vips.join(','));
+  return args;
+}
+
+/** The lab's addresses and names, from vagrant/topology.json. */
 export const LAB = {
-  front: { subnet: '10.10.0.0/24', prefixLength: 24, bridge: 'br0', gateway: '10.10.0.1' },
-  remote: { subnet: '10.20.0.0/24', prefixLength: 24, bridge: 'br1', gateway: '10.20.0.1' },
-  vipSubnet: '10.100.0.0/24',
-  client: '10.10.0.10',
-  balancer: '10.10.0.2',
-  router: { front: '10.10.0.1', remote: '10.20.0.1' },
-  backends: [
-    { name: 'be1', namespaceSuffix: 'be1', address: '10.10.0.11', segment: 'front' },
-    { name: 'be2', namespaceSuffix: 'be2', address: '10.10.0.12', segment: 'front' },
-    { name: 'be3', namespaceSuffix: 'be3', address: '10.10.0.13', segment: 'front' },
-    { name: 'be4', namespaceSuffix: 'be4', address: '10.20.0.14', segment: 'remote' },
-    { name: 'be5', namespaceSuffix: 'be5', address: '10.20.0.15', segment: 'remote' },
-  ],
-  vips: ['10.100.0.100', '10.100.0.101', '10.100.0.102'],
+  front: segment('front'),
+  remote: segment('remote'),
+  vipSubnet: TOPOLOGY.vip_subnet,
+  client: onlyHost('client').interfaces[0]!.address,
+  balancer: onlyHost('balancer').interfaces[0]!.address,
+  router: {
+    front: onlyHost('router').interfaces.find((i) => i.segment === 'front')!.address,
+    remote: onlyHost('router').interfaces.find((i) => i.segment === 'remote')!.address,
+  },
+  backends: TOPOLOGY.hosts
+    .filter((h) => h.role === 'backend')
+    .map((h) => ({
+      name: h.name,
+      namespaceSuffix: h.namespace,
+      address: h.interfaces[0]!.address,
+      segment: segmentOf(h.interfaces[0]!.address),
+      forward: h.forward ?? (segmentOf(h.interfaces[0]!.address) === 'front' ? 'l2dsr' : 'ipip'),
+    })),
+  vips: [...TOPOLOGY.vips],
   /** Interface of every host (the router also has eth1 on the remote segment). */
   interface: 'eth0',
   /** The client keeps 1500; everything else has room for the IP-in-IP header. */
-  mtu: { client: 1500, interior: 1600 },
-  backendPort: 80,
+  mtu: { client: TOPOLOGY.mtu.lab.client ?? 1500, interior: TOPOLOGY.mtu.lab.interior ?? 1600 },
+  backendPort: TOPOLOGY.backend_port,
   runtimeBase: '/run/lbctl-lab',
 } as const;
 
-export type LabBackend = (typeof LAB.backends)[number];
+export interface LabBackend {
+  readonly name: string;
+  readonly namespaceSuffix: string;
+  readonly address: string;
+  readonly segment: 'front' | 'remote';
+  readonly forward: 'l2dsr' | 'ipip';
+}
 
 /** Namespace suffixes, and aliases accepted by ns()/exec()/spawn(). */
-const ROLES = ['sw', 'client', 'lb', 'router', ...LAB.backends.map((b) => b.namespaceSuffix)] as const;
-const ROLE_ALIASES: Record<string, string> = { switch: 'sw', balancer: 'lb' };
+const ROLES: readonly string[] = ['sw', ...TOPOLOGY.hosts.map((h) => h.namespace)];
+/** switch, and every host's name (balancer -> lb). */
+const ROLE_ALIASES: Record<string, string> = { switch: 'sw', ...Object.fromEntries(TOPOLOGY.hosts.map((h) => [h.name, h.namespace])) };
 
 export interface LabOptions {
   /** Namespace-name prefix: a lower-case letter then up to 11 letters or digits. Default: unique `lbt` + 5 chars. */
@@ -78,20 +193,6 @@ export interface ExecResult {
   code: number;
 }
 
-/** The project root: the directory above test/lab/lab.sh (works from test/ and dist/test/). */
-function findRoot(): string {
-  if (process.env.LBCTL_ROOT) return resolve(process.env.LBCTL_ROOT);
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'test', 'lab', 'lab.sh'))) return dir;
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error(`lab: cannot find test/lab/lab.sh above ${fileURLToPath(import.meta.url)}`);
-    dir = parent;
-  }
-}
-
-export const ROOT = findRoot();
-export const LAB_SH = join(ROOT, 'test', 'lab', 'lab.sh');
 
 // ------------------------------------------------------ process-wide cleanup
 
@@ -286,7 +387,7 @@ export class Lab {
     return new Lab(prefix, decap, vips);
   }
 
-  /** Namespace name of a role: sw, client, lb, router, be1..be5 (aliases: switch, balancer). */
+  /** Namespace name of a role: sw, client, lb, router, be1..be5 (aliases: switch, and the host names of topology.json, e.g. balancer). */
   ns(role: string): string {
     const r = ROLE_ALIASES[role] ?? role;
     if (!(ROLES as readonly string[]).includes(r)) {
@@ -335,6 +436,20 @@ export class Lab {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;
     }
+    return text.split('\n').filter((l) => l.length > 0);
+  }
+
+  /** The arguments lab.sh passed to a host's role script (PREFIX/provision-NS.args). */
+  async provisionArgs(role: string): Promise<string[]> {
+    const ns = this.ns(role).slice(this.prefix.length + 1);
+    const text = await readFile(join(this.runtimeDir, `provision-${ns}.args`), 'utf8');
+    return text.split('\0').slice(0, -1);
+  }
+
+  /** What a host's role script printed while lab.sh provisioned it (PREFIX/provision-NS.log). */
+  async provisionLog(role: string): Promise<string[]> {
+    const ns = this.ns(role).slice(this.prefix.length + 1);
+    const text = await readFile(join(this.runtimeDir, `provision-${ns}.log`), 'utf8');
     return text.split('\n').filter((l) => l.length > 0);
   }
 

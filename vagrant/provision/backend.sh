@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # Provisions a backend (real server) for direct server return: its address and
-# default route, the VIPs on lo with ARP hidden, optionally the XDP IP-in-IP
-# decapsulator, and an nginx that names the backend in every response.
+# routes, the VIPs on lo with ARP hidden, optionally IP-in-IP decapsulation,
+# and an nginx that names the backend in every response.
 #
-#   backend.sh --name be1 --interface eth0 --address 10.10.0.11/24 --gateway 10.10.0.1 \
+#   backend.sh --name be1 --interface eth0 --address 10.10.0.11/24 \
+#              --route 10.20.0.0/24=10.10.0.1 [--gateway 10.10.0.1] \
 #              --vips 10.100.0.100,10.100.0.101 --runtime-dir /run/lbctl-backend/be1 \
-#              [--port 80] [--mtu N] [--decap] [--root DIR] [--lbctl PATH] [--install]
+#              [--port 80] [--mtu N] [--decap xdp|kernel|auto|none] [--root DIR]
+#              [--lbctl PATH] [--install]
 #
+# --interface auto   the interface that already holds --address (a Vagrant VM)
+# --route PREFIX=GATEWAY may repeat; --gateway G is --route default=G.
 # --vips LIST        comma-separated VIP addresses, added as /32 on lo
 # --runtime-dir DIR  nginx prefix: nginx.conf, nginx.pid, logs/, temp/
 #                    (default /run/lbctl-backend/NAME); a previous nginx of the
 #                    same DIR is stopped first
-# --decap            run `lbctl decap attach --interface IFACE` (XDP IP-in-IP
-#                    decapsulation; the kernel has no ipip driver)
+# --decap MODE       unwrap IP-in-IP from the balancer (ipip backends):
+#                    xdp     `lbctl decap attach --interface IFACE` (lbctl's XDP
+#                            decapsulator; needs the project built)
+#                    kernel  the kernel's ipip driver (modprobe ipip; tunl0 up)
+#                    auto    kernel where the driver exists (Debian's kernels),
+#                            else xdp
+#                    none    (default; also --no-decap) l2dsr traffic only
 # --root DIR         the lbctl project (default: two levels above this script)
 # --lbctl PATH       the lbctl command (default ROOT/bin/lbctl)
-# --install          (Vagrant only) install nginx, build lbctl in --root
+# --install          (Vagrant only) install nginx and, for xdp decapsulation,
+#                    build and install lbctl from --root
 #
 # GET / answers "backend=NAME client=$remote_addr server=$server_addr"; the
 # access log (DIR/logs/access.log) starts each line with $remote_addr.
@@ -23,7 +33,7 @@
 . "$(dirname "$0")/common.sh"
 
 
-mtu="" name="" iface=eth0 address="" routes=() vips=() rundir="" port=80 decap=0
+mtu="" name="" iface=eth0 address="" routes=() vips=() rundir="" port=80 decap=none
 root=$PROJECT_ROOT lbctl="" install=0
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -39,8 +49,11 @@ while [ $# -gt 0 ]; do
 		shift 2 ;;
 	--runtime-dir) need_value "$@"; rundir=$2; shift 2 ;;
 	--port) need_value "$@"; [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] && [ "$2" -le 65535 ] || die "--port: \"$2\" is not a port"; port=$2; shift 2 ;;
-	--decap) decap=1; shift ;;
-	--no-decap) decap=0; shift ;;
+	--decap)
+		need_value "$@"
+		case $2 in xdp | kernel | auto | none) decap=$2 ;; *) die "--decap: \"$2\" is not one of xdp, kernel, auto, none" ;; esac
+		shift 2 ;;
+	--no-decap) decap=none; shift ;;
 	--root) need_value "$@"; root=$2; shift 2 ;;
 	--lbctl) need_value "$@"; lbctl=$2; shift 2 ;;
 	--install) install=1; shift ;;
@@ -56,17 +69,32 @@ rundir=${rundir:-/run/lbctl-backend/$name}
 case $rundir in /*) ;; *) die "--runtime-dir must be an absolute path" ;; esac
 lbctl=${lbctl:-$root/bin/lbctl}
 
+# kernel_ipip: the kernel can decapsulate IP-in-IP (tunl0 exists in this
+# network namespace, or loading the ipip module creates it).
+kernel_ipip() {
+	link_exists tunl0 && return 0
+	command -v modprobe >/dev/null 2>&1 && modprobe -q ipip 2>/dev/null && link_exists tunl0
+}
+
 if [ "$install" = 1 ]; then
 	require_vm
-	apt_install iproute2 ethtool nginx curl tcpdump
+	apt_install iproute2 ethtool nginx curl tcpdump kmod
 	# The package starts its own nginx on port 80: ours replaces it.
 	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
 		systemctl disable --now nginx >/dev/null 2>&1 || true
 	fi
-	[ "$decap" = 0 ] || build_project "$root"
+fi
+if [ "$decap" = auto ]; then
+	if kernel_ipip; then decap=kernel; else decap=xdp; fi
+	log "--decap auto: using $decap"
+fi
+[ "$decap" != kernel ] || kernel_ipip || die "--decap kernel: this kernel has no ipip driver (use --decap xdp)"
+if [ "$install" = 1 ] && [ "$decap" = xdp ]; then
+	build_project "$root"
 fi
 
 # --------------------------------------------------------------- network
+iface=$(resolve_interface "$iface" "$address")
 require_link "$iface"
 ip link set dev lo up
 link_up "$iface" "$mtu"
@@ -82,14 +110,20 @@ for scope in all "$iface"; do
 	sysctl_set "net.ipv4.conf.$scope.arp_ignore" 1
 	sysctl_set "net.ipv4.conf.$scope.arp_announce" 2
 done
-# Requests arrive for a VIP that is not on the receiving interface, replies
-# leave from the VIP: no reverse-path filtering.
-ipv4_conf_all rp_filter 0
-
-if [ "$decap" = 1 ]; then
-	[ -x "$lbctl" ] || die "--decap: $lbctl is not an executable (build lbctl, or pass --lbctl)"
+case $decap in
+xdp)
+	[ -x "$lbctl" ] || die "--decap xdp: $lbctl is not an executable (build lbctl, or pass --lbctl)"
 	"$lbctl" decap attach --interface "$iface" || die "lbctl decap attach --interface $iface failed"
-fi
+	;;
+kernel)
+	# Packets to this host's addresses with protocol 4 come out of tunl0
+	# unwrapped; the inner destination (a VIP on lo) is local.
+	ip link set dev tunl0 up
+	;;
+esac
+# Requests arrive for a VIP that is not on the receiving interface, replies
+# leave from the VIP: no reverse-path filtering (set after tunl0 exists).
+ipv4_conf_all rp_filter 0
 
 # ----------------------------------------------------------------- nginx
 
@@ -157,6 +191,9 @@ if ! nginx -p "$rundir/" -c "$rundir/nginx.conf" -e "$rundir/logs/error.log"; th
 	tail -n 5 "$rundir/logs/error.log" >&2 2>/dev/null || true
 	die "nginx did not start (config $rundir/nginx.conf)"
 fi
-extra=""
-[ "$decap" = 0 ] || extra=", decap attached"
-log "configured $iface $address, VIPs ${vips[*]:-none}, nginx on port $port$extra"
+case $decap in
+xdp) extra=", decap xdp (lbctl decap attach)" ;;
+kernel) extra=", decap kernel (tunl0)" ;;
+*) extra="" ;;
+esac
+provisioned "configured $iface $address, routes ${routes[*]:-none}, VIPs ${vips[*]:-none}, nginx on port $port$extra"

@@ -1,21 +1,38 @@
 #!/usr/bin/env bash
-# Provisions the balancer host: its address, routes to the backends, and the
-# kernel settings a direct-server-return balancer wants. It does not start
-# lbctl (tests and the demo start it; a VM runs it as a service).
+# Provisions the balancer host: its address, routes to the backends, the
+# kernel settings a direct-server-return balancer wants, and (--start) lbctl
+# itself. The lab never passes --start (tests and the demo start lbctl); a
+# Vagrant VM does, and runs it as a systemd service.
 #
 #   balancer.sh --interface eth0 --address 10.10.0.2/24 \
 #               --route 10.20.0.0/24=10.10.0.1 [--ip-forward] [--mtu N]
 #               [--root DIR] [--install]
+#               [--start [--xdp-mode native|generic|auto] [--lbctl PATH]
+#                        [--socket PATH] [--state-dir DIR]]
 #
+# --interface auto  the interface that already holds --address (a Vagrant VM)
 # --ip-forward  turn IPv4 forwarding on (default off: packets for a VIP that
 #               the XDP program passes up are dropped, not routed)
 # --root DIR    the lbctl project (default: two levels above this script)
-# --install     (Vagrant only) install the toolchain and build lbctl in --root
+# --install     (Vagrant only) install the toolchain, build lbctl in --root
+#               and install it (make install: /usr/local/bin/lbctl)
+# --start       start lbctl on the interface unless it runs already (`lbctl
+#               status` answers): as the systemd service lbctl.service when
+#               this is a VM with systemd (enabled: it comes back after a
+#               reboot, with the VIPs kept in /var/lib/lbctl), else with
+#               `lbctl start` (a background daemon)
+# --xdp-mode M  for --start: native, generic, or auto (default): native if the
+#               NIC's driver takes an XDP program (tried with xdp_pass first),
+#               else generic
+# --lbctl PATH  the lbctl command (default /usr/local/bin/lbctl with
+#               --install, else ROOT/bin/lbctl)
+# --socket PATH, --state-dir DIR   passed to `lbctl start` (default: lbctl's)
 # shellcheck source=vagrant/provision/common.sh
 . "$(dirname "$0")/common.sh"
 
 
 mtu="" iface=eth0 address="" routes=() forward=0 root=$PROJECT_ROOT install=0
+start=0 xdp_mode=auto lbctl="" socket="" state_dir=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--interface) need_value "$@"; check_ifname "$1" "$2"; iface=$2; shift 2 ;;
@@ -26,17 +43,29 @@ while [ $# -gt 0 ]; do
 	--ip-forward) forward=1; shift ;;
 	--root) need_value "$@"; root=$2; shift 2 ;;
 	--install) install=1; shift ;;
+	--start) start=1; shift ;;
+	--xdp-mode)
+		need_value "$@"
+		case $2 in native | generic | auto) xdp_mode=$2 ;; *) die "--xdp-mode: \"$2\" is not native, generic or auto" ;; esac
+		shift 2 ;;
+	--lbctl) need_value "$@"; lbctl=$2; shift 2 ;;
+	--socket) need_value "$@"; socket=$2; shift 2 ;;
+	--state-dir) need_value "$@"; state_dir=$2; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument: $1 (see --help)" ;;
 	esac
 done
 [ -n "$address" ] || die "--address is required"
+if [ -z "$lbctl" ]; then
+	if [ "$install" = 1 ]; then lbctl=/usr/local/bin/lbctl; else lbctl=$root/bin/lbctl; fi
+fi
 
 if [ "$install" = 1 ]; then
 	require_vm
 	build_project "$root"
 fi
 
+iface=$(resolve_interface "$iface" "$address")
 require_link "$iface"
 ip link set dev lo up
 link_up "$iface" "$mtu"
@@ -48,4 +77,88 @@ sysctl_set net.ipv4.ip_forward "$forward"
 # redirects (all/default/each interface: the effective value is an OR).
 ipv4_conf_all send_redirects 0
 ipv4_conf_all rp_filter 0
-log "configured $iface $address"
+
+# ------------------------------------------------------------------ lbctl
+
+lbctl_flags=()
+[ -z "$socket" ] || lbctl_flags+=(--socket "$socket")
+
+lbctl_running() { "$lbctl" status "${lbctl_flags[@]}" >/dev/null 2>&1; }
+
+# native_xdp_works: the interface's driver accepts a native XDP program
+# (virtio-net and veth do; e1000, VirtualBox's default NIC, does not).
+native_xdp_works() {
+	local obj=$root/build/bpf/xdp_pass.bpf.o
+	[ -f "$obj" ] || obj=/usr/local/lib/lbctl/build/bpf/xdp_pass.bpf.o
+	[ -f "$obj" ] || die "--xdp-mode auto: no xdp_pass.bpf.o to probe the driver with (run make)"
+	ip link set dev "$iface" xdpdrv obj "$obj" sec xdp 2>/dev/null || return 1
+	ip link set dev "$iface" xdpdrv off
+}
+
+# use_systemd: a VM (this process in the initial network namespace) booted with systemd.
+use_systemd() {
+	in_init_netns && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+}
+
+start_service() {
+	local unit=/etc/systemd/system/lbctl.service env=/etc/default/lbctl i
+	local args=(--interface "$iface" --xdp-mode "$1" "${lbctl_flags[@]}")
+	[ -z "$state_dir" ] || args+=(--state-dir "$state_dir")
+	printf '# Written by vagrant/provision/balancer.sh\nLBCTL_ARGS="%s"\n' "${args[*]}" >"$env"
+	cat >"$unit.new" <<UNIT
+# Written by vagrant/provision/balancer.sh
+[Unit]
+Description=lbctl XDP layer-4 load balancer on $iface
+Documentation=file://$root/README.md
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+EnvironmentFile=$env
+# --foreground: logs go to the journal (journalctl -u lbctl); SIGTERM detaches
+# the XDP program and removes the pins.
+ExecStart=$lbctl start --foreground \$LBCTL_ARGS
+Restart=on-failure
+RestartSec=2s
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+	mv "$unit.new" "$unit"
+	systemctl daemon-reload
+	systemctl enable lbctl.service >/dev/null 2>&1
+	systemctl restart lbctl.service
+	for i in $(seq 120); do
+		lbctl_running && return 0
+		sleep 0.25
+	done
+	journalctl -u lbctl.service -n 20 --no-pager >&2 || true
+	die "lbctl.service did not answer within 30 s (journalctl -u lbctl)"
+}
+
+started=""
+if [ "$start" = 1 ]; then
+	[ -x "$lbctl" ] || die "--start: $lbctl is not an executable (build lbctl, or pass --lbctl)"
+	if lbctl_running; then
+		started=", lbctl runs already"
+	else
+		mode=$xdp_mode
+		if [ "$mode" = auto ]; then
+			if native_xdp_works; then mode=native; else
+				mode=generic
+				log "warning: the driver of $iface has no native XDP; lbctl runs in generic (skb) mode, much slower"
+			fi
+		fi
+		if use_systemd; then
+			start_service "$mode"
+			started=", lbctl.service started ($mode XDP)"
+		else
+			start_flags=(--interface "$iface" --xdp-mode "$mode" "${lbctl_flags[@]}")
+			[ -z "$state_dir" ] || start_flags+=(--state-dir "$state_dir")
+			"$lbctl" start "${start_flags[@]}" >&2 || die "lbctl start ${start_flags[*]} failed"
+			started=", lbctl started ($mode XDP)"
+		fi
+	fi
+fi
+provisioned "configured $iface $address${mtu:+ mtu $mtu}, routes ${routes[*]:-none}$started"

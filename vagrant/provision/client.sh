@@ -3,8 +3,10 @@
 # balancer, the default route through the router.
 #
 #   client.sh --interface eth0 --address 10.10.0.10/24 \
-#             --route 10.100.0.0/24=10.10.0.2 --gateway 10.10.0.1 [--mtu N] [--install]
+#             --route 10.100.0.0/24=10.10.0.2 --route 10.20.0.0/24=10.10.0.1 \
+#             [--gateway 10.10.0.1] [--mtu N] [--install]
 #
+# --interface auto  the interface that already holds --address (a Vagrant VM)
 # --route PREFIX=GATEWAY may repeat; --gateway G is --route default=G.
 # --install (Vagrant only) installs the client tools (curl, wrk, ab).
 # shellcheck source=vagrant/provision/common.sh
@@ -31,6 +33,7 @@ if [ "$install" = 1 ]; then
 	apt_install iproute2 ethtool curl wrk apache2-utils tcpdump
 fi
 
+iface=$(resolve_interface "$iface" "$address")
 require_link "$iface"
 ip link set dev lo up
 link_up "$iface" "$mtu"
@@ -39,4 +42,4 @@ routes_set "${routes[@]}"
 # Replies from backends come straight from the VIPs (direct server return),
 # not from the address the request went to: no reverse-path filtering.
 ipv4_conf_all rp_filter 0
-log "configured $iface $address"
+provisioned "configured $iface $address${mtu:+ mtu $mtu}, routes ${routes[*]:-none}"

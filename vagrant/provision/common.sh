@@ -1,8 +1,11 @@
 # shellcheck shell=bash
 # Shared helpers for the per-role provisioning scripts (client.sh, router.sh,
 # backend.sh, balancer.sh). The same scripts configure a Vagrant VM (with
-# --install) and a network namespace of the test lab (test/lab/lab.sh, never
-# with --install). Source it from a role script:
+# --install and `--interface auto`; vagrant/Vagrantfile) and a network
+# namespace of the test lab (test/lab/lab.sh, never with --install), both with
+# arguments derived from vagrant/topology.json (docs/topology.md). Each ends a
+# successful run with the line "ROLE: provisioned with: ARGS" (provisioned()).
+# Source it from a role script:
 #
 #   . "$(dirname "$0")/common.sh"
 #
@@ -18,6 +21,9 @@ PROVISION_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck disable=SC2034 # used by the role scripts
 PROJECT_ROOT=$(cd "$PROVISION_DIR/../.." && pwd)
 ROLE=${ROLE:-$(basename "$0" .sh)}
+# The role script's arguments (this file is sourced before they are parsed),
+# repeated by provisioned().
+PROVISION_ARGS=("$@")
 
 log() { printf '%s: %s\n' "$ROLE" "$*" >&2; }
 die() { printf '%s: error: %s\n' "$ROLE" "$*" >&2; exit 1; }
@@ -71,8 +77,35 @@ check_mtu() {
 	[[ $2 =~ ^[0-9]+$ ]] && [ "$2" -ge 576 ] && [ "$2" -le 65535 ] || die "$1: \"$2\" is not an MTU (576-65535)"
 }
 
+# check_ifname OPTION NAME: an interface name, or "auto" (see resolve_interface).
 check_ifname() {
-	[[ $2 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$ ]] || die "$1: \"$2\" is not an interface name (at most 15 characters)"
+	[[ $2 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$ ]] || die "$1: \"$2\" is not an interface name (at most 15 characters) or auto"
+}
+
+# resolve_interface NAME ADDRESS[/LEN]: prints NAME; for NAME "auto", the
+# interface that already holds ADDRESS. In a Vagrant VM the provider names the
+# NICs (eth1, ens6, enp0s8, ...) but Vagrant has put the private network's
+# address on it at boot: finding the interface by its address works with every
+# provider and box.
+resolve_interface() {
+	local addr=${2%/*} dev
+	if [ "$1" != auto ]; then
+		printf '%s\n' "$1"
+		return 0
+	fi
+	dev=$(ip -o -4 addr show to "$addr/32" | awk '$2 != "lo" { print $2; exit }')
+	dev=${dev%%@*}
+	[ -n "$dev" ] || die "--interface auto: no interface holds $addr (interfaces:" \
+		"$(ip -o -4 addr show | awk '{ printf "%s %s; ", $2, $4 }'))"
+	printf '%s\n' "$dev"
+}
+
+# provisioned SUMMARY: the last lines of every successful run; the lab's tests
+# check the final one ("ROLE: provisioned with: ARGS") to know that this script,
+# with these arguments, configured the host.
+provisioned() {
+	log "$1"
+	log "provisioned with: ${PROVISION_ARGS[*]}"
 }
 
 # ------------------------------------------------------------------ sysctls
@@ -168,10 +201,16 @@ apt_install() {
 	apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-# build_project ROOT: installs the toolchain and builds lbctl in ROOT (VM only).
+# build_project ROOT: installs the toolchain (apt: clang, libbpf, Node.js >= 18
+# and npm; then `npm ci`), builds lbctl in ROOT and installs it
+# (/usr/local/bin/lbctl). VM only. ROOT is the rsync copy of the project that
+# Vagrant keeps at /vagrant (its build/, dist/ and node_modules/ are not
+# synced: they are the VM's own), so building there never touches the host's
+# checkout. Quick when nothing changed.
 build_project() {
 	[ -x "$1/scripts/install-deps.sh" ] || die "$1 is not the lbctl project root (no scripts/install-deps.sh)"
 	log "building lbctl in $1"
-	"$1/scripts/install-deps.sh"
+	"$1/scripts/install-deps.sh" --no-vagrant
 	make -C "$1"
+	make -C "$1" install
 }

@@ -6,6 +6,8 @@
 #             --interface eth1 --address 10.20.0.1/24 [--route PREFIX=GW]... [--install]
 #
 # Each --address applies to the --interface before it; --mtu N applies to all.
+# --interface auto: the interface that already holds the --address after it
+# (a Vagrant VM).
 # --install (Vagrant only) installs iproute2, ethtool and tcpdump.
 # shellcheck source=vagrant/provision/common.sh
 . "$(dirname "$0")/common.sh"
@@ -36,6 +38,7 @@ fi
 ip link set dev lo up
 for i in "${!ifaces[@]}"; do
 	[ -n "${addrs[$i]}" ] || die "--interface ${ifaces[$i]} has no --address"
+	ifaces[i]=$(resolve_interface "${ifaces[$i]}" "${addrs[$i]}")
 	require_link "${ifaces[$i]}"
 	link_up "${ifaces[$i]}" "$mtu"
 	address_set "${ifaces[$i]}" "${addrs[$i]}"
@@ -45,4 +48,4 @@ sysctl_set net.ipv4.ip_forward 1
 # Direct server return: replies leave the remote backends from VIP addresses
 # that no interface here routes back to, so strict reverse-path checks drop them.
 ipv4_conf_all rp_filter 0
-log "forwarding between ${ifaces[*]}"
+provisioned "forwarding between ${ifaces[*]}"

@@ -1,0 +1,61 @@
+# Turns vagrant/topology.json into bash assignments for test/lab/lab.sh:
+#
+#   eval "$(jq -r --arg vips "$vips" -f test/lab/topology.jq vagrant/topology.json)"
+#
+# --arg vips A,B,C  the VIPs the backends hold (empty: the topology's "vips")
+#
+# Defines (every value quoted with @sh):
+#   TOPO_NS=(client lb ...)                 namespace suffixes, in topology order
+#   TOPO_NAME[ns] TOPO_ROLE[ns]             host name (the Vagrant machine) and role
+#   TOPO_GATEWAY[ns]                        the host's default gateway (lab only)
+#   TOPO_BRIDGES=(br0 br1)                  one bridge per segment
+#   TOPO_LINKS=("ns ifname port bridge"...) one veth per host interface: ifname in
+#                                           the host (eth0, eth1, ...), port on the switch
+#   TOPO_ARGS_<ns>=(...)                    the role script's arguments that come
+#                                           from the topology; lab.sh appends the
+#                                           lab-only ones (--gateway, --mtu, ...)
+#   TOPO_VIPS  TOPO_MTU_CLIENT  TOPO_MTU_INTERIOR
+#
+# The Vagrantfile derives the same arguments (with `--interface auto`); keep
+# both derivations in step (test/vagrant.test.ts compares them).
+
+# ip2n: "10.1.2.3" -> 167838211; null unless four decimal numbers (a bad VIP
+# then reaches the role scripts, which reject it with a clear message).
+def ip2n:
+  split(".") | if length == 4 and all(test("^[0-9]{1,3}$")) then map(tonumber) | .[0] * 16777216 + .[1] * 65536 + .[2] * 256 + .[3] else null end;
+def prefixlen: split("/")[1] | tonumber;
+# inside("10.100.0.0/24"): the input address lies in the prefix.
+def inside($cidr):
+  ($cidr | split("/")) as [$net, $len]
+  | (pow(2; 32 - ($len | tonumber))) as $size
+  | ip2n as $n
+  | $n != null and (($n / $size) | floor) == ((($net | ip2n) / $size) | floor);
+
+. as $t
+| (if $vips == "" then $t.vips else ($vips | split(",")) end) as $vips_list
+| [$t.segments | to_entries[] | {key, value: .value.bridge}] | from_entries as $bridge_of
+| ($t.hosts | map(select(.namespace | test("^[a-z][a-z0-9]*$") | not) | .namespace)) as $bad
+| if ($bad | length) > 0 then error("topology: bad namespace suffixes: \($bad)") else . end
+| (
+    "TOPO_NS=(\($t.hosts | map(.namespace) | @sh))",
+    "declare -gA TOPO_NAME=(\($t.hosts | map("[\(.namespace)]=\(.name | @sh)") | join(" ")))",
+    "declare -gA TOPO_ROLE=(\($t.hosts | map("[\(.namespace)]=\(.role | @sh)") | join(" ")))",
+    "declare -gA TOPO_GATEWAY=(\($t.hosts | map(select(.gateway) | "[\(.namespace)]=\(.gateway | @sh)") | join(" ")))",
+    "TOPO_BRIDGES=(\([$t.segments[].bridge] | @sh))",
+    "TOPO_LINKS=(\([$t.hosts[] | . as $h | .interfaces | to_entries[]
+        | "\($h.namespace) eth\(.key) \(if ($h.interfaces | length) == 1 then $h.namespace else "\($h.namespace)\(.key)" end) \($bridge_of[.value.segment])"]
+        | @sh))",
+    "TOPO_VIPS=\($vips_list | join(",") | @sh)",
+    "TOPO_MTU_CLIENT=\($t.mtu.lab.client | tostring | @sh)",
+    "TOPO_MTU_INTERIOR=\($t.mtu.lab.interior | tostring | @sh)",
+    ($t.hosts[] | . as $h
+      | ([.routes[] | select(.to == $t.vip_subnet) | .via] | first) as $vip_via
+      | (if .role == "backend" then ["--name", .name] else [] end)
+        + [.interfaces | to_entries[]
+            | "--interface", "eth\(.key)",
+              "--address", "\(.value.address)/\($t.segments[.value.segment].subnet | prefixlen)"]
+        + [.routes[] | "--route", "\(.to)=\(.via)"]
+        + (if $vip_via then [$vips_list[] | select(inside($t.vip_subnet) | not) | "--route", "\(.)/32=\($vip_via)"] else [] end)
+        + (if .role == "backend" then ["--vips", ($vips_list | join(","))] else [] end)
+      | "TOPO_ARGS_\($h.namespace)=(\(@sh))")
+  )
