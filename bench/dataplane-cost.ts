@@ -5,10 +5,14 @@
  * round so that host noise hits all of them alike; the figures are the
  * median over rounds of each round's mean, and ratios to the floor program
  * (parse, swap MACs, XDP_TX) and to a bare XDP_PASS.
+ *
+ * Rows come from FAMILIES: each address family contributes "not a VIP" and,
+ * per forwarding mode, "new flow" and "established flow". IPv6 rows appear
+ * by adding an IPv6 entry to FAMILIES once the data plane has IPv6 VIPs.
  */
 import { pino } from 'pino';
 import { join } from 'node:path';
-import { BalancerDataplane } from '../src/dataplane/balancer.js';
+import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
 import { loadBpfObject } from '../src/dataplane/bpf-object.js';
 import { check, native } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
@@ -21,14 +25,48 @@ import { TCP_FLAGS, ipv4Frame } from '../test/support/packets.js';
 
 export interface CostRow {
   readonly scenario: string;
+  /** null for the reference programs. */
+  readonly family: 4 | 6 | null;
   readonly ns: number;
   readonly vsFloor: number;
   readonly vsPass: number;
 }
 
 const CLIENTS = 65536;
-const L2_VIP = '10.100.0.100';
-const IPIP_VIP = '10.100.0.101';
+const MODES = ['l2dsr', 'ipip'] as const;
+
+/** What the scenarios of one address family need. */
+interface FamilySpec {
+  readonly family: 4 | 6;
+  readonly label: string;
+  /** One VIP per forwarding mode (TCP port 80). */
+  readonly vip: Record<(typeof MODES)[number], string>;
+  /** Backend i (10 per VIP). */
+  readonly backend: (i: number) => string;
+  /** Client i of 64k (new flows use distinct clients). */
+  readonly client: (i: number) => string;
+  /** A destination that is not a VIP (the balancer's own address). */
+  readonly notVip: string;
+  readonly tunnelSource: string;
+  readonly frame: (spec: { src: string; dst: string; srcPort: number; dstPort: number; tcpFlags: number }) => Buffer;
+}
+
+/**
+ * IPv4 only: the data plane has no IPv6 VIPs yet. When it does, add an IPv6
+ * entry (VIPs, addresses, a frame builder) and its rows follow.
+ */
+export const FAMILIES: readonly FamilySpec[] = [
+  {
+    family: 4,
+    label: 'IPv4',
+    vip: { l2dsr: '10.100.0.100', ipip: '10.100.0.101' },
+    backend: (i) => `10.10.0.${11 + i}`,
+    client: (i) => `172.16.${(i >> 8) & 255}.${i & 255}`,
+    notVip: '10.10.0.2',
+    tunnelSource: '10.10.0.2',
+    frame: (spec) => ipv4Frame(spec),
+  },
+];
 
 function frames(count: number, make: (i: number) => Buffer): Buffer {
   const first = make(0);
@@ -41,12 +79,8 @@ function frames(count: number, make: (i: number) => Buffer): Buffer {
   return all;
 }
 
-function clientAddress(i: number): string {
-  return `172.16.${(i >> 8) & 255}.${i & 255}`;
-}
-
-function flows(vip: string, count: number, flags: number): Buffer {
-  return frames(count, (i) => ipv4Frame({ src: clientAddress(i), dst: vip, srcPort: 1024 + (i % 50000), dstPort: 80, tcpFlags: flags }));
+function flows(f: FamilySpec, vip: string, count: number, flags: number): Buffer {
+  return frames(count, (i) => f.frame({ src: f.client(i), dst: vip, srcPort: 1024 + (i % 50000), dstPort: 80, tcpFlags: flags }));
 }
 
 function runDurations(programFd: number, packets: Buffer, count: number, iterations: number): Uint32Array {
@@ -66,19 +100,24 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
+function vipText(f: FamilySpec, address: string): string {
+  return f.family === 6 ? `[${address}]:80/tcp` : `${address}:80/tcp`;
+}
+
 /** Ten backends per VIP, written through the reconciler as the daemon would. */
 function balancer(): BalancerDataplane {
   const dataplane = BalancerDataplane.load();
-  const backends = Array.from({ length: 10 }, (_, i) => ({ address: `10.10.0.${11 + i}`, family: 4 as const, weight: 1 }));
+  dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
   const desired: DesiredState = {
-    vips: [
-      { vip: parseVip(`${L2_VIP}:80/tcp`), forward: 'l2dsr', tableSize: 65537, backends },
-      { vip: parseVip(`${IPIP_VIP}:80/tcp`), forward: 'ipip', tableSize: 65537, backends },
-    ],
+    vips: FAMILIES.flatMap((f) => {
+      const backends = Array.from({ length: 10 }, (_, i) => ({ address: f.backend(i), family: f.family, weight: 1 }));
+      return MODES.map((mode) => ({ vip: parseVip(vipText(f, f.vip[mode])), forward: mode, tableSize: 65537, backends }));
+    }),
   };
+  const tunnelSource = new Map(FAMILIES.flatMap((f) => Array.from({ length: 10 }, (_, i) => [f.backend(i), f.tunnelSource] as const)));
   const paths = (t: PathTarget): PathResult => ({
     ok: true,
-    path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: '02:00:00:00:00:11', ...(t.forward === 'ipip' ? { tunnelSrc: '10.10.0.2' } : {}) },
+    path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: '02:00:00:00:00:11', ...(t.forward === 'ipip' ? { tunnelSrc: tunnelSource.get(t.address)! } : {}) },
   });
   new Reconciler(dataplane, pino({ level: 'silent' })).apply(desired, paths);
   return dataplane;
@@ -92,20 +131,23 @@ export function measureDataplaneCost(options: { iterations?: number; rounds?: nu
   const dataplane = balancer();
   try {
     // Established flows: 256 flows the SYNs below have made tracked.
-    const established = (vip: string) => {
-      const syns = flows(vip, 256, TCP_FLAGS.SYN);
+    const established = (f: FamilySpec, vip: string) => {
+      const syns = flows(f, vip, 256, TCP_FLAGS.SYN);
       runDurations(dataplane.programFd, syns, 256, 256);
-      return flows(vip, 256, TCP_FLAGS.ACK);
+      return flows(f, vip, 256, TCP_FLAGS.ACK);
     };
-    const nonVip = frames(256, (i) => ipv4Frame({ src: clientAddress(i), dst: '10.10.0.2', srcPort: 1024 + i, dstPort: 22, tcpFlags: TCP_FLAGS.ACK }));
-    const scenarios: Array<{ name: string; fd: number; packets: Buffer; count: number; expect: string }> = [
-      { name: 'bare XDP_PASS', fd: pass.programFd, packets: nonVip, count: 256, expect: 'pass' },
-      { name: 'floor: parse, swap MACs, XDP_TX', fd: floor.programFd, packets: nonVip, count: 256, expect: 'tx' },
-      { name: 'balancer: not a VIP', fd: dataplane.programFd, packets: nonVip, count: 256, expect: 'pass' },
-      { name: 'balancer l2dsr: new flow (SYN, 64k tuples)', fd: dataplane.programFd, packets: flows(L2_VIP, CLIENTS, TCP_FLAGS.SYN), count: CLIENTS, expect: 'tx' },
-      { name: 'balancer l2dsr: established flow', fd: dataplane.programFd, packets: established(L2_VIP), count: 256, expect: 'tx' },
-      { name: 'balancer ipip: new flow (SYN, 64k tuples)', fd: dataplane.programFd, packets: flows(IPIP_VIP, CLIENTS, TCP_FLAGS.SYN), count: CLIENTS, expect: 'tx' },
-      { name: 'balancer ipip: established flow', fd: dataplane.programFd, packets: established(IPIP_VIP), count: 256, expect: 'tx' },
+    const nonVip = (f: FamilySpec) => frames(256, (i) => f.frame({ src: f.client(i), dst: f.notVip, srcPort: 1024 + i, dstPort: 22, tcpFlags: TCP_FLAGS.ACK }));
+    const reference = nonVip(FAMILIES[0]!);
+    const scenarios: Array<{ name: string; family: 4 | 6 | null; fd: number; packets: Buffer; count: number; expect: string }> = [
+      { name: 'bare XDP_PASS', family: null, fd: pass.programFd, packets: reference, count: 256, expect: 'pass' },
+      { name: 'floor: parse, swap MACs, XDP_TX', family: null, fd: floor.programFd, packets: reference, count: 256, expect: 'tx' },
+      ...FAMILIES.flatMap((f) => [
+        { name: `${f.label} balancer: not a VIP`, family: f.family, fd: dataplane.programFd, packets: nonVip(f), count: 256, expect: 'pass' },
+        ...MODES.flatMap((mode) => [
+          { name: `${f.label} balancer ${mode}: new flow (SYN, 64k tuples)`, family: f.family, fd: dataplane.programFd, packets: flows(f, f.vip[mode], CLIENTS, TCP_FLAGS.SYN), count: CLIENTS, expect: 'tx' },
+          { name: `${f.label} balancer ${mode}: established flow`, family: f.family, fd: dataplane.programFd, packets: established(f, f.vip[mode]), count: 256, expect: 'tx' },
+        ]),
+      ]),
     ];
     for (const s of scenarios) {
       const action = testRun(s.fd, s.packets.subarray(0, s.packets.length / s.count)).action;
@@ -117,7 +159,7 @@ export function measureDataplaneCost(options: { iterations?: number; rounds?: nu
       options.log?.(`round ${round + 1}/${rounds}: ${scenarios.map((s, i) => `${s.name} ${means[i]!.at(-1)!.toFixed(1)}`).join(', ')}`);
     }
     const results = means.map(median);
-    return scenarios.map((s, i) => ({ scenario: s.name, ns: results[i]!, vsFloor: results[i]! / results[1]!, vsPass: results[i]! / results[0]! }));
+    return scenarios.map((s, i) => ({ scenario: s.name, family: s.family, ns: results[i]!, vsFloor: results[i]! / results[1]!, vsPass: results[i]! / results[0]! }));
   } finally {
     dataplane.close();
     floor.close();

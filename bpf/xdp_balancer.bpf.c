@@ -61,6 +61,15 @@ static __always_inline void count_traffic(void *map, __u32 id, __u64 bytes, enum
 	}
 }
 
+/* Has the control plane stopped confirming it is alive (or been told to stop)? */
+static __always_inline bool kill_switch_tripped(__u64 now)
+{
+	__u32 zero = 0;
+	struct lb_settings *cfg = bpf_map_lookup_elem(&settings, &zero);
+
+	return !cfg || now > cfg->kill_switch_deadline;
+}
+
 /* Maps the flow hash onto [0, table_size) without a division. */
 static __always_inline __u32 table_slot(__u32 hash, __u32 table_size)
 {
@@ -81,12 +90,11 @@ static __always_inline __u32 flow_hash(const struct packet_v4 *pkt)
  */
 static __always_inline const struct backend_info *
 pick_backend(const struct vip_info *vip, const struct flow_key_v4 *flow, const struct packet_v4 *pkt,
-	     __u32 *backend_id, enum flow_verdict *verdict)
+	     __u64 now, __u32 *backend_id, enum flow_verdict *verdict)
 {
 	struct flow_state *tracked, state = {};
 	struct backend_info *be;
 	__u32 slot, *owner;
-	__u64 now = bpf_jiffies64();
 	void *table;
 
 	*verdict = FLOW_NEW;
@@ -134,6 +142,7 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct ethhdr *eth, vo
 	enum flow_verdict verdict;
 	enum lb_reason reason;
 	__u32 backend_id;
+	__u64 now;
 
 	reason = parse_ipv4_l4(eth, data_end, &pkt);
 	if (reason != LB_REASON_MAX)
@@ -145,13 +154,16 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct ethhdr *eth, vo
 	vip = bpf_map_lookup_elem(&vips_v4, &vip_key);
 	if (!vip)
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+	now = bpf_jiffies64();
+	if (kill_switch_tripped(now))
+		return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
 
 	flow.saddr = pkt.ip->saddr;
 	flow.daddr = pkt.ip->daddr;
 	flow.sport = pkt.sport;
 	flow.dport = pkt.dport;
 	flow.proto = vip_key.proto;
-	be = pick_backend(vip, &flow, &pkt, &backend_id, &verdict);
+	be = pick_backend(vip, &flow, &pkt, now, &backend_id, &verdict);
 	if (!be)
 		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
 

@@ -190,17 +190,20 @@ int lbctl_prog_info(int fd, unsigned *id, char *name, unsigned name_capacity)
 	return 0;
 }
 
-int lbctl_map_info(int fd, unsigned *id, unsigned *type, unsigned *max_entries, char *name,
-		   unsigned name_capacity)
+/* fields: id, type, key size, value size, max entries, flags. */
+int lbctl_map_info(int fd, unsigned *fields, char *name, unsigned name_capacity)
 {
 	struct bpf_map_info info = {};
 	__u32 len = sizeof(info);
 
 	if (bpf_obj_get_info_by_fd(fd, &info, &len))
 		return -errno;
-	*id = info.id;
-	*type = info.type;
-	*max_entries = info.max_entries;
+	fields[0] = info.id;
+	fields[1] = info.type;
+	fields[2] = info.key_size;
+	fields[3] = info.value_size;
+	fields[4] = info.max_entries;
+	fields[5] = info.map_flags;
 	snprintf(name, name_capacity, "%s", info.name);
 	return 0;
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { SHARED_LAYOUTS } from '../src/dataplane/abi.js';
-import { readBtfStructs } from '../src/dataplane/btf.js';
+import { REASONS, SHARED_LAYOUTS } from '../src/dataplane/abi.js';
+import { readBtfEnum, readBtfStructs } from '../src/dataplane/btf.js';
 import { bpfObjectPath } from '../src/paths.js';
 
 for (const program of ['xdp_balancer', 'xdp_decap'] as const) {
@@ -27,4 +27,15 @@ for (const program of ['xdp_balancer', 'xdp_decap'] as const) {
 
 test('the BTF reader rejects a struct the object does not have', () => {
   assert.throws(() => readBtfStructs(bpfObjectPath('xdp_pass'), ['vip_info']), /struct vip_info is not in the BTF/);
+});
+
+// The reasons map is keyed by enum lb_reason, so BTF records it. (The other
+// enums' values are checked by what the packet tests see the program do.)
+test('the pass/drop reasons mirrored in TypeScript match enum lb_reason', () => {
+  const reasons = readBtfEnum(bpfObjectPath('xdp_balancer'), 'lb_reason');
+  assert.deepEqual(
+    [...reasons].filter(([name]) => name !== 'LB_REASON_MAX'),
+    REASONS.map((reason, index) => [`LB_REASON_${reason.toUpperCase()}`, index]),
+  );
+  assert.equal(reasons.get('LB_REASON_MAX'), REASONS.length);
 });

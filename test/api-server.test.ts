@@ -38,6 +38,10 @@ const handlers: Handlers = {
   'backend.drain': async () => { throw new Error('not used'); },
   'backend.undrain': async () => { throw new Error('not used'); },
   explain: async () => { throw new Error('not used'); },
+  reload: async () => { throw new Error('not used'); },
+  'killswitch.engage': async () => { throw new Error('not used'); },
+  'killswitch.release': async () => { throw new Error('not used'); },
+  'killswitch.status': async () => { throw new Error('not used'); },
   'backend.list': async (params) => { received.push(params); return []; },
 };
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, beforeEach, describe, test } from 'node:test';
 import { BACKEND_FLAG_ACTIVE, FLOW_FLAG_CLOSING, FORWARD, IPPROTO, flowKeyV4, flowState, readU64, tunnelChecksumBase } from '../src/dataplane/abi.js';
-import { BalancerDataplane } from '../src/dataplane/balancer.js';
+import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
 import { flowHashV4, tableSlot } from '../src/dataplane/flow-hash.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import { MAC, TCP_FLAGS, ipv4Frame, parseEthernet, parseIpv4 } from './support/packets.js';
@@ -24,20 +24,21 @@ const BE_OTHER_IFACE = 4;
 const BACKEND_MAC: Record<number, string> = { [BE_L2]: '02:00:00:00:00:11', [BE_L2_OTHER]: '02:00:00:00:00:13', [BE_OTHER_IFACE]: '02:00:00:00:00:99' };
 
 const dataplane = BalancerDataplane.load({ maxVips: 16, maxBackends: 64, flowTableSize: 4096 });
+dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
 const readJiffies = () => readU64(testRun(dataplane.clockFd, Buffer.alloc(64)).output);
 after(() => dataplane.close());
 
 function l2Backend(id: number, ifindex = LOOPBACK_IFINDEX) {
   dataplane.putBackend(id, {
     dst_mac: BACKEND_MAC[id]!, src_mac: MAC.balancer, ifindex, forward: FORWARD.l2dsr, flags: BACKEND_FLAG_ACTIVE,
-    tunnel_src: '0.0.0.0', tunnel_dst: '0.0.0.0', tunnel_csum_base: 0,
+    tunnel_src: '0.0.0.0', address: '0.0.0.0', tunnel_csum_base: 0, vip_id: 0,
   });
 }
 
 function ipipBackend(id: number, address: string) {
   dataplane.putBackend(id, {
     dst_mac: MAC.router, src_mac: MAC.balancer, ifindex: LOOPBACK_IFINDEX, forward: FORWARD.ipip, flags: BACKEND_FLAG_ACTIVE,
-    tunnel_src: BALANCER, tunnel_dst: address, tunnel_csum_base: tunnelChecksumBase(BALANCER, address),
+    tunnel_src: BALANCER, address, tunnel_csum_base: tunnelChecksumBase(BALANCER, address), vip_id: 0,
   });
 }
 
@@ -188,6 +189,40 @@ describe('packets that are not balanced', () => {
       const { action, output } = testRun(dataplane.programFd, frame);
       assert.equal(action, 'pass');
       assert.deepEqual(output, frame);
+    }
+  });
+});
+
+describe('kill-switch', () => {
+  test('once the deadline passes, VIP packets go to the kernel untouched and are counted', () => {
+    vip(VIP, 80, 'tcp', [BE_L2]);
+    const frame = syn(30100);
+    try {
+      dataplane.setKillSwitchDeadline(readJiffies() - 1n);
+      const before = dataplane.reasonCounters().kill_switch;
+      const { action, output } = testRun(dataplane.programFd, frame);
+      assert.equal(action, 'pass');
+      assert.deepEqual(output, frame);
+      assert.equal(dataplane.reasonCounters().kill_switch, before + 1n);
+      assert.equal(testRun(dataplane.programFd, ipv4Frame({ src: CLIENT, dst: OTHER_VIP })).action, 'pass', 'other traffic as before');
+
+      dataplane.setKillSwitchDeadline(readJiffies() + 1000n);
+      assert.equal(testRun(dataplane.programFd, frame).action, 'tx', 'balanced again before the new deadline');
+    } finally {
+      dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
+    }
+  });
+
+  test('a fresh data plane balances nothing until the control plane sets a deadline', () => {
+    const fresh = BalancerDataplane.load({ maxVips: 4, maxBackends: 16, flowTableSize: 1024 });
+    try {
+      assert.equal(fresh.killSwitchDeadline(), 0n);
+      fresh.putBackend(BE_L2, { dst_mac: BACKEND_MAC[BE_L2]!, src_mac: MAC.balancer, ifindex: LOOPBACK_IFINDEX, forward: FORWARD.l2dsr, flags: BACKEND_FLAG_ACTIVE, tunnel_src: '0.0.0.0', address: '0.0.0.0', tunnel_csum_base: 0, vip_id: 0 });
+      fresh.putTables([{ tableId: 0, table: new Uint32Array(TABLE_SIZE).fill(BE_L2) }]);
+      fresh.putVip({ addr: VIP, port: 80, proto: IPPROTO.tcp }, { vip_id: 0, table_id: 0, table_size: TABLE_SIZE, flags: 0 });
+      assert.equal(testRun(fresh.programFd, syn(30101)).action, 'pass');
+    } finally {
+      fresh.close();
     }
   });
 });

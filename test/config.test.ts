@@ -144,14 +144,14 @@ describe('parseConfig: errors name the file, line, column and field', () => {
 
   test('the top level must be a mapping', () => {
     assertFails('- vip: 10.0.0.1:80/tcp\n', 1, 1, undefined,
-      'expected a mapping with fields interface, xdp_mode, tunnel_source, flow_table_size, max_vips, max_backends, vips, got a sequence');
+      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, vips, got a sequence');
     assertFails('hello\n', 1, 1, undefined,
-      'expected a mapping with fields interface, xdp_mode, tunnel_source, flow_table_size, max_vips, max_backends, vips, got the string "hello"');
+      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, vips, got the string "hello"');
   });
 
   test('unknown fields', () => {
     assertFails('interface: eth0\nvipz: []\n', 2, 1, undefined,
-      'unknown field "vipz" (expected interface, xdp_mode, tunnel_source, flow_table_size, max_vips, max_backends, vips)');
+      'unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, vips)');
     assertFails('vips:\n  - vip: 10.0.0.1:80/tcp\n    tablesize: 251\n', 3, 5, 'vips[0]',
       'unknown field "tablesize" (expected vip, forward, table_size, backends)');
     assertFails(`${VIP}      - address: 10.10.0.1\n        wieght: 2\n`, 5, 9, 'vips[0].backends[0]',
@@ -242,6 +242,10 @@ describe('parseConfig: errors name the file, line, column and field', () => {
     assertFails('max_vips: abc\n', 1, 11, 'max_vips', 'expected an integer, got the string "abc"');
     assertFails('max_vips: null\n', 1, 11, 'max_vips', 'expected an integer, got an empty value (null)');
     assertFails('max_backends: 8\n', 1, 15, 'max_backends', 'invalid value 8: must be an integer from 16 to 1048576');
+    assertFails('kill_switch_timeout: 500ms\n', 1, 22, 'kill_switch_timeout', 'invalid kill-switch timeout "500ms": must be from 1s to 1h');
+    assertFails('kill_switch_timeout: soon\n', 1, 22, 'kill_switch_timeout', 'invalid kill-switch timeout "soon": expected a number with a unit, e.g. 500ms, 2s, 5m');
+    assert.equal(parseConfig('kill_switch_timeout: 45s\n', FILE).settings.killSwitchTimeoutMs, 45_000);
+    assert.equal(parseConfig('kill_switch_timeout: 10\n', FILE).settings.killSwitchTimeoutMs, 10_000, 'a bare number is seconds');
     assertFails('tunnel_source: 10.0.0\n', 1, 16, 'tunnel_source', 'invalid tunnel source "10.0.0": expected an IPv4 or IPv6 address');
     assertFails('tunnel_source: 2001:db8::1\n', 1, 16, 'tunnel_source', 'invalid tunnel source "2001:db8::1": ipip tunnels are IPv4, give an IPv4 address');
   });
@@ -271,7 +275,7 @@ describe('loadConfigFile', () => {
       assert.equal(config.path, path);
       assert.deepEqual(config.state, FULL_STATE);
       await writeFile(path, 'vipz: []\n');
-      await assert.rejects(loadConfigFile(path), { message: `${path}:1:1: unknown field "vipz" (expected interface, xdp_mode, tunnel_source, flow_table_size, max_vips, max_backends, vips)` });
+      await assert.rejects(loadConfigFile(path), { message: `${path}:1:1: unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, vips)` });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

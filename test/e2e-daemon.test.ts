@@ -182,24 +182,29 @@ describe('the daemon and the CLI', () => {
     assert.equal(stopped.code, 0, stopped.stderr);
   });
 
-  test('--foreground runs in the terminal and stops on SIGTERM; LBCTL_SOCKET selects the daemon', async () => {
-    const daemon = lab.spawn('lb', [LBCTL, 'start', '--foreground', '--interface', 'eth0', '--state-dir', lb.stateDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, LBCTL_SOCKET: lb.socket },
-    });
-    let output = '';
-    daemon.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-    const deadline = Date.now() + 10_000;
-    while (!output.includes('lbctl daemon started') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    const status = await lab.exec('lb', ['env', `LBCTL_SOCKET=${lb.socket}`, LBCTL, 'status', '--json']);
-    assert.equal(status.code, 0, status.stderr);
-    assert.equal(JSON.parse(status.stdout).pid, daemon.pid, 'the daemon is this process (nsenter execs it)');
-    const exited = new Promise<number | null>((resolve) => daemon.once('exit', (code) => resolve(code)));
-    daemon.kill('SIGTERM');
-    assert.equal(await exited, 0);
-    const lines = output.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { msg: string });
-    assert.deepEqual(lines.map((l) => l.msg).filter((m) => /daemon (started|stopped)/.test(m)), ['lbctl daemon started', 'lbctl daemon stopped']);
-    const link = JSON.parse((await lab.exec('lb', ['ip', '-j', 'link', 'show', 'eth0'])).stdout)[0];
-    assert.equal(link.xdp, undefined, 'detached on SIGTERM');
+  test('--foreground: SIGINT stops everything, SIGTERM keeps the data plane; LBCTL_SOCKET selects the daemon', async () => {
+    const runForeground = async (signal: 'SIGINT' | 'SIGTERM') => {
+      const daemon = lab.spawn('lb', [LBCTL, 'start', '--foreground', '--interface', 'eth0', '--state-dir', lb.stateDir], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, LBCTL_SOCKET: lb.socket },
+      });
+      let output = '';
+      daemon.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+      const deadline = Date.now() + 10_000;
+      while (!output.includes('lbctl daemon started') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const status = await lab.exec('lb', ['env', `LBCTL_SOCKET=${lb.socket}`, LBCTL, 'status', '--json']);
+      assert.equal(status.code, 0, status.stderr);
+      assert.equal(JSON.parse(status.stdout).pid, daemon.pid, 'the daemon is this process (nsenter execs it)');
+      const exited = new Promise<number | null>((resolve) => daemon.once('exit', (code) => resolve(code)));
+      daemon.kill(signal);
+      assert.equal(await exited, 0);
+      const messages = output.split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { msg: string }).msg);
+      assert.equal(messages.filter((m) => /^lbctl daemon st/.test(m)).length, 2, 'started and stopped, as JSON lines');
+      return JSON.parse((await lab.exec('lb', ['ip', '-j', 'link', 'show', 'eth0'])).stdout)[0] as { xdp?: { prog?: { id: number } } };
+    };
+    assert.equal((await runForeground('SIGINT')).xdp, undefined, 'detached on SIGINT');
+    assert.ok((await runForeground('SIGTERM')).xdp?.prog, 'still balancing after SIGTERM, for the next daemon to take over');
+    await lb.start();
+    await lb.stop();
   });
 });

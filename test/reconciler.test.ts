@@ -9,10 +9,10 @@ import {
   BACKEND_FLAG_ACTIVE, backendInfo, BackendInfo, FORWARD, flowKeyV4, flowState, IPPROTO, readU32, tunnelChecksumBase,
   u32Key, vipInfo, VipInfo, vipKeyV4,
 } from '../src/dataplane/abi.js';
-import { BalancerDataplane } from '../src/dataplane/balancer.js';
+import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
 import { BpfMap } from '../src/dataplane/bpf-map.js';
 import { flowHashV4, tableSlot } from '../src/dataplane/flow-hash.js';
-import { check, closeFd, native } from '../src/dataplane/libbpf.js';
+import { check, closeFd, mapInfo, native } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import { Reconciler, VipView } from '../src/daemon/reconciler.js';
 import { buildMaglevTable } from '../src/maglev/maglev.js';
@@ -25,6 +25,7 @@ import { ipv4Frame, parseEthernet, parseIpv4, TCP_FLAGS } from './support/packet
 const MAX_VIPS = 8;
 const MAX_BACKENDS = 32;
 const dataplane = BalancerDataplane.load({ maxVips: MAX_VIPS, maxBackends: MAX_BACKENDS, flowTableSize: 1024 });
+dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
 after(() => dataplane.close());
 const log = pino({ level: 'silent' });
 
@@ -99,12 +100,9 @@ function tableAt(tableId: number): { mapId: number; entries: Uint32Array } | nul
   const mapId = readU32(value);
   const fd = check(native.mapFdById(mapId), `opening Maglev table map ${mapId}`);
   try {
-    const id = [0];
-    const type = [0];
-    const maxEntries = [0];
-    check(native.mapInfo(fd, id, type, maxEntries, Buffer.alloc(16), 16), 'map info');
-    const inner = new BpfMap('maglev_table', fd, 4, 4, maxEntries[0]!);
-    const entries = new Uint32Array(maxEntries[0]!);
+    const { maxEntries } = mapInfo(fd);
+    const inner = new BpfMap('maglev_table', fd, 4, 4, maxEntries);
+    const entries = new Uint32Array(maxEntries);
     for (let i = 0; i < entries.length; i++) entries[i] = readU32(inner.lookup(u32Key(i))!);
     return entries.length === 1 && entries[0] === 0 ? null : { mapId, entries };
   } finally {
@@ -180,14 +178,15 @@ describe('Reconciler', () => {
 
     assert.deepEqual(backendEntry(1), {
       dst_mac: BACKEND_MAC, src_mac: LB_MAC, ifindex: 1, forward: FORWARD.l2dsr, flags: BACKEND_FLAG_ACTIVE,
-      tunnel_src: '0.0.0.0', tunnel_dst: '0.0.0.0', tunnel_csum_base: 0,
+      tunnel_src: '0.0.0.0', address: '10.10.0.11', tunnel_csum_base: 0, vip_id: web.vipId,
     });
     assert.deepEqual(backendEntry(2), {
       dst_mac: BACKEND_MAC, src_mac: LB_MAC, ifindex: 1, forward: FORWARD.ipip, flags: BACKEND_FLAG_ACTIVE,
-      tunnel_src: TUNNEL_SRC, tunnel_dst: '10.10.0.12', tunnel_csum_base: tunnelChecksumBase(TUNNEL_SRC, '10.10.0.12'),
+      tunnel_src: TUNNEL_SRC, address: '10.10.0.12', tunnel_csum_base: tunnelChecksumBase(TUNNEL_SRC, '10.10.0.12'), vip_id: web.vipId,
     });
     assert.equal(backendEntry(3).forward, FORWARD.ipip, 'the VIP default applies');
-    assert.equal(backendEntry(3).tunnel_dst, '10.10.0.21');
+    assert.equal(backendEntry(3).address, '10.10.0.21');
+    assert.equal(backendEntry(3).vip_id, dns.vipId, 'entries name their VIP and address: a restarted daemon can take them over');
     assert.ok(backendRaw(0).equals(Buffer.alloc(backendInfo.size)), 'backend 0 is never written');
     assert.ok(backendRaw(4).equals(Buffer.alloc(backendInfo.size)));
 
@@ -265,7 +264,7 @@ describe('Reconciler', () => {
     const table = tableAt(viewOf(r, WEB).vipId)!;
     assert.equal(r.apply(state(vip(WEB, [be('10.10.0.11'), be('10.10.0.12', 1, 'ipip')])), paths).writes, 1);
     assert.equal(backendEntry(2).forward, FORWARD.ipip);
-    assert.equal(backendEntry(2).tunnel_dst, '10.10.0.12');
+    assert.equal(backendEntry(2).address, '10.10.0.12');
     assert.equal(tableAt(viewOf(r, WEB).vipId)!.mapId, table.mapId);
   });
 
@@ -357,7 +356,7 @@ describe('Reconciler', () => {
     // Now the id is free again.
     r.apply(state(vip(TUNNEL, [be('10.10.0.32'), be('10.10.0.33'), be('10.10.0.34')], { forward: 'ipip' })), paths);
     assert.equal(idOf(r, TUNNEL, '10.10.0.34'), id31);
-    assert.equal(backendEntry(id31).tunnel_dst, '10.10.0.34');
+    assert.equal(backendEntry(id31).address, '10.10.0.34');
     assert.equal(backendEntry(id31).flags, BACKEND_FLAG_ACTIVE);
   });
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { after, test } from 'node:test';
 import { pino } from 'pino';
-import { BalancerDataplane } from '../src/dataplane/balancer.js';
+import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
 import { XDP_ACTION } from '../src/dataplane/xdp.js';
 import { Reconciler } from '../src/daemon/reconciler.js';
 import { parseVip } from '../src/model/address.js';
@@ -21,6 +21,7 @@ import { TCP_FLAGS, formatMac, ipv4Frame } from './support/packets.js';
 import type { LoopResult } from './support/packet-loop.js';
 
 const dataplane = BalancerDataplane.load({ maxVips: 4, maxBackends: 64, flowTableSize: 4096 });
+dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
 after(() => dataplane.close());
 
 const BACKENDS = ['10.10.0.11', '10.10.0.12', '10.10.0.13', '10.10.0.14'];

@@ -42,7 +42,23 @@ enum lb_reason {
 	LB_REASON_NO_BACKEND,      /* VIP without a usable backend: dropped */
 	LB_REASON_ENCAP_FAILED,    /* could not grow the headroom: dropped */
 	LB_REASON_IPV6,            /* IPv6 not balanced yet: passed */
+	LB_REASON_KILL_SWITCH,     /* VIP packet passed: the kill-switch tripped */
 	LB_REASON_MAX,
+};
+
+/*
+ * The single entry of `settings`. The control plane keeps pushing the
+ * deadline forward while it is alive; once the data plane's clock passes
+ * it, VIP packets go to the kernel untouched (fail-open). Zero, the value
+ * of a fresh map, is already past: nothing is balanced before the control
+ * plane has said so.
+ */
+struct lb_settings {
+	__u64 kill_switch_deadline; /* jiffies */
+	/* Of the layouts of all maps and their keys and values, for the control
+	 * plane only: a restarted daemon takes pinned maps over only when its
+	 * own fingerprint is the same. */
+	__u64 abi_fingerprint;
 };
 
 /* VIP map key: destination address, port and protocol of the packet. */
@@ -85,7 +101,8 @@ struct flow_state {
 /*
  * Everything needed to forward to one backend of one VIP, resolved by the
  * control plane (routes, neighbours, own addresses) so that the per-packet
- * path only copies it.
+ * path only copies it. vip_id and address also identify the entry, so a
+ * restarted control plane can take the maps over as they are.
  */
 struct backend_info {
 	__u8 dst_mac[6]; /* backend (l2dsr) or next hop towards it (ipip) */
@@ -95,11 +112,12 @@ struct backend_info {
 	__u8 flags;      /* enum lb_backend_flags */
 	__u16 pad;
 	__be32 tunnel_src; /* outer source (ipip): the balancer's address */
-	__be32 tunnel_dst; /* outer destination (ipip): the backend */
-	/* One's-complement sum of the outer header's constant 16-bit words
-	 * (version/IHL, protocol, addresses), not folded: per packet only
-	 * TOS, length, id, flags and TTL are added. */
+	__be32 address;    /* the backend; the outer destination (ipip) */
+	/* One's-complement sum of the outer header's address words, not
+	 * folded: per packet only the other words are added. */
 	__u32 tunnel_csum_base;
+	__u32 vip_id;      /* the VIP this entry serves */
+	__u32 pad2;
 };
 
 /* Per VIP and per backend. Packets of tracked flows = packets - new_flows. */

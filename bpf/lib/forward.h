@@ -73,7 +73,7 @@ static __always_inline int encap_ipip(struct xdp_md *ctx, const struct backend_i
 	outer->protocol = IPPROTO_IPIP;
 	outer->check = 0;
 	outer->saddr = be->tunnel_src;
-	outer->daddr = be->tunnel_dst;
+	outer->daddr = be->address;
 
 	/* The address words are summed once by the control plane. */
 	words = (__u16 *)outer;

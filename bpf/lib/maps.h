@@ -75,8 +75,15 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, LB_REASON_MAX);
-	__type(key, __u32);
+	__type(key, enum lb_reason);
 	__type(value, __u64);
 } reasons SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_settings);
+} settings SEC(".maps");
 
 #endif /* LBCTL_MAPS_H */

@@ -5,8 +5,9 @@
  */
 import type { ForwardMethod } from '../model/address.js';
 import type { ChangePreview } from '../daemon/preview.js';
+import type { KillSwitchStatus } from '../daemon/kill-switch.js';
 
-export type { ChangePreview };
+export type { ChangePreview, KillSwitchStatus };
 
 export interface Request<M extends MethodName = MethodName> {
   readonly id: number;
@@ -36,6 +37,9 @@ export interface StatusResult {
   readonly backends: number;
   readonly unresolvedBackends: number;
   readonly flowTableSize: number;
+  readonly killSwitch: KillSwitchStatus;
+  /** How `lbctl start` was run, for `lbctl restart`. */
+  readonly startArgs: readonly string[];
 }
 
 export interface VipSummary {
@@ -99,7 +103,11 @@ export interface ExplainResult {
 
 export interface Methods {
   status: { params: Record<string, never>; result: StatusResult };
-  stop: { params: Record<string, never>; result: { stopping: true } };
+  stop: { params: { keepDataplane?: boolean }; result: { stopping: true } };
+  reload: { params: Record<string, never>; result: ChangeResult };
+  'killswitch.engage': { params: Record<string, never>; result: KillSwitchStatus };
+  'killswitch.release': { params: Record<string, never>; result: KillSwitchStatus };
+  'killswitch.status': { params: Record<string, never>; result: KillSwitchStatus };
   'vip.add': { params: { vip: string; forward?: ForwardMethod; tableSize?: number }; result: ChangeResult };
   'vip.remove': { params: { vip: string }; result: ChangeResult };
   'vip.list': { params: Record<string, never>; result: VipSummary[] };
@@ -114,7 +122,7 @@ export interface Methods {
 
 export type MethodName = keyof Methods;
 export const METHOD_NAMES: readonly MethodName[] = [
-  'status', 'stop', 'vip.add', 'vip.remove', 'vip.list',
+  'status', 'stop', 'reload', 'killswitch.engage', 'killswitch.release', 'killswitch.status', 'vip.add', 'vip.remove', 'vip.list',
   'backend.add', 'backend.remove', 'backend.weight', 'backend.drain', 'backend.undrain', 'backend.list', 'explain',
 ];
 

@@ -1,4 +1,4 @@
-import type { ChangePreview, ExplainResult } from '../api/protocol.js';
+import type { ChangePreview, ExplainResult, KillSwitchStatus } from '../api/protocol.js';
 
 /** Plain-text tables for terminals: columns padded, numbers right-aligned. */
 export function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
@@ -61,4 +61,11 @@ export function formatExplain(e: ExplainResult): string {
     lines.push('            a new connection from this address and port (a TCP SYN) would follow the table');
   }
   return lines.join('\n');
+}
+
+export function formatKillSwitch(k: KillSwitchStatus): string {
+  const passed = `${compact(k.passedPackets)} VIP packets passed to the kernel so far`;
+  if (k.engaged) return `engaged since ${k.engagedSince}: not balancing; ${passed}`;
+  if (k.secondsLeft <= 0) return `tripped ${Math.round(-k.secondsLeft)} s ago (the daemon was silent): not balancing; ${passed}`;
+  return `armed: balancing for ${k.secondsLeft.toFixed(1)} s more unless the daemon confirms (timeout ${k.timeoutMs / 1000} s); ${passed}`;
 }

@@ -1,5 +1,5 @@
 /** lbctl: the command line. Daemon commands talk to it over its socket. */
-import { fork } from 'node:child_process';
+import { fork, spawnSync } from 'node:child_process';
 import { mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,9 +9,9 @@ import { BackendSummary, ChangeResult, VipSummary } from '../api/protocol.js';
 import { DEFAULT_BPFFS, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
 import { FORWARD_METHODS, ForwardMethod, parseForward, parseWeight } from '../model/address.js';
 import { InputError } from '../model/errors.js';
-import { parseDuration } from '../model/duration.js';
+import { parseDuration, parseKillSwitchTimeout } from '../model/duration.js';
 import { VERSION } from '../version.js';
-import { compact, formatExplain, formatPreview, percent, table } from './format.js';
+import { compact, formatExplain, formatKillSwitch, formatPreview, percent, table } from './format.js';
 
 const socketOption = () => new Option('--socket <path>', 'daemon socket').env('LBCTL_SOCKET').default(DEFAULT_SOCKET);
 const jsonOption = () => new Option('--json', 'machine-readable output');
@@ -52,13 +52,16 @@ export function buildProgram(): Command {
     .option('--flow-table-size <n>', 'connection-tracking entries', integer('flow table size', 1024, 67_108_864))
     .option('--max-vips <n>', 'VIP capacity', integer('VIP capacity', 1, 65_536))
     .option('--max-backends <n>', 'backend capacity across all VIPs', integer('backend capacity', 16, 1_048_576))
+    .option('--kill-switch-timeout <duration>', 'stop balancing (fail open) when the daemon is silent this long (default 30s)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']).default('info'))
     .option('--foreground', 'stay in the foreground, logging to stdout')
     .action(async (opts) => {
       requireRoot('lbctl start');
+      if (opts.killSwitchTimeout) parseKillSwitchTimeout(opts.killSwitchTimeout);
       if (opts.foreground) {
         const { startForeground } = await import('./start.js');
-        process.exitCode = await startForeground(opts);
+        const args = process.argv.slice(process.argv.indexOf('start') + 1).filter((a) => a !== '--foreground');
+        process.exitCode = await startForeground(opts, args);
         return;
       }
       await startInBackground(opts);
@@ -66,13 +69,49 @@ export function buildProgram(): Command {
 
   program.command('stop')
     .description('detach the balancer and stop the daemon')
+    .option('--keep-dataplane', 'leave the balancer running for the next daemon to take over (until the kill-switch deadline)')
     .addOption(socketOption())
     .action(async (opts) => {
       const status = await call(opts.socket, 'status', {});
-      await call(opts.socket, 'stop', {});
+      await call(opts.socket, 'stop', { keepDataplane: opts.keepDataplane === true });
       await waitUntilExited(status.pid, 15_000);
-      process.stdout.write(`lbctl: stopped (was pid ${status.pid} on ${status.interface})\n`);
+      process.stdout.write(`lbctl: stopped (was pid ${status.pid} on ${status.interface})${opts.keepDataplane ? '; the data plane keeps balancing' : ''}\n`);
     });
+
+  program.command('restart')
+    .description('restart the daemon the way it was started; the data plane keeps balancing throughout')
+    .addOption(socketOption())
+    .action(async (opts) => {
+      requireRoot('lbctl restart');
+      const status = await call(opts.socket, 'status', {});
+      await call(opts.socket, 'stop', { keepDataplane: true });
+      await waitUntilExited(status.pid, 15_000);
+      const args = status.startArgs.includes('--socket') ? [...status.startArgs] : [...status.startArgs, '--socket', status.socket];
+      const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), 'start', ...args], { stdio: 'inherit' });
+      process.exitCode = child.status ?? 1;
+    });
+
+  program.command('reload')
+    .description('read the config file again and apply it (runtime changes stay on top)')
+    .addOption(socketOption())
+    .addOption(jsonOption())
+    .action(async (opts) => reportChange(await call(opts.socket, 'reload', {}), opts.json));
+
+  const killSwitch = program.command('kill-switch').description('the data plane stops balancing (fail open) when told to or when the daemon goes silent');
+  for (const [name, method, description] of [
+    ['engage', 'killswitch.engage', 'stop balancing now: VIP packets go to the kernel untouched'],
+    ['release', 'killswitch.release', 'balance again'],
+    ['status', 'killswitch.status', 'show the kill-switch'],
+  ] as const) {
+    killSwitch.command(name)
+      .description(description)
+      .addOption(socketOption())
+      .addOption(jsonOption())
+      .action(async (opts) => {
+        const status = await call(opts.socket, method, {});
+        print(opts.json, status, () => formatKillSwitch(status));
+      });
+  }
 
   program.command('status')
     .description('show what the daemon is doing')
@@ -85,6 +124,7 @@ export function buildProgram(): Command {
         `interface  ${s.interface} (ifindex ${s.ifindex}), ${s.xdpMode} XDP, program id ${s.programId}`,
         `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}`,
         `flows      up to ${s.flowTableSize} tracked`,
+        `kill-switch ${formatKillSwitch(s.killSwitch)}`,
         `tunnels    from ${s.tunnelSource ?? '(no IPv4 address: ipip backends unusable)'}`,
         `config     ${s.configPath ?? '(none)'}`,
         `state      ${s.stateDir}`,

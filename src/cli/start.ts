@@ -6,6 +6,8 @@ import { loadConfigFile } from '../model/config.js';
 import { EMPTY_STATE } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import { parseTunnelSource } from '../model/address.js';
+import { parseKillSwitchTimeout } from '../model/duration.js';
+import { DEFAULT_KILL_SWITCH_TIMEOUT_MS } from '../daemon/kill-switch.js';
 
 export interface StartFlags {
   interface?: string;
@@ -19,10 +21,12 @@ export interface StartFlags {
   flowTableSize?: number;
   maxVips?: number;
   maxBackends?: number;
+  killSwitchTimeout?: string;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
 }
 
-export async function startForeground(flags: StartFlags): Promise<number> {
+/** startArgs: the `lbctl start` arguments as given, kept for `lbctl restart`. */
+export async function startForeground(flags: StartFlags, startArgs: readonly string[]): Promise<number> {
   const log = createLogger(flags.logLevel);
   let options;
   try {
@@ -45,7 +49,9 @@ export async function startForeground(flags: StartFlags): Promise<number> {
         maxBackends: flags.maxBackends ?? settings.maxBackends ?? DEFAULT_LIMITS.maxBackends,
         flowTableSize: flags.flowTableSize ?? settings.flowTableSize ?? DEFAULT_LIMITS.flowTableSize,
       },
+      killSwitchTimeoutMs: flags.killSwitchTimeout ? parseKillSwitchTimeout(flags.killSwitchTimeout) : settings.killSwitchTimeoutMs ?? DEFAULT_KILL_SWITCH_TIMEOUT_MS,
       config: config?.state ?? EMPTY_STATE,
+      startArgs,
     } as const;
   } catch (error) {
     if (!(error instanceof InputError)) throw error;

@@ -24,7 +24,9 @@ import { ChangeOptions, createHandlers, DaemonControl, Edit } from './handlers.j
 import { previewChange } from './preview.js';
 import { Reconciler } from './reconciler.js';
 import { SerialQueue } from './serial-queue.js';
-import { loadRuntimeChanges, saveRuntimeChanges } from './state-store.js';
+import { loadKillSwitch, loadRuntimeChanges, saveKillSwitch, saveRuntimeChanges } from './state-store.js';
+import { KillSwitch, KillSwitchStatus } from './kill-switch.js';
+import { DaemonSettings, loadConfigFile } from '../model/config.js';
 
 export interface DaemonOptions {
   readonly interface: string;
@@ -36,9 +38,17 @@ export interface DaemonOptions {
   /** Outer source of ipip packets; default the interface's primary IPv4 address. */
   readonly tunnelSource?: string;
   readonly limits: BalancerLimits;
+  readonly killSwitchTimeoutMs: number;
   readonly configPath?: string;
   /** The config file's VIPs and backends (empty without a config file). */
   readonly config: DesiredState;
+  /** The `lbctl start` arguments, so that `lbctl restart` can start the same way. */
+  readonly startArgs: readonly string[];
+}
+
+export interface StopOptions {
+  /** Leave the program attached and the maps pinned, for the next daemon to take over. */
+  readonly keepDataplane: boolean;
 }
 
 const NETWORK_REFRESH_MS = 30_000;
@@ -49,6 +59,7 @@ const DRAIN_CHECK_MS = 1_000;
 
 export class Daemon implements DaemonControl {
   private changes: RuntimeChanges;
+  private config: DesiredState;
   private readonly queue = new SerialQueue();
   private readonly timers: NodeJS.Timeout[] = [];
   private monitor?: ChildProcess;
@@ -70,9 +81,11 @@ export class Daemon implements DaemonControl {
     readonly clock: DataplaneClock,
     private readonly paths: ForwardingPaths,
     private readonly pinDir: string,
+    readonly killSwitch: KillSwitch,
     changes: RuntimeChanges,
   ) {
     this.changes = changes;
+    this.config = options.config;
   }
 
   static async start(options: DaemonOptions, log: Logger): Promise<Daemon> {
@@ -81,6 +94,7 @@ export class Daemon implements DaemonControl {
     await refuseIfRunning(options.socketPath);
     const link = await getLink(options.interface);
     const changes = loadRuntimeChanges(options.stateDir);
+    const killSwitchEngaged = loadKillSwitch(options.stateDir);
     const desired = applyChanges(options.config, changes);
     validateDesired(desired);
 
@@ -91,7 +105,7 @@ export class Daemon implements DaemonControl {
       throw new InputError(`interface ${link.name} already runs XDP program ${present.name} (id ${present.id}); lbctl will not replace another tool's program`);
     }
 
-    const dataplane = BalancerDataplane.load(options.limits);
+    const { dataplane, reconciler } = loadDataplane(options, pinDir, log);
     let clock: DataplaneClock;
     try {
       clock = await DataplaneClock.calibrate(dataplane.clockFd);
@@ -99,13 +113,15 @@ export class Daemon implements DaemonControl {
       dataplane.close();
       throw error;
     }
-    const reconciler = new Reconciler(dataplane, log);
     const paths = new ForwardingPaths(link.name, options.tunnelSource);
-    const daemon = new Daemon(options, log, link, dataplane, reconciler, clock, paths, pinDir, changes);
+    const killSwitch = new KillSwitch(dataplane, clock, options.killSwitchTimeoutMs, killSwitchEngaged, log);
+    const daemon = new Daemon(options, log, link, dataplane, reconciler, clock, paths, pinDir, killSwitch, changes);
     try {
       await paths.refresh(targetsOf(desired));
       reconciler.apply(desired, (t) => paths.get(t));
       daemon.logUnresolved();
+      // The deadline before the program: a new data plane balances nothing until then.
+      killSwitch.start();
       dataplane.pin(pinDir);
       daemon.attach(present);
       daemon.api = await ApiServer.listen(options.socketPath, createHandlers(daemon), log);
@@ -113,17 +129,22 @@ export class Daemon implements DaemonControl {
       daemon.timers.push(setInterval(() => daemon.sweepFlows(), FLOW_SWEEP_INTERVAL_MS));
       daemon.timers.push(setInterval(() => daemon.watchDrains(), DRAIN_CHECK_MS));
     } catch (error) {
-      await daemon.teardown();
+      await daemon.teardown({ keepDataplane: present !== null });
       throw error;
     }
-    log.info({ interface: link.name, ifindex: link.ifindex, xdpMode: options.xdpMode, pinDir, socket: options.socketPath, vips: desired.vips.length }, 'lbctl daemon started');
+    log.info({
+      interface: link.name, ifindex: link.ifindex, xdpMode: options.xdpMode, pinDir, socket: options.socketPath,
+      vips: desired.vips.length, killSwitch: killSwitch.engaged ? 'engaged' : `${options.killSwitchTimeoutMs} ms`,
+    }, 'lbctl daemon started');
     return daemon;
   }
 
   /** Stops once; later calls wait for the same stop. */
-  stop(): Promise<void> {
-    this.stopped ??= this.queue.run(() => this.teardown()).then(() => {
-      this.log.info('lbctl daemon stopped');
+  stop(options: StopOptions = { keepDataplane: false }): Promise<void> {
+    this.stopped ??= this.queue.run(() => this.teardown(options)).then(() => {
+      this.log.info({ keepDataplane: options.keepDataplane }, options.keepDataplane
+        ? 'lbctl daemon stopped; the data plane keeps running until the kill-switch deadline'
+        : 'lbctl daemon stopped');
       this.resolveStopped();
     });
     return this.stopped;
@@ -151,28 +172,62 @@ export class Daemon implements DaemonControl {
     }
   }
 
-  private async teardown(): Promise<void> {
+  private async teardown({ keepDataplane }: StopOptions): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.sweepTimer);
     clearTimeout(this.networkTimer);
     this.monitor?.kill();
+    this.killSwitch.stop();
     await this.api?.close();
-    try {
-      detachXdp(this.link.ifindex, this.dataplane.programFd, this.options.xdpMode);
-    } catch (error) {
-      this.log.error({ err: error }, 'detaching XDP failed');
+    if (!keepDataplane) {
+      try {
+        detachXdp(this.link.ifindex, this.dataplane.programFd, this.options.xdpMode);
+      } catch (error) {
+        this.log.error({ err: error }, 'detaching XDP failed');
+      }
+      removePinDir(this.pinDir, this.options.bpffsRoot);
     }
-    removePinDir(this.pinDir, this.options.bpffsRoot);
     this.dataplane.close();
   }
 
   desired(): DesiredState {
-    return applyChanges(this.options.config, this.changes);
+    return applyChanges(this.config, this.changes);
   }
 
-  requestStop(): void {
+  requestStop(options: StopOptions): void {
     // Answer first, then stop (the answer would not get out otherwise).
-    setImmediate(() => void this.stop());
+    setImmediate(() => void this.stop(options));
+  }
+
+  /**
+   * Reads the config file again and applies it with the runtime changes
+   * laid over it, through the same path as any change. A file that does
+   * not validate changes nothing.
+   */
+  reload(): Promise<ChangeResult> {
+    return this.queue.run(async () => {
+      if (!this.options.configPath) throw new InputError('the daemon was started without --config: there is nothing to reload');
+      const loaded = await loadConfigFile(this.options.configPath);
+      const desired = applyChanges(loaded.state, this.changes);
+      validateDesired(desired);
+      await this.paths.refresh([...targetsOf(this.desired()), ...targetsOf(desired)]);
+      this.reconciler.apply(desired, (t) => this.paths.get(t));
+      this.config = loaded.state;
+      this.scheduleSweep();
+      const warnings = settingsNeedingRestart(loaded.settings, this.options);
+      this.log.info({ config: this.options.configPath, vips: desired.vips.length, warnings }, 'config reloaded');
+      return { message: `reloaded ${this.options.configPath}: ${desired.vips.length} VIPs`, warnings, applied: true };
+    });
+  }
+
+  /** Engages or releases the kill-switch; the state is saved before it is acted on. */
+  setKillSwitch(engaged: boolean): KillSwitchStatus {
+    if (engaged === this.killSwitch.engaged) return this.killSwitch.status();
+    const since = engaged ? new Date() : null;
+    saveKillSwitch(this.options.stateDir, since?.toISOString() ?? null);
+    if (since) this.killSwitch.engage(since);
+    else this.killSwitch.release();
+    return this.killSwitch.status();
   }
 
   async status(): Promise<StatusResult> {
@@ -195,6 +250,8 @@ export class Daemon implements DaemonControl {
       backends: backends.length,
       unresolvedBackends: backends.filter((b) => b.state === 'unresolved').length,
       flowTableSize: this.dataplane.limits.flowTableSize,
+      killSwitch: this.killSwitch.status(),
+      startArgs: [...this.options.startArgs],
     };
   }
 
@@ -209,8 +266,8 @@ export class Daemon implements DaemonControl {
   }
 
   private async changeNow(describe: string, edit: Edit, options: ChangeOptions): Promise<ChangeResult> {
-    const next = edit(this.options.config, this.changes);
-    const desired = applyChanges(this.options.config, next);
+    const next = edit(this.config, this.changes);
+    const desired = applyChanges(this.config, next);
     validateDesired(desired);
     const previous = this.desired();
     // Paths for both states: a preview or a revert needs the old ones.
@@ -333,6 +390,39 @@ export class Daemon implements DaemonControl {
       }
     }
   }
+}
+
+/**
+ * Takes over the data plane an earlier daemon left pinned (restart, crash,
+ * upgrade), or starts a new one when there is none or it cannot be used.
+ */
+function loadDataplane(options: DaemonOptions, pinDir: string, log: Logger): { dataplane: BalancerDataplane; reconciler: Reconciler } {
+  if (existsSync(pinDir)) {
+    const attempt = BalancerDataplane.takeOver(pinDir);
+    if ('dataplane' in attempt) {
+      const { limits } = attempt.dataplane;
+      if (JSON.stringify(limits) !== JSON.stringify(options.limits)) {
+        log.warn({ running: limits, requested: options.limits }, 'keeping the sizes of the running data plane; stop and start it to change them');
+      }
+      return { dataplane: attempt.dataplane, reconciler: Reconciler.adopt(attempt.dataplane, log) };
+    }
+    log.warn({ pinDir, reason: attempt.refused }, 'cannot take over the pinned data plane: starting a new one (tracked flows are lost)');
+  }
+  const dataplane = BalancerDataplane.load(options.limits);
+  return { dataplane, reconciler: new Reconciler(dataplane, log) };
+}
+
+/** Settings a running daemon cannot change by reloading. */
+function settingsNeedingRestart(settings: DaemonSettings, options: DaemonOptions): string[] {
+  const differs: string[] = [];
+  if (settings.interface !== undefined && settings.interface !== options.interface) differs.push('interface');
+  if (settings.xdpMode !== undefined && settings.xdpMode !== options.xdpMode) differs.push('xdp_mode');
+  if (settings.tunnelSource !== undefined && settings.tunnelSource !== options.tunnelSource) differs.push('tunnel_source');
+  if (settings.flowTableSize !== undefined && settings.flowTableSize !== options.limits.flowTableSize) differs.push('flow_table_size');
+  if (settings.maxVips !== undefined && settings.maxVips !== options.limits.maxVips) differs.push('max_vips');
+  if (settings.maxBackends !== undefined && settings.maxBackends !== options.limits.maxBackends) differs.push('max_backends');
+  if (settings.killSwitchTimeoutMs !== undefined && settings.killSwitchTimeoutMs !== options.killSwitchTimeoutMs) differs.push('kill_switch_timeout');
+  return differs.map((field) => `${field} changed in the config: it takes effect at the next lbctl restart`);
 }
 
 function targetsOf(desired: DesiredState): PathTarget[] {

@@ -2,7 +2,7 @@
  * The API's methods: parse and validate parameters (never trusting the
  * CLI to have done it), then ask the daemon for a change or read its state.
  */
-import { BackendSummary, ChangeResult, ExplainResult, VipSummary } from '../api/protocol.js';
+import { BackendSummary, ChangeResult, ExplainResult, KillSwitchStatus, StatusResult, VipSummary } from '../api/protocol.js';
 import { flowKeyV4, IPPROTO } from '../dataplane/abi.js';
 import { BalancerDataplane } from '../dataplane/balancer.js';
 import { DataplaneClock } from '../dataplane/clock.js';
@@ -36,8 +36,11 @@ export interface DaemonControl {
   readonly reconciler: Reconciler;
   readonly clock: DataplaneClock;
   desired(): DesiredState;
-  status(): Promise<import('../api/protocol.js').StatusResult>;
-  requestStop(): void;
+  readonly killSwitch: { status(): KillSwitchStatus };
+  status(): Promise<StatusResult>;
+  requestStop(options: { keepDataplane: boolean }): void;
+  reload(): Promise<ChangeResult>;
+  setKillSwitch(engaged: boolean): KillSwitchStatus;
   change(describe: string, edit: Edit, options?: ChangeOptions): Promise<ChangeResult>;
 }
 
@@ -55,10 +58,15 @@ export function createHandlers(daemon: DaemonControl): Handlers {
   return {
     status: () => daemon.status(),
 
-    stop: async () => {
-      daemon.requestStop();
+    stop: async (p) => {
+      daemon.requestStop({ keepDataplane: p.keepDataplane === true });
       return { stopping: true as const };
     },
+
+    reload: () => daemon.reload(),
+    'killswitch.engage': async () => daemon.setKillSwitch(true),
+    'killswitch.release': async () => daemon.setKillSwitch(false),
+    'killswitch.status': async () => daemon.killSwitch.status(),
 
     'vip.add': async (p) => {
       const vip = parseVip(requireString(p.vip, 'vip'));

@@ -6,7 +6,7 @@
  * then tables, then VIP entries; removals in the reverse order.
  */
 import type { Logger } from 'pino';
-import { backendInfo, BACKEND_FLAG_ACTIVE, FORWARD, IPPROTO, flowState, tunnelChecksumBase, vipInfo } from '../dataplane/abi.js';
+import { backendInfo, BACKEND_FLAG_ACTIVE, FORWARD, IPPROTO, flowState, readU32, tunnelChecksumBase, vipInfo, vipKeyV4 } from '../dataplane/abi.js';
 import { BalancerDataplane } from '../dataplane/balancer.js';
 import { buildMaglevTable, countEntries } from '../maglev/maglev.js';
 import { ForwardMethod, VipAddress, formatVip } from '../model/address.js';
@@ -48,6 +48,8 @@ interface AppliedVip {
   readonly tableId: number;
   readonly tableSize: number;
   readonly table: Uint32Array | undefined;
+  /** False for a table taken over from an earlier daemon: rewritten on the next apply. */
+  readonly tableKnown: boolean;
   readonly info: string;
 }
 
@@ -64,6 +66,11 @@ export interface PlannedTable {
   readonly table: Uint32Array | undefined;
 }
 
+interface Adopted {
+  readonly vips: Map<string, AppliedVip>;
+  readonly backends: Map<string, AppliedBackend>;
+}
+
 export interface ApplyResult {
   readonly writes: number;
 }
@@ -77,10 +84,48 @@ export class Reconciler {
   private quarantined: number[] = [];
   private views: VipView[] = [];
 
-  constructor(private readonly dataplane: BalancerDataplane, private readonly log: Logger) {
-    this.vipIds = new IdPool(0, dataplane.limits.maxVips);
+  constructor(private readonly dataplane: BalancerDataplane, private readonly log: Logger, adopted?: Adopted) {
+    this.vipIds = new IdPool(0, dataplane.limits.maxVips, [...(adopted?.vips.values() ?? [])].map((v) => v.vipId));
     // Backend id 0 is never allocated: an all-zero table entry names no one.
-    this.backendIds = new IdPool(1, dataplane.limits.maxBackends);
+    this.backendIds = new IdPool(1, dataplane.limits.maxBackends, [...(adopted?.backends.values() ?? [])].map((b) => b.id));
+    if (adopted) {
+      this.vips = adopted.vips;
+      this.backends = adopted.backends;
+    }
+  }
+
+  /**
+   * Takes over maps an earlier daemon wrote (a restart, an upgrade, a
+   * crash): VIP entries, backend entries and tracked flows stay as they
+   * are, so established flows keep their backends; tables are rewritten,
+   * identically, on the first apply. Tracked flows that name a backend
+   * entry no longer in use are forgotten first, so their ids can be reused.
+   */
+  static adopt(dataplane: BalancerDataplane, log: Logger): Reconciler {
+    const vips = new Map<string, AppliedVip>();
+    const keyById = new Map<number, string>();
+    for (const [rawKey, rawInfo] of dataplane.vips.entries()) {
+      const key = vipKeyV4.decode(rawKey);
+      const info = vipInfo.decode(rawInfo);
+      const protocol = key.proto === IPPROTO.tcp ? 'tcp' : 'udp';
+      const vip: VipAddress = { family: 4, address: key.addr, port: key.port, protocol };
+      vips.set(formatVip(vip), { vip, vipId: info.vip_id, tableId: info.table_id, tableSize: info.table_size, table: undefined, tableKnown: false, info: Buffer.from(rawInfo).toString('hex') });
+      keyById.set(info.vip_id, formatVip(vip));
+    }
+    const backends = new Map<string, AppliedBackend>();
+    for (const [rawId, rawInfo] of dataplane.backends.entries()) {
+      const info = backendInfo.decode(rawInfo);
+      const key = keyById.get(info.vip_id);
+      if (!(info.flags & BACKEND_FLAG_ACTIVE) || key === undefined) continue;
+      backends.set(`${key} ${info.address}`, { id: readU32(rawId), info: Buffer.from(rawInfo).toString('hex') });
+    }
+    const inUse = new Set([...backends.values()].map((b) => b.id));
+    let forgotten = 0;
+    for (const [rawKey, rawState] of [...dataplane.flows.entries()].map(([k, v]) => [Buffer.from(k), Buffer.from(v)] as const)) {
+      if (!inUse.has(flowState.decode(rawState).backend_id) && dataplane.flows.delete(rawKey)) forgotten++;
+    }
+    log.info({ vips: vips.size, backends: backends.size, forgottenFlows: forgotten }, 'took over the data plane of a previous run');
+    return new Reconciler(dataplane, log, { vips, backends });
   }
 
   get view(): readonly VipView[] {
@@ -150,7 +195,7 @@ export class Reconciler {
         const id = previous?.id ?? this.allocateBackend();
         const forward = effectiveForward(spec, backend);
         const result = paths({ address: backend.address, forward });
-        const info = result.ok ? encodeBackend(backend.address, forward, result.path) : '';
+        const info = result.ok ? encodeBackend(vipId, backend.address, forward, result.path) : '';
         if (info !== (previous?.info ?? '')) {
           // A backend that lost its path is cleared only once the table no
           // longer names it (last phase), or new flows to its slots would drop.
@@ -178,12 +223,12 @@ export class Reconciler {
       // VIP entry, so no packet indexes a table of the wrong size.
       const maxVips = this.dataplane.limits.maxVips;
       const tableId = !applied ? vipId : applied.tableSize === spec.tableSize ? applied.tableId : (applied.tableId === vipId ? vipId + maxVips : vipId);
-      if (tableId !== applied?.tableId || !sameTable(table, applied.table)) tableWrites.push({ tableId, table: table ?? null });
+      if (!applied?.tableKnown || tableId !== applied.tableId || !sameTable(table, applied.table)) tableWrites.push({ tableId, table: table ?? null });
       if (applied && applied.tableId !== tableId) unusedTables.push(applied.tableId);
 
       const info = vipInfo.encode({ vip_id: vipId, table_id: tableId, table_size: spec.tableSize, flags: 0 }).toString('hex');
       if (info !== applied?.info) vipWrites.push({ vip: spec.vip, info });
-      this.vips.set(key, { vip: spec.vip, vipId, tableId, tableSize: spec.tableSize, table, info });
+      this.vips.set(key, { vip: spec.vip, vipId, tableId, tableSize: spec.tableSize, table, tableKnown: true, info });
 
       const slots = table ? countEntries(table) : new Map<number, number>();
       views.push({
@@ -269,7 +314,7 @@ function takesNewFlows(backend: BackendSpec, path: PathResult): boolean {
   return path.ok && !backend.drain;
 }
 
-function encodeBackend(address: string, forward: ForwardMethod, path: ForwardingPath): string {
+function encodeBackend(vipId: number, address: string, forward: ForwardMethod, path: ForwardingPath): string {
   const tunnelled = forward === 'ipip';
   return backendInfo.encode({
     dst_mac: path.dstMac,
@@ -278,8 +323,9 @@ function encodeBackend(address: string, forward: ForwardMethod, path: Forwarding
     forward: FORWARD[forward],
     flags: BACKEND_FLAG_ACTIVE,
     tunnel_src: tunnelled ? path.tunnelSrc! : '0.0.0.0',
-    tunnel_dst: tunnelled ? address : '0.0.0.0',
+    address,
     tunnel_csum_base: tunnelled ? tunnelChecksumBase(path.tunnelSrc!, address) : 0,
+    vip_id: vipId,
   }).toString('hex');
 }
 

@@ -19,12 +19,20 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
     if (!process.send) process.stderr.write(`lbctl: ${message}\n`);
     return 1;
   }
-  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
-    process.on(signal, () => {
-      log.info({ signal }, 'stopping');
-      void daemon.stop();
-    });
-  }
+  // SIGTERM (a service manager, an upgrade) stops the daemon but leaves the
+  // data plane balancing for the next daemon to take over; SIGINT (Ctrl-C at
+  // a terminal) stops everything; SIGHUP reloads the config.
+  process.on('SIGTERM', () => {
+    log.info({ signal: 'SIGTERM' }, 'stopping, keeping the data plane');
+    void daemon.stop({ keepDataplane: true });
+  });
+  process.on('SIGINT', () => {
+    log.info({ signal: 'SIGINT' }, 'stopping');
+    void daemon.stop({ keepDataplane: false });
+  });
+  process.on('SIGHUP', () => {
+    daemon.reload().catch((error: Error) => log.error({ err: error }, 'reload failed: the running state is unchanged'));
+  });
   report({ type: 'ready', pid: process.pid });
   process.disconnect?.();
   await daemon.whenStopped;

@@ -11,6 +11,7 @@ import { InputError } from '../model/errors.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 
 const FILE = 'runtime.json';
+const KILL_SWITCH_FILE = 'kill-switch.json';
 const FORMAT_VERSION = 1;
 
 export function runtimeStatePath(stateDir: string): string {
@@ -36,6 +37,32 @@ export function loadRuntimeChanges(stateDir: string): RuntimeChanges {
     return validateChanges(JSON.parse(text));
   } catch (error) {
     throw new InputError(`runtime state ${path} is unreadable (${(error as Error).message}); move it away to start from the config alone`);
+  }
+}
+
+/** When the kill-switch was engaged by an operator, or null: it survives restarts. */
+export function saveKillSwitch(stateDir: string, engagedSince: string | null): void {
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  writeFileAtomic(join(stateDir, KILL_SWITCH_FILE), `${JSON.stringify({ version: FORMAT_VERSION, engagedSince })}\n`);
+}
+
+export function loadKillSwitch(stateDir: string): string | null {
+  const path = join(stateDir, KILL_SWITCH_FILE);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+  try {
+    const data = object(JSON.parse(text), 'file');
+    if (data.version !== FORMAT_VERSION) throw new Error(`unsupported version ${JSON.stringify(data.version)}`);
+    if (data.engagedSince === null) return null;
+    if (typeof data.engagedSince !== 'string' || Number.isNaN(Date.parse(data.engagedSince))) throw new Error('engagedSince must be a date or null');
+    return data.engagedSince;
+  } catch (error) {
+    throw new InputError(`kill-switch state ${path} is unreadable (${(error as Error).message}); move it away to start with the kill-switch released`);
   }
 }
 

@@ -115,10 +115,15 @@ export const FORWARD = { l2dsr: 1, ipip: 2 } as const;
 export const BACKEND_FLAG_ACTIVE = 1 << 0;
 export const REASONS = [
   'not_ip', 'not_vip', 'ip_truncated', 'ip_options', 'fragment', 'l4_truncated',
-  'l4_unsupported', 'no_backend', 'encap_failed', 'ipv6',
+  'l4_unsupported', 'no_backend', 'encap_failed', 'ipv6', 'kill_switch',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 export const IPPROTO = { tcp: 6, udp: 17 } as const;
+
+export const lbSettings = defineStruct('lb_settings', 16, {
+  kill_switch_deadline: field('u64', 0),
+  abi_fingerprint: field('u64', 8),
+});
 
 export const vipKeyV4 = defineStruct('vip_key_v4', 8, {
   addr: field('ipv4', 0),
@@ -151,7 +156,7 @@ export const flowState = defineStruct('flow_state', 16, {
   last_seen: field('u64', 8),
 });
 
-export const backendInfo = defineStruct('backend_info', 32, {
+export const backendInfo = defineStruct('backend_info', 40, {
   dst_mac: field('mac', 0),
   src_mac: field('mac', 6),
   ifindex: field('u32', 12),
@@ -159,8 +164,10 @@ export const backendInfo = defineStruct('backend_info', 32, {
   flags: field('u8', 17),
   pad: pad(18, 2),
   tunnel_src: field('ipv4', 20),
-  tunnel_dst: field('ipv4', 24),
+  address: field('ipv4', 24),
   tunnel_csum_base: field('u32', 28),
+  vip_id: field('u32', 32),
+  pad2: pad(36, 4),
 });
 
 export const trafficCounters = defineStruct('traffic_counters', 32, {
@@ -171,7 +178,7 @@ export const trafficCounters = defineStruct('traffic_counters', 32, {
 });
 
 /** Every layout shared with bpf/lib/abi.h, for the BTF check. */
-export const SHARED_LAYOUTS: readonly StructLayout[] = [vipKeyV4, vipInfo, flowKeyV4, flowState, backendInfo, trafficCounters];
+export const SHARED_LAYOUTS: readonly StructLayout[] = [lbSettings, vipKeyV4, vipInfo, flowKeyV4, flowState, backendInfo, trafficCounters];
 
 export type VipKeyV4 = ReturnType<typeof vipKeyV4.decode>;
 export type VipInfo = ReturnType<typeof vipInfo.decode>;

@@ -2,20 +2,38 @@
  * xdp_balancer loaded into the kernel, with typed access to its maps. Only
  * the reconciler (src/daemon/reconciler.ts) writes through this.
  */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { bpfObjectPath } from '../paths.js';
 import {
-  backendInfo, BackendInfo, readU32, readU64, REASONS, Reason, sumCounters, TrafficCounters, trafficCounters, u32Key,
+  backendInfo, BackendInfo, lbSettings, readU32, SHARED_LAYOUTS, readU64, REASONS, Reason, sumCounters, TrafficCounters, trafficCounters, u32Key,
   vipInfo, VipInfo, vipKeyV4, VipKeyV4,
 } from './abi.js';
 import { BpfMap, PerCpuBpfMap } from './bpf-map.js';
-import { loadBpfObject, LoadedObject } from './bpf-object.js';
-import { BPF_F_INNER_MAP, BPF_MAP_TYPE, check, closeFd, mapInfo, native } from './libbpf.js';
+import { loadBpfObject, LoadedObject, mapDefinitions } from './bpf-object.js';
+import { readBtfStructs } from './btf.js';
+import { BPF_F_INNER_MAP, BPF_MAP_TYPE, check, closeFd, errnoText, mapInfo, native } from './libbpf.js';
 
 export interface BalancerLimits {
   readonly maxVips: number;
   readonly maxBackends: number;
   readonly flowTableSize: number;
 }
+
+const OBJECT = bpfObjectPath('xdp_balancer');
+
+/**
+ * Everything that must match for one build's program to use another's maps:
+ * each map's type, sizes and flags, and the layout of every shared struct.
+ */
+function abiFingerprint(): bigint {
+  const layouts = [...readBtfStructs(OBJECT, SHARED_LAYOUTS.map((l) => l.name)).values()];
+  const digest = createHash('sha256').update(JSON.stringify({ maps: mapDefinitions(OBJECT).map(({ maxEntries: _size, ...rest }) => rest), layouts })).digest();
+  return digest.readBigUInt64BE(0);
+}
+
+export const KILL_SWITCH_NEVER = 0xffff_ffff_ffff_ffffn;
 
 export const DEFAULT_LIMITS: BalancerLimits = { maxVips: 4096, maxBackends: 65536, flowTableSize: 1_048_576 };
 
@@ -27,11 +45,12 @@ export class BalancerDataplane {
   readonly vipStats: PerCpuBpfMap;
   readonly backendStats: PerCpuBpfMap;
   readonly reasons: PerCpuBpfMap;
+  readonly settings: BpfMap;
 
   /** Where tables of VIPs without a usable backend (and unused slots) point. */
   private readonly emptyTableFd: number;
 
-  private constructor(private readonly object: LoadedObject, readonly limits: BalancerLimits) {
+  private constructor(private readonly object: LoadedObject, readonly limits: BalancerLimits, private readonly fingerprint: bigint) {
     this.emptyTableFd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_empty', 4, 4, 1, BPF_F_INNER_MAP), 'creating the empty Maglev table');
     this.vips = object.map('vips_v4');
     this.tables = object.map('maglev_tables');
@@ -40,10 +59,12 @@ export class BalancerDataplane {
     this.vipStats = object.perCpuMap('vip_stats');
     this.backendStats = object.perCpuMap('backend_stats');
     this.reasons = object.perCpuMap('reasons');
+    this.settings = object.map('settings');
   }
 
+  /** A new data plane: new, empty maps. */
   static load(limits: BalancerLimits = DEFAULT_LIMITS): BalancerDataplane {
-    const object = loadBpfObject(bpfObjectPath('xdp_balancer'), 'xdp_balancer', {
+    const object = loadBpfObject(OBJECT, 'xdp_balancer', {
       vips_v4: limits.maxVips,
       // Twice the VIPs: a table can be built in a spare slot and switched
       // to in one write of the VIP entry when its size changes.
@@ -53,7 +74,44 @@ export class BalancerDataplane {
       backend_stats: limits.maxBackends,
       flows_v4: limits.flowTableSize,
     });
-    return new BalancerDataplane(object, limits);
+    const dataplane = new BalancerDataplane(object, limits, abiFingerprint());
+    dataplane.writeSettings(0n);
+    return dataplane;
+  }
+
+  /**
+   * The program loaded over the maps pinned in pinDir by an earlier run, so
+   * that tracked flows, tables and counters carry on. Refused (with the
+   * reason) when a map is missing or the layouts differ, e.g. after an
+   * upgrade that changed them: then only a new data plane will do.
+   */
+  static takeOver(pinDir: string): { dataplane: BalancerDataplane } | { refused: string } {
+    const fingerprint = abiFingerprint();
+    const reuse: Record<string, number> = {};
+    try {
+      for (const definition of mapDefinitions(OBJECT)) {
+        const path = join(pinDir, definition.name);
+        if (!existsSync(path)) return { refused: `${path} is missing` };
+        const fd = native.objGet(path) as number;
+        if (fd < 0) return { refused: `cannot open ${path}: ${errnoText(-fd)}` };
+        reuse[definition.name] = fd;
+        const pinned = mapInfo(fd);
+        for (const field of ['type', 'keySize', 'valueSize', 'flags'] as const) {
+          if (pinned[field] !== definition[field]) return { refused: `map ${definition.name} has another ${field} (${pinned[field]}, this version uses ${definition[field]})` };
+        }
+      }
+      const settings = Buffer.alloc(lbSettings.size);
+      check(native.mapLookup(reuse.settings!, u32Key(0), settings), 'reading the pinned settings');
+      if (lbSettings.decode(settings).abi_fingerprint !== fingerprint) return { refused: 'the pinned maps were written by a version with other data layouts' };
+      const limits = {
+        maxVips: mapInfo(reuse.vips_v4!).maxEntries,
+        maxBackends: mapInfo(reuse.backends!).maxEntries,
+        flowTableSize: mapInfo(reuse.flows_v4!).maxEntries,
+      };
+      return { dataplane: new BalancerDataplane(loadBpfObject(OBJECT, 'xdp_balancer', {}, reuse), limits, fingerprint) };
+    } finally {
+      for (const fd of Object.values(reuse)) closeFd(fd);
+    }
   }
 
   get programFd(): number {
@@ -72,6 +130,22 @@ export class BalancerDataplane {
   close(): void {
     closeFd(this.emptyTableFd);
     this.object.close();
+  }
+
+  /**
+   * Until when (data-plane clock, jiffies) VIP packets are balanced; after
+   * it they pass to the kernel. KILL_SWITCH_NEVER for tests and benchmarks.
+   */
+  setKillSwitchDeadline(jiffies: bigint): void {
+    this.writeSettings(jiffies);
+  }
+
+  private writeSettings(deadline: bigint): void {
+    this.settings.update(u32Key(0), lbSettings.encode({ kill_switch_deadline: deadline, abi_fingerprint: this.fingerprint }));
+  }
+
+  killSwitchDeadline(): bigint {
+    return lbSettings.decode(this.settings.lookup(u32Key(0))!).kill_switch_deadline;
   }
 
   putVip(key: VipKeyV4, info: VipInfo): void {

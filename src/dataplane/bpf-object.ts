@@ -18,14 +18,55 @@ export interface LoadedObject {
   close(): void;
 }
 
-/** Loads one program and its maps; maxEntries resizes maps before the load. */
-export function loadBpfObject(path: string, programName: string, maxEntries: Record<string, number> = {}): LoadedObject {
+export interface MapDefinition {
+  readonly name: string;
+  readonly type: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly flags: number;
+}
+
+/** The maps an object declares, as compiled (before any resizing). */
+export function mapDefinitions(path: string): MapDefinition[] {
+  const obj = openObject(path);
+  try {
+    const definitions: MapDefinition[] = [];
+    for (let handle = native.objectNextMap(obj, null); handle; handle = native.objectNextMap(obj, handle)) {
+      const name = native.mapName(handle) as string;
+      if (name.startsWith('.')) continue;
+      definitions.push({
+        name, type: native.mapType(handle), keySize: native.mapKeySize(handle), valueSize: native.mapValueSize(handle),
+        maxEntries: native.mapMaxEntries(handle), flags: native.mapFlags(handle),
+      });
+    }
+    return definitions;
+  } finally {
+    native.objectClose(obj);
+  }
+}
+
+function openObject(path: string): Pointer {
   takeLibbpfLog();
   const obj = native.objectOpenFile(path, null) as Pointer | null;
   if (!obj) throw new BpfError(`cannot open ${path}: ${summarizeLoadLog(takeLibbpfLog()) || 'not a BPF object'}`);
+  return obj;
+}
+
+/**
+ * Loads one program and its maps. maxEntries resizes maps before the load;
+ * reuse gives maps that already exist (fds of pinned maps), which the
+ * program then uses instead of new ones. The caller checks they fit.
+ */
+export function loadBpfObject(path: string, programName: string, maxEntries: Record<string, number> = {}, reuse: Record<string, number> = {}): LoadedObject {
+  const obj = openObject(path);
   try {
     for (const [name, entries] of Object.entries(maxEntries)) {
+      if (name in reuse) continue;
       check(native.mapSetMaxEntries(findMap(obj, name), entries), `sizing map ${name}`);
+    }
+    for (const [name, fd] of Object.entries(reuse)) {
+      check(native.mapReuseFd(findMap(obj, name), fd), `reusing map ${name}`);
     }
     const err = native.objectLoad(obj) as number;
     if (err < 0) throw new BpfError(`the kernel rejected ${programName}:\n${summarizeLoadLog(takeLibbpfLog())}`, -err);

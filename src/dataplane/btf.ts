@@ -1,6 +1,6 @@
 /** Struct layouts as recorded in the BTF of a compiled BPF object. */
 import koffi from 'koffi';
-import { BTF_KIND_STRUCT, BpfError, native, takeLibbpfLog } from './libbpf.js';
+import { BTF_KIND_ENUM, BTF_KIND_STRUCT, BpfError, native, takeLibbpfLog } from './libbpf.js';
 
 export interface BtfMember {
   readonly name: string;
@@ -43,6 +43,25 @@ export function readBtfStructs(objectPath: string, names: readonly string[]): Ma
       result.set(name, { name, size: size!, members });
     }
     return result;
+  } finally {
+    native.btfFree(btf);
+  }
+}
+
+/** An enum's constants (name -> value) as recorded in the BTF of an object. */
+export function readBtfEnum(objectPath: string, name: string): Map<string, number> {
+  const btf = native.btfParse(objectPath, null);
+  if (!btf) throw new BpfError(`cannot read BTF from ${objectPath}: ${takeLibbpfLog().trim() || 'no BTF section'}`);
+  try {
+    const id = native.btfFindByNameKind(btf, name, BTF_KIND_ENUM);
+    if (id < 0) throw new Error(`enum ${name} is not in the BTF of ${objectPath}`);
+    const type = native.btfTypeById(btf, id);
+    const [, info] = koffi.decode(type, 'uint32_t', 2) as number[];
+    const vlen = info! & 0xffff;
+    const raw = vlen > 0 ? (koffi.decode(type, 12, 'int32_t', vlen * 2) as number[]) : [];
+    const values = new Map<string, number>();
+    for (let i = 0; i < vlen; i++) values.set(native.btfNameByOffset(btf, raw[i * 2]!) as string, raw[i * 2 + 1]!);
+    return values;
   } finally {
     native.btfFree(btf);
   }

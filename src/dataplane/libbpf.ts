@@ -64,7 +64,8 @@ export const native = {
   xdpAttach: shim.func('int lbctl_xdp_attach(int ifindex, int prog_fd, uint32_t flags, int old_prog_fd)'),
   xdpQuery: shim.func('int lbctl_xdp_query(int ifindex, _Out_ uint32_t *drv_prog_id, _Out_ uint32_t *skb_prog_id, _Out_ uint32_t *attach_mode)'),
   progInfo: shim.func('int lbctl_prog_info(int fd, _Out_ uint32_t *id, _Out_ uint8_t *name, uint32_t name_capacity)'),
-  mapInfo: shim.func('int lbctl_map_info(int fd, _Out_ uint32_t *id, _Out_ uint32_t *type, _Out_ uint32_t *max_entries, _Out_ uint8_t *name, uint32_t name_capacity)'),
+  mapInfo: shim.func('int lbctl_map_info(int fd, _Out_ uint32_t *fields, _Out_ uint8_t *name, uint32_t name_capacity)'),
+  mapFlags: libbpf.func('uint32_t bpf_map__map_flags(bpf_map *map)'),
   /** Benchmarks only (bench/traffic-gen.ts): live-frame traffic generator; result: a 16-byte buffer, u64 frames sent then u64 ns elapsed. */
   xdpLiveRun: shim.func('int lbctl_xdp_live_run(int prog_fd, const void *frame, uint32_t len, int ingress_ifindex, uint32_t rx_queues, uint32_t repeat, uint32_t batch_size, uint32_t threads, uint32_t duration_ms, uint32_t interval_us, void *result)'),
   close: koffi.load('libc.so.6').func('int close(int fd)'),
@@ -110,12 +111,22 @@ export const BPF_EXIST = 2;
 export const XDP_FLAGS = { UPDATE_IF_NOEXIST: 1 << 0, SKB_MODE: 1 << 1, DRV_MODE: 1 << 2, REPLACE: 1 << 4 } as const;
 export const XDP_ATTACHED = { NONE: 0, DRV: 1, SKB: 2, HW: 3, MULTI: 4 } as const;
 export const BTF_KIND_STRUCT = 4;
+export const BTF_KIND_ENUM = 6;
 
-export function mapInfo(fd: number): { id: number; type: number; maxEntries: number; name: string } {
-  const id = [0];
-  const type = [0];
-  const maxEntries = [0];
+export interface MapInfo {
+  readonly id: number;
+  readonly type: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly flags: number;
+  readonly name: string;
+}
+
+export function mapInfo(fd: number): MapInfo {
+  const fields = new Uint32Array(6);
   const name = Buffer.alloc(64);
-  check(native.mapInfo(fd, id, type, maxEntries, name, name.length), 'reading map info');
-  return { id: id[0]!, type: type[0]!, maxEntries: maxEntries[0]!, name: name.subarray(0, name.indexOf(0)).toString() };
+  check(native.mapInfo(fd, fields, name, name.length), 'reading map info');
+  const [id, type, keySize, valueSize, maxEntries, flags] = fields as unknown as number[];
+  return { id: id!, type: type!, keySize: keySize!, valueSize: valueSize!, maxEntries: maxEntries!, flags: flags!, name: name.subarray(0, name.indexOf(0)).toString() };
 }

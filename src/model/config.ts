@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { LineCounter, Node, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { DEFAULT_TABLE_SIZE, validateTableSize } from '../maglev/maglev.js';
 import { formatVip, parseForward, parseIpAddress, parseTunnelSource, parseVip, parseWeight } from './address.js';
+import { parseKillSwitchTimeout } from './duration.js';
 import { BackendSpec, DEFAULT_FORWARD, DEFAULT_WEIGHT, DesiredState, VipSpec } from './desired-state.js';
 import { InputError } from './errors.js';
 
@@ -21,6 +22,8 @@ export interface DaemonSettings {
   interface?: string;
   /** Outer source address of ipip packets (default: the interface's primary IPv4 address). */
   tunnelSource?: string;
+  /** How long the data plane keeps balancing without hearing from the daemon. */
+  killSwitchTimeoutMs?: number;
   xdpMode?: (typeof CONFIG_XDP_MODES)[number];
   flowTableSize?: number;
   maxVips?: number;
@@ -43,7 +46,7 @@ const LIMITS = {
   max_backends: [16, 1048576],
 } as const;
 
-const TOP_FIELDS = ['interface', 'xdp_mode', 'tunnel_source', 'flow_table_size', 'max_vips', 'max_backends', 'vips'] as const;
+const TOP_FIELDS = ['interface', 'xdp_mode', 'tunnel_source', 'kill_switch_timeout', 'flow_table_size', 'max_vips', 'max_backends', 'vips'] as const;
 const VIP_FIELDS = ['vip', 'forward', 'table_size', 'backends'] as const;
 const BACKEND_FIELDS = ['address', 'weight', 'forward'] as const;
 
@@ -93,6 +96,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   if (top.interface) settings.interface = top.interface.interfaceName();
   if (top.xdp_mode) settings.xdpMode = top.xdp_mode.oneOf(CONFIG_XDP_MODES, 'XDP mode');
   if (top.tunnel_source) settings.tunnelSource = top.tunnel_source.parse(parseTunnelSource);
+  if (top.kill_switch_timeout) settings.killSwitchTimeoutMs = top.kill_switch_timeout.duration(parseKillSwitchTimeout);
   if (top.flow_table_size) settings.flowTableSize = top.flow_table_size.integer(...LIMITS.flow_table_size);
   if (top.max_vips) settings.maxVips = top.max_vips.integer(...LIMITS.max_vips);
   if (top.max_backends) settings.maxBackends = top.max_backends.integer(...LIMITS.max_backends);
@@ -219,6 +223,13 @@ class Cursor {
   parse<T>(parser: (text: string) => T): T {
     const text = this.string();
     return this.guard(() => parser(text));
+  }
+
+  /** A duration: "500ms", "2s", "5m", or a bare number of seconds. */
+  duration<T>(parser: (text: string) => T): T {
+    const value = isScalar(this.node) ? this.node.value : undefined;
+    if (typeof value === 'number') return this.guard(() => parser(`${value}s`));
+    return this.parse(parser);
   }
 
   integerWith<T>(check: (n: number) => T): T {

@@ -17,3 +17,10 @@ export function formatDuration(ms: number): string {
   if (ms % 60_000 === 0) return `${ms / 60_000}m`;
   return `${ms / 1000}s`;
 }
+
+/** The kill-switch timeout: from 1 second to 1 hour. */
+export function parseKillSwitchTimeout(text: string): number {
+  const ms = parseDuration(text, 'kill-switch timeout');
+  if (ms < 1000 || ms > 3_600_000) throw new InputError(`invalid kill-switch timeout "${text}": must be from 1s to 1h`);
+  return ms;
+}
