@@ -18,7 +18,7 @@ import { check, native } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import { Reconciler } from '../src/daemon/reconciler.js';
 import { parseVip } from '../src/model/address.js';
-import { DesiredState } from '../src/model/desired-state.js';
+import { DesiredState, vipSettings } from '../src/model/desired-state.js';
 import { PathTarget, PathResult } from '../src/net/forwarding-paths.js';
 import { PROJECT_ROOT, bpfObjectPath } from '../src/paths.js';
 import { TCP_FLAGS, ipv4Frame } from '../test/support/packets.js';
@@ -111,13 +111,16 @@ function balancer(): BalancerDataplane {
   const desired: DesiredState = {
     vips: FAMILIES.flatMap((f) => {
       const backends = Array.from({ length: 10 }, (_, i) => ({ address: f.backend(i), family: f.family, weight: 1 }));
-      return MODES.map((mode) => ({ vip: parseVip(vipText(f, f.vip[mode])), forward: mode, tableSize: 65537, backends }));
+      return MODES.map((mode) => {
+        const vip = parseVip(vipText(f, f.vip[mode]));
+        return { vip, ...vipSettings(vip, { forward: mode }), backends };
+      });
     }),
   };
   const tunnelSource = new Map(FAMILIES.flatMap((f) => Array.from({ length: 10 }, (_, i) => [f.backend(i), f.tunnelSource] as const)));
   const paths = (t: PathTarget): PathResult => ({
     ok: true,
-    path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: '02:00:00:00:00:11', ...(t.forward === 'ipip' ? { tunnelSrc: tunnelSource.get(t.address)! } : {}) },
+    path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: '02:00:00:00:00:11', mtu: 0, ...(t.forward === 'ipip' ? { tunnelSrc: tunnelSource.get(t.address)! } : {}) },
   });
   new Reconciler(dataplane, pino({ level: 'silent' })).apply(desired, paths);
   return dataplane;

@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * xdp_balancer: Maglev load balancing with direct server return.
+ * xdp_balancer: Maglev load balancing with direct server return, for IPv4
+ * and IPv6.
  *
  * A packet to a VIP keeps the backend its flow already has (connection
  * tracking), or gets one from the VIP's Maglev table, and leaves towards it
- * either with a rewritten destination MAC (l2dsr) or inside an outer IPv4
- * header (ipip). Everything else goes to the kernel untouched.
+ * either with a rewritten destination MAC (l2dsr) or inside an outer IP
+ * header (ipip). Echo requests to VIP addresses are answered, and ICMP
+ * too-big errors about VIP flows go to the backend that owns the flow.
+ * Everything else goes to the kernel untouched; lib/abi.h lists the fates.
  */
 #include <linux/bpf.h>
+#include <linux/icmpv6.h>
 #include <linux/if_ether.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
@@ -15,12 +19,9 @@
 #include "lib/abi.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
-#include "lib/jhash.h"
+#include "lib/flow.h"
 #include "lib/forward.h"
-
-/* Fixed so that every balancer given the same backends picks the same one
- * for a flow: src/dataplane/flow-hash.ts uses the same value. */
-#define LB_FLOW_HASH_SEED 0x4c42u
+#include "lib/icmp.h"
 
 static __always_inline int count_reason(enum lb_reason reason, int action)
 {
@@ -32,19 +33,12 @@ static __always_inline int count_reason(enum lb_reason reason, int action)
 	return action;
 }
 
-/* How the flow got its backend, for the counters. */
-enum flow_verdict {
-	FLOW_TRACKED, /* connection tracking knew it */
-	FLOW_NEW,     /* first packet (or a SYN): from the Maglev table */
-	FLOW_MOVED,   /* tracked, but its backend is gone: from the table */
-};
-
-/*
- * Tracked flows note their activity (drains read it) at most once per this
- * many jiffies: about a second at the usual HZ. The clock is jiffies because
- * it is a plain load; the ktime helpers cost ~50 ns per packet on these hosts.
- */
-#define LB_FLOW_TOUCH_JIFFIES 256
+/* Never loaded (nothing calls it): it keeps enum lb_reason in the object's
+ * BTF, where test/abi.test.ts checks the names the control plane uses. */
+__u32 lb_reason_is_known(enum lb_reason reason)
+{
+	return reason < LB_REASON_MAX;
+}
 
 static __always_inline void count_traffic(void *map, __u32 id, __u64 bytes, enum flow_verdict verdict)
 {
@@ -70,112 +64,290 @@ static __always_inline bool kill_switch_tripped(__u64 now)
 	return !cfg || now > cfg->kill_switch_deadline;
 }
 
-/* Maps the flow hash onto [0, table_size) without a division. */
-static __always_inline __u32 table_slot(__u32 hash, __u32 table_size)
-{
-	return (__u32)(((__u64)hash * table_size) >> 32);
-}
-
-static __always_inline __u32 flow_hash(const struct packet_v4 *pkt)
-{
-	return jhash_3words(pkt->ip->saddr, pkt->ip->daddr, pkt->ports_word,
-			    LB_FLOW_HASH_SEED + pkt->ip->protocol);
-}
-
 /*
- * The backend of the flow: the tracked one while it is active, otherwise
- * the owner of the flow's slot in the VIP's Maglev table (then tracked).
- * A TCP SYN starts a new connection, so it always follows the table, even
- * when an earlier connection with the same 5-tuple is still tracked.
+ * Sends a packet towards its backend. An encapsulated packet that would
+ * exceed the path's MTU is answered with ICMP too-big instead, so the
+ * sender's path MTU discovery works through the balancer; one that may be
+ * fragmented cannot be (XDP does not fragment) and is dropped, counted.
  */
-static __always_inline const struct backend_info *
-pick_backend(const struct vip_info *vip, const struct flow_key_v4 *flow, const struct packet_v4 *pkt,
-	     __u64 now, __u32 *backend_id, enum flow_verdict *verdict)
+static __always_inline int send_to_backend(struct xdp_md *ctx, const struct packet *pkt,
+					   const struct backend_info *be, bool inner_v6, bool may_answer)
 {
-	struct flow_state *tracked, state = {};
-	struct backend_info *be;
-	__u32 slot, *owner;
-	void *table;
+	__u16 overhead;
 
-	*verdict = FLOW_NEW;
-	tracked = pkt->new_tcp ? NULL : bpf_map_lookup_elem(&flows_v4, flow);
-	if (tracked) {
-		*backend_id = tracked->backend_id;
-		be = bpf_map_lookup_elem(&backends, backend_id);
-		if (be && (be->flags & LB_BACKEND_F_ACTIVE)) {
-			*verdict = FLOW_TRACKED;
-			if (now - tracked->last_seen > LB_FLOW_TOUCH_JIFFIES)
-				tracked->last_seen = now;
-			if (pkt->end_tcp)
-				tracked->flags |= LB_FLOW_F_CLOSING;
-			return be;
-		}
-		*verdict = FLOW_MOVED;
+	if (be->forward != LB_FORWARD_IPIP)
+		return forward_l2dsr(ctx, pkt->eth, be);
+
+	overhead = encap_overhead(be);
+	if (be->mtu && pkt->ip_len + overhead > be->mtu) {
+		/* Never an ICMP error about an ICMP error (RFC 1122 3.2.2). */
+		int err = !pkt->df || !may_answer ? -1
+			: inner_v6 ? reply_too_big_v6(ctx, pkt, be->mtu - overhead)
+				   : reply_too_big_v4(ctx, pkt, be->mtu - overhead);
+
+		if (err)
+			return count_reason(LB_REASON_TOO_BIG_DROPPED, XDP_DROP);
+		return count_reason(LB_REASON_TOO_BIG_REPLIED, XDP_TX);
 	}
+	if (encapsulate(ctx, pkt, be, inner_v6))
+		return count_reason(LB_REASON_ENCAP_FAILED, XDP_DROP);
+	return transmit(ctx, be);
+}
 
-	table = bpf_map_lookup_elem(&maglev_tables, &vip->table_id);
-	if (!table)
-		return NULL;
-	slot = table_slot(flow_hash(pkt), vip->table_size);
-	owner = bpf_map_lookup_elem(table, &slot);
-	if (!owner)
-		return NULL;
-	*backend_id = *owner;
-	be = bpf_map_lookup_elem(&backends, backend_id);
-	if (!be || !(be->flags & LB_BACKEND_F_ACTIVE))
-		return NULL;
+/* The backend for a flow to a VIP: tracked, or the table's choice (then tracked). */
+/*
+ * An ICMP error about a VIP flow, to the flow's backend. Counted as
+ * forwarded only when it leaves: one too big for the tunnel is dropped and
+ * counted as such, never answered (no error about an error).
+ */
+static __always_inline int forward_icmp_error(struct xdp_md *ctx, const struct packet *pkt,
+					      const struct backend_info *be, bool inner_v6)
+{
+	int action = send_to_backend(ctx, pkt, be, inner_v6, false);
 
-	state.backend_id = *backend_id;
-	state.flags = pkt->end_tcp ? LB_FLOW_F_CLOSING : 0;
-	state.last_seen = now;
-	bpf_map_update_elem(&flows_v4, flow, &state, BPF_ANY);
+	if (action == XDP_TX || action == XDP_REDIRECT)
+		count_reason(LB_REASON_ICMP_ERROR_FORWARDED, 0);
+	return action;
+}
+
+static __always_inline struct backend_info *pick_backend_v4(const struct vip_info *vip, const struct flow_key_v4 *flow,
+							    const struct packet *pkt, __u64 now, __u32 *backend_id,
+							    enum flow_verdict *verdict)
+{
+	struct backend_info *be = tracked_backend(&flows_v4, flow, pkt, now, backend_id, verdict);
+
+	if (be)
+		return be;
+	be = table_backend(vip, flow_hash_v4(flow->saddr, flow->daddr, flow->sport, flow->dport, flow->proto), backend_id);
+	if (be)
+		track(&flows_v4, flow, pkt, *backend_id, now);
 	return be;
 }
 
-static __always_inline int balance_v4(struct xdp_md *ctx, struct ethhdr *eth, void *data_end)
+static __always_inline struct backend_info *pick_backend_v6(const struct vip_info *vip, const struct flow_key_v6 *flow,
+							    const struct packet *pkt, __u64 now, __u32 *backend_id,
+							    enum flow_verdict *verdict)
 {
-	const struct backend_info *be;
-	const struct vip_info *vip;
+	struct backend_info *be = tracked_backend(&flows_v6, flow, pkt, now, backend_id, verdict);
+
+	if (be)
+		return be;
+	be = table_backend(vip, flow_hash_v6(flow->saddr, flow->daddr, flow->sport, flow->dport, flow->proto), backend_id);
+	if (be)
+		track(&flows_v6, flow, pkt, *backend_id, now);
+	return be;
+}
+
+static __always_inline int balance(struct xdp_md *ctx, const struct packet *pkt, const struct vip_info *vip,
+				   struct backend_info *be, __u32 backend_id, enum flow_verdict verdict, bool v6)
+{
+	if (!be)
+		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
+	count_traffic(&vip_stats, vip->vip_id, pkt->ip_len, verdict);
+	count_traffic(&backend_stats, backend_id, pkt->ip_len, verdict);
+	return send_to_backend(ctx, pkt, be, v6, true);
+}
+
+/*
+ * An ICMP error quotes the packet that caused it: for a VIP flow, a packet
+ * a backend sent (from the VIP) to a client. The flow is client -> VIP.
+ */
+struct quoted_flow_v4 {
+	struct iphdr ip;
+	__be16 sport; /* the VIP's port */
+	__be16 dport; /* the client's */
+	__u32 rest;   /* errors quote at least 8 bytes after the IP header */
+};
+
+struct quoted_flow_v6 {
+	struct ipv6hdr ip6;
+	__be16 sport;
+	__be16 dport;
+	__u32 rest;
+};
+
+static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void *data_end)
+{
+	struct iphdr *ip = pkt->l3;
+	struct icmphdr *icmp = pkt->l4;
+	struct quoted_flow_v4 *quoted = (void *)(icmp + 1);
 	struct vip_key_v4 vip_key = {};
 	struct flow_key_v4 flow = {};
-	struct packet_v4 pkt;
-	enum flow_verdict verdict;
-	enum lb_reason reason;
+	struct backend_info *be;
+	struct vip_info *vip;
 	__u32 backend_id;
+
+	if ((void *)(icmp + 1) > data_end || (void *)(icmp + 1) > pkt->l3 + pkt->ip_len)
+		return count_reason(LB_REASON_L4_TRUNCATED, XDP_PASS);
+	if (ip->ihl != 5 || !ipv4_short_header_valid(ip))
+		return count_reason(LB_REASON_MALFORMED, XDP_PASS);
+	if (icmp->type == ICMP_ECHO) {
+		if (!bpf_map_lookup_elem(&vip_addrs_v4, &ip->daddr))
+			return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+		if (reply_echo_v4(pkt, data_end))
+			return count_reason(LB_REASON_MALFORMED, XDP_PASS);
+		return count_reason(LB_REASON_ICMP_ECHO_REPLIED, XDP_TX);
+	}
+	if (icmp->type != ICMP_DEST_UNREACH || icmp->code != ICMP_FRAG_NEEDED)
+		return count_reason(LB_REASON_L4_UNSUPPORTED, XDP_PASS);
+	if ((void *)(quoted + 1) > data_end || (void *)(quoted + 1) > pkt->l3 + pkt->ip_len)
+		return count_reason(LB_REASON_L4_TRUNCATED, XDP_PASS);
+	/* About a packet the VIP sent, and addressed to that VIP. */
+	if (quoted->ip.ihl != 5 || quoted->ip.version != 4 || quoted->ip.saddr != ip->daddr)
+		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+
+	vip_key.addr = quoted->ip.saddr;
+	vip_key.port = quoted->sport;
+	vip_key.proto = quoted->ip.protocol;
+	vip = bpf_map_lookup_elem(&vips_v4, &vip_key);
+	if (!vip)
+		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+	if (kill_switch_tripped(bpf_jiffies64()))
+		return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
+
+	flow.saddr = quoted->ip.daddr;
+	flow.daddr = quoted->ip.saddr;
+	flow.sport = quoted->dport;
+	flow.dport = quoted->sport;
+	flow.proto = quoted->ip.protocol;
+	be = peek_tracked(&flows_v4, &flow, &backend_id);
+	if (!be)
+		be = table_backend(vip, flow_hash_v4(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), &backend_id);
+	if (!be)
+		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
+	return forward_icmp_error(ctx, pkt, be, false);
+}
+
+static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void *data_end)
+{
+	struct ipv6hdr *ip6 = pkt->l3;
+	struct icmp6hdr *icmp6 = pkt->l4;
+	struct quoted_flow_v6 *quoted = (void *)(icmp6 + 1);
+	struct vip_key_v6 vip_key = {};
+	struct flow_key_v6 flow = {};
+	struct backend_info *be;
+	struct vip_info *vip;
+	__u32 backend_id;
+
+	if ((void *)(icmp6 + 1) > data_end || (void *)(icmp6 + 1) > pkt->l3 + pkt->ip_len)
+		return count_reason(LB_REASON_L4_TRUNCATED, XDP_PASS);
+	if (icmp6->icmp6_type == ICMPV6_ECHO_REQUEST) {
+		if (!bpf_map_lookup_elem(&vip_addrs_v6, &ip6->daddr))
+			return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+		if (reply_echo_v6(pkt, data_end))
+			return count_reason(LB_REASON_MALFORMED, XDP_PASS);
+		return count_reason(LB_REASON_ICMP_ECHO_REPLIED, XDP_TX);
+	}
+	/* Neighbour discovery and the rest are the kernel's. */
+	if (icmp6->icmp6_type != ICMPV6_PKT_TOOBIG)
+		return count_reason(LB_REASON_L4_UNSUPPORTED, XDP_PASS);
+	if ((void *)(quoted + 1) > data_end || (void *)(quoted + 1) > pkt->l3 + pkt->ip_len)
+		return count_reason(LB_REASON_L4_TRUNCATED, XDP_PASS);
+	if (quoted->ip6.version != 6 || !ipv6_addr_equal(&quoted->ip6.saddr, &ip6->daddr))
+		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+	if (quoted->ip6.nexthdr != IPPROTO_TCP && quoted->ip6.nexthdr != IPPROTO_UDP)
+		return count_reason(LB_REASON_L4_UNSUPPORTED, XDP_PASS);
+
+	__builtin_memcpy(vip_key.addr, &quoted->ip6.saddr, sizeof(vip_key.addr));
+	vip_key.port = quoted->sport;
+	vip_key.proto = quoted->ip6.nexthdr;
+	vip = bpf_map_lookup_elem(&vips_v6, &vip_key);
+	if (!vip)
+		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+	if (kill_switch_tripped(bpf_jiffies64()))
+		return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
+
+	__builtin_memcpy(flow.saddr, &quoted->ip6.daddr, sizeof(flow.saddr));
+	__builtin_memcpy(flow.daddr, &quoted->ip6.saddr, sizeof(flow.daddr));
+	flow.sport = quoted->dport;
+	flow.dport = quoted->sport;
+	flow.proto = quoted->ip6.nexthdr;
+	be = peek_tracked(&flows_v6, &flow, &backend_id);
+	if (!be)
+		be = table_backend(vip, flow_hash_v6(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), &backend_id);
+	if (!be)
+		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
+	return forward_icmp_error(ctx, pkt, be, true);
+}
+
+static __always_inline int balance_v4(struct xdp_md *ctx, struct packet *pkt, void *data_end)
+{
+	struct vip_key_v4 vip_key = {};
+	struct flow_key_v4 flow = {};
+	enum flow_verdict verdict;
+	struct backend_info *be;
+	struct vip_info *vip;
+	enum lb_reason reason;
+	__u32 backend_id = 0;
+	struct iphdr *ip;
 	__u64 now;
 
-	reason = parse_ipv4_l4(eth, data_end, &pkt);
+	reason = parse_ipv4(ctx, pkt, data_end);
 	if (reason != LB_REASON_MAX)
 		return count_reason(reason, XDP_PASS);
+	if (pkt->proto == IPPROTO_ICMP)
+		return icmp_v4(ctx, pkt, data_end);
 
-	vip_key.addr = pkt.ip->daddr;
-	vip_key.port = pkt.dport;
-	vip_key.proto = pkt.ip->protocol;
+	ip = pkt->l3;
+	vip_key.addr = ip->daddr;
+	vip_key.port = pkt->dport;
+	vip_key.proto = pkt->proto;
 	vip = bpf_map_lookup_elem(&vips_v4, &vip_key);
 	if (!vip)
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
 	now = bpf_jiffies64();
 	if (kill_switch_tripped(now))
 		return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
+	/* Only packets to VIPs pay for this: the kernel checks the rest. */
+	if (ip->ihl == 5 ? !ipv4_short_header_valid(ip)
+			 : !ipv4_long_header_valid(ctx, pkt->l2_len, ip->ihl * 4))
+		return count_reason(LB_REASON_MALFORMED, XDP_PASS);
 
-	flow.saddr = pkt.ip->saddr;
-	flow.daddr = pkt.ip->daddr;
-	flow.sport = pkt.sport;
-	flow.dport = pkt.dport;
-	flow.proto = vip_key.proto;
-	be = pick_backend(vip, &flow, &pkt, now, &backend_id, &verdict);
-	if (!be)
-		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
+	flow.saddr = ip->saddr;
+	flow.daddr = ip->daddr;
+	flow.sport = pkt->sport;
+	flow.dport = pkt->dport;
+	flow.proto = pkt->proto;
+	be = pick_backend_v4(vip, &flow, pkt, now, &backend_id, &verdict);
+	return balance(ctx, pkt, vip, be, backend_id, verdict, false);
+}
 
-	count_traffic(&vip_stats, vip->vip_id, pkt.ip_len, verdict);
-	count_traffic(&backend_stats, backend_id, pkt.ip_len, verdict);
+static __always_inline int balance_v6(struct xdp_md *ctx, struct packet *pkt, void *data_end)
+{
+	struct vip_key_v6 vip_key = {};
+	struct flow_key_v6 flow = {};
+	enum flow_verdict verdict;
+	struct backend_info *be;
+	struct ipv6hdr *ip6;
+	struct vip_info *vip;
+	enum lb_reason reason;
+	__u32 backend_id = 0;
+	__u64 now;
 
-	if (be->forward == LB_FORWARD_IPIP) {
-		if (encap_ipip(ctx, be))
-			return count_reason(LB_REASON_ENCAP_FAILED, XDP_DROP);
-		return transmit(ctx, be);
-	}
-	return forward_l2dsr(ctx, eth, be);
+	reason = parse_ipv6(pkt, data_end);
+	if (reason != LB_REASON_MAX)
+		return count_reason(reason, XDP_PASS);
+	if (pkt->proto == IPPROTO_ICMPV6)
+		return icmp_v6(ctx, pkt, data_end);
+
+	ip6 = pkt->l3;
+	__builtin_memcpy(vip_key.addr, &ip6->daddr, sizeof(vip_key.addr));
+	vip_key.port = pkt->dport;
+	vip_key.proto = pkt->proto;
+	vip = bpf_map_lookup_elem(&vips_v6, &vip_key);
+	if (!vip)
+		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+	now = bpf_jiffies64();
+	if (kill_switch_tripped(now))
+		return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
+
+	__builtin_memcpy(flow.saddr, &ip6->saddr, sizeof(flow.saddr));
+	__builtin_memcpy(flow.daddr, &ip6->daddr, sizeof(flow.daddr));
+	flow.sport = pkt->sport;
+	flow.dport = pkt->dport;
+	flow.proto = pkt->proto;
+	be = pick_backend_v6(vip, &flow, pkt, now, &backend_id, &verdict);
+	return balance(ctx, pkt, vip, be, backend_id, verdict, true);
 }
 
 SEC("xdp")
@@ -183,15 +355,18 @@ int xdp_balancer(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth;
+	/* Not zeroed: the parsers set every field before it is read (the
+	 * verifier would refuse otherwise), and this runs for every packet. */
+	struct packet pkt;
+	enum lb_reason reason;
 
-	switch (parse_eth(data, data_end, &eth)) {
+	switch (parse_l2(data, data_end, &pkt, &reason)) {
 	case bpf_htons(ETH_P_IP):
-		return balance_v4(ctx, eth, data_end);
+		return balance_v4(ctx, &pkt, data_end);
 	case bpf_htons(ETH_P_IPV6):
-		return count_reason(LB_REASON_IPV6, XDP_PASS);
+		return balance_v6(ctx, &pkt, data_end);
 	default:
-		return count_reason(LB_REASON_NOT_IP, XDP_PASS);
+		return count_reason(reason, XDP_PASS);
 	}
 }
 

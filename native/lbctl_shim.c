@@ -343,3 +343,174 @@ int lbctl_xdp_live_run(int prog_fd, const void *frame, unsigned len, int ingress
 	}
 	return err;
 }
+
+/*
+ * Health checks (src/health/dsr-probe.ts): sends one Ethernet frame (a TCP
+ * SYN built the way the data plane forwards a client's packet: l2dsr or
+ * IP-in-IP) out of ifindex through an AF_PACKET socket, then waits up to
+ * timeout_ms for the backend's answer, an IPv4 TCP segment from
+ * vip:vip_port to source:source_port (addresses and ports in network byte
+ * order). Returns 1 for a SYN-ACK, 2 for a RST, 0 on timeout, -errno on
+ * failure. A classic BPF filter, attached before the socket is bound, keeps
+ * every other packet of the interface out of the socket. Blocks: call it
+ * from a worker thread (koffi's .async).
+ */
+#include <arpa/inet.h>
+#include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+int lbctl_dsr_probe(int ifindex, const void *frame, unsigned len, unsigned vip_be,
+		    unsigned short vip_port_be, unsigned source_be, unsigned short source_port_be,
+		    unsigned timeout_ms)
+{
+	/* Offsets from the start of the frame; X = the IPv4 header's length. */
+	struct sock_filter code[] = {
+		BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 12),				/* 0: ethertype */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ETH_P_IP, 0, 14),
+		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 23),				/* 2: protocol */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, 0, 12),
+		BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 20),				/* 4: fragment offset */
+		BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, 10, 0),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 26),				/* 6: source */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ntohl(vip_be), 0, 8),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 30),				/* 8: destination */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ntohl(source_be), 0, 6),
+		BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 14),			/* 10: X = IHL * 4 */
+		BPF_STMT(BPF_LD | BPF_H | BPF_IND, 14),				/* 11: source port */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ntohs(vip_port_be), 0, 3),
+		BPF_STMT(BPF_LD | BPF_H | BPF_IND, 16),				/* 13: destination port */
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ntohs(source_port_be), 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, 256),					/* 15: accept */
+		BPF_STMT(BPF_RET | BPF_K, 0),					/* 16: drop */
+	};
+	struct sock_fprog prog = { .len = sizeof(code) / sizeof(code[0]), .filter = code };
+	struct sockaddr_ll addr = {
+		.sll_family = AF_PACKET,
+		.sll_protocol = htons(ETH_P_IP),
+		.sll_ifindex = ifindex,
+	};
+	struct timespec now;
+	unsigned long long deadline_ms;
+	unsigned char buf[256];
+	int fd, err = 0, result = 0;
+
+	if (!frame || len < ETH_HLEN + 20 || ifindex <= 0)
+		return -EINVAL;
+	/* Protocol 0: receives nothing until bound, by which time the filter is in place. */
+	fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) ||
+	    bind(fd, (struct sockaddr *)&addr, sizeof(addr))) {
+		err = -errno;
+		goto out;
+	}
+	if (send(fd, frame, len, 0) != (ssize_t)len) {
+		err = errno ? -errno : -EIO;
+		goto out;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	deadline_ms = (unsigned long long)now.tv_sec * 1000ull + (unsigned long long)now.tv_nsec / 1000000ull + timeout_ms;
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		unsigned long long now_ms;
+		const unsigned char *ip, *tcp;
+		unsigned ihl, flags;
+		ssize_t n;
+		int ready;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		now_ms = (unsigned long long)now.tv_sec * 1000ull + (unsigned long long)now.tv_nsec / 1000000ull;
+		if (now_ms >= deadline_ms)
+			break;
+		ready = poll(&pfd, 1, (int)(deadline_ms - now_ms));
+		if (ready < 0) {
+			if (errno == EINTR)
+				continue;
+			err = -errno;
+			break;
+		}
+		if (ready == 0)
+			break;
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+				continue;
+			err = -errno;
+			break;
+		}
+		/* The filter checked all of this; check again rather than trust it blindly. */
+		if (n < ETH_HLEN + 20)
+			continue;
+		ip = buf + ETH_HLEN;
+		ihl = (ip[0] & 0x0f) * 4u;
+		if ((ip[0] >> 4) != 4 || ihl < 20 || (size_t)n < ETH_HLEN + ihl + 14 || ip[9] != IPPROTO_TCP)
+			continue;
+		if (memcmp(ip + 12, &vip_be, 4) || memcmp(ip + 16, &source_be, 4))
+			continue;
+		tcp = ip + ihl;
+		if (memcmp(tcp, &vip_port_be, 2) || memcmp(tcp + 2, &source_port_be, 2))
+			continue;
+		flags = tcp[13];
+		if (flags & 0x04) {		/* RST */
+			result = 2;
+			break;
+		}
+		if ((flags & 0x12) == 0x12) {	/* SYN-ACK */
+			result = 1;
+			break;
+		}
+	}
+out:
+	close(fd);
+	return err ? err : result;
+}
+
+/*
+ * Fuzzing (test/support/fuzz.ts): runs the program once (repeat 1) on
+ * each of `count` frames of variable length, frame i being lengths[i]
+ * bytes at frames + offsets[i], and copies each output into its own slot
+ * of out_stride bytes at outputs + i * out_stride. actions[i] is the XDP
+ * action and out_lengths[i] the output's length; frames shorter than an
+ * Ethernet header (the kernel refuses them) get action 0xff and length 0;
+ * a frame the kernel refuses otherwise gets action 0xfe and its errno in
+ * out_lengths[i] (ENOSPC: the output did not fit in out_stride bytes);
+ * a return value that is no XDP action at all gets 0xfd.
+ * Returns the number of frames run, or -EINVAL.
+ */
+int lbctl_test_run_batch(int prog_fd, const unsigned char *frames, const unsigned *offsets,
+			 const unsigned *lengths, unsigned count, unsigned char *outputs,
+			 unsigned out_stride, unsigned *out_lengths, unsigned char *actions)
+{
+	unsigned i, run = 0;
+
+	if (!frames || !offsets || !lengths || !outputs || !out_lengths || !actions || out_stride == 0)
+		return -EINVAL;
+	for (i = 0; i < count; i++) {
+		LIBBPF_OPTS(bpf_test_run_opts, opts,
+			    .data_in = frames + offsets[i],
+			    .data_size_in = lengths[i],
+			    .data_out = outputs + (size_t)i * out_stride,
+			    .data_size_out = out_stride,
+			    .repeat = 1);
+
+		if (lengths[i] < 14) {
+			actions[i] = 0xff;
+			out_lengths[i] = 0;
+			continue;
+		}
+		if (bpf_prog_test_run_opts(prog_fd, &opts)) {
+			actions[i] = 0xfe;
+			out_lengths[i] = (unsigned)errno;
+			continue;
+		}
+		/* Not an XDP action at all: 0xfd, kept apart from the codes above. */
+		actions[i] = opts.retval < 0xfd ? (unsigned char)opts.retval : 0xfd;
+		out_lengths[i] = opts.data_size_out;
+		run++;
+	}
+	return (int)run;
+}

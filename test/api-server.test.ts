@@ -42,6 +42,7 @@ const handlers: Handlers = {
   'killswitch.engage': async () => { throw new Error('not used'); },
   'killswitch.release': async () => { throw new Error('not used'); },
   'killswitch.status': async () => { throw new Error('not used'); },
+  stats: async () => { throw new Error('not used'); },
   'backend.list': async (params) => { received.push(params); return []; },
 };
 

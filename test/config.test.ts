@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { ConfigError, loadConfigFile, parseConfig } from '../src/model/config.js';
-import { DesiredState } from '../src/model/desired-state.js';
+import { DesiredState, vipSettings } from '../src/model/desired-state.js';
 
 const FILE = '/etc/lbctl/config.yaml';
 
 const FULL = `# lbctl configuration
 interface: eth0
 xdp_mode: generic
-tunnel_source: 10.10.0.2
+tunnel_source: [10.10.0.2, 2001:db8::2]
 flow_table_size: 1048576
 max_vips: 16
 max_backends: 1024
@@ -37,18 +37,16 @@ const FULL_STATE: DesiredState = {
   vips: [
     {
       vip: { family: 4, address: '10.100.0.100', port: 80, protocol: 'tcp' },
-      forward: 'l2dsr',
-      tableSize: 65537,
+      ...vipSettings({ family: 4, address: '10.100.0.100', port: 80, protocol: 'tcp' }, { forward: 'l2dsr', tableSize: 65537 }),
       backends: [
         { address: '10.10.0.11', family: 4, weight: 6 },
         { address: '10.10.0.12', family: 4, weight: 3, forward: 'ipip' },
       ],
     },
-    { vip: { family: 4, address: '10.100.0.101', port: 53, protocol: 'udp' }, forward: 'ipip', tableSize: 251, backends: [] },
+    { vip: { family: 4, address: '10.100.0.101', port: 53, protocol: 'udp' }, ...vipSettings({ family: 4, address: '10.100.0.101', port: 53, protocol: 'udp' }, { forward: 'ipip', tableSize: 251 }), backends: [] },
     {
       vip: { family: 4, address: '10.100.0.102', port: 443, protocol: 'tcp' },
-      forward: 'l2dsr',
-      tableSize: 65537,
+      ...vipSettings({ family: 4, address: '10.100.0.102', port: 443, protocol: 'tcp' }, { forward: 'l2dsr', tableSize: 65537 }),
       backends: [{ address: '10.10.0.13', family: 4, weight: 1 }],
     },
   ],
@@ -58,7 +56,7 @@ describe('parseConfig: valid files', () => {
   test('a full example gives the settings and the desired state, in file order', () => {
     const config = parseConfig(FULL, FILE);
     assert.equal(config.path, FILE);
-    assert.deepEqual(config.settings, { interface: 'eth0', xdpMode: 'generic', tunnelSource: '10.10.0.2', flowTableSize: 1048576, maxVips: 16, maxBackends: 1024 });
+    assert.deepEqual(config.settings, { interface: 'eth0', xdpMode: 'generic', tunnelSources: ['10.10.0.2', '2001:db8::2'], flowTableSize: 1048576, maxVips: 16, maxBackends: 1024 });
     assert.deepEqual(config.state, FULL_STATE);
     assert.equal('forward' in config.state.vips[0]!.backends[0]!, false, 'forward is only set when the file sets it');
   });
@@ -153,9 +151,9 @@ describe('parseConfig: errors name the file, line, column and field', () => {
     assertFails('interface: eth0\nvipz: []\n', 2, 1, undefined,
       'unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, vips)');
     assertFails('vips:\n  - vip: 10.0.0.1:80/tcp\n    tablesize: 251\n', 3, 5, 'vips[0]',
-      'unknown field "tablesize" (expected vip, forward, table_size, backends)');
+      'unknown field "tablesize" (expected vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, backends)');
     assertFails(`${VIP}      - address: 10.10.0.1\n        wieght: 2\n`, 5, 9, 'vips[0].backends[0]',
-      'unknown field "wieght" (expected address, weight, forward)');
+      'unknown field "wieght" (expected address, weight, forward, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status)');
     assertFails('80: x\n', 1, 1, undefined, 'field names must be strings, got number 80');
   });
 
@@ -170,7 +168,7 @@ describe('parseConfig: errors name the file, line, column and field', () => {
   test('vips and backends must be sequences of mappings', () => {
     assertFails('vips:\n  vip: 10.0.0.1:80/tcp\n', 2, 3, 'vips', 'expected a sequence (a list of "- " entries), got a mapping');
     assertFails('vips:\n  - 10.0.0.1:80/tcp\n', 2, 5, 'vips[0]',
-      'expected a mapping with fields vip, forward, table_size, backends, got the string "10.0.0.1:80/tcp"');
+      'expected a mapping with fields vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, backends, got the string "10.0.0.1:80/tcp"');
     assertFails(`${VIP}      10.10.0.1\n`, 4, 7, 'vips[0].backends', 'expected a sequence (a list of "- " entries), got the string "10.10.0.1"');
   });
 
@@ -208,13 +206,12 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       'invalid backend address "backend-1": expected an IPv4 or IPv6 address');
   });
 
-  test('IPv6 VIPs are rejected for now', () => {
-    assertFails('vips:\n  - vip: "[2001:db8::10]:80/tcp"\n', 2, 10, 'vips[0].vip', 'IPv6 VIPs are not supported yet');
-  });
-
-  test('backend family must match the VIP', () => {
+  test('IPv6 VIPs, and backends of the other family through ipip only', () => {
+    const v6 = parseConfig('vips:\n  - vip: "[2001:DB8::10]:80/tcp"\n    backends:\n      - address: 2001:db8::11\n      - address: 10.0.0.12\n        forward: ipip\n', FILE);
+    assert.deepEqual(v6.state.vips[0]!.vip, { family: 6, address: '2001:db8::10', port: 80, protocol: 'tcp' });
+    assert.deepEqual(v6.state.vips[0]!.backends.map((b) => [b.address, b.family]), [['2001:db8::11', 6], ['10.0.0.12', 4]]);
     assertFails(`${VIP}      - address: 2001:db8::1\n`, 4, 18, 'vips[0].backends[0].address',
-      'backend 2001:db8::1 is IPv6 but VIP 10.0.0.1:80/tcp is IPv4');
+      'backend 2001:db8::1 is IPv6 but VIP 10.0.0.1:80/tcp is IPv4: only --forward ipip can cross address families');
   });
 
   test('bad forwarding method', () => {
@@ -247,7 +244,7 @@ describe('parseConfig: errors name the file, line, column and field', () => {
     assert.equal(parseConfig('kill_switch_timeout: 45s\n', FILE).settings.killSwitchTimeoutMs, 45_000);
     assert.equal(parseConfig('kill_switch_timeout: 10\n', FILE).settings.killSwitchTimeoutMs, 10_000, 'a bare number is seconds');
     assertFails('tunnel_source: 10.0.0\n', 1, 16, 'tunnel_source', 'invalid tunnel source "10.0.0": expected an IPv4 or IPv6 address');
-    assertFails('tunnel_source: 2001:db8::1\n', 1, 16, 'tunnel_source', 'invalid tunnel source "2001:db8::1": ipip tunnels are IPv4, give an IPv4 address');
+    assertFails('tunnel_source: [10.0.0.1, 10.0.0.2]\n', 1, 16, 'tunnel_source', 'more than one IPv4 tunnel source: give at most one per family');
   });
 
   test('too many VIPs', () => {

@@ -4,10 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { parseVip } from '../src/model/address.js';
+import { parseVip, VipAddress } from '../src/model/address.js';
 import {
   addBackend, addVip, applyChanges, BackendSpec, DesiredState, effectiveForward, findVip, NO_CHANGES,
-  removeBackend, removeVip, RuntimeChanges, setBackend, DrainSpec,
+  removeBackend, removeVip, RuntimeChanges, setBackend, DrainSpec, vipSettings,
 } from '../src/model/desired-state.js';
 import { InputError } from '../src/model/errors.js';
 
@@ -25,6 +25,11 @@ function backend(address: string, weight = 1, forward?: 'l2dsr' | 'ipip'): Backe
   return { address, family, weight, ...(forward ? { forward } : {}) };
 }
 
+/** A VIP's settings with default checks. */
+function settings(vip: VipAddress, forward: 'l2dsr' | 'ipip', tableSize = 65537) {
+  return vipSettings(vip, { forward, tableSize });
+}
+
 const WEB = '10.100.0.100:80/tcp';
 const DNS = '10.100.0.101:53/udp';
 const V6 = '[2001:db8::10]:443/tcp';
@@ -32,9 +37,9 @@ const RUNTIME_VIP = '10.100.0.200:8080/tcp';
 
 const CONFIG: DesiredState = deepFreeze({
   vips: [
-    { vip: parseVip(WEB), forward: 'l2dsr', tableSize: 65537, backends: [backend('10.10.0.11', 6), backend('10.10.0.12', 3, 'ipip')] },
-    { vip: parseVip(DNS), forward: 'ipip', tableSize: 251, backends: [] },
-    { vip: parseVip(V6), forward: 'l2dsr', tableSize: 251, backends: [backend('2001:db8::11')] },
+    { vip: parseVip(WEB), ...settings(parseVip(WEB), 'l2dsr', 65537), backends: [backend('10.10.0.11', 6), backend('10.10.0.12', 3, 'ipip')] },
+    { vip: parseVip(DNS), ...settings(parseVip(DNS), 'ipip', 251), backends: [] },
+    { vip: parseVip(V6), ...settings(parseVip(V6), 'l2dsr', 251), backends: [backend('2001:db8::11')] },
   ],
 });
 
@@ -62,7 +67,7 @@ describe('applyChanges', () => {
   test("'add' defines a VIP with only its own backends, 'modify' changes a config VIP's backends", () => {
     const changes: RuntimeChanges = deepFreeze({
       vips: {
-        [RUNTIME_VIP]: { op: 'add', forward: 'ipip', tableSize: 257, backends: { '10.10.0.21': { op: 'add', backend: backend('10.10.0.21', 2) } } },
+        [RUNTIME_VIP]: { op: 'add', ...settings(parseVip(RUNTIME_VIP), 'ipip', 257), backends: { '10.10.0.21': { op: 'add', backend: backend('10.10.0.21', 2) } } },
         [WEB]: { op: 'modify', backends: { '10.10.0.11': { op: 'remove' }, '10.10.0.13': { op: 'add', backend: backend('10.10.0.13') } } },
       },
     });
@@ -75,7 +80,7 @@ describe('applyChanges', () => {
     });
     assert.deepEqual(findVip(state, RUNTIME_VIP), {
       vip: { family: 4, address: '10.100.0.200', port: 8080, protocol: 'tcp' },
-      forward: 'ipip', tableSize: 257, backends: [backend('10.10.0.21', 2)],
+      ...settings(parseVip(RUNTIME_VIP), 'ipip', 257), backends: [backend('10.10.0.21', 2)],
     });
     // The rest of a modified VIP comes from the config.
     const web = findVip(state, WEB)!;
@@ -100,8 +105,8 @@ describe('applyChanges', () => {
 
 describe('addVip', () => {
   test('adds a runtime VIP without backends, with the given method and table size', () => {
-    const changes = addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), 'ipip', 251);
-    assert.deepEqual(changes, { vips: { [RUNTIME_VIP]: { op: 'add', forward: 'ipip', tableSize: 251, backends: {} } } });
+    const changes = addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'ipip', 251));
+    assert.deepEqual(changes, { vips: { [RUNTIME_VIP]: { op: 'add', ...settings(parseVip(RUNTIME_VIP), 'ipip', 251), backends: {} } } });
     const vip = findVip(applyChanges(CONFIG, changes), RUNTIME_VIP)!;
     assert.equal(vip.forward, 'ipip');
     assert.equal(vip.tableSize, 251);
@@ -109,20 +114,20 @@ describe('addVip', () => {
   });
 
   test('the table size defaults to 65537', () => {
-    const changes = addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), 'l2dsr');
+    const changes = addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'l2dsr'));
     assert.equal(findVip(applyChanges(CONFIG, changes), RUNTIME_VIP)!.tableSize, 65537);
   });
 
   test('a VIP that exists in the config or at runtime cannot be added again', () => {
-    assertInputError(() => addVip(CONFIG, NO_CHANGES, parseVip(WEB), 'l2dsr'), /^VIP 10\.100\.0\.100:80\/tcp already exists$/);
-    assertInputError(() => addVip(CONFIG, NO_CHANGES, parseVip('[2001:DB8:0::10]:443/tcp'), 'l2dsr'), /already exists/);
-    const changes = deepFreeze(addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), 'l2dsr'));
-    assertInputError(() => addVip(CONFIG, changes, parseVip(RUNTIME_VIP), 'ipip'), /already exists/);
+    assertInputError(() => addVip(CONFIG, NO_CHANGES, parseVip(WEB), settings(parseVip(WEB), 'l2dsr')), /^VIP 10\.100\.0\.100:80\/tcp already exists$/);
+    assertInputError(() => addVip(CONFIG, NO_CHANGES, parseVip('[2001:DB8:0::10]:443/tcp'), settings(parseVip('[2001:DB8:0::10]:443/tcp'), 'l2dsr')), /already exists/);
+    const changes = deepFreeze(addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'l2dsr')));
+    assertInputError(() => addVip(CONFIG, changes, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'ipip')), /already exists/);
   });
 
   test('a config VIP re-added after its removal starts without the config backends', () => {
     const removed = deepFreeze(removeVip(CONFIG, NO_CHANGES, WEB));
-    const readded = deepFreeze(addVip(CONFIG, removed, parseVip(WEB), 'ipip', 251));
+    const readded = deepFreeze(addVip(CONFIG, removed, parseVip(WEB), settings(parseVip(WEB), 'ipip', 251)));
     const web = findVip(applyChanges(CONFIG, readded), WEB)!;
     assert.deepEqual(web.backends, []);
     assert.equal(web.forward, 'ipip');
@@ -154,7 +159,7 @@ describe('removeVip', () => {
   });
 
   test('removing a runtime-only VIP forgets it entirely', () => {
-    let changes = deepFreeze(addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), 'l2dsr', 251));
+    let changes = deepFreeze(addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'l2dsr', 251)));
     changes = deepFreeze(addBackend(CONFIG, changes, RUNTIME_VIP, backend('10.10.0.21')));
     const removed = removeVip(CONFIG, changes, RUNTIME_VIP);
     assert.deepEqual(removed, NO_CHANGES);
@@ -163,7 +168,7 @@ describe('removeVip', () => {
 
   test('removing a re-added config VIP records the tombstone again', () => {
     const removed = deepFreeze(removeVip(CONFIG, NO_CHANGES, WEB));
-    const readded = deepFreeze(addVip(CONFIG, removed, parseVip(WEB), 'l2dsr', 251));
+    const readded = deepFreeze(addVip(CONFIG, removed, parseVip(WEB), settings(parseVip(WEB), 'l2dsr', 251)));
     assert.deepEqual(removeVip(CONFIG, readded, WEB), { vips: { [WEB]: { op: 'remove' } } });
   });
 });
@@ -178,10 +183,10 @@ describe('addBackend', () => {
   });
 
   test('adds to a runtime VIP inside its add change', () => {
-    const added = deepFreeze(addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), 'ipip', 251));
+    const added = deepFreeze(addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'ipip', 251)));
     const changes = addBackend(CONFIG, added, RUNTIME_VIP, backend('10.10.0.21'));
     assert.deepEqual(changes, {
-      vips: { [RUNTIME_VIP]: { op: 'add', forward: 'ipip', tableSize: 251, backends: { '10.10.0.21': { op: 'add', backend: backend('10.10.0.21') } } } },
+      vips: { [RUNTIME_VIP]: { op: 'add', ...settings(parseVip(RUNTIME_VIP), 'ipip', 251), backends: { '10.10.0.21': { op: 'add', backend: backend('10.10.0.21') } } } },
     });
   });
 
@@ -192,7 +197,7 @@ describe('addBackend', () => {
     assertInputError(() => addBackend(CONFIG, NO_CHANGES, WEB, backend('10.10.0.11')), /^backend 10\.10\.0\.11 already exists in VIP 10\.100\.0\.100:80\/tcp$/);
     const added = deepFreeze(addBackend(CONFIG, NO_CHANGES, WEB, backend('10.10.0.13')));
     assertInputError(() => addBackend(CONFIG, added, WEB, backend('10.10.0.13', 9)), /already exists/);
-    assertInputError(() => addBackend(CONFIG, NO_CHANGES, WEB, backend('2001:db8::11')), /^backend 2001:db8::11 is IPv6 but VIP 10\.100\.0\.100:80\/tcp is IPv4$/);
+    assertInputError(() => addBackend(CONFIG, NO_CHANGES, WEB, backend('2001:db8::11')), /^backend 2001:db8::11 is IPv6 but VIP 10\.100\.0\.100:80\/tcp is IPv4: only --forward ipip can cross address families$/);
     assertInputError(() => addBackend(CONFIG, NO_CHANGES, V6, backend('10.10.0.13')), /is IPv4 but VIP .* is IPv6/);
   });
 
@@ -233,7 +238,7 @@ describe('removeBackend', () => {
   });
 
   test('removing a backend of a runtime VIP forgets it, the VIP stays', () => {
-    const vipOnly = deepFreeze(addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), 'l2dsr', 251));
+    const vipOnly = deepFreeze(addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'l2dsr', 251)));
     const withBackend = deepFreeze(addBackend(CONFIG, vipOnly, RUNTIME_VIP, backend('10.10.0.21')));
     const changes = removeBackend(CONFIG, withBackend, RUNTIME_VIP, '10.10.0.21');
     assert.deepEqual(changes, vipOnly);
@@ -265,14 +270,14 @@ describe('inputs', () => {
     const before = JSON.stringify(CONFIG);
     let changes: RuntimeChanges = deepFreeze(NO_CHANGES);
     const steps: Array<(c: RuntimeChanges) => RuntimeChanges> = [
-      (c) => addVip(CONFIG, c, parseVip(RUNTIME_VIP), 'ipip', 251),
+      (c) => addVip(CONFIG, c, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'ipip', 251)),
       (c) => addBackend(CONFIG, c, RUNTIME_VIP, backend('10.10.0.21')),
       (c) => addBackend(CONFIG, c, RUNTIME_VIP, backend('10.10.0.22', 3)),
       (c) => removeBackend(CONFIG, c, RUNTIME_VIP, '10.10.0.21'),
       (c) => addBackend(CONFIG, c, WEB, backend('10.10.0.13')),
       (c) => removeBackend(CONFIG, c, WEB, '10.10.0.11'),
       (c) => removeVip(CONFIG, c, DNS),
-      (c) => addVip(CONFIG, c, parseVip(DNS), 'l2dsr', 251),
+      (c) => addVip(CONFIG, c, parseVip(DNS), settings(parseVip(DNS), 'l2dsr', 251)),
       (c) => removeVip(CONFIG, c, WEB),
     ];
     const snapshots: string[] = [];

@@ -19,7 +19,7 @@ async function snapshot(lb: LabBalancer): Promise<string> {
   const vips = await lb.json<VipSummary[]>(['vip', 'list']);
   const backends = await Promise.all(vips.map((v) => lb.json<BackendSummary[]>(['backend', 'list', v.vip])));
   const runtime = existsSync(join(lb.stateDir, 'runtime.json')) ? await readFile(join(lb.stateDir, 'runtime.json'), 'utf8') : '';
-  const strip = (b: BackendSummary) => ({ ...b, packets: undefined, bytes: undefined });
+  const strip = (b: BackendSummary) => ({ ...b, packets: undefined, bytes: undefined, health: b.health ? { state: b.health.state, since: b.health.since } : undefined });
   return JSON.stringify({ vips: vips.map((v) => ({ ...v, packets: undefined, bytes: undefined })), backends: backends.map((list) => list.map(strip)), runtime });
 }
 

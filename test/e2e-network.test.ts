@@ -81,7 +81,7 @@ describe('following the network', () => {
     await lb.stop();
     await lab.exec('lb', ['ip', 'addr', 'add', '10.10.0.200/32', 'dev', 'lo']);
     await lb.start(['--tunnel-source', '10.10.0.200']);
-    assert.equal((await lb.json<StatusResult>(['status'])).tunnelSource, '10.10.0.200');
+    assert.deepEqual((await lb.json<StatusResult>(['status'])).tunnelSources, ['10.10.0.200']);
     const vip = `${LAB.vips[1]}:80/tcp`;
     await lb.ok(['vip', 'add', vip, '--forward', 'ipip']);
     await lb.ok(['backend', 'add', vip, '10.20.0.14']);

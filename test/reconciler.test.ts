@@ -10,14 +10,15 @@ import {
   u32Key, vipInfo, VipInfo, vipKeyV4,
 } from '../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
+import { clearFlows as clearFlowMaps, clearVips, field16 } from './support/dataplane.js';
 import { BpfMap } from '../src/dataplane/bpf-map.js';
-import { flowHashV4, tableSlot } from '../src/dataplane/flow-hash.js';
+import { flowHash, tableSlot } from '../src/dataplane/flow-hash.js';
 import { check, closeFd, mapInfo, native } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import { Reconciler, VipView } from '../src/daemon/reconciler.js';
 import { buildMaglevTable } from '../src/maglev/maglev.js';
 import { ForwardMethod, parseVip } from '../src/model/address.js';
-import { BackendSpec, DesiredState, EMPTY_STATE, VipSpec } from '../src/model/desired-state.js';
+import { BackendSpec, DesiredState, EMPTY_STATE, VipSpec, vipSettings } from '../src/model/desired-state.js';
 import { InputError } from '../src/model/errors.js';
 import { PathResult, PathTarget } from '../src/net/forwarding-paths.js';
 import { ipv4Frame, parseEthernet, parseIpv4, TCP_FLAGS } from './support/packets.js';
@@ -43,7 +44,7 @@ function paths(target: PathTarget): PathResult {
   return {
     ok: true,
     path: {
-      dev: 'lo', ifindex: 1, srcMac: LB_MAC, nextHop: target.address, dstMac: BACKEND_MAC,
+      dev: 'lo', ifindex: 1, srcMac: LB_MAC, nextHop: target.address, dstMac: BACKEND_MAC, mtu: 0,
       ...(target.forward === 'ipip' ? { tunnelSrc: TUNNEL_SRC } : {}),
     },
   };
@@ -54,7 +55,8 @@ function be(address: string, weight = 1, forward?: ForwardMethod): BackendSpec {
 }
 
 function vip(key: string, backends: BackendSpec[], options: { forward?: ForwardMethod; tableSize?: number } = {}): VipSpec {
-  return { vip: parseVip(key), forward: options.forward ?? 'l2dsr', tableSize: options.tableSize ?? 251, backends };
+  const address = parseVip(key);
+  return { vip: address, ...vipSettings(address, { forward: options.forward ?? 'l2dsr', tableSize: options.tableSize ?? 251 }), backends };
 }
 
 function state(...vips: VipSpec[]): DesiredState {
@@ -63,7 +65,7 @@ function state(...vips: VipSpec[]): DesiredState {
 
 /** Empty maps and a reconciler that has written nothing yet. */
 function fresh(): Reconciler {
-  for (const key of [...dataplane.vips.keys()]) dataplane.vips.delete(key);
+  clearVips(dataplane);
   dataplane.putTables(Array.from({ length: MAX_VIPS * 2 }, (_, tableId) => ({ tableId, table: null })));
   for (let i = 0; i < MAX_BACKENDS; i++) dataplane.clearBackend(i);
   clearFlows();
@@ -72,12 +74,12 @@ function fresh(): Reconciler {
 }
 
 function clearFlows(): void {
-  for (const key of [...dataplane.flows.keys()]) dataplane.flows.delete(key);
+  clearFlowMaps(dataplane);
 }
 
 function vipEntry(key: string): VipInfo | null {
   const v = parseVip(key);
-  const value = dataplane.vips.lookup(vipKeyV4.encode({ addr: v.address, port: v.port, proto: IPPROTO[v.protocol] }));
+  const value = dataplane.vipsV4.lookup(vipKeyV4.encode({ addr: v.address, port: v.port, proto: IPPROTO[v.protocol] }));
   return value ? vipInfo.decode(value) : null;
 }
 
@@ -112,14 +114,14 @@ function tableAt(tableId: number): { mapId: number; entries: Uint32Array } | nul
 
 /** Every map the reconciler writes, as comparable text. */
 function snapshot(): string {
-  const vips = [...dataplane.vips.keys()].map((k) => `${k.toString('hex')}=${dataplane.vips.lookup(k)!.toString('hex')}`).sort();
+  const vips = [...dataplane.vipsV4.keys()].map((k) => `${k.toString('hex')}=${dataplane.vipsV4.lookup(k)!.toString('hex')}`).sort();
   const tables = Array.from({ length: MAX_VIPS * 2 }, (_, i) => dataplane.tables.lookup(u32Key(i))?.toString('hex') ?? '-');
   const backends = Array.from({ length: MAX_BACKENDS }, (_, i) => backendRaw(i).toString('hex'));
   return JSON.stringify({ vips, tables, backends, flows: flowEntries().length });
 }
 
 function flowEntries(): Array<{ sport: number; backendId: number }> {
-  return [...dataplane.flows.entries()].map(([k, v]) => ({ sport: flowKeyV4.decode(k).sport, backendId: flowState.decode(v).backend_id }));
+  return [...dataplane.flowsV4.entries()].map(([k, v]) => ({ sport: flowKeyV4.decode(k).sport, backendId: flowState.decode(v).backend_id }));
 }
 
 function viewOf(reconciler: Reconciler, key: string): VipView {
@@ -145,7 +147,7 @@ function syn(dst: string, sport: number, dport = 80, tcpFlags: number = TCP_FLAG
 
 /** The backend id the table of size `size` gives this flow. */
 function slotOwner(table: Uint32Array, dst: string, sport: number, dport = 80): number {
-  return table[tableSlot(flowHashV4({ saddr: CLIENT, daddr: dst, sport, dport, proto: 6 }), table.length)]!;
+  return table[tableSlot(flowHash({ saddr: CLIENT, daddr: dst, sport, dport, proto: 6 }), table.length)]!;
 }
 
 const WEB = '10.100.0.100:80/tcp';
@@ -160,7 +162,8 @@ describe('Reconciler', () => {
       vip(DNS, [be('10.10.0.21')], { forward: 'ipip', tableSize: 257 }),
     );
     const { writes } = r.apply(desired, paths);
-    assert.equal(writes, 3 + 2 + 2, '3 backends, 2 tables, 2 VIP entries');
+    assert.equal(writes, 3 + 2 + 2 + 2, '3 backends, 2 tables, 2 VIP entries, 2 VIP addresses (they answer pings)');
+    assert.deepEqual(dataplane.vipAddresses().sort(), ['10.100.0.100', '10.100.0.101']);
 
     const web = viewOf(r, WEB);
     const dns = viewOf(r, DNS);
@@ -170,7 +173,7 @@ describe('Reconciler', () => {
 
     assert.deepEqual(vipEntry(WEB), { vip_id: web.vipId, table_id: web.vipId, table_size: 251, flags: 0 });
     assert.deepEqual(vipEntry(DNS), { vip_id: dns.vipId, table_id: dns.vipId, table_size: 257, flags: 0 });
-    assert.equal([...dataplane.vips.keys()].length, 2);
+    assert.equal([...dataplane.vipsV4.keys()].length, 2);
 
     assert.deepEqual(tableAt(web.vipId)!.entries, expectedTable([['10.10.0.11', 1, 1], ['10.10.0.12', 2, 2]], 251));
     assert.deepEqual(tableAt(dns.vipId)!.entries, expectedTable([['10.10.0.21', 1, 3]], 257));
@@ -178,14 +181,14 @@ describe('Reconciler', () => {
 
     assert.deepEqual(backendEntry(1), {
       dst_mac: BACKEND_MAC, src_mac: LB_MAC, ifindex: 1, forward: FORWARD.l2dsr, flags: BACKEND_FLAG_ACTIVE,
-      tunnel_src: '0.0.0.0', address: '10.10.0.11', tunnel_csum_base: 0, vip_id: web.vipId,
+      mtu: 0, tunnel_src: Buffer.alloc(16), address: field16('10.10.0.11'), tunnel_csum_base: 0, vip_id: web.vipId,
     });
     assert.deepEqual(backendEntry(2), {
       dst_mac: BACKEND_MAC, src_mac: LB_MAC, ifindex: 1, forward: FORWARD.ipip, flags: BACKEND_FLAG_ACTIVE,
-      tunnel_src: TUNNEL_SRC, address: '10.10.0.12', tunnel_csum_base: tunnelChecksumBase(TUNNEL_SRC, '10.10.0.12'), vip_id: web.vipId,
+      mtu: 0, tunnel_src: field16(TUNNEL_SRC), address: field16('10.10.0.12'), tunnel_csum_base: tunnelChecksumBase(TUNNEL_SRC, '10.10.0.12'), vip_id: web.vipId,
     });
     assert.equal(backendEntry(3).forward, FORWARD.ipip, 'the VIP default applies');
-    assert.equal(backendEntry(3).address, '10.10.0.21');
+    assert.deepEqual(backendEntry(3).address, field16('10.10.0.21'));
     assert.equal(backendEntry(3).vip_id, dns.vipId, 'entries name their VIP and address: a restarted daemon can take them over');
     assert.ok(backendRaw(0).equals(Buffer.alloc(backendInfo.size)), 'backend 0 is never written');
     assert.ok(backendRaw(4).equals(Buffer.alloc(backendInfo.size)));
@@ -264,7 +267,7 @@ describe('Reconciler', () => {
     const table = tableAt(viewOf(r, WEB).vipId)!;
     assert.equal(r.apply(state(vip(WEB, [be('10.10.0.11'), be('10.10.0.12', 1, 'ipip')])), paths).writes, 1);
     assert.equal(backendEntry(2).forward, FORWARD.ipip);
-    assert.equal(backendEntry(2).address, '10.10.0.12');
+    assert.deepEqual(backendEntry(2).address, field16('10.10.0.12'));
     assert.equal(tableAt(viewOf(r, WEB).vipId)!.mapId, table.mapId);
   });
 
@@ -272,7 +275,7 @@ describe('Reconciler', () => {
     const r = fresh();
     unresolved.set('10.10.0.13', 'no neighbour entry for 10.10.0.13');
     const desired = state(vip(WEB, [be('10.10.0.11'), be('10.10.0.13')]));
-    assert.equal(r.apply(desired, paths).writes, 1 + 1 + 1, 'one backend, the table, the VIP entry');
+    assert.equal(r.apply(desired, paths).writes, 1 + 1 + 1 + 1, 'one backend, the table, the VIP entry, its address');
     const id13 = idOf(r, WEB, '10.10.0.13');
     const view13 = viewOf(r, WEB).backends.find((b) => b.address === '10.10.0.13')!;
     assert.equal(view13.state, 'unresolved');
@@ -356,7 +359,7 @@ describe('Reconciler', () => {
     // Now the id is free again.
     r.apply(state(vip(TUNNEL, [be('10.10.0.32'), be('10.10.0.33'), be('10.10.0.34')], { forward: 'ipip' })), paths);
     assert.equal(idOf(r, TUNNEL, '10.10.0.34'), id31);
-    assert.equal(backendEntry(id31).address, '10.10.0.34');
+    assert.deepEqual(backendEntry(id31).address, field16('10.10.0.34'));
     assert.equal(backendEntry(id31).flags, BACKEND_FLAG_ACTIVE);
   });
 
@@ -377,7 +380,7 @@ describe('Reconciler', () => {
     assert.equal(testRun(dataplane.programFd, syn('10.100.0.100', 33000)).action, 'tx');
 
     const { writes } = r.apply(state(vip(DNS, [be('10.10.0.21')])), paths);
-    assert.equal(writes, 3, 'VIP entry, table, backend entry');
+    assert.equal(writes, 4, 'VIP entry, its address, table, backend entry');
     assert.equal(vipEntry(WEB), null);
     assert.equal(tableAt(webId), null);
     assert.equal(backendEntry(id11).flags, 0);
@@ -387,8 +390,9 @@ describe('Reconciler', () => {
     assert.equal(action, 'pass');
     assert.equal(parseEthernet(output).dst, LB_MAC, 'no longer balanced');
 
-    assert.equal(r.apply(EMPTY_STATE, paths).writes, 3);
-    assert.deepEqual([...dataplane.vips.keys()], []);
+    assert.equal(r.apply(EMPTY_STATE, paths).writes, 4);
+    assert.deepEqual(dataplane.vipAddresses(), []);
+    assert.deepEqual([...dataplane.vipsV4.keys()], []);
     assert.deepEqual(r.view, []);
   });
 
@@ -451,7 +455,7 @@ describe('Reconciler', () => {
     // Exactly as many as there is room for works.
     const full = state(vip(WEB, [be('10.10.0.11')]), vip(DNS, [be('10.10.0.21')]), ...Array.from({ length: MAX_VIPS - 2 }, (_, i) => vip(`10.100.1.${i + 1}:80/tcp`, [])));
     r.apply(full, paths);
-    assert.equal([...dataplane.vips.keys()].length, MAX_VIPS);
+    assert.equal([...dataplane.vipsV4.keys()].length, MAX_VIPS);
     assert.deepEqual(new Set(r.view.map((v) => v.vipId)), new Set(Array.from({ length: MAX_VIPS }, (_, i) => i)));
   });
 

@@ -5,8 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { loadRuntimeChanges, runtimeStatePath, saveRuntimeChanges } from '../src/daemon/state-store.js';
-import { NO_CHANGES, RuntimeChanges } from '../src/model/desired-state.js';
+import { NO_CHANGES, RuntimeChanges, vipSettings } from '../src/model/desired-state.js';
 import { InputError } from '../src/model/errors.js';
+import { parseVip } from '../src/model/address.js';
 import { writeFileAtomic } from '../src/util/atomic-write.js';
 
 const root = mkdtempSync(join(tmpdir(), 'lbctl-state-'));
@@ -22,10 +23,10 @@ function freshDir(): string {
 const CHANGES: RuntimeChanges = {
   vips: {
     '10.100.0.200:8080/tcp': {
-      op: 'add', forward: 'ipip', tableSize: 251,
+      op: 'add', ...vipSettings(parseVip('10.100.0.200:8080/tcp'), { forward: 'ipip', tableSize: 251, check: { spec: { kind: 'http', path: '/health' }, rise: 4, dsr: true }, onAllDown: 'drop' }),
       backends: {
         '10.10.0.21': { op: 'add', backend: { address: '10.10.0.21', family: 4, weight: 7 } },
-        '10.10.0.22': { op: 'add', backend: { address: '10.10.0.22', family: 4, weight: 1, forward: 'l2dsr' } },
+        '10.10.0.22': { op: 'add', backend: { address: '10.10.0.22', family: 4, weight: 1, forward: 'l2dsr', check: { spec: { kind: 'tcp' }, port: 8080, fall: 5 } } },
       },
     },
     '10.100.0.100:80/tcp': {
@@ -40,7 +41,7 @@ const CHANGES: RuntimeChanges = {
     },
     '[2001:db8::10]:443/udp': { op: 'remove' },
     '[2001:db8::20]:53/udp': {
-      op: 'add', forward: 'l2dsr', tableSize: 65537,
+      op: 'add', ...vipSettings(parseVip('[2001:db8::20]:53/udp'), { forward: 'l2dsr', tableSize: 65537 }),
       backends: { '2001:db8::21': { op: 'add', backend: { address: '2001:db8::21', family: 6, weight: 2 } } },
     },
   },

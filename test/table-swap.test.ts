@@ -14,7 +14,7 @@ import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.
 import { XDP_ACTION } from '../src/dataplane/xdp.js';
 import { Reconciler } from '../src/daemon/reconciler.js';
 import { parseVip } from '../src/model/address.js';
-import { DesiredState } from '../src/model/desired-state.js';
+import { DesiredState, vipSettings } from '../src/model/desired-state.js';
 import { PathResult, PathTarget } from '../src/net/forwarding-paths.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { TCP_FLAGS, formatMac, ipv4Frame } from './support/packets.js';
@@ -26,10 +26,11 @@ after(() => dataplane.close());
 
 const BACKENDS = ['10.10.0.11', '10.10.0.12', '10.10.0.13', '10.10.0.14'];
 const macOf = (address: string) => `02:00:00:00:00:${address.split('.')[3]!.padStart(2, '0')}`;
-const paths = (t: PathTarget): PathResult => ({ ok: true, path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: macOf(t.address) } });
+const paths = (t: PathTarget): PathResult => ({ ok: true, path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: macOf(t.address), mtu: 0 } });
 
 function state(addresses: readonly string[], tableSize: number): DesiredState {
-  return { vips: [{ vip: parseVip('10.100.0.100:80/tcp'), forward: 'l2dsr', tableSize, backends: addresses.map((address) => ({ address, family: 4, weight: 1 })) }] };
+  const vip = parseVip('10.100.0.100:80/tcp');
+  return { vips: [{ vip, ...vipSettings(vip, { tableSize }), backends: addresses.map((address) => ({ address, family: 4, weight: 1 })) }] };
 }
 
 test('no packet sees a half-written table while tables are rebuilt, resized and backends removed', async (t) => {

@@ -11,7 +11,7 @@ import { vipInfo } from '../src/dataplane/abi.js';
 import { BalancerDataplane } from '../src/dataplane/balancer.js';
 import { Reconciler } from '../src/daemon/reconciler.js';
 import { parseVip } from '../src/model/address.js';
-import { BackendSpec, DesiredState } from '../src/model/desired-state.js';
+import { BackendSpec, DesiredState, vipSettings } from '../src/model/desired-state.js';
 import { PathResult, PathTarget } from '../src/net/forwarding-paths.js';
 
 const limits = { maxVips: 8, maxBackends: 128, flowTableSize: 1024 };
@@ -20,14 +20,15 @@ const second = BalancerDataplane.load(limits);
 after(() => { first.close(); second.close(); });
 
 const log = pino({ level: 'silent' });
-const paths = (t: PathTarget): PathResult => ({ ok: true, path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: '02:00:00:00:00:11' } });
+const paths = (t: PathTarget): PathResult => ({ ok: true, path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: '02:00:00:00:00:11', mtu: 0 } });
 const backend = (address: string, weight = 1): BackendSpec => ({ address, family: 4, weight });
-const state = (backends: BackendSpec[], tableSize = 65537): DesiredState => ({ vips: [{ vip: parseVip('10.100.0.100:80/tcp'), forward: 'l2dsr', tableSize, backends }] });
+const VIP = parseVip('10.100.0.100:80/tcp');
+const state = (backends: BackendSpec[], tableSize = 65537): DesiredState => ({ vips: [{ vip: VIP, ...vipSettings(VIP, { tableSize }), backends }] });
 
 /** The VIP's table as backend addresses, slot by slot, read from the kernel. */
 function tableByAddress(dataplane: BalancerDataplane, reconciler: Reconciler): string[] {
-  const [key] = [...dataplane.vips.keys()];
-  const { table_id } = vipInfo.decode(dataplane.vips.lookup(key!)!);
+  const [key] = [...dataplane.vipsV4.keys()];
+  const { table_id } = vipInfo.decode(dataplane.vipsV4.lookup(key!)!);
   const names = new Map(reconciler.view[0]!.backends.map((b) => [b.id, b.address]));
   return Array.from(dataplane.readTable(table_id)!, (id) => names.get(id) ?? `#${id}`);
 }

@@ -8,7 +8,8 @@
  * mirrored there fails the build's tests instead of corrupting maps.
  *
  * Every struct is padded explicitly: no implicit holes, so that the kernel
- * never compares or hashes uninitialised bytes in a key.
+ * never compares or hashes uninitialised bytes in a key. Addresses are in
+ * network order; IPv4 addresses in 16-byte fields use the first 4 bytes.
  */
 #ifndef LBCTL_ABI_H
 #define LBCTL_ABI_H
@@ -19,7 +20,7 @@
  * control plane before the entry is written). */
 enum lb_forward {
 	LB_FORWARD_L2DSR = 1, /* rewrite destination MAC, same L2 segment */
-	LB_FORWARD_IPIP = 2,  /* IPv4-in-IPv4 to the backend, via next hop */
+	LB_FORWARD_IPIP = 2,  /* IP-in-IP (outer header of the backend's family) */
 };
 
 enum lb_backend_flags {
@@ -27,22 +28,28 @@ enum lb_backend_flags {
 	 * that connection-tracking entries that still point at it are
 	 * re-balanced instead of forwarded to whatever takes the id next. */
 	LB_BACKEND_F_ACTIVE = 1 << 0,
+	/* The backend's address (and the tunnel's) is IPv6. */
+	LB_BACKEND_F_IPV6 = 1 << 1,
 };
 
-/* Why a packet was passed to the kernel or dropped instead of balanced.
+/* What happened to a packet that was not simply balanced, and a few events.
  * Indexes the per-CPU `reasons` counter array. */
 enum lb_reason {
-	LB_REASON_NOT_IP = 0,      /* neither IPv4 nor IPv6 */
-	LB_REASON_NOT_VIP,         /* destination is not a VIP: XDP_PASS */
-	LB_REASON_IP_TRUNCATED,    /* IP header or total length exceeds frame */
-	LB_REASON_IP_OPTIONS,      /* IPv4 header with options */
-	LB_REASON_FRAGMENT,        /* IPv4 fragment */
-	LB_REASON_L4_TRUNCATED,    /* TCP/UDP header exceeds frame */
-	LB_REASON_L4_UNSUPPORTED,  /* not TCP or UDP */
-	LB_REASON_NO_BACKEND,      /* VIP without a usable backend: dropped */
-	LB_REASON_ENCAP_FAILED,    /* could not grow the headroom: dropped */
-	LB_REASON_IPV6,            /* IPv6 not balanced yet: passed */
-	LB_REASON_KILL_SWITCH,     /* VIP packet passed: the kill-switch tripped */
+	LB_REASON_NOT_IP = 0,           /* neither IPv4 nor IPv6 (ARP, LLDP...): passed */
+	LB_REASON_NOT_VIP,              /* not addressed to a VIP: passed */
+	LB_REASON_MALFORMED,            /* IP header inconsistent with the frame: passed */
+	LB_REASON_FRAGMENT,             /* IPv4 fragment or IPv6 fragment header: passed */
+	LB_REASON_L4_TRUNCATED,         /* TCP/UDP header cut short: passed */
+	LB_REASON_L4_UNSUPPORTED,       /* neither TCP, UDP nor a handled ICMP: passed */
+	LB_REASON_IPV6_ROUTING,         /* IPv6 routing header: passed */
+	LB_REASON_VLAN_STACKED,         /* more than one VLAN tag: passed */
+	LB_REASON_NO_BACKEND,           /* VIP without a usable backend: dropped */
+	LB_REASON_ENCAP_FAILED,         /* no room to add a header: dropped */
+	LB_REASON_KILL_SWITCH,          /* VIP packet while the kill-switch is tripped: passed */
+	LB_REASON_ICMP_ECHO_REPLIED,    /* echo request to a VIP address: answered */
+	LB_REASON_ICMP_ERROR_FORWARDED, /* too-big error about a VIP flow: sent to its backend */
+	LB_REASON_TOO_BIG_REPLIED,      /* too big once encapsulated: ICMP too-big sent back */
+	LB_REASON_TOO_BIG_DROPPED,      /* too big, and fragmenting allowed or no reply possible: dropped */
 	LB_REASON_MAX,
 };
 
@@ -61,11 +68,18 @@ struct lb_settings {
 	__u64 abi_fingerprint;
 };
 
-/* VIP map key: destination address, port and protocol of the packet. */
+/* VIP map keys: destination address, port and protocol of the packet. */
 struct vip_key_v4 {
 	__be32 addr;
 	__be16 port;
 	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct vip_key_v6 {
+	__be32 addr[4];
+	__be16 port;
+	__u8 proto;
 	__u8 pad;
 };
 
@@ -86,6 +100,15 @@ struct flow_key_v4 {
 	__u8 pad[3];
 };
 
+struct flow_key_v6 {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
 enum lb_flow_flags {
 	/* The client sent FIN or RST: the connection is ending. Lets a drain
 	 * finish without waiting for the flow to go idle. */
@@ -100,9 +123,9 @@ struct flow_state {
 
 /*
  * Everything needed to forward to one backend of one VIP, resolved by the
- * control plane (routes, neighbours, own addresses) so that the per-packet
- * path only copies it. vip_id and address also identify the entry, so a
- * restarted control plane can take the maps over as they are.
+ * control plane (routes, neighbours, own addresses, MTU) so that the
+ * per-packet path only copies it. vip_id and address also identify the
+ * entry, so a restarted control plane can take the maps over as they are.
  */
 struct backend_info {
 	__u8 dst_mac[6]; /* backend (l2dsr) or next hop towards it (ipip) */
@@ -110,21 +133,23 @@ struct backend_info {
 	__u32 ifindex;   /* egress interface; XDP_TX when it is the ingress */
 	__u8 forward;    /* enum lb_forward */
 	__u8 flags;      /* enum lb_backend_flags */
-	__u16 pad;
-	__be32 tunnel_src; /* outer source (ipip): the balancer's address */
-	__be32 address;    /* the backend; the outer destination (ipip) */
-	/* One's-complement sum of the outer header's address words, not
+	/* Largest IP packet the path to the backend carries (ipip): bigger ones
+	 * get an ICMP too-big answer. 0: unknown, not checked. */
+	__u16 mtu;
+	__be32 address[4];    /* the backend; the outer destination (ipip) */
+	__be32 tunnel_src[4]; /* outer source (ipip): the balancer's address */
+	/* One's-complement sum of an outer IPv4 header's address words, not
 	 * folded: per packet only the other words are added. */
 	__u32 tunnel_csum_base;
-	__u32 vip_id;      /* the VIP this entry serves */
-	__u32 pad2;
+	__u32 vip_id; /* the VIP this entry serves */
+	__u32 pad;
 };
 
 /* Per VIP and per backend. Packets of tracked flows = packets - new_flows. */
 struct traffic_counters {
 	__u64 packets;
-	__u64 bytes;     /* IP bytes */
-	__u64 new_flows; /* flows given a backend from the Maglev table */
+	__u64 bytes;       /* IP bytes */
+	__u64 new_flows;   /* flows given a backend from the Maglev table */
 	__u64 moved_flows; /* of which tracked flows whose backend was gone */
 };
 

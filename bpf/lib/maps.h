@@ -9,6 +9,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <linux/in6.h>
 #include "abi.h"
 
 #define LB_DEFAULT_MAX_VIPS 4096
@@ -16,15 +17,40 @@
 #define LB_DEFAULT_FLOWS 1048576
 #define LB_DEFAULT_TABLE_SIZE 65537
 
+/* VIPs of each family. Elements are freed after an RCU grace period, so a
+ * reader never sees a value half-way through being replaced. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	/* Elements are freed after an RCU grace period, so a reader never
-	 * sees a value half-way through being replaced. */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, LB_DEFAULT_MAX_VIPS);
 	__type(key, struct vip_key_v4);
 	__type(value, struct vip_info);
 } vips_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, LB_DEFAULT_MAX_VIPS);
+	__type(key, struct vip_key_v6);
+	__type(value, struct vip_info);
+} vips_v6 SEC(".maps");
+
+/* Addresses that carry at least one VIP: the balancer answers pings to them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, LB_DEFAULT_MAX_VIPS);
+	__type(key, __be32);
+	__type(value, __u32);
+} vip_addrs_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, LB_DEFAULT_MAX_VIPS);
+	__type(key, struct in6_addr);
+	__type(value, __u32);
+} vip_addrs_v6 SEC(".maps");
 
 /* One Maglev lookup table (slot -> backend id) per VIP. The control plane
  * swaps a whole table by replacing the inner map, which packets observe
@@ -51,12 +77,20 @@ struct {
 	__type(value, struct backend_info);
 } backends SEC(".maps");
 
+/* Tracked flows, one table per family (shorter keys hash faster). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, LB_DEFAULT_FLOWS);
 	__type(key, struct flow_key_v4);
 	__type(value, struct flow_state);
 } flows_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LB_DEFAULT_FLOWS);
+	__type(key, struct flow_key_v6);
+	__type(value, struct flow_state);
+} flows_v6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -75,7 +109,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, LB_REASON_MAX);
-	__type(key, enum lb_reason);
+	__type(key, __u32); /* enum lb_reason: array keys must be integers */
 	__type(value, __u64);
 } reasons SEC(".maps");
 

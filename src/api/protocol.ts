@@ -4,8 +4,10 @@
  * id and either a result or an error.
  */
 import type { ForwardMethod } from '../model/address.js';
+import type { AllDownPolicy, CheckOptions } from '../model/check.js';
 import type { ChangePreview } from '../daemon/preview.js';
 import type { KillSwitchStatus } from '../daemon/kill-switch.js';
+import type { Reason, ReasonFate } from '../dataplane/abi.js';
 
 export type { ChangePreview, KillSwitchStatus };
 
@@ -30,8 +32,8 @@ export interface StatusResult {
   readonly socket: string;
   readonly stateDir: string;
   readonly pinDir: string;
-  /** Outer source of ipip packets (null: the interface has no IPv4 address). */
-  readonly tunnelSource: string | null;
+  /** Outer sources of ipip packets, one per family the interface has an address of. */
+  readonly tunnelSources: readonly string[];
   readonly configPath: string | null;
   readonly vips: number;
   readonly backends: number;
@@ -48,6 +50,10 @@ export interface VipSummary {
   readonly tableSize: number;
   readonly backends: number;
   readonly activeBackends: number;
+  readonly check: string;
+  readonly onAllDown: 'keep' | 'drop';
+  /** Every reachable backend fails its health check. */
+  readonly allDown: boolean;
   readonly packets: string;
   readonly bytes: string;
   /** Flows given a backend from the table, and of those, tracked flows moved because their backend was gone. */
@@ -59,7 +65,7 @@ export interface BackendSummary {
   readonly address: string;
   readonly weight: number;
   readonly forward: ForwardMethod;
-  readonly state: 'active' | 'draining' | 'unresolved';
+  readonly state: 'active' | 'draining' | 'down' | 'unresolved';
   readonly reason?: string;
   readonly slots: number;
   /** Fraction of the VIP's Maglev table this backend owns (0..1). */
@@ -67,9 +73,52 @@ export interface BackendSummary {
   readonly nextHop?: string;
   readonly nextHopMac?: string;
   readonly drain?: { readonly since: string; readonly timeoutSeconds: number; readonly idleSeconds: number };
+  /** The backend's health check, as configured ("http:/healthz every 2s, rise 2, fall 3") and its state. */
+  readonly check: string;
+  readonly health?: { readonly state: 'unknown' | 'up' | 'down'; readonly since: string; readonly lastError?: string; readonly lastCheck?: string };
+  /** Down, but kept in the table because every backend of the VIP is down (policy keep). */
+  readonly keptWhileAllDown?: boolean;
   readonly packets: string;
   readonly bytes: string;
   readonly newFlows: string;
+}
+
+export interface TrafficStats {
+  readonly packets: string;
+  /** IP bytes, client to server. */
+  readonly bytes: string;
+  /** Flows given a backend by the Maglev table. */
+  readonly newFlows: string;
+  /** Of those, tracked flows moved because their backend was gone. */
+  readonly movedFlows: string;
+  /** Packets that found their flow in connection tracking. */
+  readonly trackedPackets: string;
+}
+
+export interface StatsResult {
+  /** ISO time the counters were read. */
+  readonly at: string;
+  readonly vips: ReadonlyArray<TrafficStats & {
+    readonly vip: string;
+    readonly backends: ReadonlyArray<TrafficStats & {
+      readonly address: string;
+      readonly state: BackendSummary['state'];
+      readonly health: 'unknown' | 'up' | 'down' | null;
+      /** Fraction of the VIP's Maglev table (0..1). */
+      readonly share: number;
+    }>;
+  }>;
+  /** Packets the data plane did not simply balance, by reason. */
+  readonly reasons: ReadonlyArray<{ readonly reason: Reason; readonly fate: ReasonFate; readonly meaning: string; readonly packets: string }>;
+  readonly daemon: {
+    readonly startedAt: string;
+    readonly healthTransitions: { readonly up: number; readonly down: number };
+    readonly reconciles: number;
+    readonly tablesBuilt: number;
+    readonly tablesWritten: number;
+    readonly lastReconcileMs: number;
+    readonly reconcileMsTotal: number;
+  };
 }
 
 export interface ChangeResult {
@@ -88,7 +137,7 @@ export interface ExplainResult {
   readonly decidedBy: 'tracked flow' | 'maglev table' | 'no usable backend';
   readonly tracked?: {
     readonly backend: string;
-    readonly state: 'active' | 'draining' | 'unresolved' | 'removed';
+    readonly state: 'active' | 'draining' | 'down' | 'unresolved' | 'removed';
     readonly lastSeenSecondsAgo: number;
     readonly closing: boolean;
   };
@@ -108,22 +157,23 @@ export interface Methods {
   'killswitch.engage': { params: Record<string, never>; result: KillSwitchStatus };
   'killswitch.release': { params: Record<string, never>; result: KillSwitchStatus };
   'killswitch.status': { params: Record<string, never>; result: KillSwitchStatus };
-  'vip.add': { params: { vip: string; forward?: ForwardMethod; tableSize?: number }; result: ChangeResult };
+  'vip.add': { params: { vip: string; forward?: ForwardMethod; tableSize?: number; check?: CheckOptions; onAllDown?: AllDownPolicy }; result: ChangeResult };
   'vip.remove': { params: { vip: string }; result: ChangeResult };
   'vip.list': { params: Record<string, never>; result: VipSummary[] };
-  'backend.add': { params: { vip: string; address: string; weight?: number; forward?: ForwardMethod; dryRun?: boolean }; result: ChangeResult };
+  'backend.add': { params: { vip: string; address: string; weight?: number; forward?: ForwardMethod; check?: CheckOptions; dryRun?: boolean }; result: ChangeResult };
   'backend.remove': { params: { vip: string; address: string; dryRun?: boolean }; result: ChangeResult };
   'backend.weight': { params: { vip: string; address: string; weight: number; dryRun?: boolean }; result: ChangeResult };
   'backend.drain': { params: { vip: string; address: string; timeoutSeconds?: number; idleSeconds?: number; dryRun?: boolean }; result: ChangeResult };
   'backend.undrain': { params: { vip: string; address: string }; result: ChangeResult };
   explain: { params: { client: string; vip: string }; result: ExplainResult };
   'backend.list': { params: { vip: string }; result: BackendSummary[] };
+  stats: { params: Record<string, never>; result: StatsResult };
 }
 
 export type MethodName = keyof Methods;
 export const METHOD_NAMES: readonly MethodName[] = [
   'status', 'stop', 'reload', 'killswitch.engage', 'killswitch.release', 'killswitch.status', 'vip.add', 'vip.remove', 'vip.list',
-  'backend.add', 'backend.remove', 'backend.weight', 'backend.drain', 'backend.undrain', 'backend.list', 'explain',
+  'backend.add', 'backend.remove', 'backend.weight', 'backend.drain', 'backend.undrain', 'backend.list', 'explain', 'stats',
 ];
 
 /** Longest request line the daemon reads; anything longer is refused. */

@@ -1,4 +1,4 @@
-import type { ChangePreview, ExplainResult, KillSwitchStatus } from '../api/protocol.js';
+import type { ChangePreview, ExplainResult, KillSwitchStatus, StatsResult, TrafficStats } from '../api/protocol.js';
 
 /** Plain-text tables for terminals: columns padded, numbers right-aligned. */
 export function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
@@ -27,6 +27,15 @@ export function compact(value: string | bigint | number): string {
     unit++;
   }
   return `${scaled.toFixed(scaled < 10 ? 1 : 0)}${units[unit]}`;
+}
+
+/** How long ago an ISO time was: "12s", "5m", "3h", "2d". */
+export function age(iso: string, now = Date.now()): string {
+  const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m`;
+  if (seconds < 172_800) return `${Math.round(seconds / 3600)}h`;
+  return `${Math.round(seconds / 86_400)}d`;
 }
 
 const share = (fraction: number | undefined) => (fraction === undefined ? '-' : percent(fraction));
@@ -68,4 +77,28 @@ export function formatKillSwitch(k: KillSwitchStatus): string {
   if (k.engaged) return `engaged since ${k.engagedSince}: not balancing; ${passed}`;
   if (k.secondsLeft <= 0) return `tripped ${Math.round(-k.secondsLeft)} s ago (the daemon was silent): not balancing; ${passed}`;
   return `armed: balancing for ${k.secondsLeft.toFixed(1)} s more unless the daemon confirms (timeout ${k.timeoutMs / 1000} s); ${passed}`;
+}
+
+/** `lbctl stats`: traffic per VIP with its backends beneath, then what was not balanced and why. */
+export function formatStats(s: StatsResult): string {
+  const counters = (c: TrafficStats) => [compact(c.packets), compact(c.bytes), compact(c.newFlows), compact(c.trackedPackets), compact(c.movedFlows)];
+  const rows: string[][] = [];
+  for (const vip of s.vips) {
+    rows.push([vip.vip, '', '', ...counters(vip)]);
+    for (const b of vip.backends) rows.push([`  ${b.address}`, b.health ? `${b.state}/${b.health}` : b.state, percent(b.share), ...counters(b)]);
+  }
+  const traffic = rows.length > 0
+    ? table(['VIP / BACKEND', 'STATE', 'SHARE', 'PACKETS', 'BYTES', 'NEW FLOWS', 'TRACKED PKTS', 'MOVED'], rows)
+    : 'no VIPs';
+  const reasons = table(['NOT BALANCED', 'FATE', 'PACKETS', 'MEANING'], s.reasons.map((r) => [r.reason, r.fate, compact(r.packets), r.meaning]));
+  const d = s.daemon;
+  const average = d.reconciles > 0 ? d.reconcileMsTotal / d.reconciles : 0;
+  return [
+    traffic,
+    '',
+    reasons,
+    '',
+    `daemon: ${d.reconciles} reconciles (last ${d.lastReconcileMs.toFixed(1)} ms, average ${average.toFixed(1)} ms), ` +
+      `${d.tablesBuilt} Maglev tables built, ${d.tablesWritten} written; health transitions: ${d.healthTransitions.down} down, ${d.healthTransitions.up} up`,
+  ].join('\n');
 }

@@ -10,8 +10,9 @@ import { DEFAULT_BPFFS, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
 import { FORWARD_METHODS, ForwardMethod, parseForward, parseWeight } from '../model/address.js';
 import { InputError } from '../model/errors.js';
 import { parseDuration, parseKillSwitchTimeout } from '../model/duration.js';
+import { ALL_DOWN_POLICIES, CHECK_LIMITS, CheckOptions, DEFAULT_ALL_DOWN, parseAllDownPolicy, parseCheck } from '../model/check.js';
 import { VERSION } from '../version.js';
-import { compact, formatExplain, formatKillSwitch, formatPreview, percent, table } from './format.js';
+import { age, compact, formatExplain, formatKillSwitch, formatPreview, formatStats, percent, table } from './format.js';
 
 const socketOption = () => new Option('--socket <path>', 'daemon socket').env('LBCTL_SOCKET').default(DEFAULT_SOCKET);
 const jsonOption = () => new Option('--json', 'machine-readable output');
@@ -23,6 +24,34 @@ function integer(name: string, min: number, max: number) {
     if (!Number.isSafeInteger(value) || value < min || value > max) throw new InputError(`invalid ${name} "${text}": must be an integer from ${min} to ${max}`);
     return value;
   };
+}
+
+/** The health-check flags, the same on `vip add` and (as overrides) on `backend add`. */
+function withCheckOptions(command: Command, whose: string): Command {
+  return command
+    .option('--check <kind>', `health check ${whose}: tcp, http:/PATH, https:/PATH, dns:NAME, udp or none`)
+    .option('--check-interval <duration>', `time between checks ${whose} (default 2s)`)
+    .option('--check-timeout <duration>', `a check slower than this fails (default 1s)`)
+    .option('--rise <n>', 'passed checks in a row that bring a backend back (default 2)', integer('rise', CHECK_LIMITS.count.min, CHECK_LIMITS.count.max))
+    .option('--fall <n>', 'failed checks in a row that take a backend out (default 3)', integer('fall', CHECK_LIMITS.count.min, CHECK_LIMITS.count.max))
+    .option('--check-port <port>', "port to check (default the VIP's)", integer('check port', CHECK_LIMITS.port.min, CHECK_LIMITS.port.max))
+    .option('--check-status <code>', 'http(s): the status expected (default any 2xx or 3xx)', integer('expected status', CHECK_LIMITS.status.min, CHECK_LIMITS.status.max))
+    .option('--check-dsr', 'also check through the VIP path (the forwarding the data plane does): finds a backend without the VIP on lo');
+}
+
+function checkOptions(opts: Record<string, unknown>): CheckOptions | undefined {
+  const options: CheckOptions = {
+    ...(opts.check !== undefined ? { check: opts.check as string } : {}),
+    ...(opts.checkInterval !== undefined ? { intervalMs: parseDuration(opts.checkInterval as string, 'check interval') } : {}),
+    ...(opts.checkTimeout !== undefined ? { timeoutMs: parseDuration(opts.checkTimeout as string, 'check timeout') } : {}),
+    ...(opts.rise !== undefined ? { rise: opts.rise as number } : {}),
+    ...(opts.fall !== undefined ? { fall: opts.fall as number } : {}),
+    ...(opts.checkPort !== undefined ? { port: opts.checkPort as number } : {}),
+    ...(opts.checkStatus !== undefined ? { expectStatus: opts.checkStatus as number } : {}),
+    ...(opts.checkDsr ? { dsr: true } : {}),
+  };
+  if (options.check !== undefined) parseCheck(options.check);
+  return Object.keys(options).length > 0 ? options : undefined;
 }
 
 function print(json: boolean | undefined, data: unknown, text: () => string): void {
@@ -48,7 +77,7 @@ export function buildProgram(): Command {
     .option('--state-dir <dir>', 'where runtime changes are kept', DEFAULT_STATE_DIR)
     .option('--bpffs <dir>', 'bpffs mount point', DEFAULT_BPFFS)
     .option('--pin-dir <dir>', 'where maps are pinned (default: BPFFS/lbctl/<netns>/<interface>)')
-    .option('--tunnel-source <address>', "outer source address of ipip packets (default: the interface's primary IPv4 address)")
+    .option('--tunnel-source <address>', "outer source of ipip packets, once per family (default: the interface's primary addresses)", (value: string, previous: string[] = []) => [...previous, value])
     .option('--flow-table-size <n>', 'connection-tracking entries', integer('flow table size', 1024, 67_108_864))
     .option('--max-vips <n>', 'VIP capacity', integer('VIP capacity', 1, 65_536))
     .option('--max-backends <n>', 'backend capacity across all VIPs', integer('backend capacity', 16, 1_048_576))
@@ -125,7 +154,7 @@ export function buildProgram(): Command {
         `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}`,
         `flows      up to ${s.flowTableSize} tracked`,
         `kill-switch ${formatKillSwitch(s.killSwitch)}`,
-        `tunnels    from ${s.tunnelSource ?? '(no IPv4 address: ipip backends unusable)'}`,
+        `tunnels    from ${s.tunnelSources.join(', ') || '(no address on the interface: ipip backends unusable)'}`,
         `config     ${s.configPath ?? '(none)'}`,
         `state      ${s.stateDir}`,
         `pins       ${s.pinDir}`,
@@ -134,14 +163,19 @@ export function buildProgram(): Command {
     });
 
   const vip = program.command('vip').description('virtual services');
-  vip.command('add <vip>')
-    .description('add a VIP, e.g. 10.0.0.100:80/tcp')
+  withCheckOptions(vip.command('add <vip>'), 'of its backends')
+    .description('add a VIP, e.g. 10.0.0.100:80/tcp or [2001:db8::10]:80/tcp')
     .addOption(forwardOption('for its backends').default('l2dsr'))
     .option('--table-size <n>', 'Maglev table size (a prime)', integer('table size', 1, 1_048_573))
+    .addOption(new Option('--on-all-down <policy>', 'when every backend fails its check: keep sending to the last healthy ones, or drop').choices(ALL_DOWN_POLICIES).default(DEFAULT_ALL_DOWN))
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (vipText: string, opts) => {
-      const result = await call(opts.socket, 'vip.add', { vip: vipText, forward: parseForward(opts.forward), ...(opts.tableSize ? { tableSize: opts.tableSize } : {}) });
+      const check = checkOptions(opts);
+      const result = await call(opts.socket, 'vip.add', {
+        vip: vipText, forward: parseForward(opts.forward), onAllDown: parseAllDownPolicy(opts.onAllDown),
+        ...(opts.tableSize ? { tableSize: opts.tableSize } : {}), ...(check ? { check } : {}),
+      });
       reportChange(result, opts.json);
     });
   vip.command('remove <vip>')
@@ -160,7 +194,7 @@ export function buildProgram(): Command {
 
   const backend = program.command('backend').description('backends of a VIP');
   const dryRun = () => new Option('--dry-run', 'show what the change would do, change nothing');
-  backend.command('add <vip> <address>')
+  withCheckOptions(backend.command('add <vip> <address>'), "for this backend, overriding the VIP's")
     .description('add a backend to a VIP')
     .option('--weight <n>', 'share relative to the other backends (1-65535)', (text) => parseWeight(text))
     .addOption(forwardOption("overriding the VIP's"))
@@ -168,9 +202,11 @@ export function buildProgram(): Command {
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (vipText: string, address: string, opts) => {
+      const check = checkOptions(opts);
       const params = {
         vip: vipText, address, dryRun: opts.dryRun === true,
         ...(opts.weight ? { weight: opts.weight as number } : {}), ...(opts.forward ? { forward: opts.forward as ForwardMethod } : {}),
+        ...(check ? { check } : {}),
       };
       reportChange(await call(opts.socket, 'backend.add', params), opts.json);
     });
@@ -212,6 +248,15 @@ export function buildProgram(): Command {
     .action(async (vipText: string, opts) => {
       const backends = await call(opts.socket, 'backend.list', { vip: vipText });
       print(opts.json, backends, () => formatBackends(backends));
+    });
+
+  program.command('stats')
+    .description('counters: per VIP and backend, packets not balanced by reason, and the daemon\'s own')
+    .addOption(socketOption())
+    .addOption(jsonOption())
+    .action(async (opts) => {
+      const stats = await call(opts.socket, 'stats', {});
+      print(opts.json, stats, () => formatStats(stats));
     });
 
   program.command('explain <client> <vip>')
@@ -259,23 +304,30 @@ function reportChange(result: ChangeResult, json?: boolean): void {
 
 function formatVips(vips: readonly VipSummary[]): string {
   if (vips.length === 0) return 'no VIPs';
-  return table(
-    ['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'PACKETS', 'BYTES', 'NEW FLOWS', 'MOVED'],
-    vips.map((v) => [v.vip, v.forward, `${v.activeBackends}/${v.backends}`, String(v.tableSize), compact(v.packets), compact(v.bytes), compact(v.newFlows), compact(v.movedFlows)]),
-  );
+  const rows = vips.map((v) => [
+    v.vip, v.forward, `${v.activeBackends}/${v.backends}`, String(v.tableSize), v.check.split(' ')[0]!, v.onAllDown,
+    compact(v.packets), compact(v.bytes), compact(v.newFlows), compact(v.movedFlows),
+  ]);
+  const notes = vips.filter((v) => v.allDown).map((v) => `${v.vip}: every backend fails its check: ${v.onAllDown === 'drop' ? 'dropping its packets' : 'still sending to the last healthy ones'}`);
+  return [table(['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'CHECK', 'ALL DOWN', 'PACKETS', 'BYTES', 'NEW FLOWS', 'MOVED'], rows), ...notes].join('\n');
 }
 
 function formatBackends(backends: readonly BackendSummary[]): string {
   if (backends.length === 0) return 'no backends';
+  const now = Date.now();
   const rows = backends.map((b) => [
-    b.address, String(b.weight), b.forward, b.state, percent(b.share), String(b.slots),
+    b.address, String(b.weight), b.forward, b.state, b.health ? `${b.health.state} ${age(b.health.since, now)}` : '-', percent(b.share), String(b.slots),
     b.nextHop ? `${b.nextHop} ${b.nextHopMac}` : '-', compact(b.packets), compact(b.bytes),
   ]);
+  const checks = new Set(backends.map((b) => b.check));
   const notes = [
+    ...(checks.size === 1 ? [`check: ${[...checks][0]}`] : backends.map((b) => `${b.address}: check ${b.check}`)),
     ...backends.filter((b) => b.reason).map((b) => `${b.address}: ${b.reason}`),
+    ...backends.filter((b) => b.health?.lastError && b.health.state !== 'up').map((b) => `${b.address}: ${b.health!.state} since ${b.health!.since}: ${b.health!.lastError}`),
+    ...backends.filter((b) => b.keptWhileAllDown).map((b) => `${b.address}: down, kept in the table because every backend of the VIP is down (on-all-down keep)`),
     ...backends.filter((b) => b.drain).map((b) => `${b.address}: draining since ${b.drain!.since}, removed when its flows end (idle ${b.drain!.idleSeconds} s) or after ${b.drain!.timeoutSeconds} s`),
   ];
-  return [table(['BACKEND', 'WEIGHT', 'FORWARD', 'STATE', 'SHARE', 'SLOTS', 'NEXT HOP', 'PACKETS', 'BYTES'], rows), ...notes].join('\n');
+  return [table(['BACKEND', 'WEIGHT', 'FORWARD', 'STATE', 'HEALTH', 'SHARE', 'SLOTS', 'NEXT HOP', 'PACKETS', 'BYTES'], rows), ...notes].join('\n');
 }
 
 /** Re-runs this CLI as `start --foreground` in the background; waits for it to be ready. */

@@ -5,7 +5,7 @@ import { createLogger } from '../log.js';
 import { loadConfigFile } from '../model/config.js';
 import { EMPTY_STATE } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
-import { parseTunnelSource } from '../model/address.js';
+import { parseTunnelSources } from '../model/address.js';
 import { parseKillSwitchTimeout } from '../model/duration.js';
 import { DEFAULT_KILL_SWITCH_TIMEOUT_MS } from '../daemon/kill-switch.js';
 
@@ -17,7 +17,7 @@ export interface StartFlags {
   stateDir: string;
   bpffs: string;
   pinDir?: string;
-  tunnelSource?: string;
+  tunnelSource?: string[];
   flowTableSize?: number;
   maxVips?: number;
   maxBackends?: number;
@@ -34,7 +34,7 @@ export async function startForeground(flags: StartFlags, startArgs: readonly str
     const settings = config?.settings ?? {};
     const interfaceName = flags.interface ?? settings.interface;
     if (!interfaceName) throw new InputError('no interface: pass --interface IFACE or set `interface` in the config file');
-    const tunnelSource = flags.tunnelSource ? parseTunnelSource(flags.tunnelSource) : settings.tunnelSource;
+    const tunnelSources = flags.tunnelSource ? parseTunnelSources(flags.tunnelSource) : settings.tunnelSources ?? [];
     options = {
       interface: interfaceName,
       xdpMode: flags.xdpMode ?? settings.xdpMode ?? 'native',
@@ -42,7 +42,7 @@ export async function startForeground(flags: StartFlags, startArgs: readonly str
       stateDir: flags.stateDir,
       bpffsRoot: flags.bpffs,
       ...(flags.pinDir ? { pinDir: flags.pinDir } : {}),
-      ...(tunnelSource ? { tunnelSource } : {}),
+      tunnelSources,
       ...(config ? { configPath: config.path } : {}),
       limits: {
         maxVips: flags.maxVips ?? settings.maxVips ?? DEFAULT_LIMITS.maxVips,

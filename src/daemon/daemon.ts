@@ -6,13 +6,14 @@ import { spawn, ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { call } from '../api/client.js';
-import { ChangePreview, ChangeResult, StatusResult } from '../api/protocol.js';
+import { ChangePreview, ChangeResult, StatsResult, StatusResult } from '../api/protocol.js';
 import { BalancerDataplane, BalancerLimits } from '../dataplane/balancer.js';
 import { DataplaneClock } from '../dataplane/clock.js';
 import { closeFd, native } from '../dataplane/libbpf.js';
 import { attachedProgram, attachXdp, detachXdp, programInfo, XdpMode } from '../dataplane/xdp.js';
+import { applyChanges, DesiredState, effectiveCheck, effectiveForward, findVip, removeBackend, RuntimeChanges, validateDesired } from '../model/desired-state.js';
 import { formatVip } from '../model/address.js';
-import { applyChanges, DesiredState, effectiveForward, findVip, removeBackend, RuntimeChanges } from '../model/desired-state.js';
+import { BackendHealth, CheckTarget, HealthChecker, Transition } from '../health/checker.js';
 import { InputError } from '../model/errors.js';
 import { ForwardingPaths, PathTarget } from '../net/forwarding-paths.js';
 import { getLink, Link, primaryAddress } from '../net/iproute.js';
@@ -35,8 +36,8 @@ export interface DaemonOptions {
   readonly stateDir: string;
   readonly bpffsRoot: string;
   readonly pinDir?: string;
-  /** Outer source of ipip packets; default the interface's primary IPv4 address. */
-  readonly tunnelSource?: string;
+  /** Outer sources of ipip packets, one per family; default the interface's primary addresses. */
+  readonly tunnelSources: readonly string[];
   readonly limits: BalancerLimits;
   readonly killSwitchTimeoutMs: number;
   readonly configPath?: string;
@@ -71,6 +72,8 @@ export class Daemon implements DaemonControl {
   /** Resolves once the daemon has stopped, however it was asked to. */
   readonly whenStopped = new Promise<void>((resolve) => { this.resolveStopped = resolve; });
   private readonly startedAt = new Date();
+  private readonly checker: HealthChecker;
+  private readonly healthTransitions = { up: 0, down: 0 };
 
   private constructor(
     private readonly options: DaemonOptions,
@@ -86,6 +89,7 @@ export class Daemon implements DaemonControl {
   ) {
     this.changes = changes;
     this.config = options.config;
+    this.checker = new HealthChecker(log, (t) => this.onHealthTransition(t));
   }
 
   static async start(options: DaemonOptions, log: Logger): Promise<Daemon> {
@@ -113,12 +117,12 @@ export class Daemon implements DaemonControl {
       dataplane.close();
       throw error;
     }
-    const paths = new ForwardingPaths(link.name, options.tunnelSource);
+    const paths = new ForwardingPaths(link.name, options.tunnelSources);
     const killSwitch = new KillSwitch(dataplane, clock, options.killSwitchTimeoutMs, killSwitchEngaged, log);
     const daemon = new Daemon(options, log, link, dataplane, reconciler, clock, paths, pinDir, killSwitch, changes);
     try {
       await paths.refresh(targetsOf(desired));
-      reconciler.apply(desired, (t) => paths.get(t));
+      daemon.applyDesired(desired);
       daemon.logUnresolved();
       // The deadline before the program: a new data plane balances nothing until then.
       killSwitch.start();
@@ -137,6 +141,57 @@ export class Daemon implements DaemonControl {
       vips: desired.vips.length, killSwitch: killSwitch.engaged ? 'engaged' : `${options.killSwitchTimeoutMs} ms`,
     }, 'lbctl daemon started');
     return daemon;
+  }
+
+  /**
+   * Writes a state to the maps (through the reconciler), with the current
+   * forwarding paths and health, then points the health checks at it.
+   */
+  private applyDesired(desired: DesiredState): void {
+    this.reconciler.apply(desired, (t) => this.paths.get(t), (key, address) => this.health(key, address));
+    this.checker.update(desired.vips.flatMap((vip) => {
+      const key = formatVip(vip.vip);
+      return vip.backends.map((b): CheckTarget => {
+        const forward = effectiveForward(vip, b);
+        const result = this.paths.get({ address: b.address, forward });
+        const path = result.ok && result.path.localAddress
+          ? { forward, ifindex: result.path.ifindex, srcMac: result.path.srcMac, dstMac: result.path.dstMac, source: result.path.tunnelSrc ?? result.path.localAddress }
+          : undefined;
+        return { key: `${key} ${b.address}`, vip: vip.vip, address: b.address, settings: effectiveCheck(vip, b), ...(path ? { path } : {}) };
+      });
+    }));
+  }
+
+  daemonStats(): StatsResult['daemon'] {
+    const r = this.reconciler.stats;
+    return {
+      startedAt: this.startedAt.toISOString(),
+      healthTransitions: { ...this.healthTransitions },
+      reconciles: r.applies, tablesBuilt: r.tablesBuilt, tablesWritten: r.tablesWritten,
+      lastReconcileMs: r.lastApplyMs, reconcileMsTotal: r.applyMsTotal,
+    };
+  }
+
+  health(vipKey: string, address: string): BackendHealth | undefined {
+    return this.checker.health(`${vipKey} ${address}`);
+  }
+
+  /** A backend went down or came back: rebuild its VIP's table, and say what moved. */
+  private onHealthTransition(transition: Transition): void {
+    if (this.stopped) return;
+    if (transition.to === 'up' || transition.to === 'down') this.healthTransitions[transition.to]++;
+    void this.queue.run(async () => {
+      if (this.stopped) return;
+      const [vipKey] = transition.key.split(' ');
+      const before = this.reconciler.view.find((v) => v.key === vipKey)?.backends.find((b) => b.address === transition.address);
+      const tracked = before && transition.to === 'down' ? [...trackedFlows(this.dataplane)].filter((f) => f.backendId === before.id).length : 0;
+      this.applyDesired(this.desired());
+      const after = this.reconciler.view.find((v) => v.key === vipKey);
+      if (transition.to === 'down') {
+        this.log.warn({ vip: vipKey, backend: transition.address, reason: transition.reason, trackedFlowsMoved: after?.allDown && after.backends.find((b) => b.address === transition.address)?.keptWhileAllDown ? 0 : tracked },
+          after?.allDown ? `every backend of ${vipKey} is down: ${findVip(this.desired(), vipKey!)?.onAllDown === 'drop' ? 'dropping its packets' : 'keeping the last healthy ones'}` : 'backend taken out of the table');
+      }
+    }).catch((error) => this.log.error({ err: error }, 'applying a health change failed'));
   }
 
   /** Stops once; later calls wait for the same stop. */
@@ -174,6 +229,7 @@ export class Daemon implements DaemonControl {
 
   private async teardown({ keepDataplane }: StopOptions): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
+    this.checker.stop();
     clearTimeout(this.sweepTimer);
     clearTimeout(this.networkTimer);
     this.monitor?.kill();
@@ -211,7 +267,7 @@ export class Daemon implements DaemonControl {
       const desired = applyChanges(loaded.state, this.changes);
       validateDesired(desired);
       await this.paths.refresh([...targetsOf(this.desired()), ...targetsOf(desired)]);
-      this.reconciler.apply(desired, (t) => this.paths.get(t));
+      this.applyDesired(desired);
       this.config = loaded.state;
       this.scheduleSweep();
       const warnings = settingsNeedingRestart(loaded.settings, this.options);
@@ -244,7 +300,7 @@ export class Daemon implements DaemonControl {
       socket: this.options.socketPath,
       stateDir: this.options.stateDir,
       pinDir: this.pinDir,
-      tunnelSource: this.options.tunnelSource ?? (await primaryAddress(this.link.name, 4)) ?? null,
+      tunnelSources: await this.tunnelSources(),
       configPath: this.options.configPath ?? null,
       vips: view.length,
       backends: backends.length,
@@ -253,6 +309,16 @@ export class Daemon implements DaemonControl {
       killSwitch: this.killSwitch.status(),
       startArgs: [...this.options.startArgs],
     };
+  }
+
+  /** The outer source per family: configured, or the interface's primary address. */
+  private async tunnelSources(): Promise<string[]> {
+    const sources: string[] = [];
+    for (const family of [4, 6] as const) {
+      const address = this.options.tunnelSources.find((a) => a.includes(':') === (family === 6)) ?? (await primaryAddress(this.link.name, family));
+      if (address) sources.push(address);
+    }
+    return sources;
   }
 
   /**
@@ -283,11 +349,11 @@ export class Daemon implements DaemonControl {
     if (options.dryRun) {
       return { message: `dry run, nothing changed: ${describe}`, warnings, applied: false, ...(options.vip ? { preview: this.preview(options.vip, previous, desired) } : {}) };
     }
-    this.reconciler.apply(desired, (t) => this.paths.get(t));
+    this.applyDesired(desired);
     try {
       saveRuntimeChanges(this.options.stateDir, next);
     } catch (error) {
-      this.reconciler.apply(previous, (t) => this.paths.get(t));
+      this.applyDesired(previous);
       throw new Error(`could not save the change to ${this.options.stateDir} (${(error as Error).message}); nothing was changed`);
     }
     this.changes = next;
@@ -362,7 +428,7 @@ export class Daemon implements DaemonControl {
         if (this.stopped) return;
         const desired = this.desired();
         if (await this.paths.refresh(targetsOf(desired))) {
-          this.reconciler.apply(desired, (t) => this.paths.get(t));
+          this.applyDesired(desired);
           this.log.info('forwarding paths changed; data plane updated');
           this.logUnresolved();
         }
@@ -417,7 +483,7 @@ function settingsNeedingRestart(settings: DaemonSettings, options: DaemonOptions
   const differs: string[] = [];
   if (settings.interface !== undefined && settings.interface !== options.interface) differs.push('interface');
   if (settings.xdpMode !== undefined && settings.xdpMode !== options.xdpMode) differs.push('xdp_mode');
-  if (settings.tunnelSource !== undefined && settings.tunnelSource !== options.tunnelSource) differs.push('tunnel_source');
+  if (settings.tunnelSources !== undefined && settings.tunnelSources.join(' ') !== options.tunnelSources.join(' ')) differs.push('tunnel_source');
   if (settings.flowTableSize !== undefined && settings.flowTableSize !== options.limits.flowTableSize) differs.push('flow_table_size');
   if (settings.maxVips !== undefined && settings.maxVips !== options.limits.maxVips) differs.push('max_vips');
   if (settings.maxBackends !== undefined && settings.maxBackends !== options.limits.maxBackends) differs.push('max_backends');
@@ -427,12 +493,6 @@ function settingsNeedingRestart(settings: DaemonSettings, options: DaemonOptions
 
 function targetsOf(desired: DesiredState): PathTarget[] {
   return desired.vips.flatMap((vip) => vip.backends.map((b) => ({ address: b.address, forward: effectiveForward(vip, b) })));
-}
-
-function validateDesired(desired: DesiredState): void {
-  for (const vip of desired.vips) {
-    if (vip.vip.family === 6) throw new InputError(`VIP ${formatVip(vip.vip)}: IPv6 VIPs are not supported yet`);
-  }
 }
 
 async function refuseIfRunning(socketPath: string): Promise<void> {

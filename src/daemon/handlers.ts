@@ -2,19 +2,22 @@
  * The API's methods: parse and validate parameters (never trusting the
  * CLI to have done it), then ask the daemon for a change or read its state.
  */
-import { BackendSummary, ChangeResult, ExplainResult, KillSwitchStatus, StatusResult, VipSummary } from '../api/protocol.js';
-import { flowKeyV4, IPPROTO } from '../dataplane/abi.js';
+import { BackendSummary, ChangeResult, ExplainResult, KillSwitchStatus, StatsResult, StatusResult, VipSummary } from '../api/protocol.js';
+import { IPPROTO, REASON_INFO, REASONS, TrafficCounters } from '../dataplane/abi.js';
 import { BalancerDataplane } from '../dataplane/balancer.js';
 import { DataplaneClock } from '../dataplane/clock.js';
-import { flowHashV4, tableSlot } from '../dataplane/flow-hash.js';
-import { DEFAULT_TABLE_SIZE, validateTableSize } from '../maglev/maglev.js';
+import { flowHash, tableSlot } from '../dataplane/flow-hash.js';
+import { validateTableSize } from '../maglev/maglev.js';
+import { CheckSettings, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
+import { formatDuration } from '../model/duration.js';
 import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
 import {
-  addBackend, addVip, DEFAULT_FORWARD, DEFAULT_WEIGHT, DesiredState, DrainSpec, findVip, removeBackend, removeVip,
-  RuntimeChanges, setBackend,
+  addBackend, addVip, DEFAULT_WEIGHT, DesiredState, DrainSpec, findVip, removeBackend, removeVip,
+  RuntimeChanges, setBackend, vipSettings, effectiveCheck,
 } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import { PathTarget } from '../net/forwarding-paths.js';
+import type { BackendHealth } from '../health/checker.js';
 import { Handlers } from './api-server.js';
 import { lookupFlow } from './flows.js';
 import { Reconciler } from './reconciler.js';
@@ -42,6 +45,10 @@ export interface DaemonControl {
   reload(): Promise<ChangeResult>;
   setKillSwitch(engaged: boolean): KillSwitchStatus;
   change(describe: string, edit: Edit, options?: ChangeOptions): Promise<ChangeResult>;
+  /** Counts kept by the daemon itself (the data plane's are in its maps). */
+  daemonStats(): StatsResult['daemon'];
+  /** The live health-check state of a backend of a VIP, if it is checked. */
+  health(vipKey: string, address: string): BackendHealth | undefined;
 }
 
 export const DEFAULT_DRAIN_TIMEOUT_SECONDS = 300;
@@ -70,9 +77,13 @@ export function createHandlers(daemon: DaemonControl): Handlers {
 
     'vip.add': async (p) => {
       const vip = parseVip(requireString(p.vip, 'vip'));
-      const forward = p.forward === undefined ? DEFAULT_FORWARD : parseForward(String(p.forward));
-      const tableSize = p.tableSize === undefined ? DEFAULT_TABLE_SIZE : validateTableSize(Number(p.tableSize));
-      return daemon.change(`vip add ${formatVip(vip)} (${forward})`, (config, changes) => addVip(config, changes, vip, forward, tableSize));
+      const settings = vipSettings(vip, {
+        ...(p.forward !== undefined ? { forward: parseForward(String(p.forward)) } : {}),
+        ...(p.tableSize !== undefined ? { tableSize: validateTableSize(Number(p.tableSize)) } : {}),
+        ...(p.check !== undefined ? { check: checkOverrides(requireObject(p.check, 'check')) } : {}),
+        ...(p.onAllDown !== undefined ? { onAllDown: parseAllDownPolicy(String(p.onAllDown)) } : {}),
+      });
+      return daemon.change(`vip add ${formatVip(vip)} (${settings.forward}, check ${formatCheck(settings.check.spec)})`, (config, changes) => addVip(config, changes, vip, settings));
     },
 
     'vip.remove': async (p) => {
@@ -82,9 +93,11 @@ export function createHandlers(daemon: DaemonControl): Handlers {
 
     'vip.list': async (): Promise<VipSummary[]> => daemon.reconciler.view.map((v) => {
       const counters = daemon.dataplane.vipCounters(v.vipId);
+      const spec = findVip(daemon.desired(), v.key);
       return {
         vip: v.key, forward: v.forward, tableSize: v.tableSize, backends: v.backends.length,
         activeBackends: v.backends.filter((b) => b.state === 'active').length,
+        check: spec ? describeCheck(spec.check) : '-', onAllDown: spec?.onAllDown ?? 'keep', allDown: v.allDown,
         packets: counters.packets.toString(), bytes: counters.bytes.toString(),
         newFlows: counters.new_flows.toString(), movedFlows: counters.moved_flows.toString(),
       };
@@ -95,10 +108,11 @@ export function createHandlers(daemon: DaemonControl): Handlers {
       const { family, address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
       const weight = p.weight === undefined ? DEFAULT_WEIGHT : parseWeight(p.weight);
       const forward = p.forward === undefined ? undefined : parseForward(String(p.forward));
+      const check = p.check === undefined ? undefined : checkOverrides(requireObject(p.check, 'check'));
       const vip = findVip(daemon.desired(), key);
       return daemon.change(
         `backend add ${key} ${address} weight ${weight}${forward ? ` (${forward})` : ''}`,
-        (config, changes) => addBackend(config, changes, key, { address, family, weight, ...(forward ? { forward } : {}) }),
+        (config, changes) => addBackend(config, changes, key, { address, family, weight, ...(forward ? { forward } : {}), ...(check ? { check } : {}) }),
         { ...(vip ? { check: { address, forward: forward ?? vip.forward } } : {}), dryRun: p.dryRun === true, vip: key },
       );
     },
@@ -141,9 +155,15 @@ export function createHandlers(daemon: DaemonControl): Handlers {
       const key = vipKey(p.vip);
       const vip = daemon.reconciler.view.find((v) => v.key === key);
       if (!vip) throw new InputError(`unknown VIP ${key}`);
+      const spec = findVip(daemon.desired(), key);
       return vip.backends.map((b) => {
         const counters = daemon.dataplane.backendCounters(b.id);
+        const backendSpec = spec?.backends.find((x) => x.address === b.address);
+        const health = daemon.health(key, b.address);
         return {
+          check: spec && backendSpec ? describeCheck(effectiveCheck(spec, backendSpec)) : '-',
+          ...(health ? { health: { state: health.state, since: health.since, ...(health.lastError ? { lastError: health.lastError } : {}), ...(health.lastCheck ? { lastCheck: health.lastCheck } : {}) } } : {}),
+          ...(b.keptWhileAllDown ? { keptWhileAllDown: true } : {}),
           address: b.address, weight: b.weight, forward: b.forward, state: b.state,
           ...(b.reason ? { reason: b.reason } : {}),
           slots: b.slots, share: b.slots / vip.tableSize,
@@ -155,21 +175,43 @@ export function createHandlers(daemon: DaemonControl): Handlers {
     },
 
     explain: async (p) => explain(daemon, requireString(p.client, 'client'), vipKey(p.vip)),
+
+    stats: async (): Promise<StatsResult> => {
+      const traffic = (c: TrafficCounters) => ({
+        packets: c.packets.toString(), bytes: c.bytes.toString(), newFlows: c.new_flows.toString(),
+        movedFlows: c.moved_flows.toString(), trackedPackets: (c.packets - c.new_flows).toString(),
+      });
+      const reasons = daemon.dataplane.reasonCounters();
+      return {
+        at: new Date().toISOString(),
+        vips: daemon.reconciler.view.map((v) => ({
+          vip: v.key,
+          ...traffic(daemon.dataplane.vipCounters(v.vipId)),
+          backends: v.backends.map((b) => ({
+            address: b.address, state: b.state, health: daemon.health(v.key, b.address)?.state ?? null, share: b.slots / v.tableSize,
+            ...traffic(daemon.dataplane.backendCounters(b.id)),
+          })),
+        })),
+        reasons: REASONS.map((reason) => ({ reason, ...REASON_INFO[reason], packets: reasons[reason].toString() })),
+        daemon: daemon.daemonStats(),
+      };
+    },
   };
 }
 
 /** Which backend a client's flow goes to, and why. */
 function explain(daemon: DaemonControl, clientText: string, key: string): ExplainResult {
-  const match = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(clientText.trim());
-  if (!match) throw new InputError(`invalid client "${clientText}": expected ADDRESS:PORT, e.g. 192.0.2.7:40000`);
-  const { address: saddr } = parseIpAddress(match[1]!, 'client address');
-  const sport = Number(match[2]);
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(clientText.trim());
+  if (!match) throw new InputError(`invalid client "${clientText}": expected ADDRESS:PORT, e.g. 192.0.2.7:40000 or [2001:db8::7]:40000`);
+  const { address: saddr, family } = parseIpAddress(match[1] ?? match[2]!, 'client address');
+  const sport = Number(match[3]);
   if (sport < 1 || sport > 65535) throw new InputError(`invalid client "${clientText}": port must be from 1 to 65535`);
   const view = daemon.reconciler.view.find((v) => v.key === key);
   if (!view) throw new InputError(`unknown VIP ${key}`);
+  if (family !== view.vip.family) throw new InputError(`client ${saddr} is IPv${family} but VIP ${key} is IPv${view.vip.family}`);
 
   const flow = { saddr, daddr: view.vip.address, sport, dport: view.vip.port, proto: IPPROTO[view.vip.protocol] };
-  const hash = flowHashV4(flow);
+  const hash = flowHash(flow);
   const slot = tableSlot(hash, view.tableSize);
   const ownerId = daemon.reconciler.tableOwner(key, slot);
   const owner = ownerId === undefined ? undefined : view.backends.find((b) => b.id === ownerId);
@@ -178,11 +220,11 @@ function explain(daemon: DaemonControl, clientText: string, key: string): Explai
     owner: owner?.address ?? null, ownerShare: owner ? owner.slots / view.tableSize : 0,
   };
 
-  const tracked = lookupFlow(daemon.dataplane, flowKeyV4.decode(flowKeyV4.encode(flow)));
+  const tracked = lookupFlow(daemon.dataplane, flow);
   const trackedBackend = tracked && view.backends.find((b) => b.id === tracked.backendId);
-  const result = { vip: key, client: `${saddr}:${sport}`, table };
+  const result = { vip: key, client: family === 6 ? `[${saddr}]:${sport}` : `${saddr}:${sport}`, table };
   if (tracked) {
-    const usable = trackedBackend !== undefined && trackedBackend.state !== 'unresolved';
+    const usable = trackedBackend !== undefined && trackedBackend.state !== 'unresolved' && (trackedBackend.state !== 'down' || trackedBackend.keptWhileAllDown === true);
     const trackedView = {
       backend: trackedBackend?.address ?? daemon.reconciler.backendById(tracked.backendId)?.address ?? `#${tracked.backendId}`,
       state: trackedBackend?.state ?? 'removed' as const,
@@ -195,8 +237,22 @@ function explain(daemon: DaemonControl, clientText: string, key: string): Explai
   return { ...result, backend: table.owner, decidedBy: table.owner ? 'maglev table' : 'no usable backend' };
 }
 
+/** "http:/healthz every 2s, timeout 1s, rise 2, fall 3" */
+export function describeCheck(check: CheckSettings): string {
+  if (check.spec.kind === 'none') return 'none';
+  const port = check.port ? ` port ${check.port}` : '';
+  const status = check.expectStatus ? ` expecting ${check.expectStatus}` : '';
+  const dsr = check.dsr ? ', also through the VIP path' : '';
+  return `${formatCheck(check.spec)}${port}${status} every ${formatDuration(check.intervalMs)}, timeout ${formatDuration(check.timeoutMs)}, rise ${check.rise}, fall ${check.fall}${dsr}`;
+}
+
 function vipKey(value: unknown): string {
   return formatVip(parseVip(requireString(value, 'vip')));
+}
+
+function requireObject(value: unknown, field: string): Record<string, never> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new InputError(`${field} must be an object`);
+  return value as Record<string, never>;
 }
 
 function requireString(value: unknown, field: string): string {

@@ -3,7 +3,7 @@
  * backend's share of the Maglev table, the slots that change owner, and the
  * tracked flows affected.
  */
-import { flowHashV4, tableSlot } from '../dataplane/flow-hash.js';
+import { flowHash, tableSlot } from '../dataplane/flow-hash.js';
 import { VipSpec } from '../model/desired-state.js';
 import { PlannedTable } from './reconciler.js';
 import { TrackedFlow } from './flows.js';
@@ -56,7 +56,7 @@ export function previewChange(
       flowsToMove++;
       continue;
     }
-    const hash = flowHashV4(flow.key);
+    const hash = flowHash(flow.key);
     const oldOwner = ownerBefore(tableSlot(hash, before.table.tableSize));
     const newOwner = ownerAfter(tableSlot(hash, tableSize));
     if (oldOwner !== newOwner) flowsOnMovedSlots++;

@@ -6,14 +6,16 @@
  * then tables, then VIP entries; removals in the reverse order.
  */
 import type { Logger } from 'pino';
-import { backendInfo, BACKEND_FLAG_ACTIVE, FORWARD, IPPROTO, flowState, readU32, tunnelChecksumBase, vipInfo, vipKeyV4 } from '../dataplane/abi.js';
+import { backendInfo, BACKEND_FLAG_ACTIVE, BACKEND_FLAG_IPV6, FORWARD, readU32, tunnelChecksumBase, vipInfo } from '../dataplane/abi.js';
 import { BalancerDataplane } from '../dataplane/balancer.js';
 import { buildMaglevTable, countEntries } from '../maglev/maglev.js';
-import { ForwardMethod, VipAddress, formatVip } from '../model/address.js';
+import { addressBytes, formatAddressBytes, ForwardMethod, VipAddress, formatVip } from '../model/address.js';
 import { BackendSpec, DesiredState, DrainSpec, effectiveForward } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import { ForwardingPath, PathResult, PathTarget } from '../net/forwarding-paths.js';
 import { IdPool } from './id-pool.js';
+import type { BackendHealth } from '../health/checker.js';
+import { deleteFlow, trackedFlows } from './flows.js';
 
 export interface BackendView {
   readonly address: string;
@@ -26,12 +28,18 @@ export interface BackendView {
    */
   readonly state: BackendState;
   readonly drain?: DrainSpec;
+  readonly health?: BackendHealth;
+  /** Down, but still used: every backend of the VIP is down and its policy is keep. */
+  readonly keptWhileAllDown?: boolean;
   readonly reason?: string;
   readonly slots: number;
   readonly path?: ForwardingPath;
 }
 
-export type BackendState = 'active' | 'draining' | 'unresolved';
+export type BackendState = 'active' | 'draining' | 'down' | 'unresolved';
+
+/** A backend's health-check state, if it is checked. */
+export type HealthLookup = (vipKey: string, address: string) => BackendHealth | undefined;
 
 export interface VipView {
   readonly key: string;
@@ -39,6 +47,8 @@ export interface VipView {
   readonly forward: ForwardMethod;
   readonly tableSize: number;
   readonly vipId: number;
+  /** Every reachable backend fails its health check. */
+  readonly allDown: boolean;
   readonly backends: readonly BackendView[];
 }
 
@@ -48,6 +58,8 @@ interface AppliedVip {
   readonly tableId: number;
   readonly tableSize: number;
   readonly table: Uint32Array | undefined;
+  /** The backends (address, weight, id) the table was built from: an unchanged set is not rebuilt. */
+  readonly members: string;
   /** False for a table taken over from an earlier daemon: rewritten on the next apply. */
   readonly tableKnown: boolean;
   readonly info: string;
@@ -69,10 +81,25 @@ export interface PlannedTable {
 interface Adopted {
   readonly vips: Map<string, AppliedVip>;
   readonly backends: Map<string, AppliedBackend>;
+  readonly vipAddresses: Set<string>;
 }
 
 export interface ApplyResult {
   readonly writes: number;
+  /** Maglev tables computed (a VIP whose backends did not change keeps its table). */
+  readonly tablesBuilt: number;
+  /** Maglev tables written to the data plane. */
+  readonly tablesWritten: number;
+  readonly durationMs: number;
+}
+
+/** What the reconciler has done since the daemon started. */
+export interface ReconcilerStats {
+  applies: number;
+  tablesBuilt: number;
+  tablesWritten: number;
+  lastApplyMs: number;
+  applyMsTotal: number;
 }
 
 export class Reconciler {
@@ -80,9 +107,14 @@ export class Reconciler {
   private readonly backendIds: IdPool;
   private vips = new Map<string, AppliedVip>();
   private backends = new Map<string, AppliedBackend>();
+  /** Addresses written to the vip_addrs maps (the balancer answers pings for them). */
+  private vipAddresses = new Set<string>();
   /** Ids of removed backends, free again once no tracked flow names them. */
   private quarantined: number[] = [];
   private views: VipView[] = [];
+  readonly stats: ReconcilerStats = { applies: 0, tablesBuilt: 0, tablesWritten: 0, lastApplyMs: 0, applyMsTotal: 0 };
+  /** Called after every apply (metrics). */
+  onApplied?: (result: ApplyResult) => void;
 
   constructor(private readonly dataplane: BalancerDataplane, private readonly log: Logger, adopted?: Adopted) {
     this.vipIds = new IdPool(0, dataplane.limits.maxVips, [...(adopted?.vips.values() ?? [])].map((v) => v.vipId));
@@ -91,6 +123,7 @@ export class Reconciler {
     if (adopted) {
       this.vips = adopted.vips;
       this.backends = adopted.backends;
+      this.vipAddresses = adopted.vipAddresses;
     }
   }
 
@@ -104,12 +137,8 @@ export class Reconciler {
   static adopt(dataplane: BalancerDataplane, log: Logger): Reconciler {
     const vips = new Map<string, AppliedVip>();
     const keyById = new Map<number, string>();
-    for (const [rawKey, rawInfo] of dataplane.vips.entries()) {
-      const key = vipKeyV4.decode(rawKey);
-      const info = vipInfo.decode(rawInfo);
-      const protocol = key.proto === IPPROTO.tcp ? 'tcp' : 'udp';
-      const vip: VipAddress = { family: 4, address: key.addr, port: key.port, protocol };
-      vips.set(formatVip(vip), { vip, vipId: info.vip_id, tableId: info.table_id, tableSize: info.table_size, table: undefined, tableKnown: false, info: Buffer.from(rawInfo).toString('hex') });
+    for (const [vip, info] of dataplane.vipEntries()) {
+      vips.set(formatVip(vip), { vip, vipId: info.vip_id, tableId: info.table_id, tableSize: info.table_size, table: undefined, members: '', tableKnown: false, info: vipInfo.encode(info).toString('hex') });
       keyById.set(info.vip_id, formatVip(vip));
     }
     const backends = new Map<string, AppliedBackend>();
@@ -117,15 +146,16 @@ export class Reconciler {
       const info = backendInfo.decode(rawInfo);
       const key = keyById.get(info.vip_id);
       if (!(info.flags & BACKEND_FLAG_ACTIVE) || key === undefined) continue;
-      backends.set(`${key} ${info.address}`, { id: readU32(rawId), info: Buffer.from(rawInfo).toString('hex') });
+      const address = formatAddressBytes(info.flags & BACKEND_FLAG_IPV6 ? 6 : 4, info.address);
+      backends.set(`${key} ${address}`, { id: readU32(rawId), info: Buffer.from(rawInfo).toString('hex') });
     }
     const inUse = new Set([...backends.values()].map((b) => b.id));
     let forgotten = 0;
-    for (const [rawKey, rawState] of [...dataplane.flows.entries()].map(([k, v]) => [Buffer.from(k), Buffer.from(v)] as const)) {
-      if (!inUse.has(flowState.decode(rawState).backend_id) && dataplane.flows.delete(rawKey)) forgotten++;
+    for (const flow of [...trackedFlows(dataplane)]) {
+      if (!inUse.has(flow.backendId) && deleteFlow(dataplane, flow.key)) forgotten++;
     }
     log.info({ vips: vips.size, backends: backends.size, forgottenFlows: forgotten }, 'took over the data plane of a previous run');
-    return new Reconciler(dataplane, log, { vips, backends });
+    return new Reconciler(dataplane, log, { vips, backends, vipAddresses: new Set(dataplane.vipAddresses()) });
   }
 
   get view(): readonly VipView[] {
@@ -169,9 +199,11 @@ export class Reconciler {
    * something not yet written (or already gone): backends, then every
    * changed table at once, then VIP entries; then what is no longer used.
    */
-  apply(desired: DesiredState, paths: (target: PathTarget) => PathResult): ApplyResult {
+  apply(desired: DesiredState, paths: (target: PathTarget) => PathResult, health: HealthLookup = () => undefined): ApplyResult {
     this.checkCapacity(desired);
+    const started = performance.now();
     let writes = 0;
+    let tablesBuilt = 0;
     const wantedVips = new Set<string>();
     const wantedBackends = new Set<string>();
     const views: VipView[] = [];
@@ -188,14 +220,25 @@ export class Reconciler {
 
       const members: Array<{ address: string; weight: number; id: number }> = [];
       const backendViews: Array<Omit<BackendView, 'slots'>> = [];
-      for (const backend of spec.backends) {
+      const candidates = spec.backends.map((backend) => {
         const backendKey = `${key} ${backend.address}`;
+        const id = this.backends.get(backendKey)?.id ?? this.allocateBackend();
+        const forward = effectiveForward(spec, backend);
+        return { backend, backendKey, id, forward, result: paths({ address: backend.address, forward }), health: health(key, backend.address) };
+      });
+      // When every reachable backend fails its check, the VIP either drops
+      // (onAllDown drop) or keeps the backends it was using (keep).
+      const eligible = candidates.filter((c) => c.result.ok && !c.backend.drain);
+      const allDown = eligible.length > 0 && eligible.every((c) => c.health?.state === 'down');
+      const lastUsed = new Set(applied?.table ?? []);
+      const keptWhileDown = new Set(allDown && spec.onAllDown === 'keep'
+        ? (eligible.some((c) => lastUsed.has(c.id)) ? eligible.filter((c) => lastUsed.has(c.id)) : eligible).map((c) => c.id)
+        : []);
+      for (const { backend, backendKey, id, forward, result, health: checked } of candidates) {
         wantedBackends.add(backendKey);
         const previous = this.backends.get(backendKey);
-        const id = previous?.id ?? this.allocateBackend();
-        const forward = effectiveForward(spec, backend);
-        const result = paths({ address: backend.address, forward });
-        const info = result.ok ? encodeBackend(vipId, backend.address, forward, result.path) : '';
+        const down = checked?.state === 'down' && !keptWhileDown.has(id);
+        const info = result.ok && !down ? encodeBackend(vipId, backend, forward, result.path) : '';
         if (info !== (previous?.info ?? '')) {
           // A backend that lost its path is cleared only once the table no
           // longer names it (last phase), or new flows to its slots would drop.
@@ -207,18 +250,23 @@ export class Reconciler {
           }
         }
         this.backends.set(backendKey, { id, info });
-        if (takesNewFlows(backend, result)) members.push({ address: backend.address, weight: backend.weight, id });
+        if (info && !backend.drain) members.push({ address: backend.address, weight: backend.weight, id });
         backendViews.push({
           address: backend.address, weight: backend.weight, forward, id,
-          state: !result.ok ? 'unresolved' : backend.drain ? 'draining' : 'active',
+          state: !result.ok ? 'unresolved' : checked?.state === 'down' ? 'down' : backend.drain ? 'draining' : 'active',
           ...(backend.drain ? { drain: backend.drain } : {}),
+          ...(checked ? { health: checked } : {}),
+          ...(keptWhileDown.has(id) ? { keptWhileAllDown: true } : {}),
           ...(result.ok ? { path: result.path } : { reason: result.reason }),
         });
       }
 
-      const table = members.length > 0
-        ? buildMaglevTable(members.map((m) => ({ name: m.address, weight: m.weight, id: m.id })), spec.tableSize)
-        : undefined;
+      const memberKey = members.map((m) => `${m.address}/${m.weight}/${m.id}`).join(' ');
+      let table = applied?.table;
+      if (!applied || applied.members !== memberKey || applied.tableSize !== spec.tableSize || (members.length > 0 && !table)) {
+        table = members.length > 0 ? buildMaglevTable(members.map((m) => ({ name: m.address, weight: m.weight, id: m.id })), spec.tableSize) : undefined;
+        if (table) tablesBuilt++;
+      }
       // A new size goes to the VIP's other table slot, switched to by the
       // VIP entry, so no packet indexes a table of the wrong size.
       const maxVips = this.dataplane.limits.maxVips;
@@ -228,22 +276,23 @@ export class Reconciler {
 
       const info = vipInfo.encode({ vip_id: vipId, table_id: tableId, table_size: spec.tableSize, flags: 0 }).toString('hex');
       if (info !== applied?.info) vipWrites.push({ vip: spec.vip, info });
-      this.vips.set(key, { vip: spec.vip, vipId, tableId, tableSize: spec.tableSize, table, tableKnown: true, info });
+      this.vips.set(key, { vip: spec.vip, vipId, tableId, tableSize: spec.tableSize, table, members: memberKey, tableKnown: true, info });
 
       const slots = table ? countEntries(table) : new Map<number, number>();
       views.push({
-        key, vip: spec.vip, forward: spec.forward, tableSize: spec.tableSize, vipId,
+        key, vip: spec.vip, forward: spec.forward, tableSize: spec.tableSize, vipId, allDown,
         backends: backendViews.map((b) => ({ ...b, slots: slots.get(b.id) ?? 0 })),
       });
     }
 
     if (tableWrites.length > 0) this.dataplane.putTables(tableWrites);
-    for (const { vip, info } of vipWrites) this.dataplane.putVip(vipKey(vip), vipInfo.decode(Buffer.from(info, 'hex')));
+    for (const { vip, info } of vipWrites) this.dataplane.putVip(vip, vipInfo.decode(Buffer.from(info, 'hex')));
     writes += tableWrites.length + vipWrites.length;
+    writes += this.syncVipAddresses(desired);
 
     for (const [key, applied] of this.vips) {
       if (wantedVips.has(key)) continue;
-      this.dataplane.deleteVip(vipKey(applied.vip));
+      this.dataplane.deleteVip(applied.vip);
       unusedTables.push(applied.tableId);
       this.vipIds.release(applied.vipId);
       this.vips.delete(key);
@@ -263,8 +312,15 @@ export class Reconciler {
     writes += backendsToClear.length;
 
     this.views = views;
-    if (writes > 0) this.log.debug({ writes, vips: views.length }, 'data plane updated');
-    return { writes };
+    const result = { writes, tablesBuilt, tablesWritten: tableWrites.filter((t) => t.table).length, durationMs: performance.now() - started };
+    this.stats.applies++;
+    this.stats.tablesBuilt += result.tablesBuilt;
+    this.stats.tablesWritten += result.tablesWritten;
+    this.stats.lastApplyMs = result.durationMs;
+    this.stats.applyMsTotal += result.durationMs;
+    if (writes > 0) this.log.debug({ writes, tablesBuilt, vips: views.length, ms: Math.round(result.durationMs * 10) / 10 }, 'data plane updated');
+    this.onApplied?.(result);
+    return result;
   }
 
   /**
@@ -275,11 +331,8 @@ export class Reconciler {
   sweepFlows(): number {
     if (this.quarantined.length === 0) return 0;
     const ids = new Set(this.quarantined);
-    const stale: Buffer[] = [];
-    for (const [key, value] of this.dataplane.flows.entries()) {
-      if (ids.has(flowState.decode(value).backend_id)) stale.push(Buffer.from(key));
-    }
-    for (const key of stale) this.dataplane.flows.delete(key);
+    const stale = [...trackedFlows(this.dataplane)].filter((flow) => ids.has(flow.backendId));
+    for (const flow of stale) deleteFlow(this.dataplane, flow.key);
     for (const id of ids) this.backendIds.release(id);
     this.quarantined = this.quarantined.filter((id) => !ids.has(id));
     return stale.length;
@@ -294,6 +347,25 @@ export class Reconciler {
     if (newBackends > this.backendIds.available) {
       throw new InputError(`too many backends: this balancer holds at most ${this.dataplane.limits.maxBackends - 1} across all VIPs (lbctl start --max-backends)`);
     }
+  }
+
+  /** Addresses with a VIP: new ones answered after their VIPs exist, gone ones forgotten. */
+  private syncVipAddresses(desired: DesiredState): number {
+    const wanted = new Map(desired.vips.map((v) => [v.vip.address, v.vip.family] as const));
+    let writes = 0;
+    for (const [address, family] of wanted) {
+      if (this.vipAddresses.has(address)) continue;
+      this.dataplane.putVipAddress(family, address);
+      this.vipAddresses.add(address);
+      writes++;
+    }
+    for (const address of [...this.vipAddresses]) {
+      if (wanted.has(address)) continue;
+      this.dataplane.deleteVipAddress(address.includes(':') ? 6 : 4, address);
+      this.vipAddresses.delete(address);
+      writes++;
+    }
+    return writes;
   }
 
   private allocateVip(): number {
@@ -314,23 +386,28 @@ function takesNewFlows(backend: BackendSpec, path: PathResult): boolean {
   return path.ok && !backend.drain;
 }
 
-function encodeBackend(vipId: number, address: string, forward: ForwardMethod, path: ForwardingPath): string {
+function encodeBackend(vipId: number, backend: BackendSpec, forward: ForwardMethod, path: ForwardingPath): string {
   const tunnelled = forward === 'ipip';
+  const v4Tunnel = tunnelled && backend.family === 4;
   return backendInfo.encode({
     dst_mac: path.dstMac,
     src_mac: path.srcMac,
     ifindex: path.ifindex,
     forward: FORWARD[forward],
-    flags: BACKEND_FLAG_ACTIVE,
-    tunnel_src: tunnelled ? path.tunnelSrc! : '0.0.0.0',
-    address,
-    tunnel_csum_base: tunnelled ? tunnelChecksumBase(path.tunnelSrc!, address) : 0,
+    flags: BACKEND_FLAG_ACTIVE | (backend.family === 6 ? BACKEND_FLAG_IPV6 : 0),
+    mtu: Math.min(path.mtu, 0xffff),
+    address: padded(addressBytes(backend.family, backend.address)),
+    tunnel_src: tunnelled ? padded(addressBytes(backend.family, path.tunnelSrc!)) : Buffer.alloc(16),
+    tunnel_csum_base: v4Tunnel ? tunnelChecksumBase(path.tunnelSrc!, backend.address) : 0,
     vip_id: vipId,
   }).toString('hex');
 }
 
-function vipKey(vip: VipAddress) {
-  return { addr: vip.address, port: vip.port, proto: IPPROTO[vip.protocol] };
+/** An address in a 16-byte field: IPv4 in the first 4 bytes. */
+function padded(bytes: Buffer): Buffer {
+  const out = Buffer.alloc(16);
+  bytes.copy(out);
+  return out;
 }
 
 function sameTable(a: Uint32Array | undefined, b: Uint32Array | undefined): boolean {

@@ -6,7 +6,8 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { validateTableSize } from '../maglev/maglev.js';
 import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
-import { BackendChange, DrainSpec, RuntimeChanges, NO_CHANGES } from '../model/desired-state.js';
+import { BackendChange, DrainSpec, RuntimeChanges, NO_CHANGES, vipSettings } from '../model/desired-state.js';
+import { CheckOptions, CheckSettings, CheckSpec, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { InputError } from '../model/errors.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 
@@ -95,6 +96,7 @@ function validateChanges(data: unknown): RuntimeChanges {
             address: parsed.address, family: parsed.family, weight: parseWeight(spec.weight as number),
             ...(spec.forward !== undefined ? { forward: parseForward(String(spec.forward)) } : {}),
             ...(spec.drain !== undefined ? { drain: validateDrain(spec.drain, address) } : {}),
+            ...(spec.check !== undefined ? { check: validateCheck(spec.check, address) } : {}),
           },
         };
       } else if (b.op === 'set') {
@@ -109,7 +111,13 @@ function validateChanges(data: unknown): RuntimeChanges {
       }
     }
     if (change.op === 'add') {
-      vips[key] = { op: 'add', forward: parseForward(String(change.forward)), tableSize: validateTableSize(change.tableSize as number), backends };
+      const settings = vipSettings(vip, {
+        forward: parseForward(String(change.forward)),
+        tableSize: validateTableSize(change.tableSize as number),
+        check: validateCheck(change.check, key),
+        onAllDown: parseAllDownPolicy(String(change.onAllDown)),
+      });
+      vips[key] = { op: 'add', ...settings, backends };
     } else if (change.op === 'modify') {
       vips[key] = { op: 'modify', backends };
     } else {
@@ -117,6 +125,17 @@ function validateChanges(data: unknown): RuntimeChanges {
     }
   }
   return { vips };
+}
+
+/** Check settings as saved (whole or as overrides): read back through the same parser as the CLI's. */
+function validateCheck(value: unknown, where: string): Partial<CheckSettings> {
+  const check = object(value, `${where}.check`);
+  const { spec, ...rest } = check;
+  const options: CheckOptions = { ...(rest as CheckOptions), ...(spec !== undefined ? { check: formatCheck(object(spec, `${where}.check.spec`) as unknown as CheckSpec) } : {}) };
+  const known = ['check', 'intervalMs', 'timeoutMs', 'rise', 'fall', 'dsr', 'port', 'expectStatus'];
+  const unknown = Object.keys(options).find((k) => !known.includes(k));
+  if (unknown) throw new Error(`${where}.check: unknown field ${unknown}`);
+  return checkOverrides(options);
 }
 
 function validateDrain(value: unknown, address: string): DrainSpec {

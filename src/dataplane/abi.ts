@@ -5,10 +5,11 @@
  * objects (name, offset and size of each member, size of each struct).
  */
 import { endianness } from 'node:os';
+import { addressBytes, formatAddressBytes } from '../model/address.js';
 
 const LITTLE = endianness() === 'LE';
 
-type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'mac' | 'pad';
+type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'ipv6' | 'mac' | 'bytes16' | 'pad';
 
 interface Field<K extends Kind = Kind> {
   readonly kind: K;
@@ -16,13 +17,13 @@ interface Field<K extends Kind = Kind> {
   readonly size: number;
 }
 
-type ValueOf<K extends Kind> = K extends 'u64' ? bigint : K extends 'ipv4' | 'mac' ? string : number;
+type ValueOf<K extends Kind> = K extends 'u64' ? bigint : K extends 'ipv4' | 'ipv6' | 'mac' ? string : K extends 'bytes16' ? Buffer : number;
 type Fields = Record<string, Field>;
 type Shape<F extends Fields> = {
   [N in keyof F as F[N]['kind'] extends 'pad' ? never : N]: ValueOf<F[N]['kind']>;
 };
 
-const KIND_SIZE: Record<Exclude<Kind, 'pad'>, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, ipv4: 4, mac: 6 };
+const KIND_SIZE: Record<Exclude<Kind, 'pad'>, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, ipv4: 4, ipv6: 16, mac: 6, bytes16: 16 };
 
 function field<K extends Exclude<Kind, 'pad'>>(kind: K, offset: number): Field<K> {
   return { kind, offset, size: KIND_SIZE[kind] };
@@ -70,7 +71,9 @@ function writeField(buf: Buffer, f: Field, value: unknown, where: string): void 
     case 'u64': LITTLE ? buf.writeBigUInt64LE(value as bigint, f.offset) : buf.writeBigUInt64BE(value as bigint, f.offset); break;
     case 'be16': buf.writeUInt16BE(value as number, f.offset); break;
     case 'ipv4': Buffer.from((value as string).split('.').map(Number)).copy(buf, f.offset); break;
+    case 'ipv6': addressBytes(6, value as string).copy(buf, f.offset); break;
     case 'mac': Buffer.from((value as string).split(':').map((h) => parseInt(h, 16))).copy(buf, f.offset); break;
+    case 'bytes16': (value as Buffer).copy(buf, f.offset, 0, 16); break;
     case 'pad': break;
   }
 }
@@ -83,7 +86,9 @@ function readField(buf: Buffer, f: Field): unknown {
     case 'u64': return LITTLE ? buf.readBigUInt64LE(f.offset) : buf.readBigUInt64BE(f.offset);
     case 'be16': return buf.readUInt16BE(f.offset);
     case 'ipv4': return Array.from(buf.subarray(f.offset, f.offset + 4)).join('.');
+    case 'ipv6': return formatAddressBytes(6, buf.subarray(f.offset, f.offset + 16));
     case 'mac': return Array.from(buf.subarray(f.offset, f.offset + 6), (b) => b.toString(16).padStart(2, '0')).join(':');
+    case 'bytes16': return Buffer.from(buf.subarray(f.offset, f.offset + 16));
     case 'pad': return undefined;
   }
 }
@@ -113,12 +118,33 @@ export function u32Key(value: number): Buffer {
 // Mirrors of the enums in bpf/lib/abi.h.
 export const FORWARD = { l2dsr: 1, ipip: 2 } as const;
 export const BACKEND_FLAG_ACTIVE = 1 << 0;
+export const BACKEND_FLAG_IPV6 = 1 << 1;
 export const REASONS = [
-  'not_ip', 'not_vip', 'ip_truncated', 'ip_options', 'fragment', 'l4_truncated',
-  'l4_unsupported', 'no_backend', 'encap_failed', 'ipv6', 'kill_switch',
+  'not_ip', 'not_vip', 'malformed', 'fragment', 'l4_truncated', 'l4_unsupported', 'ipv6_routing', 'vlan_stacked',
+  'no_backend', 'encap_failed', 'kill_switch', 'icmp_echo_replied', 'icmp_error_forwarded', 'too_big_replied', 'too_big_dropped',
 ] as const;
 export type Reason = (typeof REASONS)[number];
+/** What happened to the packets counted under a reason (the comments of enum lb_reason). */
+export type ReasonFate = 'passed' | 'dropped' | 'answered' | 'forwarded';
+export const REASON_INFO: Readonly<Record<Reason, { readonly fate: ReasonFate; readonly meaning: string }>> = {
+  not_ip: { fate: 'passed', meaning: 'neither IPv4 nor IPv6 (ARP, LLDP...)' },
+  not_vip: { fate: 'passed', meaning: 'not addressed to a VIP' },
+  malformed: { fate: 'passed', meaning: 'IP or L4 header inconsistent with the frame' },
+  fragment: { fate: 'passed', meaning: 'IPv4 fragment or IPv6 fragment header' },
+  l4_truncated: { fate: 'passed', meaning: 'TCP/UDP/ICMP header cut short' },
+  l4_unsupported: { fate: 'passed', meaning: 'neither TCP, UDP nor a handled ICMP type' },
+  ipv6_routing: { fate: 'passed', meaning: 'IPv6 routing header' },
+  vlan_stacked: { fate: 'passed', meaning: 'more than one VLAN tag' },
+  no_backend: { fate: 'dropped', meaning: 'VIP without a usable backend' },
+  encap_failed: { fate: 'dropped', meaning: 'no room to add the tunnel header' },
+  kill_switch: { fate: 'passed', meaning: 'VIP packet while the kill-switch is tripped or engaged' },
+  icmp_echo_replied: { fate: 'answered', meaning: 'echo request to a VIP address' },
+  icmp_error_forwarded: { fate: 'forwarded', meaning: 'ICMP too-big about a VIP flow, sent to its backend' },
+  too_big_replied: { fate: 'answered', meaning: 'too big once encapsulated: ICMP too-big sent to the client' },
+  too_big_dropped: { fate: 'dropped', meaning: 'too big once encapsulated, and DF clear or an ICMP error itself' },
+};
 export const IPPROTO = { tcp: 6, udp: 17 } as const;
+export const PROTOCOL_BY_NUMBER: Readonly<Record<number, 'tcp' | 'udp'>> = { 6: 'tcp', 17: 'udp' };
 
 export const lbSettings = defineStruct('lb_settings', 16, {
   kill_switch_deadline: field('u64', 0),
@@ -130,6 +156,13 @@ export const vipKeyV4 = defineStruct('vip_key_v4', 8, {
   port: field('be16', 4),
   proto: field('u8', 6),
   pad: pad(7, 1),
+});
+
+export const vipKeyV6 = defineStruct('vip_key_v6', 20, {
+  addr: field('ipv6', 0),
+  port: field('be16', 16),
+  proto: field('u8', 18),
+  pad: pad(19, 1),
 });
 
 export const vipInfo = defineStruct('vip_info', 16, {
@@ -148,6 +181,15 @@ export const flowKeyV4 = defineStruct('flow_key_v4', 16, {
   pad: pad(13, 3),
 });
 
+export const flowKeyV6 = defineStruct('flow_key_v6', 40, {
+  saddr: field('ipv6', 0),
+  daddr: field('ipv6', 16),
+  sport: field('be16', 32),
+  dport: field('be16', 34),
+  proto: field('u8', 36),
+  pad: pad(37, 3),
+});
+
 export const FLOW_FLAG_CLOSING = 1 << 0;
 
 export const flowState = defineStruct('flow_state', 16, {
@@ -156,18 +198,19 @@ export const flowState = defineStruct('flow_state', 16, {
   last_seen: field('u64', 8),
 });
 
-export const backendInfo = defineStruct('backend_info', 40, {
+/** Addresses of either family: IPv4 in the first 4 bytes (LB_BACKEND_F_IPV6 says which). */
+export const backendInfo = defineStruct('backend_info', 64, {
   dst_mac: field('mac', 0),
   src_mac: field('mac', 6),
   ifindex: field('u32', 12),
   forward: field('u8', 16),
   flags: field('u8', 17),
-  pad: pad(18, 2),
-  tunnel_src: field('ipv4', 20),
-  address: field('ipv4', 24),
-  tunnel_csum_base: field('u32', 28),
-  vip_id: field('u32', 32),
-  pad2: pad(36, 4),
+  mtu: field('u16', 18),
+  address: field('bytes16', 20),
+  tunnel_src: field('bytes16', 36),
+  tunnel_csum_base: field('u32', 52),
+  vip_id: field('u32', 56),
+  pad: pad(60, 4),
 });
 
 export const trafficCounters = defineStruct('traffic_counters', 32, {
@@ -178,11 +221,13 @@ export const trafficCounters = defineStruct('traffic_counters', 32, {
 });
 
 /** Every layout shared with bpf/lib/abi.h, for the BTF check. */
-export const SHARED_LAYOUTS: readonly StructLayout[] = [lbSettings, vipKeyV4, vipInfo, flowKeyV4, flowState, backendInfo, trafficCounters];
+export const SHARED_LAYOUTS: readonly StructLayout[] = [lbSettings, vipKeyV4, vipKeyV6, vipInfo, flowKeyV4, flowKeyV6, flowState, backendInfo, trafficCounters];
 
 export type VipKeyV4 = ReturnType<typeof vipKeyV4.decode>;
 export type VipInfo = ReturnType<typeof vipInfo.decode>;
 export type FlowKeyV4 = ReturnType<typeof flowKeyV4.decode>;
+export type FlowKeyV6 = ReturnType<typeof flowKeyV6.decode>;
+export type VipKeyV6 = ReturnType<typeof vipKeyV6.decode>;
 export type BackendInfo = ReturnType<typeof backendInfo.decode>;
 export type TrafficCounters = ReturnType<typeof trafficCounters.decode>;
 

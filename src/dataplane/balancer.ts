@@ -6,9 +6,10 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfObjectPath } from '../paths.js';
+import { addressBytes, Family, formatAddressBytes, VipAddress } from '../model/address.js';
 import {
   backendInfo, BackendInfo, lbSettings, readU32, SHARED_LAYOUTS, readU64, REASONS, Reason, sumCounters, TrafficCounters, trafficCounters, u32Key,
-  vipInfo, VipInfo, vipKeyV4, VipKeyV4,
+  vipInfo, VipInfo, vipKeyV4, vipKeyV6, IPPROTO, PROTOCOL_BY_NUMBER,
 } from './abi.js';
 import { BpfMap, PerCpuBpfMap } from './bpf-map.js';
 import { loadBpfObject, LoadedObject, mapDefinitions } from './bpf-object.js';
@@ -33,15 +34,26 @@ function abiFingerprint(): bigint {
   return digest.readBigUInt64BE(0);
 }
 
+function encodeVipKey(vip: VipAddress): Buffer {
+  const proto = IPPROTO[vip.protocol];
+  return vip.family === 4
+    ? vipKeyV4.encode({ addr: vip.address, port: vip.port, proto })
+    : vipKeyV6.encode({ addr: vip.address, port: vip.port, proto });
+}
+
 export const KILL_SWITCH_NEVER = 0xffff_ffff_ffff_ffffn;
 
 export const DEFAULT_LIMITS: BalancerLimits = { maxVips: 4096, maxBackends: 65536, flowTableSize: 1_048_576 };
 
 export class BalancerDataplane {
-  readonly vips: BpfMap;
+  readonly vipsV4: BpfMap;
+  readonly vipsV6: BpfMap;
+  readonly vipAddrsV4: BpfMap;
+  readonly vipAddrsV6: BpfMap;
   readonly tables: BpfMap;
   readonly backends: BpfMap;
-  readonly flows: BpfMap;
+  readonly flowsV4: BpfMap;
+  readonly flowsV6: BpfMap;
   readonly vipStats: PerCpuBpfMap;
   readonly backendStats: PerCpuBpfMap;
   readonly reasons: PerCpuBpfMap;
@@ -52,10 +64,14 @@ export class BalancerDataplane {
 
   private constructor(private readonly object: LoadedObject, readonly limits: BalancerLimits, private readonly fingerprint: bigint) {
     this.emptyTableFd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_empty', 4, 4, 1, BPF_F_INNER_MAP), 'creating the empty Maglev table');
-    this.vips = object.map('vips_v4');
+    this.vipsV4 = object.map('vips_v4');
+    this.vipsV6 = object.map('vips_v6');
+    this.vipAddrsV4 = object.map('vip_addrs_v4');
+    this.vipAddrsV6 = object.map('vip_addrs_v6');
     this.tables = object.map('maglev_tables');
     this.backends = object.map('backends');
-    this.flows = object.map('flows_v4');
+    this.flowsV4 = object.map('flows_v4');
+    this.flowsV6 = object.map('flows_v6');
     this.vipStats = object.perCpuMap('vip_stats');
     this.backendStats = object.perCpuMap('backend_stats');
     this.reasons = object.perCpuMap('reasons');
@@ -148,12 +164,44 @@ export class BalancerDataplane {
     return lbSettings.decode(this.settings.lookup(u32Key(0))!).kill_switch_deadline;
   }
 
-  putVip(key: VipKeyV4, info: VipInfo): void {
-    this.vips.update(vipKeyV4.encode(key), vipInfo.encode(info));
+  putVip(vip: VipAddress, info: VipInfo): void {
+    this.vipMap(vip.family).update(encodeVipKey(vip), vipInfo.encode(info));
   }
 
-  deleteVip(key: VipKeyV4): void {
-    this.vips.delete(vipKeyV4.encode(key));
+  deleteVip(vip: VipAddress): void {
+    this.vipMap(vip.family).delete(encodeVipKey(vip));
+  }
+
+  /** Every VIP entry, both families. */
+  *vipEntries(): Generator<[VipAddress, VipInfo]> {
+    for (const [key, value] of this.vipsV4.entries()) {
+      const k = vipKeyV4.decode(key);
+      yield [{ family: 4, address: k.addr, port: k.port, protocol: PROTOCOL_BY_NUMBER[k.proto] ?? 'tcp' }, vipInfo.decode(value)];
+    }
+    for (const [key, value] of this.vipsV6.entries()) {
+      const k = vipKeyV6.decode(key);
+      yield [{ family: 6, address: k.addr, port: k.port, protocol: PROTOCOL_BY_NUMBER[k.proto] ?? 'tcp' }, vipInfo.decode(value)];
+    }
+  }
+
+  /** Addresses the data plane answers pings for: those carrying a VIP. */
+  putVipAddress(family: Family, address: string): void {
+    (family === 4 ? this.vipAddrsV4 : this.vipAddrsV6).update(addressBytes(family, address), Buffer.alloc(4));
+  }
+
+  deleteVipAddress(family: Family, address: string): void {
+    (family === 4 ? this.vipAddrsV4 : this.vipAddrsV6).delete(addressBytes(family, address));
+  }
+
+  vipAddresses(): string[] {
+    return [
+      ...[...this.vipAddrsV4.keys()].map((k) => formatAddressBytes(4, k)),
+      ...[...this.vipAddrsV6.keys()].map((k) => formatAddressBytes(6, k)),
+    ];
+  }
+
+  private vipMap(family: Family): BpfMap {
+    return family === 4 ? this.vipsV4 : this.vipsV6;
   }
 
   /**

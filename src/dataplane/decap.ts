@@ -10,11 +10,14 @@ import { attachedProgram, attachXdp, detachXdp, XdpMode } from './xdp.js';
 
 export const DECAP_PROGRAM = 'xdp_decap';
 
+/** Loads xdp_decap with these local addresses (either family) as tunnel endpoints. */
 export function loadDecap(endpoints: readonly string[]): LoadedObject {
   const object = loadBpfObject(bpfObjectPath('xdp_decap'), DECAP_PROGRAM);
   try {
-    const addrs = object.map('decap_addrs_v4');
-    for (const address of endpoints) addrs.update(addressBytes(4, address), Buffer.from([1]));
+    for (const address of endpoints) {
+      const family = address.includes(':') ? 6 : 4;
+      object.map(family === 4 ? 'decap_addrs_v4' : 'decap_addrs_v6').update(addressBytes(family, address), Buffer.from([1]));
+    }
     return object;
   } catch (error) {
     object.close();
@@ -33,13 +36,13 @@ export interface DecapAttachment {
 }
 
 /**
- * Attaches xdp_decap with the interface's IPv4 addresses as tunnel
- * endpoints. Running it again refreshes the addresses (atomic replace).
+ * Attaches xdp_decap with the interface's global addresses (IPv4 and IPv6)
+ * as tunnel endpoints. Running it again refreshes them (atomic replace).
  */
 export async function attachDecap(ifname: string, mode: XdpMode): Promise<DecapAttachment> {
   const link = await getLink(ifname);
-  const endpoints = (await getAddresses(ifname)).filter((a) => a.family === 4).map((a) => a.address);
-  if (endpoints.length === 0) throw new InputError(`interface ${ifname} has no IPv4 address to receive tunnelled traffic on`);
+  const endpoints = (await getAddresses(ifname)).filter((a) => a.family === 4 || a.scope === 'global').map((a) => a.address);
+  if (endpoints.length === 0) throw new InputError(`interface ${ifname} has no address to receive tunnelled traffic on`);
   const present = attachedProgram(link.ifindex);
   if (present && present.name !== DECAP_PROGRAM) {
     throw new InputError(`interface ${ifname} already runs XDP program ${present.name} (id ${present.id}): detach it first`);

@@ -1,10 +1,9 @@
 /**
- * The data plane's flow hash and slot choice (bpf/lib/jhash.h and
- * xdp_balancer.bpf.c), so the control plane can tell which Maglev slot a
- * flow lands in without sending a packet.
+ * The data plane's flow hash and slot choice (bpf/lib/flow.h), so the
+ * control plane can tell which Maglev slot a flow lands in without sending
+ * a packet. Inputs are numbers (addresses as big-endian words), as in C.
  */
 import { addressBytes } from '../model/address.js';
-import { readU32 } from './abi.js';
 
 const JHASH_INITVAL = 0xdeadbeef;
 export const FLOW_HASH_SEED = 0x4c42;
@@ -28,7 +27,8 @@ export function jhash3Words(a0: number, b0: number, c0: number, initval: number)
   return c;
 }
 
-export interface FlowV4 {
+/** A flow from client to VIP; addresses of one family. */
+export interface Flow {
   readonly saddr: string;
   readonly daddr: string;
   readonly sport: number;
@@ -36,17 +36,20 @@ export interface FlowV4 {
   readonly proto: number;
 }
 
-/** Words are taken as the program loads them from the packet (host order). */
-export function flowHashV4(flow: FlowV4): number {
-  const ports = Buffer.alloc(4);
-  ports.writeUInt16BE(flow.sport, 0);
-  ports.writeUInt16BE(flow.dport, 2);
-  return jhash3Words(
-    readU32(addressBytes(4, flow.saddr)),
-    readU32(addressBytes(4, flow.daddr)),
-    readU32(ports),
-    (FLOW_HASH_SEED + flow.proto) >>> 0,
-  );
+function words(address: string): number[] {
+  const bytes = addressBytes(address.includes(':') ? 6 : 4, address);
+  return Array.from({ length: bytes.length / 4 }, (_, i) => bytes.readUInt32BE(i * 4));
+}
+
+export function flowHash(flow: Flow): number {
+  const ports = ((flow.sport << 16) | flow.dport) >>> 0;
+  const seed = (FLOW_HASH_SEED + flow.proto) >>> 0;
+  const s = words(flow.saddr);
+  const d = words(flow.daddr);
+  if (s.length === 1) return jhash3Words(s[0]!, d[0]!, ports, seed);
+  let h = jhash3Words(s[0]!, s[1]!, s[2]!, seed);
+  h = jhash3Words(s[3]!, d[0]!, d[1]!, h);
+  return jhash3Words(d[2]!, d[3]!, ports, h);
 }
 
 export function tableSlot(hash: number, tableSize: number): number {

@@ -121,9 +121,18 @@ export function addressBytes(family: Family, address: string): Buffer {
   return buf;
 }
 
-/** The outer source of IP-in-IP packets: an IPv4 address. */
-export function parseTunnelSource(text: string): string {
-  const { family, address } = parseIpAddress(text, 'tunnel source');
-  if (family !== 4) throw new InputError(`invalid tunnel source "${text}": ipip tunnels are IPv4, give an IPv4 address`);
-  return address;
+/** Outer sources of IP-in-IP packets: at most one address per family. */
+export function parseTunnelSources(texts: readonly string[]): string[] {
+  const sources = texts.map((text) => parseIpAddress(text, 'tunnel source'));
+  for (const family of [4, 6] as const) {
+    if (sources.filter((s) => s.family === family).length > 1) throw new InputError(`more than one IPv${family} tunnel source: give at most one per family`);
+  }
+  return sources.map((s) => s.address);
+}
+
+/** The inverse of addressBytes. */
+export function formatAddressBytes(family: Family, bytes: Buffer): string {
+  if (family === 4) return Array.from(bytes.subarray(0, 4)).join('.');
+  const words = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16));
+  return parseIpAddress(words.join(':')).address;
 }

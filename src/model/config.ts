@@ -10,9 +10,10 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, Node, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { DEFAULT_TABLE_SIZE, validateTableSize } from '../maglev/maglev.js';
-import { formatVip, parseForward, parseIpAddress, parseTunnelSource, parseVip, parseWeight } from './address.js';
-import { parseKillSwitchTimeout } from './duration.js';
-import { BackendSpec, DEFAULT_FORWARD, DEFAULT_WEIGHT, DesiredState, VipSpec } from './desired-state.js';
+import { formatVip, parseForward, parseIpAddress, parseTunnelSources, parseVip, parseWeight } from './address.js';
+import { parseDuration, parseKillSwitchTimeout } from './duration.js';
+import { BackendSpec, checkFamilies, DEFAULT_FORWARD, DEFAULT_WEIGHT, DesiredState, VipSpec, vipSettings } from './desired-state.js';
+import { CHECK_LIMITS, CheckOptions, CheckSettings, checkOverrides, parseAllDownPolicy, validateCheckSettings, withCheckOverrides } from './check.js';
 import { InputError } from './errors.js';
 
 /** The same list as XDP_MODES in src/dataplane/xdp.ts, which cannot be imported here: it loads native code. */
@@ -20,8 +21,8 @@ export const CONFIG_XDP_MODES = ['native', 'generic'] as const;
 
 export interface DaemonSettings {
   interface?: string;
-  /** Outer source address of ipip packets (default: the interface's primary IPv4 address). */
-  tunnelSource?: string;
+  /** Outer source addresses of ipip packets, one per family (default: the interface's primary ones). */
+  tunnelSources?: string[];
   /** How long the data plane keeps balancing without hearing from the daemon. */
   killSwitchTimeoutMs?: number;
   xdpMode?: (typeof CONFIG_XDP_MODES)[number];
@@ -47,8 +48,9 @@ const LIMITS = {
 } as const;
 
 const TOP_FIELDS = ['interface', 'xdp_mode', 'tunnel_source', 'kill_switch_timeout', 'flow_table_size', 'max_vips', 'max_backends', 'vips'] as const;
-const VIP_FIELDS = ['vip', 'forward', 'table_size', 'backends'] as const;
-const BACKEND_FIELDS = ['address', 'weight', 'forward'] as const;
+const CHECK_FIELDS = ['check', 'check_interval', 'check_timeout', 'rise', 'fall', 'check_dsr', 'check_port', 'check_status'] as const;
+const VIP_FIELDS = ['vip', 'forward', 'table_size', ...CHECK_FIELDS, 'on_all_down', 'backends'] as const;
+const BACKEND_FIELDS = ['address', 'weight', 'forward', ...CHECK_FIELDS] as const;
 
 /**
  * A config error. `message` (as passed) is the reason; Error.message is the
@@ -95,7 +97,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   const top = new Cursor(file, file.resolve(doc.contents), '', doc.contents.range?.[0] ?? 0).fields(TOP_FIELDS);
   if (top.interface) settings.interface = top.interface.interfaceName();
   if (top.xdp_mode) settings.xdpMode = top.xdp_mode.oneOf(CONFIG_XDP_MODES, 'XDP mode');
-  if (top.tunnel_source) settings.tunnelSource = top.tunnel_source.parse(parseTunnelSource);
+  if (top.tunnel_source) settings.tunnelSources = top.tunnel_source.stringOrList(parseTunnelSources);
   if (top.kill_switch_timeout) settings.killSwitchTimeoutMs = top.kill_switch_timeout.duration(parseKillSwitchTimeout);
   if (top.flow_table_size) settings.flowTableSize = top.flow_table_size.integer(...LIMITS.flow_table_size);
   if (top.max_vips) settings.maxVips = top.max_vips.integer(...LIMITS.max_vips);
@@ -108,12 +110,17 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     const fields = vipAt.fields(VIP_FIELDS);
     const vipField = vipAt.require(fields, 'vip');
     const vip = vipField.parse(parseVip);
-    // One obvious check to lift once the data plane balances IPv6.
-    if (vip.family === 6) vipField.fail('IPv6 VIPs are not supported yet');
     const key = formatVip(vip);
     const first = vipsSeen.get(key);
     if (first) vipField.fail(`duplicate VIP ${key} (first defined at ${first.where()})`);
     vipsSeen.set(key, vipField);
+    const vipCheck = readCheck(fields);
+    const settings = vipAt.guard(() => vipSettings(vip, {
+      forward: fields.forward?.parse(parseForward) ?? DEFAULT_FORWARD,
+      tableSize: fields.table_size?.integerWith(validateTableSize) ?? DEFAULT_TABLE_SIZE,
+      ...(vipCheck ? { check: vipCheck } : {}),
+      ...(fields.on_all_down ? { onAllDown: fields.on_all_down.parse(parseAllDownPolicy) } : {}),
+    }));
 
     const backends: BackendSpec[] = [];
     const addressesSeen = new Map<string, Cursor>();
@@ -121,24 +128,39 @@ export function parseConfig(text: string, path: string): LoadedConfig {
       const b = backendAt.fields(BACKEND_FIELDS);
       const addressField = backendAt.require(b, 'address');
       const { family, address } = addressField.parse((s) => parseIpAddress(s, 'backend address'));
-      if (family !== vip.family) addressField.fail(`backend ${address} is IPv${family} but VIP ${key} is IPv${vip.family}`);
       const firstBackend = addressesSeen.get(address);
       if (firstBackend) addressField.fail(`duplicate backend ${address} (first defined at ${firstBackend.where()})`);
       addressesSeen.set(address, addressField);
       const weight = b.weight?.weight() ?? DEFAULT_WEIGHT;
       const forward = b.forward?.parse(parseForward);
-      backends.push(forward ? { address, family, weight, forward } : { address, family, weight });
+      addressField.guard(() => checkFamilies(vip, { address, family, ...(forward ? { forward } : {}) }, settings.forward));
+      const check = readCheck(b);
+      if (check) backendAt.guard(() => validateCheckSettings(withCheckOverrides(settings.check, check), vip));
+      backends.push({ address, family, weight, ...(forward ? { forward } : {}), ...(check ? { check } : {}) });
     }
     backendCount += backends.length;
-    vips.push({
-      vip,
-      forward: fields.forward?.parse(parseForward) ?? DEFAULT_FORWARD,
-      tableSize: fields.table_size?.integerWith(validateTableSize) ?? DEFAULT_TABLE_SIZE,
-      backends,
-    });
+    vips.push({ vip, ...settings, backends });
   }
 
-  const byDefault = (set: number | undefined) => (set === undefined ? ' (the default)' : '');
+  /** The health-check keys of a VIP or a backend, as overrides; undefined when there are none. */
+function readCheck(fields: Partial<Record<(typeof CHECK_FIELDS)[number], Cursor>>): Partial<CheckSettings> | undefined {
+  if (!CHECK_FIELDS.some((name) => fields[name] !== undefined)) return undefined;
+  const ms = (text: string) => parseDuration(text);
+  const options: CheckOptions = {
+    ...(fields.check ? { check: fields.check.string() } : {}),
+    ...(fields.check_interval ? { intervalMs: fields.check_interval.duration(ms) } : {}),
+    ...(fields.check_timeout ? { timeoutMs: fields.check_timeout.duration(ms) } : {}),
+    ...(fields.rise ? { rise: fields.rise.integer(CHECK_LIMITS.count.min, CHECK_LIMITS.count.max) } : {}),
+    ...(fields.fall ? { fall: fields.fall.integer(CHECK_LIMITS.count.min, CHECK_LIMITS.count.max) } : {}),
+    ...(fields.check_dsr ? { dsr: fields.check_dsr.boolean() } : {}),
+    ...(fields.check_port ? { port: fields.check_port.integer(CHECK_LIMITS.port.min, CHECK_LIMITS.port.max) } : {}),
+    ...(fields.check_status ? { expectStatus: fields.check_status.integer(CHECK_LIMITS.status.min, CHECK_LIMITS.status.max) } : {}),
+  };
+  const cursor = fields.check ?? Object.values(fields).find((f) => f !== undefined)!;
+  return cursor.guard(() => checkOverrides(options));
+}
+
+const byDefault = (set: number | undefined) => (set === undefined ? ' (the default)' : '');
   const maxVips = settings.maxVips ?? DEFAULT_MAX_VIPS;
   if (vips.length > maxVips) {
     top.vips!.fail(`too many VIPs: ${vips.length}, but max_vips is ${maxVips}${byDefault(settings.maxVips)}`);
@@ -225,11 +247,23 @@ class Cursor {
     return this.guard(() => parser(text));
   }
 
+  /** One string or a sequence of strings, read together by a model parser. */
+  stringOrList<T>(parser: (texts: string[]) => T): T {
+    const texts = isSeq(this.node) ? this.items().map((item) => item.string()) : [this.string()];
+    return this.guard(() => parser(texts));
+  }
+
   /** A duration: "500ms", "2s", "5m", or a bare number of seconds. */
   duration<T>(parser: (text: string) => T): T {
     const value = isScalar(this.node) ? this.node.value : undefined;
     if (typeof value === 'number') return this.guard(() => parser(`${value}s`));
     return this.parse(parser);
+  }
+
+  boolean(): boolean {
+    const value = isScalar(this.node) ? this.node.value : undefined;
+    if (typeof value !== 'boolean') this.fail(`expected true or false, got ${this.kind()}`);
+    return value;
   }
 
   integerWith<T>(check: (n: number) => T): T {
@@ -266,7 +300,7 @@ class Cursor {
   }
 
   /** Runs a model parser or check; its InputError becomes this field's error. */
-  private guard<T>(run: () => T): T {
+  guard<T>(run: () => T): T {
     try {
       return run();
     } catch (error) {

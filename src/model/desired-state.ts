@@ -6,6 +6,7 @@
  * whatever the config says at the next start or reload.
  */
 import { DEFAULT_TABLE_SIZE } from '../maglev/maglev.js';
+import { AllDownPolicy, CheckSettings, DEFAULT_ALL_DOWN, defaultCheck, validateCheckSettings, withCheckOverrides } from './check.js';
 import { Family, ForwardMethod, VipAddress, formatVip, parseVip } from './address.js';
 import { InputError } from './errors.js';
 
@@ -27,14 +28,21 @@ export interface BackendSpec {
   /** Overrides the VIP's method for this backend. */
   readonly forward?: ForwardMethod;
   readonly drain?: DrainSpec;
+  /** Overrides of the VIP's health check for this backend. */
+  readonly check?: Partial<CheckSettings>;
 }
 
 export interface VipSpec {
   readonly vip: VipAddress;
   readonly forward: ForwardMethod;
   readonly tableSize: number;
+  readonly check: CheckSettings;
+  readonly onAllDown: AllDownPolicy;
   readonly backends: readonly BackendSpec[];
 }
+
+/** How a VIP is defined, apart from its address and backends. */
+export type VipSettings = Pick<VipSpec, 'forward' | 'tableSize' | 'check' | 'onAllDown'>;
 
 export interface DesiredState {
   readonly vips: readonly VipSpec[];
@@ -61,7 +69,7 @@ export type BackendChange =
  * replaced); 'modify' only changes backends of a VIP defined elsewhere.
  */
 type VipChange =
-  | { readonly op: 'add'; readonly forward: ForwardMethod; readonly tableSize: number; readonly backends: Readonly<Record<string, BackendChange>> }
+  | ({ readonly op: 'add'; readonly backends: Readonly<Record<string, BackendChange>> } & VipSettings)
   | { readonly op: 'modify'; readonly backends: Readonly<Record<string, BackendChange>> }
   | { readonly op: 'remove' };
 
@@ -73,6 +81,25 @@ export const NO_CHANGES: RuntimeChanges = { vips: {} };
 
 export function effectiveForward(vip: VipSpec, backend: BackendSpec): ForwardMethod {
   return backend.forward ?? vip.forward;
+}
+
+/**
+ * A backend of the other family than its VIP (4-in-6, 6-in-4) is reached
+ * through a tunnel only: l2dsr delivers the client's packet as it is.
+ */
+export function checkFamilies(vip: VipAddress, backend: Pick<BackendSpec, 'address' | 'family' | 'forward'>, vipForward: ForwardMethod): void {
+  if (backend.family === vip.family || (backend.forward ?? vipForward) === 'ipip') return;
+  throw new InputError(`backend ${backend.address} is IPv${backend.family} but VIP ${formatVip(vip)} is IPv${vip.family}: only --forward ipip can cross address families`);
+}
+
+/** Checks that hold for the state as a whole (whatever mix of config and runtime changes made it). */
+export function validateDesired(desired: DesiredState): void {
+  for (const vip of desired.vips) {
+    for (const backend of vip.backends) {
+      checkFamilies(vip.vip, backend, vip.forward);
+      if (backend.check) validateCheckSettings(effectiveCheck(vip, backend), vip.vip);
+    }
+  }
 }
 
 export function findVip(state: DesiredState, key: string): VipSpec | undefined {
@@ -90,7 +117,7 @@ export function applyChanges(config: DesiredState, changes: RuntimeChanges): Des
     }
     let spec: VipSpec;
     if (change.op === 'add') {
-      spec = { vip: parseVip(key), forward: change.forward, tableSize: change.tableSize, backends: [] };
+      spec = { vip: parseVip(key), forward: change.forward, tableSize: change.tableSize, check: change.check, onAllDown: change.onAllDown, backends: [] };
     } else if (base) {
       spec = base;
     } else {
@@ -123,10 +150,25 @@ function patchBackend(backend: BackendSpec, patch: BackendPatch): BackendSpec {
 }
 
 /** Operations requested at runtime; each validates against the current state. */
-export function addVip(config: DesiredState, changes: RuntimeChanges, vip: VipAddress, forward: ForwardMethod, tableSize = DEFAULT_TABLE_SIZE): RuntimeChanges {
+export function addVip(config: DesiredState, changes: RuntimeChanges, vip: VipAddress, settings: VipSettings): RuntimeChanges {
   const key = formatVip(vip);
   if (findVip(applyChanges(config, changes), key)) throw new InputError(`VIP ${key} already exists`);
-  return withVip(changes, key, { op: 'add', forward, tableSize, backends: {} });
+  return withVip(changes, key, { op: 'add', ...settings, backends: {} });
+}
+
+/** A VIP's settings with the defaults for what was not given. */
+export function vipSettings(vip: VipAddress, given: { forward?: ForwardMethod; tableSize?: number; check?: Partial<CheckSettings>; onAllDown?: AllDownPolicy }): VipSettings {
+  return {
+    forward: given.forward ?? DEFAULT_FORWARD,
+    tableSize: given.tableSize ?? DEFAULT_TABLE_SIZE,
+    check: validateCheckSettings(withCheckOverrides(defaultCheck(vip), given.check ?? {}), vip),
+    onAllDown: given.onAllDown ?? DEFAULT_ALL_DOWN,
+  };
+}
+
+/** The health check a backend gets: its VIP's, with its own overrides. */
+export function effectiveCheck(vip: VipSpec, backend: BackendSpec): CheckSettings {
+  return backend.check ? withCheckOverrides(vip.check, backend.check) : vip.check;
 }
 
 /** A removal of something the config defines is recorded; of anything else, forgotten. */
@@ -141,9 +183,8 @@ export function addBackend(config: DesiredState, changes: RuntimeChanges, key: s
   const vip = findVip(applyChanges(config, changes), key);
   if (!vip) throw new InputError(`unknown VIP ${key}`);
   if (vip.backends.some((b) => b.address === backend.address)) throw new InputError(`backend ${backend.address} already exists in VIP ${key}`);
-  if (backend.family !== vip.vip.family) {
-    throw new InputError(`backend ${backend.address} is IPv${backend.family} but VIP ${key} is IPv${vip.vip.family}`);
-  }
+  checkFamilies(vip.vip, backend, vip.forward);
+  if (backend.check) validateCheckSettings(effectiveCheck(vip, backend), vip.vip);
   return withBackend(changes, key, backend.address, { op: 'add', backend });
 }
 

@@ -13,8 +13,12 @@ export interface ForwardingPath {
   readonly srcMac: string;
   readonly nextHop: string;
   readonly dstMac: string;
-  /** Outer source address (ipip only). */
+  /** Outer source address (ipip only), of the backend's family. */
   readonly tunnelSrc?: string;
+  /** The balancer's own address of the backend's family (the source of DSR-path health probes). */
+  readonly localAddress?: string;
+  /** Largest IP packet the path carries: the route's MTU, else the device's. */
+  readonly mtu: number;
 }
 
 /**
@@ -48,8 +52,11 @@ export class ForwardingPaths {
   private results = new Map<string, PathResult>();
   private readonly lastProbe = new Map<string, number>();
 
-  /** tunnelSource: fixed outer source for ipip; default the interface's primary IPv4 address. */
-  constructor(private readonly interfaceName: string, private readonly tunnelSource?: string) {}
+  /**
+   * tunnelSources: fixed outer sources for ipip, at most one per family;
+   * by default the interface's primary address of the backend's family.
+   */
+  constructor(private readonly interfaceName: string, private readonly tunnelSources: readonly string[] = []) {}
 
   get(target: PathTarget): PathResult {
     return this.results.get(targetKey(target)) ?? { ok: false, reason: 'not resolved yet', permanent: false };
@@ -62,15 +69,18 @@ export class ForwardingPaths {
    */
   async refresh(targets: readonly PathTarget[]): Promise<boolean> {
     const unique = [...new Map(targets.map((t) => [targetKey(t), t])).values()];
-    const [routes, linkList, tunnelSrc] = await Promise.all([
+    const configured = (family: 4 | 6) => this.tunnelSources.find((a) => a.includes(':') === (family === 6));
+    const [routes, linkList, source4, source6] = await Promise.all([
       routesTo([...new Set(unique.map((t) => t.address))]),
       links(),
-      this.tunnelSource ?? primaryAddress(this.interfaceName, 4),
+      configured(4) ?? primaryAddress(this.interfaceName, 4),
+      configured(6) ?? primaryAddress(this.interfaceName, 6),
     ]);
+    const tunnelSourceFor = (address: string) => (address.includes(':') ? source6 : source4);
     const linkByName = new Map(linkList.map((l) => [l.ifname, l]));
 
     const next = new Map<string, PathResult>();
-    const pending: Array<{ target: PathTarget; dev: string; nextHop: string; link: LinkAnswer }> = [];
+    const pending: Array<{ target: PathTarget; dev: string; nextHop: string; link: LinkAnswer; mtu: number }> = [];
     for (const target of unique) {
       const route = routes.get(target.address);
       const fail = (reason: string, permanent = true) => next.set(targetKey(target), { ok: false, reason, permanent });
@@ -83,8 +93,8 @@ export class ForwardingPaths {
         fail(`${target.address} is behind router ${route.gateway}: l2dsr needs the backend on the balancer's own segment (use ipip)`);
         continue;
       }
-      if (target.forward === 'ipip' && !tunnelSrc) {
-        fail(`${this.interfaceName} has no IPv4 address to use as the tunnel source`);
+      if (target.forward === 'ipip' && !tunnelSourceFor(target.address)) {
+        fail(`${this.interfaceName} has no IPv${target.address.includes(':') ? 6 : 4} address to use as the tunnel source`);
         continue;
       }
       const link = linkByName.get(route.dev);
@@ -92,21 +102,23 @@ export class ForwardingPaths {
         fail(`route to ${target.address} leaves through ${route.dev}, which has no MAC address`);
         continue;
       }
-      pending.push({ target, dev: route.dev, nextHop: route.gateway ?? target.address, link });
+      pending.push({ target, dev: route.dev, nextHop: route.gateway ?? target.address, link, mtu: route.mtu ?? link.mtu });
     }
 
     const hops = new Map(pending.map((p) => [`${p.dev} ${p.nextHop}`, { address: p.nextHop, dev: p.dev }]));
     const macs = await this.resolveMacs([...hops.values()]);
-    for (const { target, dev, nextHop, link } of pending) {
+    for (const { target, dev, nextHop, link, mtu } of pending) {
       const key = targetKey(target);
       const mac = macs.get(`${dev} ${nextHop}`);
       const previous = this.results.get(key);
       if (mac) {
-        next.set(key, { ok: true, path: { dev, ifindex: link.ifindex, srcMac: link.address!, nextHop, dstMac: mac, ...(target.forward === 'ipip' ? { tunnelSrc: tunnelSrc! } : {}) } });
+        const local = tunnelSourceFor(target.address);
+        const tunnel = target.forward === 'ipip' ? { tunnelSrc: local! } : {};
+        next.set(key, { ok: true, path: { dev, ifindex: link.ifindex, srcMac: link.address!, nextHop, dstMac: mac, mtu, ...tunnel, ...(local ? { localAddress: local } : {}) } });
       } else if (previous?.ok && previous.path.nextHop === nextHop && previous.path.dev === dev) {
         next.set(key, previous);
       } else {
-        next.set(key, { ok: false, reason: `next hop ${nextHop} on ${dev} does not answer ARP`, permanent: false });
+        next.set(key, { ok: false, reason: `next hop ${nextHop} on ${dev} does not answer ${nextHop.includes(':') ? 'neighbour discovery' : 'ARP'}`, permanent: false });
       }
     }
 

@@ -22,6 +22,13 @@ export interface RouteAnswer {
   readonly gateway?: string;
   readonly dev: string;
   readonly prefsrc?: string;
+  /** A route or learnt path MTU, when there is one. */
+  readonly mtu?: number;
+}
+
+interface RawRoute extends Omit<RouteAnswer, 'mtu'> {
+  readonly mtu?: number;
+  readonly metrics?: ReadonlyArray<{ readonly mtu?: number }>;
 }
 
 /** `ip route get` for each address; unreachable ones are missing. */
@@ -31,7 +38,10 @@ export async function routesTo(addresses: readonly string[]): Promise<Map<string
   const stdout = await runBatch(['-j'], addresses.map((a) => `route get ${a}`));
   for (const line of stdout.split('\n')) {
     if (!line.startsWith('[')) continue;
-    for (const route of JSON.parse(line) as RouteAnswer[]) result.set(route.dst, route);
+    for (const route of JSON.parse(line) as RawRoute[]) {
+      const mtu = route.mtu ?? route.metrics?.find((m) => m.mtu !== undefined)?.mtu;
+      result.set(route.dst, { dst: route.dst, dev: route.dev, ...(route.type ? { type: route.type } : {}), ...(route.gateway ? { gateway: route.gateway } : {}), ...(route.prefsrc ? { prefsrc: route.prefsrc } : {}), ...(mtu ? { mtu } : {}) });
+    }
   }
   return result;
 }

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { Lab, ROOT } from '../lab/lab.js';
 import { buildMaglevTable, DEFAULT_TABLE_SIZE } from '../../src/maglev/maglev.js';
-import { flowHashV4, tableSlot } from '../../src/dataplane/flow-hash.js';
+import { flowHash, tableSlot } from '../../src/dataplane/flow-hash.js';
 import type { LoadResult } from './http-load.js';
 
 export const LBCTL = join(ROOT, 'bin', 'lbctl');
@@ -63,5 +63,5 @@ export class LabBalancer {
  */
 export function backendPredictor(backends: ReadonlyArray<{ address: string; weight: number }>, client: string, vip: string, vipPort = 80): (port: number) => string {
   const table = buildMaglevTable(backends.map((b, id) => ({ name: b.address, weight: b.weight, id })), DEFAULT_TABLE_SIZE);
-  return (sport) => backends[table[tableSlot(flowHashV4({ saddr: client, daddr: vip, sport, dport: vipPort, proto: 6 }), DEFAULT_TABLE_SIZE)]!]!.address;
+  return (sport) => backends[table[tableSlot(flowHash({ saddr: client, daddr: vip, sport, dport: vipPort, proto: 6 }), DEFAULT_TABLE_SIZE)]!]!.address;
 }
