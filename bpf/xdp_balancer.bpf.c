@@ -184,6 +184,9 @@ static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void 
 	if (icmp->type == ICMP_ECHO) {
 		if (!bpf_map_lookup_elem(&vip_addrs_v4, &ip->daddr))
 			return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+		/* Fail open here too: a balancer that is not balancing must not look alive. */
+		if (kill_switch_tripped(bpf_jiffies64()))
+			return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
 		if (reply_echo_v4(pkt, data_end))
 			return count_reason(LB_REASON_MALFORMED, XDP_PASS);
 		return count_reason(LB_REASON_ICMP_ECHO_REPLIED, XDP_TX);
@@ -234,6 +237,9 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 	if (icmp6->icmp6_type == ICMPV6_ECHO_REQUEST) {
 		if (!bpf_map_lookup_elem(&vip_addrs_v6, &ip6->daddr))
 			return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+		/* Fail open here too: a balancer that is not balancing must not look alive. */
+		if (kill_switch_tripped(bpf_jiffies64()))
+			return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
 		if (reply_echo_v6(pkt, data_end))
 			return count_reason(LB_REASON_MALFORMED, XDP_PASS);
 		return count_reason(LB_REASON_ICMP_ECHO_REPLIED, XDP_TX);
