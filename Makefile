@@ -4,6 +4,8 @@
 CLANG ?= clang
 CC ?= gcc
 PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
 
 BPF_SRC := $(wildcard bpf/*.bpf.c)
@@ -43,7 +45,7 @@ deps:
 
 # The demo needs no Vagrant (only the tests validate the Vagrantfile).
 deps-demo:
-	scripts/install-deps.sh --no-vagrant
+	scripts/install-deps.sh --no-test-tools
 
 demo: deps-demo all
 	node dist/test/lab/demo.js
@@ -52,18 +54,26 @@ demo: deps-demo all
 test: deps all
 	scripts/run-tests.sh
 
-# Speed and memory, measured side by side; writes bench/results/latest.md.
-bench: deps all
+# Speed and memory, measured side by side (~10 minutes): the build tools and
+# lab (deps-demo; no test-only tools), then bench/run.js adds what only the
+# benchmarks use (bench/install-deps.sh: wrk, HAProxy, nginx stream, iptables)
+# and writes bench/results/latest.md, latest.json and latest-http.svg.
+bench: deps-demo all
 	node dist/bench/run.js
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin
-	cp -r bin build dist node_modules package.json package-lock.json $(DESTDIR)$(PREFIX)/lib/lbctl/
+	cp -r bin build dist node_modules package.json package-lock.json README.md $(DESTDIR)$(PREFIX)/lib/lbctl/
 	cd $(DESTDIR)$(PREFIX)/lib/lbctl && npm prune --omit=dev --no-audit --no-fund >/dev/null
 	ln -sf $(PREFIX)/lib/lbctl/bin/lbctl $(DESTDIR)$(PREFIX)/bin/lbctl
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/lbctl
+	sed 's|@PREFIX@|$(PREFIX)|g' packaging/lbctl.service.in > $(DESTDIR)$(UNITDIR)/lbctl.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/lbctl.service
+	install -m 644 packaging/lbctl.example.yaml $(DESTDIR)$(SYSCONFDIR)/lbctl/lbctl.example.yaml
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 uninstall:
-	rm -rf $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin/lbctl
+	rm -rf $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin/lbctl $(DESTDIR)$(UNITDIR)/lbctl.service $(DESTDIR)$(SYSCONFDIR)/lbctl/lbctl.example.yaml
 
 clean:
 	rm -rf build dist

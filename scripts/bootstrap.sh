@@ -16,5 +16,5 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 # make needs to be there before make can install the rest.
-if [ "$target" = demo ]; then sh scripts/install-deps.sh --no-vagrant; else sh scripts/install-deps.sh; fi
+if [ "$target" = demo ]; then sh scripts/install-deps.sh --no-test-tools; else sh scripts/install-deps.sh; fi
 exec make "$target"

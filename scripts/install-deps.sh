@@ -3,20 +3,22 @@
 # the toolchain and lab tools from apt, then the npm packages. Idempotent and
 # quick when everything is present.
 #
-#   install-deps.sh [--no-vagrant]
+#   install-deps.sh [--no-test-tools]
 #
-# --no-vagrant  skip vagrant and vagrant-libvirt (only `vagrant validate` in
-#               the tests needs them; ~80 MB of Ruby). The Vagrant VMs build
-#               lbctl with this (vagrant/provision/common.sh).
+# --no-test-tools  skip what only the tests use: vagrant and vagrant-libvirt
+#                  (`vagrant validate`; ~80 MB of Ruby), chromium (renders the
+#                  status page), socat and systemd (readiness protocol, unit
+#                  check). The demo and the Vagrant VMs build lbctl with this
+#                  (vagrant/provision/common.sh).
 set -eu
 
 cd "$(dirname "$0")/.."
 
-vagrant=1
+test_tools=1
 for arg in "$@"; do
 	case "$arg" in
-	--no-vagrant) vagrant=0 ;;
-	*) echo "install-deps: unknown argument $arg (usage: install-deps.sh [--no-vagrant])" >&2; exit 2 ;;
+	--no-test-tools) test_tools=0 ;;
+	*) echo "install-deps: unknown argument $arg (usage: install-deps.sh [--no-test-tools])" >&2; exit 2 ;;
 	esac
 done
 
@@ -24,9 +26,11 @@ done
 DEBS="clang llvm libbpf-dev libelf-dev zlib1g-dev libc6-dev gcc make pkg-config \
 iproute2 ethtool procps iputils-ping nginx curl tcpdump ca-certificates jq"
 # test/vagrant.test.ts runs `vagrant validate` (with the libvirt provider's
-# checks too); no VM is ever started by the tests.
-if [ "$vagrant" = 1 ]; then
-	DEBS="$DEBS vagrant vagrant-libvirt"
+# checks too; no VM is ever started by the tests); test/e2e-observability
+# renders the status page in chromium and plays systemd's notify socket with
+# socat; test/install.test.ts checks the unit with systemd-analyze.
+if [ "$test_tools" = 1 ]; then
+	DEBS="$DEBS vagrant vagrant-libvirt chromium socat systemd"
 fi
 
 if [ "$(id -u)" -ne 0 ]; then

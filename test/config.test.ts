@@ -142,14 +142,14 @@ describe('parseConfig: errors name the file, line, column and field', () => {
 
   test('the top level must be a mapping', () => {
     assertFails('- vip: 10.0.0.1:80/tcp\n', 1, 1, undefined,
-      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, vips, got a sequence');
+      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, vips, got a sequence');
     assertFails('hello\n', 1, 1, undefined,
-      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, vips, got the string "hello"');
+      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, vips, got the string "hello"');
   });
 
   test('unknown fields', () => {
     assertFails('interface: eth0\nvipz: []\n', 2, 1, undefined,
-      'unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, vips)');
+      'unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, vips)');
     assertFails('vips:\n  - vip: 10.0.0.1:80/tcp\n    tablesize: 251\n', 3, 5, 'vips[0]',
       'unknown field "tablesize" (expected vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, backends)');
     assertFails(`${VIP}      - address: 10.10.0.1\n        wieght: 2\n`, 5, 9, 'vips[0].backends[0]',
@@ -247,6 +247,18 @@ describe('parseConfig: errors name the file, line, column and field', () => {
     assertFails('tunnel_source: [10.0.0.1, 10.0.0.2]\n', 1, 16, 'tunnel_source', 'more than one IPv4 tunnel source: give at most one per family');
   });
 
+  test('metrics_address and log_level', () => {
+    assert.deepEqual(parseConfig('metrics_address: 127.0.0.1:9640\nlog_level: debug\n', FILE).settings, { metricsAddress: '127.0.0.1:9640', logLevel: 'debug' });
+    assert.equal(parseConfig("metrics_address: '[::1]:9640'\n", FILE).settings.metricsAddress, '[::1]:9640');
+    for (const bad of ['127.0.0.1', '127.0.0.1:0', '127.0.0.1:70000', 'localhost:9640', '::1:9640']) {
+      assert.throws(() => parseConfig(`metrics_address: '${bad}'\n`, FILE), (error: ConfigError) => {
+        assert.match(error.message, /^\/etc\/lbctl\/config\.yaml:1:\d+: metrics_address: /);
+        return true;
+      }, bad);
+    }
+    assertFails('log_level: loud\n', 1, 12, 'log_level', 'invalid log level "loud": expected trace or debug or info or warn or error');
+  });
+
   test('too many VIPs', () => {
     assertFails('max_vips: 2\nvips:\n  - vip: 10.0.0.1:80/tcp\n  - vip: 10.0.0.2:80/tcp\n  - vip: 10.0.0.3:80/tcp\n', 3, 3, 'vips',
       'too many VIPs: 3, but max_vips is 2');
@@ -272,7 +284,7 @@ describe('loadConfigFile', () => {
       assert.equal(config.path, path);
       assert.deepEqual(config.state, FULL_STATE);
       await writeFile(path, 'vipz: []\n');
-      await assert.rejects(loadConfigFile(path), { message: `${path}:1:1: unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, vips)` });
+      await assert.rejects(loadConfigFile(path), { message: `${path}:1:1: unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, vips)` });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,7 +1,10 @@
 /** Talking to the daemon over its Unix socket. */
 import { connect } from 'node:net';
 import { InputError } from '../model/errors.js';
-import { MAX_LINE_BYTES, MethodName, Methods, Response } from './protocol.js';
+import { MethodName, Methods, Response } from './protocol.js';
+
+/** Answers can be large (stats of every backend), but not unbounded. */
+const MAX_ANSWER_BYTES = 256 * 1024 * 1024;
 
 export class DaemonUnreachableError extends Error {
   override readonly name = 'DaemonUnreachableError';
@@ -32,7 +35,7 @@ export async function call<M extends MethodName>(socketPath: string, method: M, 
     socket.on('connect', () => socket.write(`${JSON.stringify({ id: 1, method, params })}\n`));
     socket.on('data', (chunk: string) => {
       buffer += chunk;
-      if (buffer.length > MAX_LINE_BYTES) return finish(() => reject(new Error('answer from the daemon too long')));
+      if (buffer.length > MAX_ANSWER_BYTES) return finish(() => reject(new Error('answer from the daemon too long')));
       const newline = buffer.indexOf('\n');
       if (newline < 0) return;
       const response = JSON.parse(buffer.slice(0, newline)) as Response;

@@ -39,6 +39,8 @@ export interface StatusResult {
   readonly backends: number;
   readonly unresolvedBackends: number;
   readonly flowTableSize: number;
+  /** Where the Prometheus endpoint and status page listen, or null. */
+  readonly metricsAddress: string | null;
   readonly killSwitch: KillSwitchStatus;
   /** How `lbctl start` was run, for `lbctl restart`. */
   readonly startArgs: readonly string[];
@@ -104,6 +106,8 @@ export interface StatsResult {
       readonly address: string;
       readonly state: BackendSummary['state'];
       readonly health: 'unknown' | 'up' | 'down' | null;
+      /** Why the last health check failed, while the backend is down. */
+      readonly healthError?: string;
       /** Fraction of the VIP's Maglev table (0..1). */
       readonly share: number;
     }>;

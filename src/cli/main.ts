@@ -7,11 +7,13 @@ import { Command, Option } from 'commander';
 import { call, DaemonUnreachableError } from '../api/client.js';
 import { BackendSummary, ChangeResult, VipSummary } from '../api/protocol.js';
 import { DEFAULT_BPFFS, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
-import { FORWARD_METHODS, ForwardMethod, parseForward, parseWeight } from '../model/address.js';
+import { FORWARD_METHODS, ForwardMethod, parseForward, parseListenAddress, parseWeight } from '../model/address.js';
+import { LOG_LEVELS } from '../model/config.js';
 import { InputError } from '../model/errors.js';
 import { parseDuration, parseKillSwitchTimeout } from '../model/duration.js';
 import { ALL_DOWN_POLICIES, CHECK_LIMITS, CheckOptions, DEFAULT_ALL_DOWN, parseAllDownPolicy, parseCheck } from '../model/check.js';
 import { VERSION } from '../version.js';
+import { underSystemd } from '../daemon/systemd.js';
 import { age, compact, formatExplain, formatKillSwitch, formatPreview, formatStats, percent, table } from './format.js';
 
 const socketOption = () => new Option('--socket <path>', 'daemon socket').env('LBCTL_SOCKET').default(DEFAULT_SOCKET);
@@ -82,12 +84,15 @@ export function buildProgram(): Command {
     .option('--max-vips <n>', 'VIP capacity', integer('VIP capacity', 1, 65_536))
     .option('--max-backends <n>', 'backend capacity across all VIPs', integer('backend capacity', 16, 1_048_576))
     .option('--kill-switch-timeout <duration>', 'stop balancing (fail open) when the daemon is silent this long (default 30s)')
-    .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error']).default('info'))
-    .option('--foreground', 'stay in the foreground, logging to stdout')
+    .option('--metrics-address <address>', 'serve Prometheus metrics and a status page here, e.g. 127.0.0.1:9640 (default: off)')
+    .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
+    .option('--foreground', 'stay in the foreground, logging to stdout (the default under systemd)')
     .action(async (opts) => {
       requireRoot('lbctl start');
       if (opts.killSwitchTimeout) parseKillSwitchTimeout(opts.killSwitchTimeout);
-      if (opts.foreground) {
+      if (opts.metricsAddress) parseListenAddress(opts.metricsAddress, 'metrics address');
+      // Under systemd the service manager is the supervisor: no fork.
+      if (opts.foreground || underSystemd()) {
         const { startForeground } = await import('./start.js');
         const args = process.argv.slice(process.argv.indexOf('start') + 1).filter((a) => a !== '--foreground');
         process.exitCode = await startForeground(opts, args);
@@ -153,6 +158,7 @@ export function buildProgram(): Command {
         `interface  ${s.interface} (ifindex ${s.ifindex}), ${s.xdpMode} XDP, program id ${s.programId}`,
         `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}`,
         `flows      up to ${s.flowTableSize} tracked`,
+        `metrics    ${s.metricsAddress ? `http://${s.metricsAddress}/metrics, status page http://${s.metricsAddress}/` : '(off: lbctl start --metrics-address ADDRESS:PORT)'}`,
         `kill-switch ${formatKillSwitch(s.killSwitch)}`,
         `tunnels    from ${s.tunnelSources.join(', ') || '(no address on the interface: ipip backends unusable)'}`,
         `config     ${s.configPath ?? '(none)'}`,
@@ -257,6 +263,18 @@ export function buildProgram(): Command {
     .action(async (opts) => {
       const stats = await call(opts.socket, 'stats', {});
       print(opts.json, stats, () => formatStats(stats));
+    });
+
+  program.command('top')
+    .description('live view of VIPs and backends: rates, health, share of the table (q quits)')
+    .option('--interval <duration>', 'time between refreshes', '1s')
+    .option('--count <n>', 'stop after this many refreshes', integer('count', 1, 1_000_000))
+    .addOption(socketOption())
+    .action(async (opts) => {
+      const intervalMs = parseDuration(opts.interval, 'interval');
+      if (intervalMs < 100) throw new InputError(`invalid interval "${opts.interval}": at least 100ms`);
+      const { runTop } = await import('./top.js');
+      await runTop({ socket: opts.socket, intervalMs, ...(opts.count ? { count: opts.count as number } : {}) });
     });
 
   program.command('explain <client> <vip>')

@@ -2,10 +2,10 @@
 import { DEFAULT_LIMITS } from '../dataplane/balancer.js';
 import { runDaemon } from '../daemon/run.js';
 import { createLogger } from '../log.js';
-import { loadConfigFile } from '../model/config.js';
+import { loadConfigFile, LOG_LEVELS } from '../model/config.js';
 import { EMPTY_STATE } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
-import { parseTunnelSources } from '../model/address.js';
+import { parseListenAddress, parseTunnelSources } from '../model/address.js';
 import { parseKillSwitchTimeout } from '../model/duration.js';
 import { DEFAULT_KILL_SWITCH_TIMEOUT_MS } from '../daemon/kill-switch.js';
 
@@ -22,16 +22,19 @@ export interface StartFlags {
   maxVips?: number;
   maxBackends?: number;
   killSwitchTimeout?: string;
-  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  metricsAddress?: string;
+  logLevel?: (typeof LOG_LEVELS)[number];
 }
 
 /** startArgs: the `lbctl start` arguments as given, kept for `lbctl restart`. */
 export async function startForeground(flags: StartFlags, startArgs: readonly string[]): Promise<number> {
-  const log = createLogger(flags.logLevel);
   let options;
+  let logLevel: (typeof LOG_LEVELS)[number];
   try {
     const config = flags.config ? await loadConfigFile(flags.config) : undefined;
     const settings = config?.settings ?? {};
+    logLevel = flags.logLevel ?? settings.logLevel ?? 'info';
+    const metricsAddress = flags.metricsAddress ?? settings.metricsAddress;
     const interfaceName = flags.interface ?? settings.interface;
     if (!interfaceName) throw new InputError('no interface: pass --interface IFACE or set `interface` in the config file');
     const tunnelSources = flags.tunnelSource ? parseTunnelSources(flags.tunnelSource) : settings.tunnelSources ?? [];
@@ -51,6 +54,7 @@ export async function startForeground(flags: StartFlags, startArgs: readonly str
       },
       killSwitchTimeoutMs: flags.killSwitchTimeout ? parseKillSwitchTimeout(flags.killSwitchTimeout) : settings.killSwitchTimeoutMs ?? DEFAULT_KILL_SWITCH_TIMEOUT_MS,
       config: config?.state ?? EMPTY_STATE,
+      ...(metricsAddress ? { metricsAddress: parseListenAddress(metricsAddress, 'metrics address') } : {}),
       startArgs,
     } as const;
   } catch (error) {
@@ -59,5 +63,5 @@ export async function startForeground(flags: StartFlags, startArgs: readonly str
     if (!process.send) process.stderr.write(`lbctl: ${error.message}\n`);
     return 1;
   }
-  return runDaemon(options, log);
+  return runDaemon(options, createLogger(logLevel));
 }

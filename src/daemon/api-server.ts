@@ -71,7 +71,7 @@ export class ApiServer {
       return { id, result: await handler(request.params) };
     } catch (error) {
       if (error instanceof InputError) return { id, error: { message: error.message, kind: 'input' } };
-      this.log.error({ err: error }, 'API request failed');
+      this.log.error({ event: 'api.failed', err: error }, 'API request failed');
       return { id, error: { message: (error as Error).message, kind: 'internal' } };
     }
   }

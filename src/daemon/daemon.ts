@@ -12,7 +12,10 @@ import { DataplaneClock } from '../dataplane/clock.js';
 import { closeFd, native } from '../dataplane/libbpf.js';
 import { attachedProgram, attachXdp, detachXdp, programInfo, XdpMode } from '../dataplane/xdp.js';
 import { applyChanges, DesiredState, effectiveCheck, effectiveForward, findVip, removeBackend, RuntimeChanges, validateDesired } from '../model/desired-state.js';
-import { formatVip } from '../model/address.js';
+import { formatListenAddress, formatVip, ListenAddress } from '../model/address.js';
+import { createMetrics } from '../metrics/prometheus.js';
+import { MetricsServer } from '../metrics/server.js';
+import { collectStats } from './stats.js';
 import { BackendHealth, CheckTarget, HealthChecker, Transition } from '../health/checker.js';
 import { InputError } from '../model/errors.js';
 import { ForwardingPaths, PathTarget } from '../net/forwarding-paths.js';
@@ -43,6 +46,8 @@ export interface DaemonOptions {
   readonly configPath?: string;
   /** The config file's VIPs and backends (empty without a config file). */
   readonly config: DesiredState;
+  /** Where to serve Prometheus metrics and the status page; none without it. */
+  readonly metricsAddress?: ListenAddress;
   /** The `lbctl start` arguments, so that `lbctl restart` can start the same way. */
   readonly startArgs: readonly string[];
 }
@@ -67,6 +72,7 @@ export class Daemon implements DaemonControl {
   private sweepTimer?: NodeJS.Timeout;
   private networkTimer?: NodeJS.Timeout;
   private api?: ApiServer;
+  private metricsServer?: MetricsServer;
   private stopped?: Promise<void>;
   private resolveStopped!: () => void;
   /** Resolves once the daemon has stopped, however it was asked to. */
@@ -129,6 +135,7 @@ export class Daemon implements DaemonControl {
       dataplane.pin(pinDir);
       daemon.attach(present);
       daemon.api = await ApiServer.listen(options.socketPath, createHandlers(daemon), log);
+      if (options.metricsAddress) await daemon.serveMetrics(options.metricsAddress);
       daemon.followNetwork();
       daemon.timers.push(setInterval(() => daemon.sweepFlows(), FLOW_SWEEP_INTERVAL_MS));
       daemon.timers.push(setInterval(() => daemon.watchDrains(), DRAIN_CHECK_MS));
@@ -137,10 +144,20 @@ export class Daemon implements DaemonControl {
       throw error;
     }
     log.info({
-      interface: link.name, ifindex: link.ifindex, xdpMode: options.xdpMode, pinDir, socket: options.socketPath,
+      event: 'daemon.started', interface: link.name, ifindex: link.ifindex, xdpMode: options.xdpMode, pinDir, socket: options.socketPath,
       vips: desired.vips.length, killSwitch: killSwitch.engaged ? 'engaged' : `${options.killSwitchTimeoutMs} ms`,
     }, 'lbctl daemon started');
     return daemon;
+  }
+
+  private async serveMetrics(address: ListenAddress): Promise<void> {
+    const metrics = createMetrics();
+    this.reconciler.onApplied = (result) => metrics.observeReconcile(result.durationMs / 1000);
+    this.metricsServer = await MetricsServer.listen(address, metrics, () => ({
+      stats: collectStats(this),
+      killSwitch: this.killSwitch.status(),
+      info: { version: VERSION, interface: this.link.name, xdpMode: this.options.xdpMode },
+    }), this.log);
   }
 
   /**
@@ -188,16 +205,16 @@ export class Daemon implements DaemonControl {
       this.applyDesired(this.desired());
       const after = this.reconciler.view.find((v) => v.key === vipKey);
       if (transition.to === 'down') {
-        this.log.warn({ vip: vipKey, backend: transition.address, reason: transition.reason, trackedFlowsMoved: after?.allDown && after.backends.find((b) => b.address === transition.address)?.keptWhileAllDown ? 0 : tracked },
+        this.log.warn({ event: after?.allDown ? 'vip.all_down' : 'backend.removed_from_table', vip: vipKey, backend: transition.address, reason: transition.reason, trackedFlowsMoved: after?.allDown && after.backends.find((b) => b.address === transition.address)?.keptWhileAllDown ? 0 : tracked },
           after?.allDown ? `every backend of ${vipKey} is down: ${findVip(this.desired(), vipKey!)?.onAllDown === 'drop' ? 'dropping its packets' : 'keeping the last healthy ones'}` : 'backend taken out of the table');
       }
-    }).catch((error) => this.log.error({ err: error }, 'applying a health change failed'));
+    }).catch((error) => this.log.error({ event: 'health.apply_failed', err: error }, 'applying a health change failed'));
   }
 
   /** Stops once; later calls wait for the same stop. */
   stop(options: StopOptions = { keepDataplane: false }): Promise<void> {
     this.stopped ??= this.queue.run(() => this.teardown(options)).then(() => {
-      this.log.info({ keepDataplane: options.keepDataplane }, options.keepDataplane
+      this.log.info({ event: 'daemon.stopped', keepDataplane: options.keepDataplane }, options.keepDataplane
         ? 'lbctl daemon stopped; the data plane keeps running until the kill-switch deadline'
         : 'lbctl daemon stopped');
       this.resolveStopped();
@@ -213,7 +230,7 @@ export class Daemon implements DaemonControl {
     }
     // Left behind by a daemon that is gone (a crash): replace it, atomically
     // when the attach mode is the same.
-    this.log.warn({ programId: present.id, mode: present.mode }, 'replacing the xdp_balancer a previous run left attached');
+    this.log.warn({ event: 'dataplane.replaced', programId: present.id, mode: present.mode }, 'replacing the xdp_balancer a previous run left attached');
     const oldFd = native.progFdById(present.id) as number;
     try {
       if (present.mode === this.options.xdpMode) {
@@ -235,11 +252,12 @@ export class Daemon implements DaemonControl {
     this.monitor?.kill();
     this.killSwitch.stop();
     await this.api?.close();
+    await this.metricsServer?.close();
     if (!keepDataplane) {
       try {
         detachXdp(this.link.ifindex, this.dataplane.programFd, this.options.xdpMode);
       } catch (error) {
-        this.log.error({ err: error }, 'detaching XDP failed');
+        this.log.error({ event: 'dataplane.detach_failed', err: error }, 'detaching XDP failed');
       }
       removePinDir(this.pinDir, this.options.bpffsRoot);
     }
@@ -271,7 +289,7 @@ export class Daemon implements DaemonControl {
       this.config = loaded.state;
       this.scheduleSweep();
       const warnings = settingsNeedingRestart(loaded.settings, this.options);
-      this.log.info({ config: this.options.configPath, vips: desired.vips.length, warnings }, 'config reloaded');
+      this.log.info({ event: 'config.reloaded', config: this.options.configPath, vips: desired.vips.length, warnings }, 'config reloaded');
       return { message: `reloaded ${this.options.configPath}: ${desired.vips.length} VIPs`, warnings, applied: true };
     });
   }
@@ -306,6 +324,7 @@ export class Daemon implements DaemonControl {
       backends: backends.length,
       unresolvedBackends: backends.filter((b) => b.state === 'unresolved').length,
       flowTableSize: this.dataplane.limits.flowTableSize,
+      metricsAddress: this.metricsServer ? formatListenAddress(this.metricsServer.address) : null,
       killSwitch: this.killSwitch.status(),
       startArgs: [...this.options.startArgs],
     };
@@ -358,7 +377,7 @@ export class Daemon implements DaemonControl {
     }
     this.changes = next;
     this.scheduleSweep();
-    this.log.info({ change: describe, warnings }, 'runtime change applied');
+    this.log.info({ event: 'change.applied', change: describe, warnings }, 'runtime change applied');
     return { message: describe, warnings, applied: true };
   }
 
@@ -399,10 +418,10 @@ export class Daemon implements DaemonControl {
         const elapsed = (Date.now() - Date.parse(drain.since)) / 1000;
         if (flows > 0 && elapsed < drain.timeoutSeconds) continue;
         const why = flows === 0 ? 'its flows have ended' : `timeout after ${drain.timeoutSeconds} s with ${flows} flows still active`;
-        this.log.info({ vip, backend: backend.address, flows, elapsedSeconds: Math.round(elapsed) }, `drain finished: ${why}`);
+        this.log.info({ event: 'drain.finished', vip, backend: backend.address, flows, elapsedSeconds: Math.round(elapsed) }, `drain finished: ${why}`);
         await this.changeNow(`backend remove ${vip} ${backend.address} (drain finished: ${why})`, (config, changes) => removeBackend(config, changes, vip, backend.address), {});
       }
-    }).catch((error) => this.log.error({ err: error }, 'drain check failed'));
+    }).catch((error) => this.log.error({ event: 'drain.check_failed', err: error }, 'drain check failed'));
   }
 
   /** Routes, neighbours and addresses change: follow them. */
@@ -411,11 +430,11 @@ export class Daemon implements DaemonControl {
     monitor.stdout!.on('data', () => this.scheduleNetworkRefresh());
     monitor.on('exit', (code, signal) => {
       if (this.stopped) return;
-      this.log.warn({ code, signal }, 'ip monitor exited; relying on periodic refresh');
+      this.log.warn({ event: 'paths.monitor_exited', code, signal }, 'ip monitor exited; relying on periodic refresh');
     });
     this.monitor = monitor;
     this.timers.push(setInterval(() => {
-      void this.paths.probeAll().catch((error) => this.log.warn({ err: error }, 'neighbour probe failed'));
+      void this.paths.probeAll().catch((error) => this.log.warn({ event: 'paths.probe_failed', err: error }, 'neighbour probe failed'));
       this.scheduleNetworkRefresh();
     }, NETWORK_REFRESH_MS));
   }
@@ -429,10 +448,10 @@ export class Daemon implements DaemonControl {
         const desired = this.desired();
         if (await this.paths.refresh(targetsOf(desired))) {
           this.applyDesired(desired);
-          this.log.info('forwarding paths changed; data plane updated');
+          this.log.info({ event: 'paths.changed' }, 'forwarding paths changed; data plane updated');
           this.logUnresolved();
         }
-      }).catch((error) => this.log.error({ err: error }, 'network refresh failed'));
+      }).catch((error) => this.log.error({ event: 'paths.refresh_failed', err: error }, 'network refresh failed'));
     }, NETWORK_EVENT_DEBOUNCE_MS);
   }
 
@@ -445,14 +464,14 @@ export class Daemon implements DaemonControl {
     void this.queue.run(async () => {
       if (this.stopped) return;
       const removed = this.reconciler.sweepFlows();
-      if (removed > 0) this.log.info({ flows: removed }, 'forgot tracked flows of removed backends');
-    }).catch((error) => this.log.error({ err: error }, 'flow sweep failed'));
+      if (removed > 0) this.log.info({ event: 'flows.swept', flows: removed }, 'forgot tracked flows of removed backends');
+    }).catch((error) => this.log.error({ event: 'flows.sweep_failed', err: error }, 'flow sweep failed'));
   }
 
   private logUnresolved(): void {
     for (const vip of this.reconciler.view) {
       for (const b of vip.backends) {
-        if (b.state !== 'active') this.log.warn({ vip: vip.key, backend: b.address, reason: b.reason }, 'backend has no usable path');
+        if (b.state !== 'active') this.log.warn({ event: 'backend.unreachable', vip: vip.key, backend: b.address, reason: b.reason }, 'backend has no usable path');
       }
     }
   }
@@ -468,11 +487,11 @@ function loadDataplane(options: DaemonOptions, pinDir: string, log: Logger): { d
     if ('dataplane' in attempt) {
       const { limits } = attempt.dataplane;
       if (JSON.stringify(limits) !== JSON.stringify(options.limits)) {
-        log.warn({ running: limits, requested: options.limits }, 'keeping the sizes of the running data plane; stop and start it to change them');
+        log.warn({ event: 'dataplane.limits_kept', running: limits, requested: options.limits }, 'keeping the sizes of the running data plane; stop and start it to change them');
       }
       return { dataplane: attempt.dataplane, reconciler: Reconciler.adopt(attempt.dataplane, log) };
     }
-    log.warn({ pinDir, reason: attempt.refused }, 'cannot take over the pinned data plane: starting a new one (tracked flows are lost)');
+    log.warn({ event: 'dataplane.takeover_refused', pinDir, reason: attempt.refused }, 'cannot take over the pinned data plane: starting a new one (tracked flows are lost)');
   }
   const dataplane = BalancerDataplane.load(options.limits);
   return { dataplane, reconciler: new Reconciler(dataplane, log) };
@@ -488,6 +507,8 @@ function settingsNeedingRestart(settings: DaemonSettings, options: DaemonOptions
   if (settings.maxVips !== undefined && settings.maxVips !== options.limits.maxVips) differs.push('max_vips');
   if (settings.maxBackends !== undefined && settings.maxBackends !== options.limits.maxBackends) differs.push('max_backends');
   if (settings.killSwitchTimeoutMs !== undefined && settings.killSwitchTimeoutMs !== options.killSwitchTimeoutMs) differs.push('kill_switch_timeout');
+  const metrics = options.metricsAddress ? formatListenAddress(options.metricsAddress) : undefined;
+  if (settings.metricsAddress !== undefined && settings.metricsAddress !== metrics) differs.push('metrics_address');
   return differs.map((field) => `${field} changed in the config: it takes effect at the next lbctl restart`);
 }
 

@@ -3,7 +3,7 @@
  * CLI to have done it), then ask the daemon for a change or read its state.
  */
 import { BackendSummary, ChangeResult, ExplainResult, KillSwitchStatus, StatsResult, StatusResult, VipSummary } from '../api/protocol.js';
-import { IPPROTO, REASON_INFO, REASONS, TrafficCounters } from '../dataplane/abi.js';
+import { IPPROTO } from '../dataplane/abi.js';
 import { BalancerDataplane } from '../dataplane/balancer.js';
 import { DataplaneClock } from '../dataplane/clock.js';
 import { flowHash, tableSlot } from '../dataplane/flow-hash.js';
@@ -21,6 +21,7 @@ import type { BackendHealth } from '../health/checker.js';
 import { Handlers } from './api-server.js';
 import { lookupFlow } from './flows.js';
 import { Reconciler } from './reconciler.js';
+import { collectStats } from './stats.js';
 
 export type Edit = (config: DesiredState, changes: RuntimeChanges) => RuntimeChanges;
 
@@ -176,26 +177,7 @@ export function createHandlers(daemon: DaemonControl): Handlers {
 
     explain: async (p) => explain(daemon, requireString(p.client, 'client'), vipKey(p.vip)),
 
-    stats: async (): Promise<StatsResult> => {
-      const traffic = (c: TrafficCounters) => ({
-        packets: c.packets.toString(), bytes: c.bytes.toString(), newFlows: c.new_flows.toString(),
-        movedFlows: c.moved_flows.toString(), trackedPackets: (c.packets - c.new_flows).toString(),
-      });
-      const reasons = daemon.dataplane.reasonCounters();
-      return {
-        at: new Date().toISOString(),
-        vips: daemon.reconciler.view.map((v) => ({
-          vip: v.key,
-          ...traffic(daemon.dataplane.vipCounters(v.vipId)),
-          backends: v.backends.map((b) => ({
-            address: b.address, state: b.state, health: daemon.health(v.key, b.address)?.state ?? null, share: b.slots / v.tableSize,
-            ...traffic(daemon.dataplane.backendCounters(b.id)),
-          })),
-        })),
-        reasons: REASONS.map((reason) => ({ reason, ...REASON_INFO[reason], packets: reasons[reason].toString() })),
-        daemon: daemon.daemonStats(),
-      };
-    },
+    stats: async () => collectStats(daemon),
   };
 }
 

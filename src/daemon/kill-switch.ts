@@ -51,13 +51,13 @@ export class KillSwitch {
   engage(at = new Date()): void {
     this.engagedSince = at.toISOString();
     this.apply();
-    this.log.warn({ since: this.engagedSince }, 'kill-switch engaged: VIP packets go to the kernel untouched');
+    this.log.warn({ event: 'killswitch.engaged', since: this.engagedSince }, 'kill-switch engaged: VIP packets go to the kernel untouched');
   }
 
   release(): void {
     this.engagedSince = null;
     this.apply();
-    this.log.warn('kill-switch released: balancing again');
+    this.log.warn({ event: 'killswitch.released' }, 'kill-switch released: balancing again');
   }
 
   status(): KillSwitchStatus {

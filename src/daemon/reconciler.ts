@@ -154,7 +154,7 @@ export class Reconciler {
     for (const flow of [...trackedFlows(dataplane)]) {
       if (!inUse.has(flow.backendId) && deleteFlow(dataplane, flow.key)) forgotten++;
     }
-    log.info({ vips: vips.size, backends: backends.size, forgottenFlows: forgotten }, 'took over the data plane of a previous run');
+    log.info({ event: 'dataplane.taken_over', vips: vips.size, backends: backends.size, forgottenFlows: forgotten }, 'took over the data plane of a previous run');
     return new Reconciler(dataplane, log, { vips, backends, vipAddresses: new Set(dataplane.vipAddresses()) });
   }
 
@@ -318,7 +318,7 @@ export class Reconciler {
     this.stats.tablesWritten += result.tablesWritten;
     this.stats.lastApplyMs = result.durationMs;
     this.stats.applyMsTotal += result.durationMs;
-    if (writes > 0) this.log.debug({ writes, tablesBuilt, vips: views.length, ms: Math.round(result.durationMs * 10) / 10 }, 'data plane updated');
+    if (writes > 0) this.log.debug({ event: 'dataplane.updated', writes, tablesBuilt, vips: views.length, ms: Math.round(result.durationMs * 10) / 10 }, 'data plane updated');
     this.onApplied?.(result);
     return result;
   }

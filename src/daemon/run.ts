@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { Daemon, DaemonOptions } from './daemon.js';
+import { notifySystemd } from './systemd.js';
 
 type StartMessage = { type: 'ready'; pid: number } | { type: 'failed'; message: string };
 
@@ -14,7 +15,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
     daemon = await Daemon.start(options, log);
   } catch (error) {
     const message = (error as Error).message;
-    log.error({ err: error }, 'lbctl daemon failed to start');
+    log.error({ event: 'daemon.failed', err: error }, 'lbctl daemon failed to start');
     report({ type: 'failed', message });
     if (!process.send) process.stderr.write(`lbctl: ${message}\n`);
     return 1;
@@ -23,22 +24,34 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
   // data plane balancing for the next daemon to take over; SIGINT (Ctrl-C at
   // a terminal) stops everything; SIGHUP reloads the config.
   process.on('SIGTERM', () => {
-    log.info({ signal: 'SIGTERM' }, 'stopping, keeping the data plane');
+    log.info({ event: 'daemon.signal', signal: 'SIGTERM' }, 'stopping, keeping the data plane');
+    tellSystemd(log, 'STOPPING=1');
     void daemon.stop({ keepDataplane: true });
   });
   process.on('SIGINT', () => {
-    log.info({ signal: 'SIGINT' }, 'stopping');
+    log.info({ event: 'daemon.signal', signal: 'SIGINT' }, 'stopping');
+    tellSystemd(log, 'STOPPING=1');
     void daemon.stop({ keepDataplane: false });
   });
   process.on('SIGHUP', () => {
-    daemon.reload().catch((error: Error) => log.error({ err: error }, 'reload failed: the running state is unchanged'));
+    log.info({ event: 'daemon.signal', signal: 'SIGHUP' }, 'reloading the config');
+    daemon.reload().catch((error: Error) => log.error({ event: 'config.rejected', err: error }, 'reload failed: the running state is unchanged'));
   });
   report({ type: 'ready', pid: process.pid });
   process.disconnect?.();
+  tellSystemd(log, `READY=1\nSTATUS=balancing on ${options.interface}\nMAINPID=${process.pid}`);
   await daemon.whenStopped;
   return 0;
 }
 
 function report(message: StartMessage): void {
   process.send?.(message);
+}
+
+/** Readiness for a Type=notify unit; a failure to tell is logged, not fatal. */
+function tellSystemd(log: Logger, state: string): void {
+  notifySystemd(state).then(
+    (told) => told && log.debug({ event: 'systemd.notified', state }, 'told systemd'),
+    (error) => log.warn({ event: 'systemd.notify_failed', err: error }, 'could not notify systemd'),
+  );
 }

@@ -214,7 +214,7 @@ export class HealthChecker {
     if (!path) {
       if (!entry.dsrSkipNoted) {
         entry.dsrSkipNoted = true;
-        this.log.warn({ vip: formatVip(vip), backend: address }, 'DSR-path check skipped: no forwarding path to the backend yet');
+        this.log.warn({ event: 'health.dsr_check_skipped', vip: formatVip(vip), backend: address }, 'DSR-path check skipped: no forwarding path to the backend yet');
       }
       return regular;
     }
@@ -269,13 +269,13 @@ export class HealthChecker {
     entry.state = to;
     entry.since = new Date().toISOString();
     entry.consecutive = 0;
-    const fields = { vip: formatVip(vip), backend: address, from, to, reason, check: formatCheck(settings.spec) };
+    const fields = { event: 'health.transition', vip: formatVip(vip), backend: address, from, to, reason, check: formatCheck(settings.spec) };
     if (to === 'down') this.log.warn(fields, `backend ${address} of ${fields.vip} is down: ${reason}`);
     else this.log.info(fields, `backend ${address} of ${fields.vip} is ${to}`);
     try {
       this.onTransition({ key, vip, address, from, to, reason });
     } catch (error) {
-      this.log.error({ err: error, vip: fields.vip, backend: address }, 'health transition handler failed');
+      this.log.error({ event: 'health.handler_failed', err: error, vip: fields.vip, backend: address }, 'health transition handler failed');
     }
   }
 }

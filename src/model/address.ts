@@ -136,3 +136,22 @@ export function formatAddressBytes(family: Family, bytes: Buffer): string {
   const words = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16));
   return parseIpAddress(words.join(':')).address;
 }
+
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** "127.0.0.1:9640", "[::1]:9640": where an HTTP endpoint listens. */
+export function parseListenAddress(text: string, what = 'listen address'): ListenAddress {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(text.trim());
+  if (!match) throw new InputError(`invalid ${what} "${text}": expected ADDRESS:PORT, e.g. 127.0.0.1:9640 or [::1]:9640`);
+  const { address } = parseIpAddress(match[1] ?? match[2]!, what);
+  const port = Number(match[3]);
+  if (port < 1 || port > 65535) throw new InputError(`invalid ${what} "${text}": the port must be from 1 to 65535`);
+  return { host: address, port };
+}
+
+export function formatListenAddress(a: ListenAddress): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}

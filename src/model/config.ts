@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, Node, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { DEFAULT_TABLE_SIZE, validateTableSize } from '../maglev/maglev.js';
-import { formatVip, parseForward, parseIpAddress, parseTunnelSources, parseVip, parseWeight } from './address.js';
+import { formatListenAddress, formatVip, parseForward, parseIpAddress, parseListenAddress, parseTunnelSources, parseVip, parseWeight } from './address.js';
 import { parseDuration, parseKillSwitchTimeout } from './duration.js';
 import { BackendSpec, checkFamilies, DEFAULT_FORWARD, DEFAULT_WEIGHT, DesiredState, VipSpec, vipSettings } from './desired-state.js';
 import { CHECK_LIMITS, CheckOptions, CheckSettings, checkOverrides, parseAllDownPolicy, validateCheckSettings, withCheckOverrides } from './check.js';
@@ -29,7 +29,12 @@ export interface DaemonSettings {
   flowTableSize?: number;
   maxVips?: number;
   maxBackends?: number;
+  /** Where the Prometheus endpoint and the status page listen; off without it. */
+  metricsAddress?: string;
+  logLevel?: (typeof LOG_LEVELS)[number];
 }
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
 
 export interface LoadedConfig {
   readonly settings: DaemonSettings;
@@ -47,7 +52,7 @@ const LIMITS = {
   max_backends: [16, 1048576],
 } as const;
 
-const TOP_FIELDS = ['interface', 'xdp_mode', 'tunnel_source', 'kill_switch_timeout', 'flow_table_size', 'max_vips', 'max_backends', 'vips'] as const;
+const TOP_FIELDS = ['interface', 'xdp_mode', 'tunnel_source', 'kill_switch_timeout', 'flow_table_size', 'max_vips', 'max_backends', 'metrics_address', 'log_level', 'vips'] as const;
 const CHECK_FIELDS = ['check', 'check_interval', 'check_timeout', 'rise', 'fall', 'check_dsr', 'check_port', 'check_status'] as const;
 const VIP_FIELDS = ['vip', 'forward', 'table_size', ...CHECK_FIELDS, 'on_all_down', 'backends'] as const;
 const BACKEND_FIELDS = ['address', 'weight', 'forward', ...CHECK_FIELDS] as const;
@@ -102,6 +107,11 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   if (top.flow_table_size) settings.flowTableSize = top.flow_table_size.integer(...LIMITS.flow_table_size);
   if (top.max_vips) settings.maxVips = top.max_vips.integer(...LIMITS.max_vips);
   if (top.max_backends) settings.maxBackends = top.max_backends.integer(...LIMITS.max_backends);
+  if (top.metrics_address) {
+    const field = top.metrics_address;
+    settings.metricsAddress = formatListenAddress(field.guard(() => parseListenAddress(field.string(), 'metrics address')));
+  }
+  if (top.log_level) settings.logLevel = top.log_level.oneOf(LOG_LEVELS, 'log level');
 
   const vips: VipSpec[] = [];
   const vipsSeen = new Map<string, Cursor>();
