@@ -10,6 +10,7 @@ import { decapCounters, loadDecap } from '../src/dataplane/decap.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import {
   ETHERTYPE, MAC, TCP_FLAGS, ethernet, hopByHopHeader, internetChecksum, ipv4Frame, ipv4Header, ipv6Frame, ipv6Header, parseEthernet, withVlan,
+  editIpv4,
 } from './support/packets.js';
 
 const ENDPOINT = '10.20.0.14';
@@ -111,19 +112,6 @@ function leftAlone(frame: Buffer, what = ''): void {
   assert.deepEqual([got.packets, got.bytes], [0n, 0n], `${what} decap_stats unchanged`);
 }
 
-/** Rewrites outer IPv4 header bytes (at `l3`) and, unless told not to, its checksum. */
-function editOuter4(frame: Buffer, edit: (ip: Buffer) => void, fixChecksum = true, l3 = 14): Buffer {
-  const out = Buffer.from(frame);
-  const ip = out.subarray(l3);
-  edit(ip);
-  if (fixChecksum) {
-    const ihl = Math.max(5, ip[0]! & 0x0f) * 4;
-    ip.writeUInt16BE(0, 10);
-    ip.writeUInt16BE(internetChecksum(ip.subarray(0, ihl)), 10);
-  }
-  return out;
-}
-
 const innerLength4 = innerFrame4.length - 14;
 const innerLength6 = innerFrame6.length - 14;
 
@@ -166,7 +154,7 @@ describe('decapsulated: the outer header removed, the EtherType set to the inner
   });
 
   test('a tunnel to any of the host\'s endpoint addresses is decapsulated, whatever the outer TTL', () => {
-    decapsulates(editOuter4(tunnel(innerFrame4), (ip) => { ip[8] = 1; }), innerFrame4, innerLength4);
+    decapsulates(editIpv4(tunnel(innerFrame4), (ip) => { ip[8] = 1; }), innerFrame4, innerLength4);
   });
 });
 
@@ -177,14 +165,14 @@ describe('left alone: passed unchanged, not counted', () => {
   });
 
   test('a wrong outer IPv4 header checksum', () => {
-    leftAlone(editOuter4(tunnel(innerFrame4), (ip) => { ip[10] ^= 0x01; }, false));
+    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[10] ^= 0x01; }, false));
   });
 
   test('an outer IPv4 total length beyond the frame, shorter than the inner packet, or shorter than the header', () => {
     const frame = tunnel(innerFrame4);
-    leftAlone(editOuter4(frame, (ip) => ip.writeUInt16BE(frame.length - 14 + 1, 2)), 'one byte beyond the frame');
-    leftAlone(editOuter4(frame, (ip) => ip.writeUInt16BE(frame.length - 14 - 1, 2)), 'one byte short of the inner packet');
-    leftAlone(editOuter4(frame, (ip) => ip.writeUInt16BE(12, 2)), 'total length 12');
+    leftAlone(editIpv4(frame, (ip) => ip.writeUInt16BE(frame.length - 14 + 1, 2)), 'one byte beyond the frame');
+    leftAlone(editIpv4(frame, (ip) => ip.writeUInt16BE(frame.length - 14 - 1, 2)), 'one byte short of the inner packet');
+    leftAlone(editIpv4(frame, (ip) => ip.writeUInt16BE(12, 2)), 'total length 12');
   });
 
   test('an outer IPv6 payload length beyond the frame or shorter than the inner packet', () => {
@@ -203,32 +191,32 @@ describe('left alone: passed unchanged, not counted', () => {
       innerFrame4.subarray(14),
     ]);
     leftAlone(withOptions, 'router alert');
-    leftAlone(editOuter4(tunnel(innerFrame4), (ip) => { ip[0] = 0x44; }), 'IHL 4');
+    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[0] = 0x44; }), 'IHL 4');
   });
 
   test('an outer version that disagrees with the EtherType', () => {
-    leftAlone(editOuter4(tunnel(innerFrame4), (ip) => { ip[0] = 0x65; }), 'version 6 under 0x0800');
+    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[0] = 0x65; }), 'version 6 under 0x0800');
     const v6 = tunnel(innerFrame6, { to: ENDPOINT6 });
     v6[14] = 0x40 | (v6[14]! & 0x0f);
     leftAlone(v6, 'version 4 under 0x86dd');
   });
 
   test('an outer IPv4 fragment, first or later: the kernel reassembles it', () => {
-    leftAlone(editOuter4(tunnel(innerFrame4), (ip) => ip.writeUInt16BE(0x2000, 6)), 'first');
-    leftAlone(editOuter4(tunnel(innerFrame4), (ip) => ip.writeUInt16BE(0x0010, 6)), 'later');
+    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => ip.writeUInt16BE(0x2000, 6)), 'first');
+    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => ip.writeUInt16BE(0x0010, 6)), 'later');
   });
 
   test('protocols other than 4 and 41 to an endpoint (TCP, UDP, GRE, ICMP, ICMPv6)', () => {
     leftAlone(ipv4Frame({ src: CLIENT, dst: ENDPOINT, dstPort: 80 }), 'TCP');
     leftAlone(ipv4Frame({ src: CLIENT, dst: ENDPOINT, dstPort: 4789, protocol: 'udp' }), 'UDP');
-    leftAlone(editOuter4(tunnel(innerFrame4), (ip) => { ip[9] = 47; }), 'GRE');
-    leftAlone(editOuter4(tunnel(innerFrame4), (ip) => { ip[9] = 1; }), 'ICMP');
+    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[9] = 47; }), 'GRE');
+    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[9] = 1; }), 'ICMP');
     leftAlone(ipv6Frame({ src: CLIENT6, dst: ENDPOINT6, protocol: 'icmpv6', icmp: { type: 128 }, payload: Buffer.alloc(8) }), 'ICMPv6');
   });
 
   test('a tunnel protocol that disagrees with the inner version (4 carrying IPv6, 41 carrying IPv4)', () => {
-    leftAlone(editOuter4(tunnel(innerFrame6), (ip) => { ip[9] = 4; }), 'IPv4 outer, protocol 4, IPv6 inside');
-    leftAlone(editOuter4(tunnel(innerFrame4), (ip) => { ip[9] = 41; }), 'IPv4 outer, protocol 41, IPv4 inside');
+    leftAlone(editIpv4(tunnel(innerFrame6), (ip) => { ip[9] = 4; }), 'IPv4 outer, protocol 4, IPv6 inside');
+    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[9] = 41; }), 'IPv4 outer, protocol 41, IPv4 inside');
     const v6 = tunnel(innerFrame4, { to: ENDPOINT6 });
     v6[14 + 6] = 41;
     leftAlone(v6, 'IPv6 outer, next header 41, IPv4 inside');

@@ -16,6 +16,7 @@ import { backendEntry, clearFlows, clearVips } from './support/dataplane.js';
 import {
   ETHERTYPE, ICMP, ICMPV6, IPPROTO_NUMBER as P, MAC, TCP_FLAGS, destinationOptionsHeader, ethernet, fragmentHeader, hopByHopHeader,
   icmpMessage, internetChecksum, ipv4Frame, ipv4Header, ipv6Frame, ipv6Header, macBytes, pseudoHeader, routingHeader, withMacs, withVlan,
+  editIpv4,
 } from './support/packets.js';
 
 const VIP = '10.100.0.100';
@@ -172,19 +173,6 @@ function encapsulated(frame: Buffer, backendAddress: string): Buffer {
   macBytes(MAC.balancer).copy(head, 6);
   head.writeUInt16BE(outerV6 ? ETHERTYPE.IPV6 : ETHERTYPE.IPV4, l2 - 2);
   return Buffer.concat([head, outer, frame.subarray(l2)]);
-}
-
-/** Rewrites IPv4 header bytes of a copy of the frame, then (unless told not to) its header checksum. */
-function editIpv4(frame: Buffer, edit: (ip: Buffer) => void, fixChecksum = true, l3 = ETH_HLEN): Buffer {
-  const out = Buffer.from(frame);
-  const ip = out.subarray(l3);
-  edit(ip);
-  if (fixChecksum) {
-    const ihl = Math.max(5, ip[0]! & 0x0f) * 4;
-    ip.writeUInt16BE(0, 10);
-    ip.writeUInt16BE(internetChecksum(ip.subarray(0, ihl)), 10);
-  }
-  return out;
 }
 
 function flowCount(): number {

@@ -334,3 +334,16 @@ export function parseIpv4(bytes: Buffer): ParsedIpv4 {
     payload: bytes.subarray(ihl, totalLength),
   };
 }
+
+/** A copy of the frame with bytes of its IPv4 header (at `l3`) rewritten, then, unless told not to, its header checksum. */
+export function editIpv4(frame: Buffer, edit: (ip: Buffer) => void, fixChecksum = true, l3 = 14): Buffer {
+  const out = Buffer.from(frame);
+  const ip = out.subarray(l3);
+  edit(ip);
+  if (fixChecksum) {
+    const ihl = Math.max(5, ip[0]! & 0x0f) * 4;
+    ip.writeUInt16BE(0, 10);
+    ip.writeUInt16BE(internetChecksum(ip.subarray(0, ihl)), 10);
+  }
+  return out;
+}
