@@ -81,7 +81,8 @@ describe('following the network', () => {
     await lb.stop();
     await lab.exec('lb', ['ip', 'addr', 'add', '10.10.0.200/32', 'dev', 'lo']);
     await lb.start(['--tunnel-source', '10.10.0.200']);
-    assert.deepEqual((await lb.json<StatusResult>(['status'])).tunnelSources, ['10.10.0.200']);
+    // One source per family: the IPv6 one stays the interface's (the lab is dual stack).
+    assert.deepEqual((await lb.json<StatusResult>(['status'])).tunnelSources, ['10.10.0.200', LAB.balancer6]);
     const vip = `${LAB.vips[1]}:80/tcp`;
     await lb.ok(['vip', 'add', vip, '--forward', 'ipip']);
     await lb.ok(['backend', 'add', vip, '10.20.0.14']);
@@ -105,10 +106,12 @@ describe('following the network', () => {
     assert.equal((await lbctlOn('be4', ['decap', 'detach', '--interface', 'eth0'])).stdout, 'lbctl: no XDP program on eth0\n');
     const without = await lb.httpFromClient(`http://${LAB.vips[1]}/`, 3, 3);
     assert.equal(without.answers.length, 0, 'without decapsulation the backend cannot answer');
+    // The lab is dual stack: be4's tunnel endpoints are both of its addresses.
+    const be4 = lab.backend('be4');
     const attached = await lbctlOn('be4', ['decap', 'attach', '--interface', 'eth0']);
-    assert.equal(attached.stdout, 'lbctl: xdp_decap attached on eth0 for 10.20.0.14\n');
+    assert.equal(attached.stdout, `lbctl: xdp_decap attached on eth0 for ${be4.address}, ${be4.address6}\n`);
     const refreshed = await lbctlOn('be4', ['decap', 'attach', '--interface', 'eth0']);
-    assert.equal(refreshed.stdout, 'lbctl: xdp_decap refreshed on eth0 for 10.20.0.14\n');
+    assert.equal(refreshed.stdout, `lbctl: xdp_decap refreshed on eth0 for ${be4.address}, ${be4.address6}\n`);
     assert.deepEqual((await lb.httpFromClient(`http://${LAB.vips[1]}/`, 10, 2)).failures, []);
 
     const foreign = await lbctlOn('lb', ['decap', 'detach', '--interface', 'eth0']);

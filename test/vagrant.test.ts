@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { StatusResult } from '../src/api/protocol.js';
-import { LAB, Lab, ROOT, TOPOLOGY, topologyArgs, type TopologyHost } from './lab/lab.js';
+import { LAB, Lab, ROOT, TOPOLOGY, segmentPrefixLength, topologyArgs, type TopologyHost } from './lab/lab.js';
 import { LabBalancer } from './support/balancer.js';
 
 const execFileP = promisify(execFile);
@@ -25,7 +25,7 @@ interface DumpedMachine {
   autostart: boolean;
   memory: number;
   cpus: number;
-  networks: { segment: string; network: string; ip: string; prefix_length: number; netmask: string; libvirt_host_ip: string }[];
+  networks: { segment: string; network: string; ip: string; prefix_length: number; netmask: string; ip6: string | null; prefix_length6: number | null; libvirt_host_ip: string }[];
   provision_args: string[];
 }
 
@@ -193,10 +193,16 @@ describe('the machines of the Vagrantfile are the hosts of vagrant/topology.json
       assert.equal(m.script, `/vagrant/vagrant/provision/${host.role}.sh`);
       assert.ok(existsSync(join(ROOT, 'vagrant', 'provision', `${host.role}.sh`)), `no role script for ${host.role}`);
       assert.deepEqual(
-        m.networks.map((n) => [n.network, n.ip, n.prefix_length]),
-        host.interfaces.map((i) => [TOPOLOGY.segments[i.segment]!.network, i.address, Number(TOPOLOGY.segments[i.segment]!.subnet.split('/')[1])]),
+        m.networks.map((n) => [n.network, n.ip, n.prefix_length, n.ip6, n.prefix_length6]),
+        host.interfaces.map((i) => [
+          TOPOLOGY.segments[i.segment]!.network, i.address, segmentPrefixLength(i.segment), i.address6 ?? null, i.address6 ? segmentPrefixLength(i.segment, 6) : null,
+        ]),
         `${m.name}: private networks`,
       );
+      // Vagrant configures the IPv4 address; the role script adds the IPv6 one.
+      for (const n of m.networks) {
+        if (n.ip6) assert.ok(m.provision_args.includes(`${n.ip6}/${n.prefix_length6}`), `${m.name}: --address ${n.ip6}/${n.prefix_length6}`);
+      }
       assert.equal(m.autostart, host.vagrant?.autostart ?? true, `${m.name}: autostart`);
       for (const n of m.networks) {
         assert.ok(!TOPOLOGY.hosts.some((h) => h.interfaces.some((i) => i.address === n.libvirt_host_ip)), `${n.libvirt_host_ip} (the laptop on ${n.network}) is a host's address`);
@@ -282,6 +288,16 @@ describe('the Vagrant provisioning in the lab', () => {
     const result = await lb.httpFromClient(`http://${LAB.vips[0]}/`, 60);
     assert.deepEqual(result.failures, []);
     assert.deepEqual([...new Set(result.answers.map((a) => a.backend))].sort(), chosen.map((b) => b.name).sort());
+
+    // The same over IPv6: addresses the scripts added themselves (Vagrant only
+    // sets the IPv4 ones), 6in6 unwrapped by the decapsulator --decap auto chose.
+    const vip6 = `[${LAB.vips6[0]}]:80/tcp`;
+    await lb.ok(['vip', 'add', vip6]);
+    for (const b of chosen) await lb.ok(['backend', 'add', vip6, b.address6, '--forward', b.forward]);
+    const result6 = await lb.httpFromClient(`http://[${LAB.vips6[0]}]/`, 60);
+    assert.deepEqual(result6.failures, []);
+    assert.deepEqual([...new Set(result6.answers.map((a) => a.backend))].sort(), chosen.map((b) => b.name).sort());
+    assert.ok(result6.answers.every((a) => a.client === LAB.client6), 'the backends saw the client\'s IPv6 address');
 
     // Provisioning again leaves the running balancer alone.
     const again = await lab.exec('lb', [

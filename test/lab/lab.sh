@@ -4,15 +4,19 @@
 # addresses, routes and VIPs come from vagrant/topology.json, which the
 # Vagrantfile reads too (test/lab/topology.jq turns it into the lab's shape).
 #
-#   lab.sh up PREFIX [--no-decap] [--vips A,B,C] [--mtu N] [--owner PID]
+#   lab.sh up PREFIX [--no-decap] [--vips A,B,C] [--vips6 A,B,C|none] [--mtu N] [--owner PID]
 #   lab.sh down PREFIX
 #   lab.sh list
 #
-# With the topology as shipped:
-#   PREFIX-sw      bridges br0 (front, 10.10.0.0/24) and br1 (remote, 10.20.0.0/24)
-#   PREFIX-client  eth0 10.10.0.10   VIPs (10.100.0.0/24) via 10.10.0.2, default via .1
-#   PREFIX-lb      eth0 10.10.0.2    10.20.0.0/24 via 10.10.0.1 (the balancer)
-#   PREFIX-router  eth0 10.10.0.1, eth1 10.20.0.1, forwarding
+# With the topology as shipped (dual stack: every host has the IPv6 twin of
+# its IPv4 address, fd00:10::/64 on the front and fd00:20::/64 on the remote
+# segment, e.g. 10.10.0.11 and fd00:10::11):
+#   PREFIX-sw      bridges br0 (front, 10.10.0.0/24, fd00:10::/64) and br1
+#                  (remote, 10.20.0.0/24, fd00:20::/64)
+#   PREFIX-client  eth0 10.10.0.10   VIPs (10.100.0.0/24, fd00:100::/64) via the
+#                  balancer (10.10.0.2, fd00:10::2), default via .1 (fd00:10::1)
+#   PREFIX-lb      eth0 10.10.0.2    the remote segment via the router (the balancer)
+#   PREFIX-router  eth0 10.10.0.1, eth1 10.20.0.1, IPv4 and IPv6 forwarding
 #   PREFIX-be1..3  eth0 10.10.0.11-13  default via 10.10.0.1, nginx, VIPs on lo
 #   PREFIX-be4..5  eth0 10.20.0.14-15  default via 10.20.0.1, nginx, VIPs on lo
 # Each host of the topology is a namespace PREFIX-<namespace>; its interfaces
@@ -32,11 +36,16 @@
 #           Fails if a lab with PREFIX exists; on any failure it tears down
 #           what it created and exits non-zero.
 # --no-decap  do not run `lbctl decap attach` on the backends
-# --vips    VIPs the backends hold on lo (default: the topology's "vips")
+# --vips    IPv4 VIPs the backends hold on lo (default: the topology's "vips")
+# --vips6   IPv6 VIPs the backends hold on lo (default: the topology's "vips6";
+#           "none" for none)
 # --mtu N   MTU of every lab interface except the client's (default: the
 #           topology's mtu.lab.interior, 1600), so that a full 1500-byte client
 #           packet still fits once the balancer encapsulates it in IP-in-IP
-#           (+20 bytes); the client keeps mtu.lab.client (1500).
+#           (+20 bytes with an IPv4 outer header, +40 with IPv6); the client
+#           keeps mtu.lab.client (1500). --mtu 1500 makes encapsulated
+#           full-size packets too big: the balancer answers them with ICMP
+#           too-big and the client's path MTU discovery takes over.
 # --owner PID  record the process that owns the lab (test/lab/lab.ts reaps
 #           labs whose owner died)
 # down      kills every process in the lab's namespaces (nginx first, through
@@ -176,12 +185,13 @@ on_up_exit() {
 	exit "$rc"
 }
 
-# load_topology VIPS: defines the TOPO_* variables (see test/lab/topology.jq)
-# from the topology file; VIPS (comma-separated) replaces its "vips" when set.
+# load_topology VIPS VIPS6: defines the TOPO_* variables (see
+# test/lab/topology.jq) from the topology file; VIPS and VIPS6
+# (comma-separated) replace its "vips" and "vips6" when set.
 load_topology() {
 	local code
 	[ -f "$TOPOLOGY" ] || die "topology $TOPOLOGY is missing"
-	code=$(jq -r --arg vips "$1" -f "$TOPOLOGY_JQ" "$TOPOLOGY") || die "cannot read the topology $TOPOLOGY"
+	code=$(jq -r --arg vips "$1" --arg vips6 "$2" -f "$TOPOLOGY_JQ" "$TOPOLOGY") || die "cannot read the topology $TOPOLOGY"
 	eval "$code"
 	[ ${#TOPO_NS[@]} -gt 0 ] || die "topology $TOPOLOGY has no hosts"
 }
@@ -211,20 +221,23 @@ wait_provision() {
 }
 
 cmd_up() {
-	local p="" decap=1 vips="" mtu="" owner=""
+	local p="" decap=1 vips="" vips6="" mtu="" owner=""
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--no-decap) decap=0; shift ;;
 		--decap) decap=1; shift ;;
 		--vips) [ $# -ge 2 ] || die "--vips needs a value"; vips=$2; shift 2 ;;
+		--vips6) [ $# -ge 2 ] || die "--vips6 needs a value"; vips6=$2; shift 2 ;;
 		--mtu) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] || die "--mtu needs a number"; mtu=$2; shift 2 ;;
 		--owner) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] || die "--owner needs a PID"; owner=$2; shift 2 ;;
-		-*) die "unknown option $1 (lab.sh up PREFIX [--no-decap] [--vips A,B,C] [--mtu N] [--owner PID])" ;;
+		-*) die "unknown option $1 (lab.sh up PREFIX [--no-decap] [--vips A,B,C] [--vips6 A,B,C|none] [--mtu N] [--owner PID])" ;;
 		*) [ -z "$p" ] || die "unexpected argument $1"; p=$1; shift ;;
 		esac
 	done
 	check_prefix "$p"
 	[ -z "$vips" ] || [[ $vips =~ ^[0-9.]+(,[0-9.]+)*$ ]] || die "--vips: expected comma-separated IPv4 addresses, got \"$vips\""
+	[ -z "$vips6" ] || [ "$vips6" = none ] || [[ $vips6 =~ ^[0-9A-Fa-f:]+(,[0-9A-Fa-f:]+)*$ ]] ||
+		die "--vips6: expected comma-separated IPv6 addresses or none, got \"$vips6\""
 	[ "$(id -u)" = 0 ] || die "run as root"
 	local tool
 	for tool in ip nsenter ethtool nginx flock jq; do
@@ -234,8 +247,8 @@ cmd_up() {
 	if [ "$decap" = 1 ] && [ ! -x "$ROOT/bin/lbctl" ]; then
 		die "$ROOT/bin/lbctl is missing (needed to attach the decapsulator; pass --no-decap to skip it)"
 	fi
-	load_topology "$vips"
-	vips=$TOPO_VIPS
+	load_topology "$vips" "$vips6"
+	vips=$TOPO_VIPS${TOPO_VIPS6:+,$TOPO_VIPS6}
 	mtu=${mtu:-$TOPO_MTU_INTERIOR}
 
 	lock "$p"
@@ -274,10 +287,12 @@ cmd_up() {
 			echo "link add $ifname netns $p-$ns mtu $host_mtu type veth peer name $port netns $sw mtu $mtu"
 		done
 	} | ip -batch -
+	# No multicast snooping: the bridges flood IPv6 neighbour solicitations
+	# (multicast) to every port, whatever MLD reports they saw or missed.
 	{
 		echo "link set dev lo up"
 		for bridge in "${TOPO_BRIDGES[@]}"; do
-			echo "link add $bridge type bridge stp_state 0 forward_delay 0"
+			echo "link add $bridge type bridge stp_state 0 forward_delay 0 mcast_snooping 0"
 		done
 		for link in "${TOPO_LINKS[@]}"; do
 			read -r ns ifname port bridge <<<"$link"
@@ -307,18 +322,22 @@ cmd_up() {
 	{
 		for port in "${TOPO_BRIDGES[@]}" "${ports[@]}"; do echo "link set dev $port up"; done
 	} | ip -n "$sw" -batch -
-	# The switch only bridges: no rp_filter, no bridge netfilter.
+	# The switch only bridges: no rp_filter, no bridge netfilter. Its ports
+	# carry no addresses: no IPv6 link-local ones either (nor their DAD and
+	# router solicitations on the segments).
 	in_ns "$sw" sh -c 'for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 >"$f"; done
+		for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do [ -e "$f" ] && echo 1 >"$f"; done
 		for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e "$f" ] && echo 0 >"$f"; done; true'
 
 	UP_STEP="provisioning the hosts"
-	# The topology's arguments, then the lab's: the default gateway (a VM keeps
-	# Vagrant's), MTUs, where the lab's files go, the XDP decapsulator.
-	local topo_args extra
+	# The topology's arguments, then the lab's: the default gateways, one per
+	# family (a VM keeps Vagrant's), MTUs, where the lab's files go, the XDP
+	# decapsulator.
+	local topo_args extra gw
 	for ns in "${TOPO_NS[@]}"; do
 		eval "topo_args=(\"\${TOPO_ARGS_${ns}[@]}\")" # ns: [a-z][a-z0-9]* (topology.jq checks)
 		extra=()
-		[ -z "${TOPO_GATEWAY[$ns]:-}" ] || extra+=(--gateway "${TOPO_GATEWAY[$ns]}")
+		for gw in ${TOPO_GATEWAY[$ns]:-}; do extra+=(--gateway "$gw"); done
 		case ${TOPO_ROLE[$ns]} in
 		client) extra+=(--mtu "$TOPO_MTU_CLIENT") ;;
 		balancer) extra+=(--mtu "$mtu" --root "$ROOT") ;;

@@ -7,6 +7,7 @@
  *   const lab = await Lab.up({ decap: false });
  *   try {
  *     const r = await lab.exec('client', ['curl', '-sS', 'http://10.10.0.11/']);
+ *     const r6 = await lab.exec('client', ['curl', '-sS', `http://[${LAB.backends[0].address6}]/`]);
  *   } finally {
  *     await lab.down();
  *   }
@@ -53,18 +54,22 @@ export interface TopologyHost {
   namespace: string;
   /** Backends: how the balancer reaches them. */
   forward?: 'l2dsr' | 'ipip';
-  /** In order: eth0, eth1, ... in the lab. */
-  interfaces: { segment: string; address: string }[];
+  /** In order: eth0, eth1, ... in the lab; address6 in the segment's subnet6. */
+  interfaces: { segment: string; address: string; address6?: string }[];
+  /** Both families. */
   routes: { to: string; via: string }[];
-  /** Default route in the lab (VMs keep Vagrant's management default route). */
+  /** Default routes in the lab (VMs keep Vagrant's management default route). */
   gateway?: string;
+  gateway6?: string;
   vagrant?: { memory?: number; cpus?: number; autostart?: boolean };
 }
 
 export interface Topology {
-  segments: Record<string, { subnet: string; bridge: string; network: string }>;
+  segments: Record<string, { subnet: string; subnet6?: string; bridge: string; network: string }>;
   vip_subnet: string;
   vips: string[];
+  vip_subnet6?: string;
+  vips6?: string[];
   backend_port: number;
   mtu: Record<'lab' | 'vagrant', { client: number | null; interior: number | null }>;
   vagrant: { box: string; project_dir: string; memory: number; cpus: number };
@@ -92,36 +97,86 @@ function segment(name: 'front' | 'remote') {
   const prefixLength = Number(s.subnet.split('/')[1]);
   const router = onlyHost('router').interfaces.find((i) => i.segment === name);
   if (!router) throw new Error(`lab: the router has no interface on ${name}`);
-  return { subnet: s.subnet, prefixLength, bridge: s.bridge, gateway: router.address };
+  return {
+    subnet: s.subnet, prefixLength, bridge: s.bridge, gateway: router.address,
+    subnet6: s.subnet6 ?? '', prefixLength6: s.subnet6 ? Number(s.subnet6.split('/')[1]) : 0, gateway6: router.address6 ?? '',
+  };
 }
 
-/** Prefix length of a segment's subnet. */
-export function segmentPrefixLength(name: string): number {
+/** Prefix length of a segment's subnet (family 6: of its subnet6). */
+export function segmentPrefixLength(name: string, family: 4 | 6 = 4): number {
   const s = TOPOLOGY.segments[name];
   if (!s) throw new Error(`lab: ${TOPOLOGY_FILE} has no segment ${name}`);
-  return Number(s.subnet.split('/')[1]);
+  const subnet = family === 6 ? s.subnet6 : s.subnet;
+  if (!subnet) throw new Error(`lab: segment ${name} has no IPv${family} subnet`);
+  return Number(subnet.split('/')[1]);
+}
+
+/** "fd00:10::1" -> its 8 groups as numbers; undefined unless an IPv6 address. */
+function ipv6Groups(address: string): number[] | undefined {
+  if (!/^[0-9a-f:]+$/i.test(address)) return undefined;
+  const halves = address.split('::');
+  if (halves.length > 2) return undefined;
+  const part = (s: string | undefined) => (s ? s.split(':') : []);
+  const left = part(halves[0]);
+  const right = part(halves[1]);
+  const groups = halves.length === 2 ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  if (groups.length !== 8 || !groups.every((g) => /^[0-9a-f]{1,4}$/i.test(g))) return undefined;
+  return groups.map((g) => parseInt(g, 16));
+}
+
+/** The address lies in the prefix (either family; false across families). */
+export function insidePrefix(address: string, cidr: string): boolean {
+  const [net, len] = cidr.split('/') as [string, string];
+  const bits = Number(len);
+  if (net.includes(':') !== address.includes(':')) return false;
+  if (net.includes(':')) {
+    const a = ipv6Groups(address);
+    const n = ipv6Groups(net);
+    if (!a || !n) return false;
+    return a.every((g, i) => {
+      const size = 2 ** (16 - Math.min(16, Math.max(0, bits - 16 * i)));
+      return Math.floor(g / size) === Math.floor(n[i]! / size);
+    });
+  }
+  const n = (a: string) => a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+  const size = 2 ** (32 - bits);
+  return Math.floor(n(address) / size) === Math.floor(n(net) / size);
 }
 
 /**
  * The role script's arguments that come from the topology (test/lab/topology.jq
- * and the Vagrantfile derive the same): --name (backends), --interface/--address
- * per interface, --route per route, --vips (backends). `iface` names the
- * interface at an index: eth0, eth1 in the lab; "auto" in a VM.
+ * and the Vagrantfile derive the same): --name (backends), per interface
+ * --interface and --address (IPv4, then IPv6), --route per route (both
+ * families; then /32 and /128 routes for VIPs outside the VIP subnets, on
+ * hosts that route those), --vips (backends: IPv4 then IPv6 VIPs). `iface`
+ * names the interface at an index: eth0, eth1 in the lab; "auto" in a VM.
  */
-export function topologyArgs(host: TopologyHost, iface: (index: number) => string, vips: readonly string[] = TOPOLOGY.vips): string[] {
+export function topologyArgs(
+  host: TopologyHost,
+  iface: (index: number) => string,
+  vips: readonly string[] = TOPOLOGY.vips,
+  vips6: readonly string[] = TOPOLOGY.vips6 ?? [],
+): string[] {
   const args: string[] = [];
   if (host.role === 'backend') args.push('--name', host.name);
-  host.interfaces.forEach((i, index) => args.push('--interface', iface(index), '--address', `${i.address}/${segmentPrefixLength(i.segment)}`));
+  host.interfaces.forEach((i, index) => {
+    args.push('--interface', iface(index), '--address', `${i.address}/${segmentPrefixLength(i.segment)}`);
+    if (i.address6) args.push('--address', `${i.address6}/${segmentPrefixLength(i.segment, 6)}`);
+  });
   for (const r of host.routes) args.push('--route', `${r.to}=${r.via}`);
   const vipRoute = host.routes.find((r) => r.to === TOPOLOGY.vip_subnet);
-  if (vipRoute) {
-    const [net, len] = TOPOLOGY.vip_subnet.split('/') as [string, string];
-    const n = (a: string) => a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
-    const size = 2 ** (32 - Number(len));
-    for (const v of vips) if (Math.floor(n(v) / size) !== Math.floor(n(net) / size)) args.push('--route', `${v}/32=${vipRoute.via}`);
-  }
-  if (host.role === 'backend') args.push('--vips', vips.join(','));
+  if (vipRoute) for (const v of vips) if (!insidePrefix(v, TOPOLOGY.vip_subnet)) args.push('--route', `${v}/32=${vipRoute.via}`);
+  const vipRoute6 = TOPOLOGY.vip_subnet6 ? host.routes.find((r) => r.to === TOPOLOGY.vip_subnet6) : undefined;
+  if (vipRoute6) for (const v of vips6) if (!insidePrefix(v, TOPOLOGY.vip_subnet6!)) args.push('--route', `${v}/128=${vipRoute6.via}`);
+  if (host.role === 'backend') args.push('--vips', [...vips, ...vips6].join(','));
   return args;
+}
+
+function address6(host: TopologyHost, index = 0): string {
+  const a = host.interfaces[index]?.address6;
+  if (!a) throw new Error(`lab: ${TOPOLOGY_FILE}: ${host.name} has no address6 on interface ${index}`);
+  return a;
 }
 
 /** The lab's addresses and names, from vagrant/topology.json. */
@@ -129,11 +184,16 @@ export const LAB = {
   front: segment('front'),
   remote: segment('remote'),
   vipSubnet: TOPOLOGY.vip_subnet,
+  vipSubnet6: TOPOLOGY.vip_subnet6 ?? '',
   client: onlyHost('client').interfaces[0]!.address,
+  client6: address6(onlyHost('client')),
   balancer: onlyHost('balancer').interfaces[0]!.address,
+  balancer6: address6(onlyHost('balancer')),
   router: {
     front: onlyHost('router').interfaces.find((i) => i.segment === 'front')!.address,
     remote: onlyHost('router').interfaces.find((i) => i.segment === 'remote')!.address,
+    front6: onlyHost('router').interfaces.find((i) => i.segment === 'front')!.address6 ?? '',
+    remote6: onlyHost('router').interfaces.find((i) => i.segment === 'remote')!.address6 ?? '',
   },
   backends: TOPOLOGY.hosts
     .filter((h) => h.role === 'backend')
@@ -141,13 +201,16 @@ export const LAB = {
       name: h.name,
       namespaceSuffix: h.namespace,
       address: h.interfaces[0]!.address,
+      address6: address6(h),
       segment: segmentOf(h.interfaces[0]!.address),
       forward: h.forward ?? (segmentOf(h.interfaces[0]!.address) === 'front' ? 'l2dsr' : 'ipip'),
     })),
+  /** IPv4 VIPs (vips6: the IPv6 ones). */
   vips: [...TOPOLOGY.vips],
+  vips6: [...(TOPOLOGY.vips6 ?? [])],
   /** Interface of every host (the router also has eth1 on the remote segment). */
   interface: 'eth0',
-  /** The client keeps 1500; everything else has room for the IP-in-IP header. */
+  /** The client keeps 1500; everything else has room for the IP-in-IP header (IPv4 or IPv6). */
   mtu: { client: TOPOLOGY.mtu.lab.client ?? 1500, interior: TOPOLOGY.mtu.lab.interior ?? 1600 },
   backendPort: TOPOLOGY.backend_port,
   runtimeBase: '/run/lbctl-lab',
@@ -157,6 +220,7 @@ export interface LabBackend {
   readonly name: string;
   readonly namespaceSuffix: string;
   readonly address: string;
+  readonly address6: string;
   readonly segment: 'front' | 'remote';
   readonly forward: 'l2dsr' | 'ipip';
 }
@@ -171,9 +235,16 @@ export interface LabOptions {
   prefix?: string;
   /** Attach the XDP decapsulator on the backends (`lbctl decap attach`). Default true. */
   decap?: boolean;
-  /** VIPs the backends hold on lo. Default LAB.vips. */
+  /** IPv4 VIPs the backends hold on lo. Default LAB.vips. */
   vips?: string[];
-  /** MTU of the lab interfaces other than the client's. Default LAB.mtu.interior. */
+  /** IPv6 VIPs the backends hold on lo. Default LAB.vips6. */
+  vips6?: string[];
+  /**
+   * MTU of the lab interfaces other than the client's (which keeps
+   * LAB.mtu.client, 1500). Default LAB.mtu.interior (1600: room for the tunnel
+   * header). 1500 makes every link 1500: a full-size client packet no longer
+   * fits once encapsulated, and path MTU discovery through the balancer matters.
+   */
   mtu?: number;
   /** Give up bringing the lab up after this long (it is then torn down). Default 60 s. */
   timeoutMs?: number;
@@ -335,15 +406,17 @@ export class Lab {
   readonly prefix: string;
   readonly decap: boolean;
   readonly vips: readonly string[];
+  readonly vips6: readonly string[];
   /** /run/lbctl-lab/PREFIX: per-backend nginx prefixes (be1/…), provisioning logs. */
   readonly runtimeDir: string;
   private readonly children = new Set<ChildProcess>();
   private downPromise: Promise<void> | undefined;
 
-  private constructor(prefix: string, decap: boolean, vips: readonly string[]) {
+  private constructor(prefix: string, decap: boolean, vips: readonly string[], vips6: readonly string[]) {
     this.prefix = prefix;
     this.decap = decap;
     this.vips = vips;
+    this.vips6 = vips6;
     this.runtimeDir = join(LAB.runtimeBase, prefix);
   }
 
@@ -355,11 +428,13 @@ export class Lab {
     if (live.has(prefix)) throw new Error(`lab: a lab with prefix ${prefix} is already up in this process`);
     const decap = options.decap ?? true;
     const vips = options.vips ?? [...LAB.vips];
+    const vips6 = options.vips6 ?? [...LAB.vips6];
     await reapOrphans();
 
     const args = ['up', prefix, '--owner', String(process.pid)];
     if (!decap) args.push('--no-decap');
     if (options.vips) args.push('--vips', vips.join(','));
+    if (options.vips6) args.push('--vips6', vips6.length > 0 ? vips6.join(',') : 'none');
     if (options.mtu !== undefined) args.push('--mtu', String(options.mtu));
 
     const entry: { upChild?: ChildProcess } = {};
@@ -384,7 +459,7 @@ export class Lab {
       forget(prefix);
       throw new Error(`lab: up ${prefix} failed (exit ${result.code}):\n${result.stderr.trim()}`);
     }
-    return new Lab(prefix, decap, vips);
+    return new Lab(prefix, decap, vips, vips6);
   }
 
   /** Namespace name of a role: sw, client, lb, router, be1..be5 (aliases: switch, and the host names of topology.json, e.g. balancer). */

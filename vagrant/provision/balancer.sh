@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Provisions the balancer host: its address, routes to the backends, the
+# Provisions the balancer host: its address(es), routes to the backends, the
 # kernel settings a direct-server-return balancer wants, and (--start) lbctl
 # itself. The lab never passes --start (tests and the demo start lbctl); a
 # Vagrant VM does, and runs it as a systemd service.
 #
-#   balancer.sh --interface eth0 --address 10.10.0.2/24 \
-#               --route 10.20.0.0/24=10.10.0.1 [--ip-forward] [--mtu N]
+#   balancer.sh --interface eth0 --address 10.10.0.2/24 [--address fd00:10::2/64] \
+#               --route 10.20.0.0/24=10.10.0.1 [--route fd00:20::/64=fd00:10::1]
+#               [--ip-forward] [--mtu N]
 #               [--root DIR] [--install]
 #               [--start [--xdp-mode native|generic|auto] [--lbctl PATH]
 #                        [--socket PATH] [--state-dir DIR]]
 #
-# --interface auto  the interface that already holds --address (a Vagrant VM)
-# --ip-forward  turn IPv4 forwarding on (default off: packets for a VIP that
-#               the XDP program passes up are dropped, not routed)
+# --address     one per family (IPv4, IPv6); lbctl takes each family's as the
+#               default tunnel source of ipip backends of that family
+# --interface auto  the interface that already holds an --address (a Vagrant VM)
+# --route PREFIX=GATEWAY may repeat, either family; --gateway G (one per
+#               family) is --route default=G.
+# --ip-forward  turn IPv4 and IPv6 forwarding on (default off: packets for a
+#               VIP that the XDP program passes up are dropped, not routed)
 # --root DIR    the lbctl project (default: two levels above this script)
 # --install     (Vagrant only) install the toolchain, build lbctl in --root
 #               and install it (make install: /usr/local/bin/lbctl)
@@ -31,15 +36,15 @@
 . "$(dirname "$0")/common.sh"
 
 
-mtu="" iface=eth0 address="" routes=() forward=0 root=$PROJECT_ROOT install=0
+mtu="" iface=eth0 addresses=() gateways=() routes=() forward=0 root=$PROJECT_ROOT install=0
 start=0 xdp_mode=auto lbctl="" socket="" state_dir=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--interface) need_value "$@"; check_ifname "$1" "$2"; iface=$2; shift 2 ;;
-	--address) need_value "$@"; check_ipv4_cidr "$1" "$2"; address=$2; shift 2 ;;
+	--address) need_value "$@"; check_ip_cidr "$1" "$2"; check_family_once "$1" "$2" "${addresses[@]}"; addresses+=("$2"); shift 2 ;;
 	--mtu) need_value "$@"; check_mtu "$1" "$2"; mtu=$2; shift 2 ;;
 	--route) need_value "$@"; check_route "$1" "$2"; routes+=("$2"); shift 2 ;;
-	--gateway) need_value "$@"; check_ipv4 "$1" "$2"; routes+=("default=$2"); shift 2 ;;
+	--gateway) need_value "$@"; check_ip "$1" "$2"; check_family_once "$1" "$2" "${gateways[@]}"; gateways+=("$2"); routes+=("default=$2"); shift 2 ;;
 	--ip-forward) forward=1; shift ;;
 	--root) need_value "$@"; root=$2; shift 2 ;;
 	--install) install=1; shift ;;
@@ -55,7 +60,7 @@ while [ $# -gt 0 ]; do
 	*) die "unknown argument: $1 (see --help)" ;;
 	esac
 done
-[ -n "$address" ] || die "--address is required"
+[ ${#addresses[@]} -gt 0 ] || die "--address is required"
 if [ -z "$lbctl" ]; then
 	if [ "$install" = 1 ]; then lbctl=/usr/local/bin/lbctl; else lbctl=$root/bin/lbctl; fi
 fi
@@ -65,13 +70,14 @@ if [ "$install" = 1 ]; then
 	build_project "$root"
 fi
 
-iface=$(resolve_interface "$iface" "$address")
+iface=$(resolve_interface "$iface" "${addresses[@]}")
 require_link "$iface"
 ip link set dev lo up
 link_up "$iface" "$mtu"
-address_set "$iface" "$address"
+for address in "${addresses[@]}"; do address_set "$iface" "$address"; done
 routes_set "${routes[@]}"
 sysctl_set net.ipv4.ip_forward "$forward"
+[ ! -e /proc/sys/net/ipv6 ] || sysctl_set net.ipv6.conf.all.forwarding "$forward"
 # The XDP program transmits frames back out of the interface they arrived on;
 # if the kernel ever forwards such a packet it must not answer with ICMP
 # redirects (all/default/each interface: the effective value is an OR).
@@ -161,4 +167,4 @@ if [ "$start" = 1 ]; then
 		fi
 	fi
 fi
-provisioned "configured $iface $address${mtu:+ mtu $mtu}, routes ${routes[*]:-none}$started"
+provisioned "configured $iface ${addresses[*]}${mtu:+ mtu $mtu}, routes ${routes[*]:-none}$started"

@@ -56,21 +56,69 @@ is_ipv4() {
 	done
 }
 
+# is_ipv6 fd00:10::1: hexadecimal groups of 1-4 digits, eight of them or
+# fewer with one "::" (no embedded IPv4 form, no zone).
+is_ipv6() {
+	local a=$1 side groups=() g n=0
+	[[ $a =~ ^[0-9A-Fa-f:]+$ && $a == *:*:* ]] || return 1
+	case $a in *:::* | *::*::*) return 1 ;; esac
+	# Both sides of a "::" (or the whole address without one).
+	for side in "${a%%::*}" "$([[ $a == *::* ]] && printf '%s' "${a#*::}")"; do
+		[ -n "$side" ] || continue
+		[[ $side != :* && $side != *: ]] || return 1
+		IFS=: read -r -a groups <<<"$side"
+		for g in "${groups[@]}"; do
+			[[ $g =~ ^[0-9A-Fa-f]{1,4}$ ]] || return 1
+			n=$((n + 1))
+		done
+	done
+	if [[ $a == *::* ]]; then [ "$n" -le 7 ]; else [ "$n" -eq 8 ]; fi
+}
+
+is_ip() { is_ipv4 "$1" || is_ipv6 "$1"; }
+
+# ip_family ADDRESS[/LEN]: 6 for an IPv6 address, else 4.
+ip_family() { case $1 in *:*) echo 6 ;; *) echo 4 ;; esac; }
+
 # is_ipv4_cidr 10.0.0.1/24
 is_ipv4_cidr() {
 	local addr=${1%/*} len=${1##*/}
 	[ "$addr" != "$1" ] && is_ipv4 "$addr" && [[ $len =~ ^[0-9]{1,2}$ ]] && [ "$len" -le 32 ]
 }
 
-check_ipv4() { is_ipv4 "$2" || die "$1: \"$2\" is not an IPv4 address"; }
-check_ipv4_cidr() { is_ipv4_cidr "$2" || die "$1: \"$2\" is not ADDRESS/PREFIXLEN (IPv4)"; }
+# is_ipv6_cidr fd00:10::1/64
+is_ipv6_cidr() {
+	local addr=${1%/*} len=${1##*/}
+	[ "$addr" != "$1" ] && is_ipv6 "$addr" && [[ $len =~ ^[0-9]{1,3}$ ]] && [ "$len" -le 128 ]
+}
 
-# check_route OPTION PREFIX=GATEWAY: validates a --route argument.
+is_ip_cidr() { is_ipv4_cidr "$1" || is_ipv6_cidr "$1"; }
+
+check_ipv4() { is_ipv4 "$2" || die "$1: \"$2\" is not an IPv4 address"; }
+check_ip() { is_ip "$2" || die "$1: \"$2\" is not an IPv4 or IPv6 address"; }
+check_ipv4_cidr() { is_ipv4_cidr "$2" || die "$1: \"$2\" is not ADDRESS/PREFIXLEN (IPv4)"; }
+check_ip_cidr() { is_ip_cidr "$2" || die "$1: \"$2\" is not ADDRESS/PREFIXLEN (IPv4 or IPv6)"; }
+
+# check_family_once OPTION VALUE LIST...: fails when LIST already holds a
+# value of VALUE's family (one address or gateway per family).
+check_family_once() {
+	local option=$1 value=$2 v
+	shift 2
+	for v in "$@"; do
+		[ "$(ip_family "$v")" != "$(ip_family "$value")" ] ||
+			die "$option: \"$value\": there is already an IPv$(ip_family "$value") one (\"$v\"); one per family"
+	done
+}
+
+# check_route OPTION PREFIX=GATEWAY: validates a --route argument; prefix and
+# gateway of one family ("default" takes the gateway's).
 check_route() {
 	local dst=${2%%=*} via=${2#*=}
-	[ "$dst" != "$2" ] || die "$1: \"$2\" is not PREFIX=GATEWAY (e.g. 10.100.0.0/24=10.10.0.2)"
-	[ "$dst" = default ] || is_ipv4_cidr "$dst" || die "$1: \"$dst\" is not a prefix (ADDRESS/LEN or default)"
-	is_ipv4 "$via" || die "$1: \"$via\" is not an IPv4 gateway"
+	[ "$dst" != "$2" ] || die "$1: \"$2\" is not PREFIX=GATEWAY (e.g. 10.100.0.0/24=10.10.0.2 or fd00:100::/64=fd00:10::2)"
+	is_ip "$via" || die "$1: \"$via\" is not an IPv4 or IPv6 gateway"
+	[ "$dst" = default ] && return 0
+	is_ip_cidr "$dst" || die "$1: \"$dst\" is not a prefix (ADDRESS/LEN or default)"
+	[ "$(ip_family "$dst")" = "$(ip_family "$via")" ] || die "$1: \"$2\" mixes IPv4 and IPv6"
 }
 
 check_mtu() {
@@ -82,21 +130,28 @@ check_ifname() {
 	[[ $2 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$ ]] || die "$1: \"$2\" is not an interface name (at most 15 characters) or auto"
 }
 
-# resolve_interface NAME ADDRESS[/LEN]: prints NAME; for NAME "auto", the
-# interface that already holds ADDRESS. In a Vagrant VM the provider names the
-# NICs (eth1, ens6, enp0s8, ...) but Vagrant has put the private network's
-# address on it at boot: finding the interface by its address works with every
-# provider and box.
+# resolve_interface NAME ADDRESS[/LEN]...: prints NAME; for NAME "auto", the
+# interface that already holds one of the ADDRESSes (tried in order). In a
+# Vagrant VM the provider names the NICs (eth1, ens6, enp0s8, ...) but Vagrant
+# has put the private network's IPv4 address on it at boot: finding the
+# interface by its address works with every provider and box. (The IPv6
+# address is the role script's to add: Vagrant configures only IPv4.)
 resolve_interface() {
-	local addr=${2%/*} dev
-	if [ "$1" != auto ]; then
-		printf '%s\n' "$1"
+	local name=$1 a addr family dev=""
+	shift
+	if [ "$name" != auto ]; then
+		printf '%s\n' "$name"
 		return 0
 	fi
-	dev=$(ip -o -4 addr show to "$addr/32" | awk '$2 != "lo" { print $2; exit }')
-	dev=${dev%%@*}
-	[ -n "$dev" ] || die "--interface auto: no interface holds $addr (interfaces:" \
-		"$(ip -o -4 addr show | awk '{ printf "%s %s; ", $2, $4 }'))"
+	for a in "$@"; do
+		addr=${a%/*}
+		family=$(ip_family "$addr")
+		dev=$(ip -o "-$family" addr show to "$addr/$([ "$family" = 6 ] && echo 128 || echo 32)" | awk '$2 != "lo" { print $2; exit }')
+		dev=${dev%%@*}
+		[ -z "$dev" ] || break
+	done
+	[ -n "$dev" ] || die "--interface auto: no interface holds ${*%/*} (interfaces:" \
+		"$(ip -o addr show | awk '$3 == "inet" || $3 == "inet6" { printf "%s %s; ", $2, $4 }'))"
 	printf '%s\n' "$dev"
 }
 
@@ -139,8 +194,15 @@ link_exists() { ip link show dev "$1" >/dev/null 2>&1; }
 
 require_link() { link_exists "$1" || die "interface $1 does not exist"; }
 
-# link_up IFACE [MTU]: sets the MTU when given, brings the link up.
+# link_up IFACE [MTU]: sets the MTU when given, turns IPv6 duplicate address
+# detection off, brings the link up. The topology's addresses are static on
+# private segments; with DAD a fresh namespace holds its link-local and static
+# IPv6 addresses "tentative" for a second or two, during which they cannot be
+# used, and neighbour discovery solicits nothing without a usable link-local
+# address. (Addresses are added with nodad too: see address_set.)
 link_up() {
+	local dad=/proc/sys/net/ipv6/conf/$1/accept_dad
+	[ ! -e "$dad" ] || printf '0\n' >"$dad" || die "cannot set net.ipv6.conf.$1.accept_dad=0"
 	if [ -n "${2:-}" ]; then
 		ip link set dev "$1" mtu "$2" up
 	else
@@ -148,11 +210,20 @@ link_up() {
 	fi
 }
 
-# address_set IFACE ADDR/LEN: idempotent (replace).
-address_set() { ip addr replace "$2" dev "$1"; }
+# address_set IFACE ADDR/LEN: idempotent (replace); an IPv6 address without
+# duplicate address detection (usable at once; see link_up).
+address_set() {
+	if [ "$(ip_family "$2")" = 6 ]; then
+		[ -e /proc/sys/net/ipv6 ] || die "cannot add $2: IPv6 is disabled on this host (ipv6.disable=1?)"
+		ip -6 addr replace "$2" dev "$1" nodad
+	else
+		ip -4 addr replace "$2" dev "$1"
+	fi
+}
 
-# route_set PREFIX GATEWAY: idempotent (replace); PREFIX may be "default".
-route_set() { ip route replace "$1" via "$2"; }
+# route_set PREFIX GATEWAY: idempotent (replace); PREFIX may be "default";
+# the gateway's family picks the table.
+route_set() { ip "-$(ip_family "$2")" route replace "$1" via "$2"; }
 
 # routes_set PREFIX=GATEWAY...
 routes_set() {
@@ -210,7 +281,7 @@ apt_install() {
 build_project() {
 	[ -x "$1/scripts/install-deps.sh" ] || die "$1 is not the lbctl project root (no scripts/install-deps.sh)"
 	log "building lbctl in $1"
-	"$1/scripts/install-deps.sh" --no-vagrant
+	"$1/scripts/install-deps.sh" --no-test-tools
 	make -C "$1"
 	make -C "$1" install
 }
