@@ -106,33 +106,19 @@ use_systemd() {
 	in_init_netns && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
 }
 
+# start_service MODE: the unit `make install` put in /usr/local/lib/systemd/system
+# (Type=notify: `systemctl restart` returns once lbctl answers). VIPs and
+# backends go in /etc/lbctl/lbctl.yaml (created empty, never overwritten) or
+# come at runtime from the CLI; the interface and flags go in /etc/default/lbctl.
 start_service() {
-	local unit=/etc/systemd/system/lbctl.service env=/etc/default/lbctl i
+	local config=/etc/lbctl/lbctl.yaml env=/etc/default/lbctl i
 	local args=(--interface "$iface" --xdp-mode "$1" "${lbctl_flags[@]}")
 	[ -z "$state_dir" ] || args+=(--state-dir "$state_dir")
-	printf '# Written by vagrant/provision/balancer.sh\nLBCTL_ARGS="%s"\n' "${args[*]}" >"$env"
-	cat >"$unit.new" <<UNIT
-# Written by vagrant/provision/balancer.sh
-[Unit]
-Description=lbctl XDP layer-4 load balancer on $iface
-Documentation=file://$root/README.md
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=simple
-EnvironmentFile=$env
-# --foreground: logs go to the journal (journalctl -u lbctl); SIGTERM detaches
-# the XDP program and removes the pins.
-ExecStart=$lbctl start --foreground \$LBCTL_ARGS
-Restart=on-failure
-RestartSec=2s
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-	mv "$unit.new" "$unit"
-	systemctl daemon-reload
+	systemctl cat lbctl.service >/dev/null 2>&1 || die "no lbctl.service: install lbctl with make install (--install)"
+	mkdir -p /etc/lbctl
+	[ -e "$config" ] || printf '# VIPs and backends: see lbctl.example.yaml beside this file.\n# The interface and start flags are in %s.\n' "$env" >"$config"
+	printf '# Written by vagrant/provision/balancer.sh: extra lbctl start flags.\nLBCTL_ARGS="%s"\n' "${args[*]}" >"$env.new"
+	mv "$env.new" "$env"
 	systemctl enable lbctl.service >/dev/null 2>&1
 	systemctl restart lbctl.service
 	for i in $(seq 120); do
