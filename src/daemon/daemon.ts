@@ -80,6 +80,8 @@ export class Daemon implements DaemonControl {
   private readonly startedAt = new Date();
   private readonly checker: HealthChecker;
   private readonly healthTransitions = { up: 0, down: 0 };
+  /** Health transitions waiting for the one reconcile that applies them all. */
+  private readonly pendingTransitions: Transition[] = [];
 
   private constructor(
     private readonly options: DaemonOptions,
@@ -193,20 +195,39 @@ export class Daemon implements DaemonControl {
     return this.checker.health(`${vipKey} ${address}`);
   }
 
-  /** A backend went down or came back: rebuild its VIP's table, and say what moved. */
+  /**
+   * A backend went down or came back: rebuild the tables, and say what moved.
+   * Transitions that arrive together (a start with many backends, a switch
+   * failing under many) are applied in one reconcile.
+   */
   private onHealthTransition(transition: Transition): void {
     if (this.stopped) return;
     if (transition.to === 'up' || transition.to === 'down') this.healthTransitions[transition.to]++;
+    // Only a down backend leaves the table: unknown -> up changes nothing there.
+    if (transition.from !== 'down' && transition.to !== 'down') return;
+    this.pendingTransitions.push(transition);
+    if (this.pendingTransitions.length > 1) return;
     void this.queue.run(async () => {
+      const transitions = this.pendingTransitions.splice(0);
       if (this.stopped) return;
-      const [vipKey] = transition.key.split(' ');
-      const before = this.reconciler.view.find((v) => v.key === vipKey)?.backends.find((b) => b.address === transition.address);
-      const tracked = before && transition.to === 'down' ? [...trackedFlows(this.dataplane)].filter((f) => f.backendId === before.id).length : 0;
+      const backendOf = (t: Transition) => this.reconciler.view.find((v) => v.key === t.key.split(' ')[0])?.backends.find((b) => b.address === t.address);
+      const goingDown = new Map(transitions.filter((t) => t.to === 'down').map((t) => [t, backendOf(t)?.id]));
+      const trackedById = new Map<number, number>();
+      if (goingDown.size > 0) {
+        const ids = new Set(goingDown.values());
+        for (const flow of trackedFlows(this.dataplane)) {
+          if (ids.has(flow.backendId)) trackedById.set(flow.backendId, (trackedById.get(flow.backendId) ?? 0) + 1);
+        }
+      }
       this.applyDesired(this.desired());
-      const after = this.reconciler.view.find((v) => v.key === vipKey);
-      if (transition.to === 'down') {
-        this.log.warn({ event: after?.allDown ? 'vip.all_down' : 'backend.removed_from_table', vip: vipKey, backend: transition.address, reason: transition.reason, trackedFlowsMoved: after?.allDown && after.backends.find((b) => b.address === transition.address)?.keptWhileAllDown ? 0 : tracked },
-          after?.allDown ? `every backend of ${vipKey} is down: ${findVip(this.desired(), vipKey!)?.onAllDown === 'drop' ? 'dropping its packets' : 'keeping the last healthy ones'}` : 'backend taken out of the table');
+      for (const [transition, id] of goingDown) {
+        const vipKey = transition.key.split(' ')[0]!;
+        const after = this.reconciler.view.find((v) => v.key === vipKey);
+        const kept = after?.allDown && after.backends.find((b) => b.address === transition.address)?.keptWhileAllDown;
+        this.log.warn({
+          event: after?.allDown ? 'vip.all_down' : 'backend.removed_from_table', vip: vipKey, backend: transition.address, reason: transition.reason,
+          trackedFlowsMoved: kept || id === undefined ? 0 : (trackedById.get(id) ?? 0),
+        }, after?.allDown ? `every backend of ${vipKey} is down: ${findVip(this.desired(), vipKey)?.onAllDown === 'drop' ? 'dropping its packets' : 'keeping the last healthy ones'}` : 'backend taken out of the table');
       }
     }).catch((error) => this.log.error({ event: 'health.apply_failed', err: error }, 'applying a health change failed'));
   }
