@@ -54,7 +54,7 @@ demo: deps-demo all
 test: deps all
 	scripts/run-tests.sh
 
-# Speed and memory, measured side by side (~10 minutes): the build tools and
+# Speed and memory, measured side by side (~15 minutes): the build tools and
 # lab (deps-demo; no test-only tools), then bench/run.js adds what only the
 # benchmarks use (bench/install-deps.sh: wrk, HAProxy, nginx stream, iptables)
 # and writes bench/results/latest.md, latest.json and latest-http.svg.

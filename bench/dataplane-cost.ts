@@ -6,9 +6,13 @@
  * median over rounds of each round's mean, and ratios to the floor program
  * (parse, swap MACs, XDP_TX) and to a bare XDP_PASS.
  *
- * Rows come from FAMILIES: each address family contributes "not a VIP" and,
- * per forwarding mode, "new flow" and "established flow". IPv6 rows appear
- * by adding an IPv6 entry to FAMILIES once the data plane has IPv6 VIPs.
+ * Rows come from FAMILIES: each address family contributes its floor (the
+ * floor program on a frame of that family), "not a VIP" and, per forwarding
+ * mode, "new flow" and "established flow"; CROSSED adds the tunnels that
+ * cross families (4in6: an IPv4 VIP with IPv6 backends; 6in4). The maps
+ * are written by the daemon's own reconciler, as for a real VIP, and the
+ * first packet of every scenario is checked to take the path it is named
+ * after (action, backend MAC, outer header) before anything is timed.
  */
 import { pino } from 'pino';
 import { join } from 'node:path';
@@ -18,29 +22,33 @@ import { check, native } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import { Reconciler } from '../src/daemon/reconciler.js';
 import { parseVip } from '../src/model/address.js';
-import { DesiredState, vipSettings } from '../src/model/desired-state.js';
+import { BackendSpec, DesiredState, VipSpec, vipSettings } from '../src/model/desired-state.js';
 import { PathTarget, PathResult } from '../src/net/forwarding-paths.js';
 import { PROJECT_ROOT, bpfObjectPath } from '../src/paths.js';
-import { TCP_FLAGS, ipv4Frame } from '../test/support/packets.js';
+import { ETHERTYPE, IPPROTO_NUMBER, TCP_FLAGS, ipv4Frame, ipv6Frame } from '../test/support/packets.js';
 
 export interface CostRow {
   readonly scenario: string;
   /** null for the reference programs. */
   readonly family: 4 | 6 | null;
   readonly ns: number;
+  /** Ratio to the floor program on a frame of the same family (IPv4 for the references). */
   readonly vsFloor: number;
   readonly vsPass: number;
 }
 
 const CLIENTS = 65536;
 const MODES = ['l2dsr', 'ipip'] as const;
+type Mode = (typeof MODES)[number];
+const BACKEND_MAC = '02:00:00:00:00:11';
+const BALANCER_MAC = '02:00:00:00:00:02';
 
 /** What the scenarios of one address family need. */
 interface FamilySpec {
   readonly family: 4 | 6;
   readonly label: string;
   /** One VIP per forwarding mode (TCP port 80). */
-  readonly vip: Record<(typeof MODES)[number], string>;
+  readonly vip: Record<Mode, string>;
   /** Backend i (10 per VIP). */
   readonly backend: (i: number) => string;
   /** Client i of 64k (new flows use distinct clients). */
@@ -51,10 +59,6 @@ interface FamilySpec {
   readonly frame: (spec: { src: string; dst: string; srcPort: number; dstPort: number; tcpFlags: number }) => Buffer;
 }
 
-/**
- * IPv4 only: the data plane has no IPv6 VIPs yet. When it does, add an IPv6
- * entry (VIPs, addresses, a frame builder) and its rows follow.
- */
 export const FAMILIES: readonly FamilySpec[] = [
   {
     family: 4,
@@ -66,7 +70,25 @@ export const FAMILIES: readonly FamilySpec[] = [
     tunnelSource: '10.10.0.2',
     frame: (spec) => ipv4Frame(spec),
   },
+  {
+    family: 6,
+    label: 'IPv6',
+    vip: { l2dsr: 'fd00:100::100', ipip: 'fd00:100::101' },
+    backend: (i) => `fd00:10::${(0x11 + i).toString(16)}`,
+    client: (i) => `fd00:172:16::${((i >> 8) & 255).toString(16)}:${(i & 255).toString(16)}`,
+    notVip: 'fd00:10::2',
+    tunnelSource: 'fd00:10::2',
+    frame: (spec) => ipv6Frame(spec),
+  },
 ];
+
+/** Tunnels across families: a VIP of one family whose backends are of the other (ipip only). */
+const CROSSED = [
+  { label: 'IPv4 balancer ipip, IPv6 backends (4in6)', vip: '10.100.0.102', vipFamily: 4 as const, backendFamily: 6 as const },
+  { label: 'IPv6 balancer ipip, IPv4 backends (6in4)', vip: 'fd00:100::102', vipFamily: 6 as const, backendFamily: 4 as const },
+];
+
+const familyOf = (family: 4 | 6) => FAMILIES.find((f) => f.family === family)!;
 
 function frames(count: number, make: (i: number) => Buffer): Buffer {
   const first = make(0);
@@ -100,30 +122,74 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-function vipText(f: FamilySpec, address: string): string {
-  return f.family === 6 ? `[${address}]:80/tcp` : `${address}:80/tcp`;
+function vipText(family: 4 | 6, address: string): string {
+  return family === 6 ? `[${address}]:80/tcp` : `${address}:80/tcp`;
 }
 
-/** Ten backends per VIP, written through the reconciler as the daemon would. */
+function backendSpecs(f: FamilySpec): BackendSpec[] {
+  return Array.from({ length: 10 }, (_, i) => ({ address: f.backend(i), family: f.family, weight: 1 }));
+}
+
+function vipSpec(family: 4 | 6, address: string, forward: Mode, backends: readonly BackendSpec[]): VipSpec {
+  const vip = parseVip(vipText(family, address));
+  return { vip, ...vipSettings(vip, { forward }), backends };
+}
+
+/** Ten backends per VIP (table size 65537), written through the reconciler as the daemon would. */
 function balancer(): BalancerDataplane {
   const dataplane = BalancerDataplane.load();
   dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
   const desired: DesiredState = {
-    vips: FAMILIES.flatMap((f) => {
-      const backends = Array.from({ length: 10 }, (_, i) => ({ address: f.backend(i), family: f.family, weight: 1 }));
-      return MODES.map((mode) => {
-        const vip = parseVip(vipText(f, f.vip[mode]));
-        return { vip, ...vipSettings(vip, { forward: mode }), backends };
-      });
-    }),
+    vips: [
+      ...FAMILIES.flatMap((f) => MODES.map((mode) => vipSpec(f.family, f.vip[mode], mode, backendSpecs(f)))),
+      ...CROSSED.map((c) => vipSpec(c.vipFamily, c.vip, 'ipip', backendSpecs(familyOf(c.backendFamily)))),
+    ],
   };
   const tunnelSource = new Map(FAMILIES.flatMap((f) => Array.from({ length: 10 }, (_, i) => [f.backend(i), f.tunnelSource] as const)));
   const paths = (t: PathTarget): PathResult => ({
     ok: true,
-    path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: '02:00:00:00:00:11', mtu: 0, ...(t.forward === 'ipip' ? { tunnelSrc: tunnelSource.get(t.address)! } : {}) },
+    path: { dev: 'lo', ifindex: 1, srcMac: BALANCER_MAC, nextHop: t.address, dstMac: BACKEND_MAC, mtu: 0, ...(t.forward === 'ipip' ? { tunnelSrc: tunnelSource.get(t.address)! } : {}) },
   });
   new Reconciler(dataplane, pino({ level: 'silent' })).apply(desired, paths);
   return dataplane;
+}
+
+/** What a forwarded frame must look like: to the backend's MAC, as the given outer header. */
+interface Forwarded {
+  /** Outer family: the backend's. */
+  readonly outer: 4 | 6;
+  /** Encapsulated: the inner family (4in4 and 6in6 tunnels, 4in6, 6in4); undefined for l2dsr. */
+  readonly inner?: 4 | 6;
+}
+
+/** Why the program's answer to one packet is not what the scenario measures, or undefined if it is. */
+function wrongAnswer(input: Buffer, action: string, output: Buffer, expect: 'pass' | 'tx' | Forwarded): string | undefined {
+  const want = typeof expect === 'string' ? expect : 'tx';
+  if (action !== want) return `program answered ${action}, expected ${want}`;
+  if (typeof expect === 'string') return undefined;
+  const dstMac = output.subarray(0, 6).toString('hex').replace(/(..)(?!$)/g, '$1:');
+  if (dstMac !== BACKEND_MAC) return `forwarded to ${dstMac}, not the backend's MAC ${BACKEND_MAC}`;
+  const etherType = output.readUInt16BE(12);
+  if (etherType !== (expect.outer === 6 ? ETHERTYPE.IPV6 : ETHERTYPE.IPV4)) return `outer EtherType 0x${etherType.toString(16)}, expected IPv${expect.outer}`;
+  const grow = expect.inner === undefined ? 0 : expect.outer === 6 ? 40 : 20;
+  if (output.length !== input.length + grow) return `output of ${output.length} bytes for ${input.length} in, expected ${input.length + grow}`;
+  if (expect.inner !== undefined) {
+    const next = expect.outer === 6 ? output[14 + 6] : output[14 + 9];
+    const wanted = expect.inner === 6 ? IPPROTO_NUMBER.IPV6 : IPPROTO_NUMBER.IPIP;
+    if (next !== wanted) return `outer header carries protocol ${next}, expected ${wanted} (IPv${expect.inner} inside)`;
+  }
+  return undefined;
+}
+
+interface Scenario {
+  readonly name: string;
+  readonly family: 4 | 6 | null;
+  readonly fd: number;
+  readonly packets: Buffer;
+  readonly count: number;
+  readonly expect: 'pass' | 'tx' | Forwarded;
+  /** Index of the floor scenario this one is compared with. */
+  floor: number;
 }
 
 export function measureDataplaneCost(options: { iterations?: number; rounds?: number; log?: (line: string) => void } = {}): CostRow[] {
@@ -140,21 +206,27 @@ export function measureDataplaneCost(options: { iterations?: number; rounds?: nu
       return flows(f, vip, 256, TCP_FLAGS.ACK);
     };
     const nonVip = (f: FamilySpec) => frames(256, (i) => f.frame({ src: f.client(i), dst: f.notVip, srcPort: 1024 + i, dstPort: 22, tcpFlags: TCP_FLAGS.ACK }));
-    const reference = nonVip(FAMILIES[0]!);
-    const scenarios: Array<{ name: string; family: 4 | 6 | null; fd: number; packets: Buffer; count: number; expect: string }> = [
-      { name: 'bare XDP_PASS', family: null, fd: pass.programFd, packets: reference, count: 256, expect: 'pass' },
-      { name: 'floor: parse, swap MACs, XDP_TX', family: null, fd: floor.programFd, packets: reference, count: 256, expect: 'tx' },
-      ...FAMILIES.flatMap((f) => [
-        { name: `${f.label} balancer: not a VIP`, family: f.family, fd: dataplane.programFd, packets: nonVip(f), count: 256, expect: 'pass' },
-        ...MODES.flatMap((mode) => [
-          { name: `${f.label} balancer ${mode}: new flow (SYN, 64k tuples)`, family: f.family, fd: dataplane.programFd, packets: flows(f, f.vip[mode], CLIENTS, TCP_FLAGS.SYN), count: CLIENTS, expect: 'tx' },
-          { name: `${f.label} balancer ${mode}: established flow`, family: f.family, fd: dataplane.programFd, packets: established(f, f.vip[mode]), count: 256, expect: 'tx' },
-        ]),
-      ]),
+    const modeExpect = (mode: Mode, vipFamily: 4 | 6, backendFamily: 4 | 6): Forwarded => (mode === 'l2dsr' ? { outer: backendFamily } : { outer: backendFamily, inner: vipFamily });
+    const flowScenarios = (label: string, f: FamilySpec, vip: string, expect: Forwarded): Scenario[] => [
+      { name: `${label}: new flow (SYN, 64k tuples)`, family: f.family, fd: dataplane.programFd, packets: flows(f, vip, CLIENTS, TCP_FLAGS.SYN), count: CLIENTS, expect, floor: -1 },
+      { name: `${label}: established flow`, family: f.family, fd: dataplane.programFd, packets: established(f, vip), count: 256, expect, floor: -1 },
     ];
+    const scenarios: Scenario[] = [
+      { name: 'bare XDP_PASS', family: null, fd: pass.programFd, packets: nonVip(FAMILIES[0]!), count: 256, expect: 'pass', floor: -1 },
+      ...FAMILIES.map((f): Scenario => ({ name: `${f.label} floor: parse, swap MACs, XDP_TX`, family: null, fd: floor.programFd, packets: nonVip(f), count: 256, expect: 'tx', floor: -1 })),
+      ...FAMILIES.flatMap((f) => [
+        { name: `${f.label} balancer: not a VIP`, family: f.family, fd: dataplane.programFd, packets: nonVip(f), count: 256, expect: 'pass' as const, floor: -1 },
+        ...MODES.flatMap((mode) => flowScenarios(`${f.label} balancer ${mode}`, f, f.vip[mode], modeExpect(mode, f.family, f.family))),
+      ]),
+      ...CROSSED.flatMap((c) => flowScenarios(c.label, familyOf(c.vipFamily), c.vip, modeExpect('ipip', c.vipFamily, c.backendFamily))),
+    ];
+    // Each row is compared with the floor of its (outer, client-side) family; the references with IPv4's.
+    for (const s of scenarios) s.floor = scenarios.findIndex((x) => x.name === `IPv${s.family ?? 4} floor: parse, swap MACs, XDP_TX`);
     for (const s of scenarios) {
-      const action = testRun(s.fd, s.packets.subarray(0, s.packets.length / s.count)).action;
-      if (action !== s.expect) throw new Error(`${s.name}: program answered ${action}, expected ${s.expect}`);
+      const first = s.packets.subarray(0, s.packets.length / s.count);
+      const r = testRun(s.fd, first);
+      const wrong = wrongAnswer(first, r.action, r.output, s.expect);
+      if (wrong) throw new Error(`${s.name}: ${wrong}`);
     }
     const means = scenarios.map(() => [] as number[]);
     for (let round = 0; round < rounds; round++) {
@@ -162,7 +234,7 @@ export function measureDataplaneCost(options: { iterations?: number; rounds?: nu
       options.log?.(`round ${round + 1}/${rounds}: ${scenarios.map((s, i) => `${s.name} ${means[i]!.at(-1)!.toFixed(1)}`).join(', ')}`);
     }
     const results = means.map(median);
-    return scenarios.map((s, i) => ({ scenario: s.name, family: s.family, ns: results[i]!, vsFloor: results[i]! / results[1]!, vsPass: results[i]! / results[0]! }));
+    return scenarios.map((s, i) => ({ scenario: s.name, family: s.family, ns: results[i]!, vsFloor: results[i]! / results[s.floor]!, vsPass: results[i]! / results[0]! }));
   } finally {
     dataplane.close();
     floor.close();
@@ -170,12 +242,17 @@ export function measureDataplaneCost(options: { iterations?: number; rounds?: nu
   }
 }
 
-export function costTable(rows: readonly CostRow[]): string {
-  return [
-    '| scenario | ns/packet | × floor | × bare pass |',
-    '|---|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.scenario} | ${r.ns.toFixed(1)} | ${r.vsFloor.toFixed(2)} | ${r.vsPass.toFixed(2)} |`),
-  ].join('\n');
+/** An IPv6 row's ratio to the same row over IPv4 (the same name with "IPv4"), if there is one. */
+export function vsIpv4(rows: readonly CostRow[], row: CostRow): number | undefined {
+  if (!row.scenario.startsWith('IPv6 ')) return undefined;
+  const twin = rows.find((r) => r.scenario === `IPv4 ${row.scenario.slice(5)}`);
+  return twin ? row.ns / twin.ns : undefined;
 }
 
-
+export function costTable(rows: readonly CostRow[]): string {
+  return [
+    '| scenario | ns/packet | × floor | × bare pass | IPv6 × IPv4 |',
+    '|---|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.scenario} | ${r.ns.toFixed(1)} | ${r.vsFloor.toFixed(2)} | ${r.vsPass.toFixed(2)} | ${vsIpv4(rows, r)?.toFixed(2) ?? ''} |`),
+  ].join('\n');
+}
