@@ -94,7 +94,6 @@ static __always_inline int send_to_backend(struct xdp_md *ctx, const struct pack
 	return transmit(ctx, be);
 }
 
-/* The backend for a flow to a VIP: tracked, or the table's choice (then tracked). */
 /*
  * An ICMP error about a VIP flow, to the flow's backend. Counted as
  * forwarded only when it leaves: one too big for the tunnel is dropped and
@@ -110,17 +109,19 @@ static __always_inline int forward_icmp_error(struct xdp_md *ctx, const struct p
 	return action;
 }
 
+/* The backend for a flow to a VIP: tracked, or the table's choice (then tracked). */
 static __always_inline struct backend_info *pick_backend_v4(const struct vip_info *vip, const struct flow_key_v4 *flow,
 							    const struct packet *pkt, __u64 now, __u32 *backend_id,
 							    enum flow_verdict *verdict)
 {
-	struct backend_info *be = tracked_backend(&flows_v4, flow, pkt, now, backend_id, verdict);
+	struct flow_state *entry;
+	struct backend_info *be = tracked_backend(&flows_v4, flow, pkt, now, backend_id, verdict, &entry);
 
 	if (be)
 		return be;
 	be = table_backend(vip, flow_hash_v4(flow->saddr, flow->daddr, flow->sport, flow->dport, flow->proto), backend_id);
 	if (be)
-		track(&flows_v4, flow, pkt, *backend_id, now);
+		track(&flows_v4, flow, entry, pkt, *backend_id, now);
 	return be;
 }
 
@@ -128,13 +129,14 @@ static __always_inline struct backend_info *pick_backend_v6(const struct vip_inf
 							    const struct packet *pkt, __u64 now, __u32 *backend_id,
 							    enum flow_verdict *verdict)
 {
-	struct backend_info *be = tracked_backend(&flows_v6, flow, pkt, now, backend_id, verdict);
+	struct flow_state *entry;
+	struct backend_info *be = tracked_backend(&flows_v6, flow, pkt, now, backend_id, verdict, &entry);
 
 	if (be)
 		return be;
 	be = table_backend(vip, flow_hash_v6(flow->saddr, flow->daddr, flow->sport, flow->dport, flow->proto), backend_id);
 	if (be)
-		track(&flows_v6, flow, pkt, *backend_id, now);
+		track(&flows_v6, flow, entry, pkt, *backend_id, now);
 	return be;
 }
 

@@ -262,6 +262,8 @@ describe('backend choice', () => {
     vip(VIP, 80, 'tcp', [BE_L2_OTHER]);
     dataplane.clearBackend(BE_L2);
     assert.equal(chosenMac(syn(30002, { tcpFlags: TCP_FLAGS.ACK })), BACKEND_MAC[BE_L2_OTHER]);
+    const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 30002, dport: 80, proto: 6 });
+    assert.equal(flowState.decode(dataplane.flowsV4.lookup(key)!).backend_id, BE_L2_OTHER, 'and is tracked there');
   });
 
   test('counters count packets, IP bytes, new flows and moved flows per VIP and per backend', () => {
@@ -296,5 +298,19 @@ describe('backend choice', () => {
     assert.ok(opened.last_seen >= before && opened.last_seen <= readJiffies(), 'last_seen is the data plane clock');
     testRun(dataplane.programFd, syn(30005, { tcpFlags: TCP_FLAGS.FIN | TCP_FLAGS.ACK }));
     assert.equal(flowState.decode(dataplane.flowsV4.lookup(key)!).flags, FLOW_FLAG_CLOSING);
+  });
+
+  test('a SYN on the tuple of a tracked flow tracks the new connection: the table\'s backend, not closing, seen now', () => {
+    vip(VIP, 80, 'tcp', [BE_L2]);
+    testRun(dataplane.programFd, syn(30006));
+    const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 30006, dport: 80, proto: 6 });
+    dataplane.flowsV4.update(key, flowState.encode({ backend_id: BE_L2, flags: FLOW_FLAG_CLOSING, last_seen: 0n }));
+    vip(VIP, 80, 'tcp', [BE_L2_OTHER]);
+    const before = readJiffies();
+    testRun(dataplane.programFd, syn(30006));
+    const state = flowState.decode(dataplane.flowsV4.lookup(key)!);
+    assert.equal(state.backend_id, BE_L2_OTHER);
+    assert.equal(state.flags, 0);
+    assert.ok(state.last_seen >= before, 'last_seen is now');
   });
 });

@@ -69,15 +69,18 @@ static __always_inline struct backend_info *active_backend(__u32 id)
 /*
  * The tracked backend of a flow, while it is active. A TCP SYN starts a new
  * connection, so it is never looked up: it follows the table even when an
- * earlier connection with the same 5-tuple is still tracked.
+ * earlier connection with the same 5-tuple is still tracked. *entry is the
+ * entry of a flow whose backend is gone, for track() to rewrite.
  */
 static __always_inline struct backend_info *tracked_backend(void *flows, const void *key, const struct packet *pkt,
-							    __u64 now, __u32 *backend_id, enum flow_verdict *verdict)
+							    __u64 now, __u32 *backend_id, enum flow_verdict *verdict,
+							    struct flow_state **entry)
 {
 	struct flow_state *tracked;
 	struct backend_info *be;
 
 	*verdict = FLOW_NEW;
+	*entry = NULL;
 	if (pkt->new_tcp)
 		return NULL;
 	tracked = bpf_map_lookup_elem(flows, key);
@@ -86,6 +89,7 @@ static __always_inline struct backend_info *tracked_backend(void *flows, const v
 	be = active_backend(tracked->backend_id);
 	if (!be) {
 		*verdict = FLOW_MOVED;
+		*entry = tracked;
 		return NULL;
 	}
 	*verdict = FLOW_TRACKED;
@@ -125,8 +129,17 @@ static __always_inline struct backend_info *table_backend(const struct vip_info 
 	return active_backend(*owner);
 }
 
-/* Remembers the flow's backend. A RST of an untracked flow is not worth it. */
-static __always_inline void track(void *flows, const void *key, const struct packet *pkt, __u32 backend_id, __u64 now)
+/*
+ * Remembers the flow's backend. A RST of an untracked flow is not worth it.
+ *
+ * The entry of a moved flow is rewritten in place: a map update takes a new
+ * element off the LRU's free list and puts the old one back, 500-600 ns per
+ * packet against ~65 ns for a lookup (BPF_PROG_TEST_RUN on the development
+ * hosts). A SYN does not look its tuple up for the same saving: that lookup
+ * would cost every SYN of a tuple never seen, the common case, ~10% more.
+ */
+static __always_inline void track(void *flows, const void *key, struct flow_state *entry, const struct packet *pkt,
+				  __u32 backend_id, __u64 now)
 {
 	struct flow_state state = {};
 
@@ -135,6 +148,12 @@ static __always_inline void track(void *flows, const void *key, const struct pac
 	state.backend_id = backend_id;
 	state.flags = pkt->end_tcp ? LB_FLOW_F_CLOSING : 0;
 	state.last_seen = now;
+	if (entry) {
+		entry->backend_id = state.backend_id;
+		entry->flags = state.flags;
+		entry->last_seen = state.last_seen;
+		return;
+	}
 	bpf_map_update_elem(flows, key, &state, BPF_ANY);
 }
 
