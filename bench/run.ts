@@ -60,6 +60,8 @@ async function main(): Promise<void> {
   ensureBpffs('/sys/fs/bpf');
 
   const startedAt = new Date();
+  // Before any result file is written: what is measured is the tree as it was at the start.
+  const revision = env.BENCH_REVISION ?? gitRevision();
   const t0 = Date.now();
   const loadAtStart = loadavg()[0]!;
   const results: BenchResults = {};
@@ -111,7 +113,6 @@ async function main(): Promise<void> {
   const plot = results.http ? `${name}-http.svg` : undefined;
   if (results.http && plot) writeFileSync(join(dir, plot), httpSvg(results.http, `lbctl vs alternatives: HTTP through the balancer (${startedAt.toISOString().slice(0, 10)})`));
   const command = [quick ? 'BENCH_QUICK=1' : '', env.BENCH_PARTS ? `BENCH_PARTS=${env.BENCH_PARTS}` : '', 'sudo make bench'].filter(Boolean).join(' ');
-  const revision = env.BENCH_REVISION ?? gitRevision();
   const load = { start: loadAtStart, end: loadavg()[0]! };
   const report = renderReport(results, { command, startedAt, seconds: (Date.now() - t0) / 1000, quick, load, failures, ...(plot ? { plot } : {}), ...(revision ? { revision } : {}) });
   writeFileSync(join(dir, `${name}.md`), report);
