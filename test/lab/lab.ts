@@ -514,6 +514,21 @@ export class Lab {
     return text.split('\n').filter((l) => l.length > 0);
   }
 
+  /**
+   * The lines a backend logs after its first `seen` lines, once there are at
+   * least `count` of them. nginx writes a line after the response has gone,
+   * so a client can have its answer before the line is there: waits up to
+   * `timeoutMs`, then returns what there is.
+   */
+  async backendAccessLogAfter(name: string, seen: number, count = 1, timeoutMs = 3000): Promise<string[]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const fresh = (await this.backendAccessLog(name)).slice(seen);
+      if (fresh.length >= count || Date.now() >= deadline) return fresh;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
   /** The arguments lab.sh passed to a host's role script (PREFIX/provision-NS.args). */
   async provisionArgs(role: string): Promise<string[]> {
     const ns = this.ns(role).slice(this.prefix.length + 1);
