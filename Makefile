@@ -16,7 +16,7 @@ SHIM := build/native/liblbctl.so
 TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
 TS_STAMP := dist/.stamp
 
-.PHONY: all bpf native ts deps deps-demo demo test bench install uninstall clean
+.PHONY: all bpf native ts deps deps-demo deps-bench demo test bench install uninstall clean
 
 all: bpf native ts
 
@@ -55,10 +55,13 @@ test: deps all
 	scripts/run-tests.sh
 
 # Speed and memory, measured side by side (~15 minutes): the build tools and
-# lab (deps-demo; no test-only tools), then bench/run.js adds what only the
-# benchmarks use (bench/install-deps.sh: wrk, HAProxy, nginx stream, iptables)
-# and writes bench/results/latest.md, latest.json and latest-http.svg.
-bench: deps-demo all
+# lab plus what only the benchmarks use (wrk, HAProxy, nginx stream,
+# iptables; no test-only tools), then bench/run.js writes
+# bench/results/latest.md, latest.json and latest-http.svg.
+deps-bench:
+	scripts/install-deps.sh --no-test-tools --bench
+
+bench: deps-bench all
 	node dist/bench/run.js
 
 install: all

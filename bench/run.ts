@@ -1,6 +1,6 @@
 /**
- * `sudo make bench`: installs what the benchmarks need (bench/install-deps.sh),
- * runs every part and writes bench/results/latest.md, latest.json and the
+ * `sudo make bench`: installs what the benchmarks need (scripts/install-deps.sh
+ * --bench), then this runs every part and writes bench/results/latest.md, latest.json and the
  * plot latest-http.svg; a full run that succeeds also rewrites the README's
  * performance section (between its bench:start/bench:end markers only).
  *
@@ -13,7 +13,6 @@
  *   BENCH_QUICK=1          a ~2-minute smoke run of every part (writes quick.*)
  *   BENCH_PARTS=cost,http  only these parts (writes partial.* unless BENCH_OUT)
  *   BENCH_OUT=NAME         results file name under bench/results (NAME.md, NAME.json, NAME-http.svg)
- *   BENCH_SKIP_DEPS=1      do not run bench/install-deps.sh
  *   BENCH_REVISION=TEXT    what was measured, for the results file (default: git describe --dirty)
  *   BENCH_ITERATIONS, BENCH_ROUNDS            part 1 (default 1,000,000 runs, 5 rounds)
  *   BENCH_RATE_ROUNDS, BENCH_RATE_SECONDS, BENCH_RATE_THREADS   part 2 (3, 3, 1)
@@ -56,7 +55,6 @@ async function main(): Promise<void> {
   const name = env.BENCH_OUT ?? (quick ? 'quick' : parts.length < PARTS.length ? 'partial' : 'latest');
   if (!/^[\w.-]+$/.test(name)) throw new Error(`BENCH_OUT: "${name}" is not a plain file name`);
 
-  if (env.BENCH_SKIP_DEPS !== '1') execFileSync(join(PROJECT_ROOT, 'bench', 'install-deps.sh'), { stdio: 'inherit' });
   ensureBpffs('/sys/fs/bpf');
 
   const startedAt = new Date();

@@ -3,22 +3,29 @@
 # the toolchain and lab tools from apt, then the npm packages. Idempotent and
 # quick when everything is present.
 #
-#   install-deps.sh [--no-test-tools]
+#   install-deps.sh [--no-test-tools] [--bench]
 #
 # --no-test-tools  skip what only the tests use: vagrant and vagrant-libvirt
 #                  (`vagrant validate`; ~80 MB of Ruby), chromium (renders the
 #                  status page), socat and systemd (readiness protocol, unit
 #                  check). The demo and the Vagrant VMs build lbctl with this
 #                  (vagrant/provision/common.sh).
+# --bench          add what `make bench` uses: wrk (HTTP load), haproxy and
+#                  libnginx-mod-stream (the proxies lbctl is compared with),
+#                  iptables (DNAT with the statistic match) and nftables
+#                  (`nft delete table` unhooks conntrack between runs). The
+#                  test tools include them: test/bench-smoke runs every part.
 set -eu
 
 cd "$(dirname "$0")/.."
 
 test_tools=1
+bench=0
 for arg in "$@"; do
 	case "$arg" in
 	--no-test-tools) test_tools=0 ;;
-	*) echo "install-deps: unknown argument $arg (usage: install-deps.sh [--no-test-tools])" >&2; exit 2 ;;
+	--bench) bench=1 ;;
+	*) echo "install-deps: unknown argument $arg (usage: install-deps.sh [--no-test-tools] [--bench])" >&2; exit 2 ;;
 	esac
 done
 
@@ -31,6 +38,9 @@ iproute2 ethtool procps iputils-ping nginx curl tcpdump ca-certificates jq"
 # socat; test/install.test.ts checks the unit with systemd-analyze.
 if [ "$test_tools" = 1 ]; then
 	DEBS="$DEBS vagrant vagrant-libvirt chromium socat systemd"
+fi
+if [ "$bench" = 1 ] || [ "$test_tools" = 1 ]; then
+	DEBS="$DEBS wrk haproxy libnginx-mod-stream iptables nftables"
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -61,17 +71,20 @@ if [ "$(node_major)" -lt 18 ]; then
 	exit 1
 fi
 
-# nginx serves the lab's backends inside namespaces; the copy the package
-# starts on this host is not ours to leave running.
-case "$missing" in
-*nginx*)
-	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-		systemctl disable --now nginx >/dev/null 2>&1 || true
-	else
-		service nginx stop >/dev/null 2>&1 || true
-	fi
-	;;
-esac
+# nginx serves the lab's backends inside namespaces, and the benchmark runs
+# its own haproxy there: the copies the packages start on this host are not
+# ours to leave running.
+for svc in nginx haproxy; do
+	case "$missing" in
+	*" $svc"*)
+		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+			systemctl disable --now "$svc" >/dev/null 2>&1 || true
+		else
+			service "$svc" stop >/dev/null 2>&1 || true
+		fi
+		;;
+	esac
+done
 
 stamp=node_modules/.lbctl-lock
 if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then

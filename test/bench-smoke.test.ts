@@ -1,13 +1,11 @@
 /**
  * The benchmarks still work: every part of `make bench` runs with tiny
  * counts (seconds, not minutes) and its results have the expected shape.
- * The figures themselves mean nothing here.
+ * The figures themselves mean nothing here. wrk, haproxy, nginx's stream
+ * module, iptables and nft come with the test tools (scripts/install-deps.sh).
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
-import { before, describe, test } from 'node:test';
-import { ROOT } from './lab/lab.js';
+import { describe, test } from 'node:test';
 import { costTable, measureDataplaneCost } from '../bench/dataplane-cost.js';
 import { RATE_SYSTEMS, measurePacketRate, rateTable } from '../bench/packet-rate.js';
 import { HTTP_SYSTEMS, HTTP_VARIANTS, httpSvg, httpTable, measureHttp } from '../bench/http.js';
@@ -19,11 +17,6 @@ const positive = (n: number, what: string) => assert.ok(Number.isFinite(n) && n 
 
 describe('benchmarks (quick smoke run)', () => {
   const results: BenchResults = {};
-
-  before(() => {
-    // What `make bench` installs first (wrk, haproxy, nginx's stream module, iptables, nft); quick when present.
-    execFileSync(join(ROOT, 'bench', 'install-deps.sh'), { stdio: ['ignore', 'ignore', 'inherit'] });
-  });
 
   test('1. data-plane cost per packet (IPv4, IPv6, across families)', () => {
     // measureDataplaneCost also checks the first packet of every scenario
