@@ -200,10 +200,10 @@ describe('validateCheckSettings', () => {
     rejects(() => valid({ spec: { kind: 'ping' as never } }), /unknown kind "ping"/);
   });
 
-  test('dsr: TCP VIPs only, IPv4 only, a boolean', () => {
+  test('dsr: TCP VIPs only, of either family, a boolean', () => {
     rejects(() => valid({ dsr: true }, UDP_VIP), /the DSR-path check sends a TCP SYN, it needs a TCP VIP/);
-    rejects(() => valid({ dsr: true }, V6_VIP), /supports IPv4 VIPs only/);
     rejects(() => valid({ dsr: 'yes' as never }), /dsr must be true or false/);
+    assert.doesNotThrow(() => valid({ dsr: true }, V6_VIP));
     assert.doesNotThrow(() => valid({ dsr: false }, V6_VIP));
   });
 });

@@ -2,8 +2,8 @@
  * Health checks in the lab, through the real daemon and CLI: a backend
  * whose HTTP server stops under load leaves the table in time and no
  * client request fails after that; it comes back once it passes `rise`
- * checks. The DSR-path check names a backend that lacks the VIP on lo, and
- * the all-backends-down policy does what it says.
+ * checks. The DSR-path check names a backend that lacks the VIP on lo (also
+ * across families), and the all-backends-down policy does what it says.
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -135,6 +135,30 @@ describe('health checks in the lab', () => {
       await lab.exec('be3', ['ip', 'address', 'add', `${vipAddress}/32`, 'dev', 'lo']);
     }
     await waitHealth(vip, '10.10.0.13', 'up', RISE * INTERVAL_MS + 5000);
+    await lb.ok(['vip', 'remove', vip]);
+  });
+
+  test('the DSR-path check across families (IPv6 VIP, IPv4 backends: 6-in-4) sends from the balancer\'s IPv6 address and names a backend without the VIP on lo', async () => {
+    // The daemon must pick the inner source of the VIP's family and the outer one of the backend's:
+    // with either wrong, the healthy backend would never come up.
+    const vipAddress = LAB.vips6[1]!;
+    const vip = `[${vipAddress}]:80/tcp`;
+    const removed = await lab.exec('be5', ['ip', 'address', 'del', `${vipAddress}/128`, 'dev', 'lo']);
+    assert.equal(removed.code, 0, removed.stderr);
+    try {
+      await lb.ok(['vip', 'add', vip, '--forward', 'ipip', '--check-dsr', '--check-interval', `${INTERVAL_MS}ms`, '--check-timeout', '300ms']);
+      await lb.ok(['backend', 'add', vip, '10.20.0.14']);
+      await lb.ok(['backend', 'add', vip, '10.20.0.15']);
+      await waitHealth(vip, '10.20.0.14', 'up');
+      const broken = await waitHealth(vip, '10.20.0.15', 'down');
+      const reason = `backend 10.20.0.15 does not accept tunnelled traffic for VIP ${vipAddress}: add the VIP to lo and decapsulate IP-in-IP (lbctl decap attach)`;
+      assert.equal(broken.health!.lastError, reason);
+      const list = await lb.ok(['backend', 'list', vip]);
+      assert.ok(list.includes(`10.20.0.15: down since `) && list.includes(reason), `backend list shows the state and the reason:\n${list}`);
+    } finally {
+      await lab.exec('be5', ['ip', 'address', 'add', `${vipAddress}/128`, 'dev', 'lo']);
+    }
+    await waitHealth(vip, '10.20.0.15', 'up', RISE * INTERVAL_MS + 5000);
     await lb.ok(['vip', 'remove', vip]);
   });
 

@@ -12,13 +12,14 @@ import { DataplaneClock } from '../dataplane/clock.js';
 import { closeFd, native } from '../dataplane/libbpf.js';
 import { attachedProgram, attachXdp, detachXdp, programInfo, XdpMode } from '../dataplane/xdp.js';
 import { applyChanges, DesiredState, effectiveCheck, effectiveForward, findVip, removeBackend, RuntimeChanges, validateDesired } from '../model/desired-state.js';
-import { formatListenAddress, formatVip, ListenAddress } from '../model/address.js';
+import { Family, ForwardMethod, formatListenAddress, formatVip, ListenAddress, VipAddress } from '../model/address.js';
 import { createMetrics } from '../metrics/prometheus.js';
 import { MetricsServer } from '../metrics/server.js';
 import { collectStats } from './stats.js';
 import { BackendHealth, CheckTarget, HealthChecker, Transition } from '../health/checker.js';
+import type { DsrPath } from '../health/dsr-probe.js';
 import { InputError } from '../model/errors.js';
-import { ForwardingPaths, PathTarget } from '../net/forwarding-paths.js';
+import { ForwardingPaths, PathResult, PathTarget } from '../net/forwarding-paths.js';
 import { getLink, Link, primaryAddress } from '../net/iproute.js';
 import { VERSION } from '../version.js';
 import { ApiServer } from './api-server.js';
@@ -172,10 +173,7 @@ export class Daemon implements DaemonControl {
       const key = formatVip(vip.vip);
       return vip.backends.map((b): CheckTarget => {
         const forward = effectiveForward(vip, b);
-        const result = this.paths.get({ address: b.address, forward });
-        const path = result.ok && result.path.localAddress
-          ? { forward, ifindex: result.path.ifindex, srcMac: result.path.srcMac, dstMac: result.path.dstMac, source: result.path.tunnelSrc ?? result.path.localAddress }
-          : undefined;
+        const path = dsrCheckPath(vip.vip, forward, this.paths.get({ address: b.address, forward }), (family) => this.paths.localAddress(family));
         return { key: `${key} ${b.address}`, vip: vip.vip, address: b.address, settings: effectiveCheck(vip, b), ...(path ? { path } : {}) };
       });
     }));
@@ -531,6 +529,21 @@ function settingsNeedingRestart(settings: DaemonSettings, options: DaemonOptions
   const metrics = options.metricsAddress ? formatListenAddress(options.metricsAddress) : undefined;
   if (settings.metricsAddress !== undefined && settings.metricsAddress !== metrics) differs.push('metrics_address');
   return differs.map((field) => `${field} changed in the config: it takes effect at the next lbctl restart`);
+}
+
+/**
+ * How the DSR-path check reaches a backend, as the data plane does: the
+ * SYN's source is the balancer's address of the VIP's family, and for ipip
+ * the outer source is the path's tunnel source, of the backend's family
+ * (they differ across families: 4-in-6, 6-in-4). None until the path is
+ * resolved; without a balancer address of the VIP's family the path has no
+ * source and the check says so.
+ */
+export function dsrCheckPath(vip: VipAddress, forward: ForwardMethod, result: PathResult, localAddress: (family: Family) => string | undefined): DsrPath | undefined {
+  if (!result.ok) return undefined;
+  const { ifindex, srcMac, dstMac, tunnelSrc } = result.path;
+  const source = localAddress(vip.family);
+  return { forward, ifindex, srcMac, dstMac, ...(source ? { source } : {}), ...(forward === 'ipip' && tunnelSrc ? { tunnelSource: tunnelSrc } : {}) };
 }
 
 function targetsOf(desired: DesiredState): PathTarget[] {

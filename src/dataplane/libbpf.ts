@@ -69,8 +69,8 @@ export const native = {
   /** Benchmarks only (bench/traffic-gen.ts): live-frame traffic generator; result: a 16-byte buffer, u64 frames sent then u64 ns elapsed. */
   xdpLiveRun: shim.func('int lbctl_xdp_live_run(int prog_fd, const void *frame, uint32_t len, int ingress_ifindex, uint32_t rx_queues, uint32_t repeat, uint32_t batch_size, uint32_t threads, uint32_t duration_ms, uint32_t interval_us, void *result)'),
   close: koffi.load('libc.so.6').func('int close(int fd)'),
-  /** Health checks (src/health/dsr-probe.ts): sends a frame, waits for the SYN-ACK (1) or RST (2) of vip:port to source:port; 0 timeout, -errno. Blocks: call with .async. */
-  dsrProbe: shim.func('int lbctl_dsr_probe(int ifindex, const void *frame, uint32_t len, uint32_t vip_be, uint16_t vip_port_be, uint32_t source_be, uint16_t source_port_be, uint32_t timeout_ms)'),
+  /** Health checks (src/health/dsr-probe.ts): sends a frame, waits for the SYN-ACK (1) or RST (2) of vip:port to source:port, of the VIP's family (4 or 6; addresses 4 or 16 bytes, network order; ports host order); 0 timeout, -errno. Blocks: call with .async. */
+  dsrProbe: shim.func('int lbctl_dsr_probe(int ifindex, const void *frame, uint32_t len, int family, const void *vip, uint16_t vip_port, const void *source, uint16_t source_port, uint32_t timeout_ms)'),
   /** Fuzzing (test/support/fuzz.ts): one BPF_PROG_TEST_RUN (repeat 1) per frame of a batch of variable-length frames, each output in its own slot of out_stride bytes; action 0xff: skipped (< 14 bytes), 0xfe: refused (errno in out_lengths), 0xfd: no XDP action. Returns the frames run or -errno. */
   testRunBatch: shim.func('int lbctl_test_run_batch(int prog_fd, const uint8_t *frames, const uint32_t *offsets, const uint32_t *lengths, uint32_t count, _Out_ uint8_t *outputs, uint32_t out_stride, _Out_ uint32_t *out_lengths, _Out_ uint8_t *actions)'),
 };

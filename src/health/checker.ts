@@ -18,6 +18,7 @@ import type { Logger } from '../log.js';
 import { formatVip, type VipAddress } from '../model/address.js';
 import { formatCheck, type CheckSettings } from '../model/check.js';
 import { runProbe, type ProbeResult } from './probes.js';
+import type { DsrPath } from './dsr-probe.js';
 
 export interface CheckTarget {
   /** Unique per (VIP, backend), e.g. `${vipKey} ${address}`. */
@@ -27,7 +28,7 @@ export interface CheckTarget {
   readonly address: string;
   readonly settings: CheckSettings;
   /** How the data plane reaches the backend; needed for settings.dsr (without it the DSR probe is skipped and says so). */
-  readonly path?: { readonly forward: 'l2dsr' | 'ipip'; readonly ifindex: number; readonly srcMac: string; readonly dstMac: string; readonly source: string };
+  readonly path?: DsrPath;
 }
 
 export type HealthState = 'unknown' | 'up' | 'down';
@@ -220,17 +221,7 @@ export class HealthChecker {
     }
     const { dsrProbe } = await import('./dsr-probe.js');
     if (signal.aborted) return { ok: false, reason: 'cancelled' };
-    return dsrProbe({
-      vip,
-      port: settings.port ?? vip.port,
-      backend: address,
-      forward: path.forward,
-      ifindex: path.ifindex,
-      srcMac: path.srcMac,
-      dstMac: path.dstMac,
-      source: path.source,
-      timeoutMs: settings.timeoutMs,
-    });
+    return dsrProbe({ ...path, vip, port: settings.port ?? vip.port, backend: address, timeoutMs: settings.timeoutMs });
   }
 
   private record(entry: Entry, result: ProbeResult): void {

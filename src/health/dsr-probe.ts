@@ -4,11 +4,12 @@
  * address passes, but every packet the balancer forwards (addressed to the
  * VIP) is dropped. This probe sends a TCP SYN exactly as the data plane
  * delivers a client's: from the balancer's address to VIP:port, in a frame
- * addressed to the backend's MAC (l2dsr) or wrapped in an outer IPv4 header
- * to the backend and sent to the next hop (ipip). The backend answers the
- * balancer directly (SYN-ACK, or RST when it holds the VIP but nothing
- * listens); the balancer's kernel, which has no socket for it, resets the
- * half-open connection by itself.
+ * addressed to the backend's MAC (l2dsr) or wrapped in an outer header of
+ * the backend's family to the backend and sent to the next hop (ipip:
+ * 4-in-4, 6-in-6, 4-in-6, 6-in-4). The backend answers the balancer
+ * directly, in the VIP's family (SYN-ACK, or RST when it holds the VIP but
+ * nothing listens); the balancer's kernel, which has no socket for it,
+ * resets the half-open connection by itself.
  *
  * The frame goes out through native/lbctl_shim.c's lbctl_dsr_probe (an
  * AF_PACKET socket) on a libuv worker thread, which it occupies until the
@@ -16,30 +17,40 @@
  * the pool keeps threads for file system and DNS work.
  */
 import { randomInt } from 'node:crypto';
-import { isIPv4 } from 'node:net';
-import type { VipAddress } from '../model/address.js';
+import { isIP } from 'node:net';
+import { addressBytes, type Family, type VipAddress } from '../model/address.js';
 import { errnoText, native } from '../dataplane/libbpf.js';
 import type { ProbeResult } from './probes.js';
 
-export interface DsrProbeTarget {
-  readonly vip: VipAddress;
-  /** The port probed (the check's port, by default the VIP's). */
-  readonly port: number;
-  /** The backend's address. */
-  readonly backend: string;
+/** How the probe reaches a backend: what the data plane's forwarding path gives it. */
+export interface DsrPath {
   readonly forward: 'l2dsr' | 'ipip';
   /** The balancer's interface towards the backend, its MAC, and the MAC of the backend (l2dsr) or of the next hop (ipip). */
   readonly ifindex: number;
   readonly srcMac: string;
   readonly dstMac: string;
-  /** The balancer's address: the SYN's source (and the outer source for ipip: the tunnel source). */
-  readonly source: string;
+  /** The balancer's address of the VIP's family: the SYN's source, where the backend answers. None: the balancer has no such address. */
+  readonly source?: string;
+  /** ipip: the outer source (the tunnel source), of the backend's family. */
+  readonly tunnelSource?: string;
+}
+
+export interface DsrProbeTarget extends DsrPath {
+  readonly vip: VipAddress;
+  /** The port probed (the check's port, by default the VIP's). */
+  readonly port: number;
+  /** The backend's address. */
+  readonly backend: string;
   readonly timeoutMs: number;
 }
 
-const ETH_P_IP = 0x0800;
-const IPPROTO_IPIP = 4;
+const ETHERTYPE: Record<Family, number> = { 4: 0x0800, 6: 0x86dd };
+/** The outer header's protocol (IPv4) or next header (IPv6): what the packet it wraps is. */
+const IPPROTO_OF_INNER: Record<Family, number> = { 4: 4, 6: 41 };
 const IPPROTO_TCP = 6;
+const IPV4_DF = 0x4000;
+/** As the data plane's outer headers (bpf/lib/forward.h ENCAP_TTL), and Linux's default. */
+const HOP_LIMIT = 64;
 const TCP_SYN = 0x02;
 const MSS = 1400;
 
@@ -48,15 +59,16 @@ export const MAX_CONCURRENT = Math.max(1, Math.floor((Number(process.env.UV_THRE
 
 /** Resolves (never rejects) within about timeoutMs, plus any wait for a free slot. */
 export async function dsrProbe(target: DsrProbeTarget): Promise<ProbeResult> {
-  const { vip, port, backend, forward } = target;
-  if (vip.family !== 4 || !isIPv4(vip.address) || !isIPv4(target.source) || (forward === 'ipip' && !isIPv4(backend))) {
-    return { ok: false, reason: 'the DSR-path check supports IPv4 only' };
+  const { vip, port, backend, forward, source } = target;
+  if (source === undefined) {
+    // Nothing to send from: a SYN from any other address would not be answered to us.
+    return { ok: false, reason: `the balancer has no IPv${vip.family} address to send the DSR-path check to VIP ${vip.address} from` };
   }
   const sourcePort = randomInt(32768, 61000);
   let result: number;
   try {
     const frame = dsrProbeFrame(target, sourcePort, randomInt(0, 0x1_0000_0000));
-    result = await withSlot(() => callNative(target.ifindex, frame, vip.address, port, target.source, sourcePort, target.timeoutMs));
+    result = await withSlot(() => callNative(target.ifindex, frame, vip, port, source, sourcePort, target.timeoutMs));
   } catch (error) {
     return { ok: false, reason: `DSR probe failed: ${(error as Error).message}` };
   }
@@ -78,14 +90,34 @@ export async function dsrProbe(target: DsrProbeTarget): Promise<ProbeResult> {
 }
 
 /**
- * The frame the data plane would forward for a client at `source`: Ethernet
- * to dstMac, (ipip: outer IPv4 source -> backend, protocol 4, DF), IPv4
- * source -> VIP, TCP SYN sourcePort -> port with an MSS option.
+ * The frame the data plane would forward for a client at `source`:
+ * Ethernet to dstMac, (ipip: an outer IPv4 or IPv6 header, of the
+ * backend's family, tunnelSource -> backend), IP of the VIP's family
+ * source -> VIP, TCP SYN sourcePort -> port with an MSS option. Throws on
+ * an address of the wrong family.
  */
 export function dsrProbeFrame(target: DsrProbeTarget, sourcePort: number, sequence: number): Buffer {
+  const { vip, forward } = target;
+  const source = ipAddress(vip.family, target.source, 'source');
+  const destination = ipAddress(vip.family, vip.address, 'VIP');
+  const segment = tcpSyn(vip.family, source, destination, sourcePort, target.port, sequence);
+  let packet = ipPacket(vip.family, source, destination, IPPROTO_TCP, segment);
+  let family = vip.family;
+  if (forward === 'ipip') {
+    family = familyOf(target.backend, 'backend');
+    packet = ipPacket(family, ipAddress(family, target.tunnelSource, 'tunnel source'), ipAddress(family, target.backend, 'backend'), IPPROTO_OF_INNER[vip.family], packet);
+  }
+  const ethernet = Buffer.alloc(14);
+  macBytes(target.dstMac).copy(ethernet, 0);
+  macBytes(target.srcMac).copy(ethernet, 6);
+  ethernet.writeUInt16BE(ETHERTYPE[family], 12);
+  return Buffer.concat([ethernet, packet]);
+}
+
+function tcpSyn(family: Family, source: Buffer, destination: Buffer, sourcePort: number, port: number, sequence: number): Buffer {
   const tcp = Buffer.alloc(24);
   tcp.writeUInt16BE(sourcePort, 0);
-  tcp.writeUInt16BE(target.port, 2);
+  tcp.writeUInt16BE(port, 2);
   tcp.writeUInt32BE(sequence >>> 0, 4);
   tcp.writeUInt32BE(0, 8);
   tcp[12] = (tcp.length / 4) << 4;
@@ -94,38 +126,62 @@ export function dsrProbeFrame(target: DsrProbeTarget, sourcePort: number, sequen
   tcp[20] = 2; // MSS
   tcp[21] = 4;
   tcp.writeUInt16BE(MSS, 22);
-  const pseudo = Buffer.alloc(12);
-  ipv4Bytes(target.source).copy(pseudo, 0);
-  ipv4Bytes(target.vip.address).copy(pseudo, 4);
-  pseudo[9] = IPPROTO_TCP;
-  pseudo.writeUInt16BE(tcp.length, 10);
-  tcp.writeUInt16BE(internetChecksum(pseudo, tcp), 16);
-
-  const inner = Buffer.concat([ipv4Header(target.source, target.vip.address, IPPROTO_TCP, tcp.length), tcp]);
-  const packet = target.forward === 'ipip' ? Buffer.concat([ipv4Header(target.source, target.backend, IPPROTO_IPIP, inner.length), inner]) : inner;
-  const ethernet = Buffer.alloc(14);
-  macBytes(target.dstMac).copy(ethernet, 0);
-  macBytes(target.srcMac).copy(ethernet, 6);
-  ethernet.writeUInt16BE(ETH_P_IP, 12);
-  return Buffer.concat([ethernet, packet]);
+  tcp.writeUInt16BE(internetChecksum(pseudoHeader(family, source, destination, IPPROTO_TCP, tcp.length), tcp), 16);
+  return tcp;
 }
 
-function ipv4Header(src: string, dst: string, protocol: number, payloadLength: number): Buffer {
+/** What the TCP checksum covers besides the segment (RFC 793; RFC 8200 section 8.1). */
+function pseudoHeader(family: Family, source: Buffer, destination: Buffer, protocol: number, length: number): Buffer {
+  if (family === 4) {
+    const pseudo = Buffer.alloc(12);
+    source.copy(pseudo, 0);
+    destination.copy(pseudo, 4);
+    pseudo[9] = protocol;
+    pseudo.writeUInt16BE(length, 10);
+    return pseudo;
+  }
+  const pseudo = Buffer.alloc(40);
+  source.copy(pseudo, 0);
+  destination.copy(pseudo, 16);
+  pseudo.writeUInt32BE(length, 32);
+  pseudo[39] = protocol;
+  return pseudo;
+}
+
+function ipPacket(family: Family, source: Buffer, destination: Buffer, protocol: number, payload: Buffer): Buffer {
+  const header = family === 4 ? ipv4Header(source, destination, protocol, payload.length) : ipv6Header(source, destination, protocol, payload.length);
+  return Buffer.concat([header, payload]);
+}
+
+/** DF set, as the data plane's outer header for an IPv6 packet and as Linux sends a SYN. */
+function ipv4Header(source: Buffer, destination: Buffer, protocol: number, payloadLength: number): Buffer {
   const ip = Buffer.alloc(20);
   ip[0] = 0x45;
   ip.writeUInt16BE(20 + payloadLength, 2);
   ip.writeUInt16BE(randomInt(0, 0x10000), 4);
-  ip.writeUInt16BE(0x4000, 6); // DF
-  ip[8] = 64;
+  ip.writeUInt16BE(IPV4_DF, 6);
+  ip[8] = HOP_LIMIT;
   ip[9] = protocol;
-  ipv4Bytes(src).copy(ip, 12);
-  ipv4Bytes(dst).copy(ip, 16);
+  source.copy(ip, 12);
+  destination.copy(ip, 16);
   ip.writeUInt16BE(internetChecksum(ip), 10);
   return ip;
 }
 
+/** Traffic class and flow label 0: the backend's answer does not depend on them. */
+function ipv6Header(source: Buffer, destination: Buffer, nextHeader: number, payloadLength: number): Buffer {
+  const ip = Buffer.alloc(40);
+  ip[0] = 0x60;
+  ip.writeUInt16BE(payloadLength, 4);
+  ip[6] = nextHeader;
+  ip[7] = HOP_LIMIT;
+  source.copy(ip, 8);
+  destination.copy(ip, 24);
+  return ip;
+}
+
 /** RFC 1071. */
-export function internetChecksum(...parts: Buffer[]): number {
+function internetChecksum(...parts: Buffer[]): number {
   const bytes = Buffer.concat(parts);
   let sum = 0;
   for (let i = 0; i < bytes.length; i += 2) sum += (bytes[i]! << 8) | (bytes[i + 1] ?? 0);
@@ -133,8 +189,16 @@ export function internetChecksum(...parts: Buffer[]): number {
   return ~sum & 0xffff;
 }
 
-function ipv4Bytes(address: string): Buffer {
-  return Buffer.from(address.split('.').map(Number));
+function familyOf(address: string, what: string): Family {
+  const family = isIP(address);
+  if (family === 0) throw new Error(`invalid ${what} address "${address}"`);
+  return family as Family;
+}
+
+/** The address's bytes, network order; throws unless it is an address of `family`. */
+function ipAddress(family: Family, address: string | undefined, what: string): Buffer {
+  if (address === undefined || isIP(address) !== family) throw new Error(`${what} ${address ?? '(none)'} is not an IPv${family} address`);
+  return addressBytes(family, address);
 }
 
 function macBytes(mac: string): Buffer {
@@ -143,27 +207,17 @@ function macBytes(mac: string): Buffer {
   return Buffer.from(octets.map((o) => parseInt(o, 16)));
 }
 
-/** The number whose in-memory bytes are `bytes` (network order in, as C sees a __be32/__be16). */
-function asStored32(bytes: Buffer): number {
-  return new Uint32Array(new Uint8Array(bytes).buffer)[0]!;
-}
-
-function asStored16(value: number): number {
-  const bytes = Buffer.alloc(2);
-  bytes.writeUInt16BE(value);
-  return new Uint16Array(new Uint8Array(bytes).buffer)[0]!;
-}
-
-function callNative(ifindex: number, frame: Buffer, vip: string, port: number, source: string, sourcePort: number, timeoutMs: number): Promise<number> {
+function callNative(ifindex: number, frame: Buffer, vip: VipAddress, port: number, source: string, sourcePort: number, timeoutMs: number): Promise<number> {
+  const vipBytes = addressBytes(vip.family, vip.address);
+  const sourceBytes = addressBytes(vip.family, source);
   return new Promise((resolve, reject) => {
-    // `frame` stays referenced by this closure until the call returns.
+    // The buffers stay referenced by this closure until the call returns.
     native.dsrProbe.async(
       ifindex, frame, frame.length,
-      asStored32(ipv4Bytes(vip)), asStored16(port),
-      asStored32(ipv4Bytes(source)), asStored16(sourcePort),
+      vip.family, vipBytes, port, sourceBytes, sourcePort,
       Math.max(1, Math.round(timeoutMs)),
       (error: unknown, result: number) => {
-        void frame;
+        void [frame, vipBytes, sourceBytes];
         if (error) reject(error instanceof Error ? error : new Error(String(error)));
         else resolve(result);
       },

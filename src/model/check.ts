@@ -187,9 +187,6 @@ export function validateCheckSettings(settings: CheckSettings, vip: VipAddress):
   if (settings.dsr && vip.protocol !== 'tcp') {
     throw new InputError(`invalid ${where}: the DSR-path check sends a TCP SYN, it needs a TCP VIP`);
   }
-  if (settings.dsr && vip.family !== 4) {
-    throw new InputError(`invalid ${where}: the DSR-path check supports IPv4 VIPs only`);
-  }
   return settings;
 }
 

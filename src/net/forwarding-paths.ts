@@ -3,7 +3,7 @@
  * MAC addresses and tunnel source, learnt from the kernel's routes and
  * neighbours so that nothing is hard-coded and changes are followed.
  */
-import { ForwardMethod } from '../model/address.js';
+import { Family, ForwardMethod } from '../model/address.js';
 import { primaryAddress } from './iproute.js';
 import { LinkAnswer, NeighbourAnswer, links, neighbours, probeNeighbours, routesTo } from './iproute-batch.js';
 
@@ -15,8 +15,6 @@ export interface ForwardingPath {
   readonly dstMac: string;
   /** Outer source address (ipip only), of the backend's family. */
   readonly tunnelSrc?: string;
-  /** The balancer's own address of the backend's family (the source of DSR-path health probes). */
-  readonly localAddress?: string;
   /** Largest IP packet the path carries: the route's MTU, else the device's. */
   readonly mtu: number;
 }
@@ -51,6 +49,7 @@ function targetKey(target: PathTarget): string {
 export class ForwardingPaths {
   private results = new Map<string, PathResult>();
   private readonly lastProbe = new Map<string, number>();
+  private sources: Partial<Record<Family, string>> = {};
 
   /**
    * tunnelSources: fixed outer sources for ipip, at most one per family;
@@ -60,6 +59,15 @@ export class ForwardingPaths {
 
   get(target: PathTarget): PathResult {
     return this.results.get(targetKey(target)) ?? { ok: false, reason: 'not resolved yet', permanent: false };
+  }
+
+  /**
+   * The balancer's own address of a family as of the last refresh (the
+   * tunnel source of that family: configured, else the interface's primary
+   * address): the source of DSR-path checks to VIPs of that family.
+   */
+  localAddress(family: Family): string | undefined {
+    return this.sources[family];
   }
 
   /**
@@ -112,9 +120,8 @@ export class ForwardingPaths {
       const mac = macs.get(`${dev} ${nextHop}`);
       const previous = this.results.get(key);
       if (mac) {
-        const local = tunnelSourceFor(target.address);
-        const tunnel = target.forward === 'ipip' ? { tunnelSrc: local! } : {};
-        next.set(key, { ok: true, path: { dev, ifindex: link.ifindex, srcMac: link.address!, nextHop, dstMac: mac, mtu, ...tunnel, ...(local ? { localAddress: local } : {}) } });
+        const tunnel = target.forward === 'ipip' ? { tunnelSrc: tunnelSourceFor(target.address)! } : {};
+        next.set(key, { ok: true, path: { dev, ifindex: link.ifindex, srcMac: link.address!, nextHop, dstMac: mac, mtu, ...tunnel } });
       } else if (previous?.ok && previous.path.nextHop === nextHop && previous.path.dev === dev) {
         next.set(key, previous);
       } else {
@@ -122,8 +129,12 @@ export class ForwardingPaths {
       }
     }
 
-    const changed = next.size !== this.results.size || [...next].some(([key, result]) => JSON.stringify(result) !== JSON.stringify(this.results.get(key)));
+    const sources = { ...(source4 ? { 4: source4 } : {}), ...(source6 ? { 6: source6 } : {}) };
+    // A changed address changes the DSR-path checks' sources even when no path changes.
+    const changed = JSON.stringify(sources) !== JSON.stringify(this.sources) ||
+      next.size !== this.results.size || [...next].some(([key, result]) => JSON.stringify(result) !== JSON.stringify(this.results.get(key)));
     this.results = next;
+    this.sources = sources;
     return changed;
   }
 
