@@ -806,10 +806,10 @@ describe('ICMP errors about VIP flows', () => {
 
 // ---------------------------------------------------------------------------
 
-/** The "fragmentation needed" the balancer sends back: from the VIP, TTL 64, quoting the IPv4 header + 8 bytes. */
+/** The "fragmentation needed" the balancer sends back: from the VIP, TTL 64, quoting the IPv4 header (with its options) + 8 bytes. */
 function fragNeededAnswer(packet: Buffer, mtu: number, l2 = ETH_HLEN): Buffer {
-  const quote = packet.subarray(l2, l2 + 28);
-  const ip = ipv4Header({ src: VIP, dst: CLIENT, protocol: P.ICMP, payloadLength: 8 + 28, ttl: 64, tos: 0, id: 0, dontFragment: false });
+  const quote = packet.subarray(l2, l2 + (packet[l2]! & 0x0f) * 4 + 8);
+  const ip = ipv4Header({ src: VIP, dst: CLIENT, protocol: P.ICMP, payloadLength: 8 + quote.length, ttl: 64, tos: 0, id: 0, dontFragment: false });
   return Buffer.concat([withMacs(packet.subarray(0, l2), MAC.client, MAC.balancer), ip, icmpMessage(ICMP.DEST_UNREACH, ICMP.FRAG_NEEDED, mtu, quote)]);
 }
 
@@ -843,9 +843,14 @@ describe('MTU: path MTU discovery through the balancer', () => {
     drops(big4(1381, { dontFragment: false }), 'too_big_dropped');
   });
 
-  test('a DF packet with IP options too big for the tunnel is dropped, counted too_big_dropped (the answer quotes 20-byte headers only)', () => {
+  test('a DF packet with IP options too big for the tunnel is answered too, quoting the header with its options + 8 bytes', () => {
     vip(`${VIP}:80/tcp`, [BE.IPIP4_MTU]);
-    drops(big4(1400, { options: Buffer.from([148, 4, 0, 0]) }), 'too_big_dropped');
+    for (const options of [Buffer.from([148, 4, 0, 0]), Buffer.from([1, ...Array(38).fill(1), 0])]) {
+      const frame = big4(1400, { options });
+      const answer = fragNeededAnswer(frame, 1380);
+      assert.equal(answer.length, ETH_HLEN + 20 + 8 + 20 + options.length + 8, `quote of a ${20 + options.length}-byte header`);
+      expectFate(frame, { action: 'tx', output: answer, reasons: { too_big_replied: 1 } });
+    }
   });
 
   test('an IPv4 packet too big for a 4-in-6 tunnel gets the tunnel MTU minus 40', () => {

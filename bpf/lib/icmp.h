@@ -40,10 +40,10 @@ struct icmphdr {
 };
 
 #define ICMP_REPLY_TTL 64
-/* What too-big answers quote of the packet: IPv4 header + 8 bytes
- * (RFC 792), IPv6 header + 8 bytes: enough for the sender to find the
- * connection. */
-#define QUOTE_V4 (sizeof(struct iphdr) + 8)
+/* What too-big answers quote of the packet: the IPv4 header with its
+ * options + 8 bytes (RFC 792; at most 60 + 8), the IPv6 header + 8 bytes:
+ * enough for the sender to find the connection. */
+#define QUOTE_V4_MAX (60 + 8)
 #define QUOTE_V6 (sizeof(struct ipv6hdr) + 8)
 #define IPV6_MIN_MTU 1280
 
@@ -106,7 +106,7 @@ static __always_inline int reply_echo_v6(struct packet *pkt, void *data_end)
 struct too_big_v4 {
 	struct iphdr ip;
 	struct icmphdr icmp;
-	__u8 quote[QUOTE_V4];
+	__u8 quote[QUOTE_V4_MAX];
 };
 
 struct too_big_v6 {
@@ -135,14 +135,16 @@ static __always_inline int reply_too_big_v4(struct xdp_md *ctx, const struct pac
 {
 	const struct iphdr *orig = pkt->l3;
 	struct too_big_v4 r = {};
+	__u32 quote_len = orig->ihl * 4 + 8;
+	__u32 reply_len = sizeof(r.ip) + sizeof(r.icmp) + quote_len;
 
-	if (orig->ihl != 5 || pkt->ip_len < QUOTE_V4)
+	if (quote_len > QUOTE_V4_MAX || pkt->ip_len < quote_len)
 		return -1;
-	if (bpf_xdp_load_bytes(ctx, pkt->l2_len, r.quote, QUOTE_V4))
+	if (bpf_xdp_load_bytes(ctx, pkt->l2_len, r.quote, quote_len))
 		return -1;
 	r.ip.version = 4;
 	r.ip.ihl = 5;
-	r.ip.tot_len = bpf_htons(sizeof(r));
+	r.ip.tot_len = bpf_htons(reply_len);
 	r.ip.ttl = ICMP_REPLY_TTL;
 	r.ip.protocol = IPPROTO_ICMP;
 	r.ip.saddr = orig->daddr;
@@ -151,8 +153,9 @@ static __always_inline int reply_too_big_v4(struct xdp_md *ctx, const struct pac
 	r.icmp.type = ICMP_DEST_UNREACH;
 	r.icmp.code = ICMP_FRAG_NEEDED;
 	r.icmp.un.frag.mtu = bpf_htons(mtu);
-	r.icmp.checksum = csum_fold32(csum_words(&r.icmp, sizeof(r.icmp) + QUOTE_V4, 0));
-	return finish_reply(ctx, pkt->l2_len == sizeof(struct ethhdr) ? sizeof(struct ethhdr) : sizeof(struct ethhdr) + VLAN_HLEN, &r, sizeof(r));
+	/* The quote's unused tail is zero and quote_len even: summing all of it changes nothing. */
+	r.icmp.checksum = csum_fold32(csum_words(&r.icmp, sizeof(r.icmp) + sizeof(r.quote), 0));
+	return finish_reply(ctx, pkt->l2_len == sizeof(struct ethhdr) ? sizeof(struct ethhdr) : sizeof(struct ethhdr) + VLAN_HLEN, &r, reply_len);
 }
 
 static __always_inline int reply_too_big_v6(struct xdp_md *ctx, const struct packet *pkt, __u32 mtu)
