@@ -54,6 +54,7 @@ describe('changing backends under live traffic', () => {
 
     const remove = await lb.json<ChangeResult>(['backend', 'remove', VIP, '10.10.0.12', '--dry-run']);
     assert.equal(remove.preview!.flowsToMove, onBe2, 'the flows tracked on the removed backend');
+    assert.equal(remove.preview!.activeFlowsToMove, 0, 'none of them a live connection: the client closed them all');
     assert.ok(Math.abs(remove.preview!.fractionMoved - 1 / 3) < 0.01);
     const text = await lb.ok(['backend', 'weight', VIP, '10.10.0.11', '2', '--dry-run']);
     assert.match(text, /^lbctl: dry run, nothing changed: backend weight 10\.100\.0\.100:80\/tcp 10\.10\.0\.11 2\n/);
@@ -93,6 +94,7 @@ describe('changing backends under live traffic', () => {
     await pause();
     await lb.ok(['backend', 'drain', VIP, '10.10.0.12', '--timeout', '2m', '--idle', '30s']);
     await pause();
+    const preview = (await lb.json<ChangeResult>(['backend', 'remove', VIP, '10.10.0.13', '--dry-run'])).preview!;
     await lb.ok(['backend', 'remove', VIP, '10.10.0.13']);
     await pause();
 
@@ -119,6 +121,8 @@ describe('changing backends under live traffic', () => {
     }
     // be3 was removed: its connections were moved to other backends, which reset them.
     for (const r of byBackend.get('be3')!) assert.notEqual(r.failure, null, `connection on removed be3 from port ${r.port} could not survive`);
+    assert.equal(preview.activeFlowsToMove, byBackend.get('be3')!.length, 'the dry run counted exactly the live connections the removal broke');
+    assert.ok(preview.flowsToMove >= preview.activeFlowsToMove, 'and counts ended flows apart');
 
     // The drained backend goes once its connections have closed (their FINs).
     const gone = Date.now() + 8000;

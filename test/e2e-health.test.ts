@@ -110,7 +110,7 @@ describe('health checks in the lab', () => {
     const transitions = log.split('\n').filter((l) => l.includes('"backend":"10.10.0.12"') && l.includes('"to":'));
     assert.ok(transitions.some((l) => l.includes('"to":"down"') && /refused/.test(l)), `a down transition with its reason is logged:\n${transitions.join('\n')}`);
     assert.ok(transitions.some((l) => l.includes('"to":"up"')), 'the way back up is logged');
-    assert.ok(log.split('\n').some((l) => l.includes('backend taken out of the table') && l.includes('"trackedFlowsMoved"')), 'the table change says how many tracked flows move');
+    assert.ok(log.split('\n').some((l) => l.includes('backend taken out of the table') && l.includes('"trackedFlowsMoved"') && l.includes('"activeFlowsMoved"')), 'the table change says how many tracked flows (and live connections) move');
 
     const list = await lb.ok(['backend', 'list', vip]);
     assert.match(list, /HEALTH/);

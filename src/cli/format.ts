@@ -51,7 +51,8 @@ export function formatPreview(p: ChangePreview): string {
   return [
     table(['BACKEND', 'WEIGHT NOW', 'WEIGHT AFTER', 'SHARE NOW', 'SHARE AFTER'], rows),
     `new-flow slots that change backend: ${p.slotsMoved} of ${p.tableSize} (${percent(p.fractionMoved)})`,
-    `tracked flows: ${p.trackedFlows}; moved to another backend because theirs goes away: ${p.flowsToMove}; ` +
+    `tracked flows: ${p.trackedFlows}; moved to another backend because theirs goes away: ${p.flowsToMove} ` +
+      `(${p.activeFlowsToMove} live connections, which break); ` +
       `on slots that change owner but staying on their backend while tracked: ${p.flowsOnMovedSlots}`,
   ].join('\n');
 }

@@ -24,8 +24,8 @@ import { getLink, Link, primaryAddress } from '../net/iproute.js';
 import { VERSION } from '../version.js';
 import { ApiServer } from './api-server.js';
 import { defaultPinDir, ensureBpffs, removePinDir } from './bpffs.js';
-import { isFlowOf, trackedFlows } from './flows.js';
-import { ChangeOptions, createHandlers, DaemonControl, Edit } from './handlers.js';
+import { isActiveFlow, isFlowOf, trackedFlows } from './flows.js';
+import { ChangeOptions, createHandlers, DaemonControl, DEFAULT_DRAIN_IDLE_SECONDS, Edit } from './handlers.js';
 import { previewChange } from './preview.js';
 import { Reconciler } from './reconciler.js';
 import { SerialQueue } from './serial-queue.js';
@@ -210,11 +210,16 @@ export class Daemon implements DaemonControl {
       if (this.stopped) return;
       const backendOf = (t: Transition) => this.reconciler.view.find((v) => v.key === t.key.split(' ')[0])?.backends.find((b) => b.address === t.address);
       const goingDown = new Map(transitions.filter((t) => t.to === 'down').map((t) => [t, backendOf(t)?.id]));
-      const trackedById = new Map<number, number>();
+      const trackedById = new Map<number, { tracked: number; active: number }>();
       if (goingDown.size > 0) {
         const ids = new Set(goingDown.values());
+        const now = this.clock.now();
         for (const flow of trackedFlows(this.dataplane)) {
-          if (ids.has(flow.backendId)) trackedById.set(flow.backendId, (trackedById.get(flow.backendId) ?? 0) + 1);
+          if (!ids.has(flow.backendId)) continue;
+          const count = trackedById.get(flow.backendId) ?? { tracked: 0, active: 0 };
+          count.tracked++;
+          if (isActiveFlow(flow, DEFAULT_DRAIN_IDLE_SECONDS, (seen) => this.clock.secondsSince(seen, now))) count.active++;
+          trackedById.set(flow.backendId, count);
         }
       }
       this.applyDesired(this.desired());
@@ -224,7 +229,8 @@ export class Daemon implements DaemonControl {
         const kept = after?.allDown && after.backends.find((b) => b.address === transition.address)?.keptWhileAllDown;
         this.log.warn({
           event: after?.allDown ? 'vip.all_down' : 'backend.removed_from_table', vip: vipKey, backend: transition.address, reason: transition.reason,
-          trackedFlowsMoved: kept || id === undefined ? 0 : (trackedById.get(id) ?? 0),
+          trackedFlowsMoved: kept || id === undefined ? 0 : (trackedById.get(id)?.tracked ?? 0),
+          activeFlowsMoved: kept || id === undefined ? 0 : (trackedById.get(id)?.active ?? 0),
         }, after?.allDown ? `every backend of ${vipKey} is down: ${findVip(this.desired(), vipKey)?.onAllDown === 'drop' ? 'dropping its packets' : 'keeping the last healthy ones'}` : 'backend taken out of the table');
       }
     }).catch((error) => this.log.error({ event: 'health.apply_failed', err: error }, 'applying a health change failed'));
@@ -406,12 +412,14 @@ export class Daemon implements DaemonControl {
     const afterSpec = findVip(after, key);
     if (!beforeSpec || !afterSpec) throw new InputError(`unknown VIP ${key}`);
     const flows = [...trackedFlows(this.dataplane)].filter((f) => isFlowOf(f, afterSpec.vip));
+    const now = this.clock.now();
     return previewChange(
       key,
       { spec: beforeSpec, table: this.reconciler.plan({ vips: [beforeSpec] }, paths).get(key)! },
       { spec: afterSpec, table: this.reconciler.plan({ vips: [afterSpec] }, paths).get(key)! },
       flows,
       (id) => this.reconciler.backendById(id)?.address,
+      (flow) => isActiveFlow(flow, DEFAULT_DRAIN_IDLE_SECONDS, (seen) => this.clock.secondsSince(seen, now)),
     );
   }
 
@@ -429,7 +437,7 @@ export class Daemon implements DaemonControl {
       const idleSeconds = new Map(draining.map((d) => [d.backend.id, d.drain.idleSeconds]));
       for (const flow of trackedFlows(this.dataplane)) {
         const idle = idleSeconds.get(flow.backendId);
-        if (idle === undefined || flow.closing || this.clock.secondsSince(flow.lastSeen, now) >= idle) continue;
+        if (idle === undefined || !isActiveFlow(flow, idle, (seen) => this.clock.secondsSince(seen, now))) continue;
         active.set(flow.backendId, (active.get(flow.backendId) ?? 0) + 1);
       }
       for (const { vip, backend, drain } of draining) {

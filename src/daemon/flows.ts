@@ -18,6 +18,15 @@ function tracked(key: Flow, value: Buffer): TrackedFlow {
   return { key, backendId: state.backend_id, closing: (state.flags & FLOW_FLAG_CLOSING) !== 0, lastSeen: state.last_seen };
 }
 
+/**
+ * A tracked flow counts as a live connection while the client has not
+ * closed it (FIN/RST) and it had a packet within idleSeconds; the LRU keeps
+ * finished flows until it needs their room.
+ */
+export function isActiveFlow(flow: TrackedFlow, idleSeconds: number, secondsSince: (jiffies: bigint) => number): boolean {
+  return !flow.closing && secondsSince(flow.lastSeen) < idleSeconds;
+}
+
 /** Every tracked flow, both families. */
 export function* trackedFlows(dataplane: BalancerDataplane): Generator<TrackedFlow> {
   for (const [key, value] of dataplane.flowsV4.entries()) yield tracked(flowKeyV4.decode(key), value);

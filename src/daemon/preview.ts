@@ -24,6 +24,8 @@ export interface ChangePreview {
   readonly trackedFlows: number;
   /** Tracked flows whose backend goes away: they are moved (their connections break). */
   readonly flowsToMove: number;
+  /** Of flowsToMove, the live connections (not closed by the client, a packet within the drain idle time): what the change breaks. */
+  readonly activeFlowsToMove: number;
   /** Tracked flows whose slot changes owner: they stay on their backend while tracked. */
   readonly flowsOnMovedSlots: number;
 }
@@ -34,6 +36,7 @@ export function previewChange(
   after: { spec: VipSpec; table: PlannedTable },
   flows: readonly TrackedFlow[],
   addressOf: (backendId: number) => string | undefined,
+  isActive: (flow: TrackedFlow) => boolean,
 ): ChangePreview {
   const tableSize = after.table.tableSize;
   const ownerBefore = (slot: number) => ownerOf(before.table, slot);
@@ -50,10 +53,12 @@ export function previewChange(
   const keepsFlows = (address: string | undefined) =>
     after.spec.backends.some((b) => b.address === address && (b.drain !== undefined || afterOwners.has(b.address)));
   let flowsToMove = 0;
+  let activeFlowsToMove = 0;
   let flowsOnMovedSlots = 0;
   for (const flow of flows) {
     if (!keepsFlows(addressOf(flow.backendId))) {
       flowsToMove++;
+      if (isActive(flow)) activeFlowsToMove++;
       continue;
     }
     const hash = flowHash(flow.key);
@@ -82,6 +87,7 @@ export function previewChange(
     fractionMoved: slotsMoved / tableSize,
     trackedFlows: flows.length,
     flowsToMove,
+    activeFlowsToMove,
     flowsOnMovedSlots,
   };
 }
