@@ -66,6 +66,36 @@ int lbctl_map_update_batch(int fd, const void *keys, const void *values, unsigne
 }
 
 /*
+ * Fills a BPF_F_MMAPABLE array map of __u32 values from its first entry
+ * through a shared mapping: one pass in user space instead of the kernel
+ * copying each element of a batch update (a 65537-entry Maglev table:
+ * ~22 ms by batch on the development hosts). The kernel stores array
+ * elements 8 bytes apart. Only for a map no program sees yet: readers of a
+ * live map could see a partial write.
+ */
+#include <sys/mman.h>
+#include <unistd.h>
+
+int lbctl_array_fill_u32(int fd, const unsigned *values, unsigned count)
+{
+	const size_t stride = 8;
+	long page = sysconf(_SC_PAGESIZE);
+	size_t size = ((size_t)count * stride + page - 1) / page * page;
+	unsigned char *mem;
+	unsigned i;
+
+	if (!values || count == 0)
+		return -EINVAL;
+	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (mem == MAP_FAILED)
+		return -errno;
+	for (i = 0; i < count; i++)
+		memcpy(mem + (size_t)i * stride, &values[i], sizeof(values[i]));
+	munmap(mem, size);
+	return 0;
+}
+
+/*
  * Reads up to *count entries after the position in in_batch (NULL: from
  * the start) and stores the next position in out_batch. Returns 1 while
  * more entries follow, 0 after the last batch, -errno on failure.

@@ -54,10 +54,11 @@ struct {
 
 /* One Maglev lookup table (slot -> backend id) per VIP. The control plane
  * swaps a whole table by replacing the inner map, which packets observe
- * atomically; tables of different VIPs may have different sizes. */
+ * atomically; tables of different VIPs may have different sizes. Mmapable:
+ * the control plane fills a new table with one copy (src/dataplane/balancer.ts). */
 struct maglev_table {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
 	__uint(max_entries, LB_DEFAULT_TABLE_SIZE);
 	__type(key, __u32);
 	__type(value, __u32);

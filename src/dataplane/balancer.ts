@@ -14,7 +14,14 @@ import {
 import { BpfMap, PerCpuBpfMap } from './bpf-map.js';
 import { loadBpfObject, LoadedObject, mapDefinitions } from './bpf-object.js';
 import { readBtfStructs } from './btf.js';
-import { BPF_F_INNER_MAP, BPF_MAP_TYPE, check, closeFd, errnoText, mapInfo, native } from './libbpf.js';
+import { BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_MAP_TYPE, check, closeFd, errnoText, mapInfo, native } from './libbpf.js';
+
+/**
+ * Maglev tables are filled through a shared mapping (mmap) before they are
+ * swapped in, not element by element; an inner map must have the flags of
+ * the template in bpf/lib/maps.h.
+ */
+const MAGLEV_TABLE_FLAGS = BPF_F_INNER_MAP | BPF_F_MMAPABLE;
 
 export interface BalancerLimits {
   readonly maxVips: number;
@@ -63,7 +70,7 @@ export class BalancerDataplane {
   private readonly emptyTableFd: number;
 
   private constructor(private readonly object: LoadedObject, readonly limits: BalancerLimits, private readonly fingerprint: bigint) {
-    this.emptyTableFd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_empty', 4, 4, 1, BPF_F_INNER_MAP), 'creating the empty Maglev table');
+    this.emptyTableFd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_empty', 4, 4, 1, MAGLEV_TABLE_FLAGS), 'creating the empty Maglev table');
     this.vipsV4 = object.map('vips_v4');
     this.vipsV6 = object.map('vips_v6');
     this.vipAddrsV4 = object.map('vip_addrs_v4');
@@ -217,12 +224,9 @@ export class BalancerDataplane {
     try {
       const fds = writes.map(({ table }) => {
         if (!table) return this.emptyTableFd;
-        const fd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_table', 4, 4, table.length, BPF_F_INNER_MAP), 'creating a Maglev table');
+        const fd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_table', 4, 4, table.length, MAGLEV_TABLE_FLAGS), 'creating a Maglev table');
         created.push(fd);
-        const keys = new Uint32Array(table.length);
-        for (let i = 0; i < keys.length; i++) keys[i] = i;
-        const written = check(native.mapUpdateBatch(fd, keys, table, table.length, 0), 'filling a Maglev table');
-        if (written !== table.length) throw new Error(`filled ${written} of ${table.length} Maglev table entries`);
+        check(native.arrayFillU32(fd, table, table.length), 'filling a Maglev table');
         return fd;
       });
       const ids = Uint32Array.from(writes, (w) => w.tableId);

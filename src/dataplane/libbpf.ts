@@ -57,6 +57,7 @@ export const native = {
   logTake: shim.func('size_t lbctl_log_take(_Out_ uint8_t *out, size_t capacity)'),
   mapCreate: shim.func('int lbctl_map_create(int type, const char *name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, uint32_t flags)'),
   mapUpdateBatch: shim.func('int lbctl_map_update_batch(int fd, const void *keys, const void *values, uint32_t count, uint64_t elem_flags)'),
+  arrayFillU32: shim.func('int lbctl_array_fill_u32(int fd, const uint32_t *values, uint32_t count)'),
   mapLookupBatch: shim.func('int lbctl_map_lookup_batch(int fd, const void *in_batch, _Out_ uint8_t *out_batch, _Out_ uint8_t *keys, _Out_ uint8_t *values, _Inout_ uint32_t *count)'),
   testRun: shim.func('int lbctl_test_run(int prog_fd, const void *in, uint32_t in_len, _Out_ uint8_t *out, _Inout_ uint32_t *out_len, _Out_ uint32_t *retval, int repeat, _Out_ uint32_t *duration_ns, uint32_t flags)'),
   testRunDurations: shim.func('int lbctl_test_run_durations(int prog_fd, const uint8_t *packets, uint32_t len, uint32_t count, uint32_t iterations, _Out_ uint32_t *durations_ns)'),
@@ -109,6 +110,7 @@ export function closeFd(fd: number): void {
 export const BPF_MAP_TYPE = { HASH: 1, ARRAY: 2, PERCPU_HASH: 5, PERCPU_ARRAY: 6, LRU_HASH: 9, LRU_PERCPU_HASH: 10, ARRAY_OF_MAPS: 12 } as const;
 export const PER_CPU_MAP_TYPES: readonly number[] = [BPF_MAP_TYPE.PERCPU_HASH, BPF_MAP_TYPE.PERCPU_ARRAY, BPF_MAP_TYPE.LRU_PERCPU_HASH];
 export const BPF_F_INNER_MAP = 1 << 12;
+export const BPF_F_MMAPABLE = 1 << 10;
 export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
 export const BPF_EXIST = 2;
