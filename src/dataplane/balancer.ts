@@ -33,11 +33,13 @@ const OBJECT = bpfObjectPath('xdp_balancer');
 
 /**
  * Everything that must match for one build's program to use another's maps:
- * each map's type, sizes and flags, and the layout of every shared struct.
+ * each map's type, sizes and flags, the flags of the Maglev tables inside
+ * maglev_tables, and the layout of every shared struct.
  */
 function abiFingerprint(): bigint {
   const layouts = [...readBtfStructs(OBJECT, SHARED_LAYOUTS.map((l) => l.name)).values()];
-  const digest = createHash('sha256').update(JSON.stringify({ maps: mapDefinitions(OBJECT).map(({ maxEntries: _size, ...rest }) => rest), layouts })).digest();
+  const maps = mapDefinitions(OBJECT).map(({ maxEntries: _size, ...rest }) => rest);
+  const digest = createHash('sha256').update(JSON.stringify({ maps, maglevTableFlags: MAGLEV_TABLE_FLAGS, layouts })).digest();
   return digest.readBigUInt64BE(0);
 }
 
