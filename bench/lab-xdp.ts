@@ -41,28 +41,44 @@ export class AttachedXdp {
   }
 }
 
-/** Loads build/bench/NAME.bpf.o and attaches it (native mode) to dev in role's namespace, replacing what is there. */
-export async function attachBench(lab: Lab, role: string, dev: string, name: string, configure?: (object: LoadedObject) => void): Promise<AttachedXdp> {
-  const object = loadBpfObject(join(PROJECT_ROOT, 'build', 'bench', `${name}.bpf.o`), name);
+/**
+ * Attaches a loaded program (native mode) to dev in role's namespace,
+ * replacing what is there, through a pin removed at once. Never iproute2's
+ * own ELF loader (`obj`): run in the host's mount namespace, it leaves its
+ * tc/globals directories in the host's bpffs.
+ */
+async function attachLoaded(lab: Lab, role: string, dev: string, object: LoadedObject, name: string): Promise<void> {
   const pin = pinPath();
   try {
-    configure?.(object);
     check(native.objPin(object.programFd, pin) as number, `pinning ${name}`);
     await mustExec(lab, role, ['ip', 'link', 'set', 'dev', dev, 'xdpdrv', 'off']);
     await mustExec(lab, role, ['ip', 'link', 'set', 'dev', dev, 'xdpdrv', 'pinned', pin]);
+  } finally {
+    rmSync(pin, { force: true });
+  }
+}
+
+/** Loads build/bench/NAME.bpf.o and attaches it (native mode) to dev in role's namespace, replacing what is there. */
+export async function attachBench(lab: Lab, role: string, dev: string, name: string, configure?: (object: LoadedObject) => void): Promise<AttachedXdp> {
+  const object = loadBpfObject(join(PROJECT_ROOT, 'build', 'bench', `${name}.bpf.o`), name);
+  try {
+    configure?.(object);
+    await attachLoaded(lab, role, dev, object, name);
   } catch (error) {
     object.close();
     throw error;
-  } finally {
-    rmSync(pin, { force: true });
   }
   return new AttachedXdp(lab, role, dev, object);
 }
 
-/** The lab's xdp_pass (what lab.sh puts on the switch port `lb`). */
+/** The lab's xdp_pass (what lab.sh puts on the switch port `lb`); the attachment keeps it loaded. */
 export async function attachPass(lab: Lab, role: string, dev: string): Promise<void> {
-  await mustExec(lab, role, ['ip', 'link', 'set', 'dev', dev, 'xdpdrv', 'off']);
-  await mustExec(lab, role, ['ip', 'link', 'set', 'dev', dev, 'xdpdrv', 'obj', bpfObjectPath('xdp_pass'), 'sec', 'xdp']);
+  const object = loadBpfObject(bpfObjectPath('xdp_pass'), 'xdp_pass');
+  try {
+    await attachLoaded(lab, role, dev, object, 'xdp_pass');
+  } finally {
+    object.close();
+  }
 }
 
 export interface Count {

@@ -15,5 +15,24 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 # one file per spare core, one on the 2-core CI hosts).
 serial=""
 node --help | grep -q -- --test-concurrency && serial="--test-concurrency=1"
+
+# What tests could leave on the host: pinned objects (and directories) in
+# the bpffs, network namespaces. Anything new after the run fails it.
+host_objects() {
+	{ (cd /sys/fs/bpf && find . -mindepth 1 | sed 's|^\./|/sys/fs/bpf/|'); ip netns list | sed 's/ .*//; s/^/netns /'; } | sort
+}
+before=$(mktemp)
+trap 'rm -f "$before"' EXIT
+host_objects >"$before"
+
+status=0
 # shellcheck disable=SC2086
-exec node --test $serial dist/test/*.test.js
+node --test $serial dist/test/*.test.js || status=$?
+
+left=$(host_objects | comm -13 "$before" -)
+if [ -n "$left" ]; then
+	echo "run-tests: the tests left these behind:" >&2
+	echo "$left" | sed 's/^/    /' >&2
+	[ "$status" -ne 0 ] || status=1
+fi
+exit "$status"

@@ -97,7 +97,9 @@ native_xdp_works() {
 	local obj=$root/build/bpf/xdp_pass.bpf.o
 	[ -f "$obj" ] || obj=/usr/local/lib/lbctl/build/bpf/xdp_pass.bpf.o
 	[ -f "$obj" ] || die "--xdp-mode auto: no xdp_pass.bpf.o to probe the driver with (run make)"
-	ip link set dev "$iface" xdpdrv obj "$obj" sec xdp 2>/dev/null || return 1
+	# In a mount namespace of its own with a bpffs of its own: iproute2's
+	# loader leaves tc/globals directories in whatever bpffs it finds.
+	unshare --mount sh -c 'mount -t bpf bpf /sys/fs/bpf && ip link set dev "$1" xdpdrv obj "$2" sec xdp' sh "$iface" "$obj" 2>/dev/null || return 1
 	ip link set dev "$iface" xdpdrv off
 }
 
