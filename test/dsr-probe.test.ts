@@ -213,33 +213,41 @@ describe('DSR-path probe in the lab', () => {
     await lab?.down();
   });
 
-  test('l2dsr to a backend with the VIP on lo and nginx on the port: ok, at once', async () => {
-    const r = await probe({ backend: be1.address, forward: 'l2dsr', dstMac: be1.mac });
-    assert.deepEqual({ ok: r.ok, reason: r.reason }, { ok: true, reason: undefined });
-    assert.ok(r.ms < TIMEOUT_MS / 2, `answered in ${r.ms} ms`);
-  });
+  // The same l2dsr checks in both families: be1 holds both VIPs on lo.
+  for (const { label, vip, backend, prefix } of [
+    { label: '', vip: VIP, backend: () => be1.address, prefix: 32 },
+    { label: 'IPv6 ', vip: VIP6, backend: () => be1.address6, prefix: 128 },
+  ]) {
+    const l2dsr = (port = 80) => probe({ vip, backend: backend(), forward: 'l2dsr', dstMac: be1.mac, port });
 
-  test('l2dsr to a backend without the VIP on lo: "add it to lo"', async () => {
-    const vipOnLo = `${VIP.address}/32`;
-    await run('be1', ['ip', 'addr', 'del', vipOnLo, 'dev', 'lo']);
-    try {
-      const r = await probe({ backend: be1.address, forward: 'l2dsr', dstMac: be1.mac });
+    test(`${label}l2dsr to a backend with the VIP on lo and nginx on the port: ok, at once`, async () => {
+      const r = await l2dsr();
+      assert.deepEqual(pick(r), { ok: true, reason: undefined });
+      assert.ok(r.ms < TIMEOUT_MS / 2, `answered in ${r.ms} ms`);
+    });
+
+    test(`${label}l2dsr to a backend without the VIP on lo: "add it to lo"`, async () => {
+      const vipOnLo = `${vip.address}/${prefix}`;
+      await run('be1', ['ip', 'addr', 'del', vipOnLo, 'dev', 'lo']);
+      try {
+        const r = await l2dsr();
+        assert.equal(r.ok, false);
+        assert.equal(r.reason, `backend ${backend()} does not accept traffic for VIP ${vip.address}: add it to lo`);
+        assert.ok(r.ms >= TIMEOUT_MS - 50, `waited for the timeout (${r.ms} ms)`);
+      } finally {
+        await run('be1', ['ip', 'addr', 'replace', vipOnLo, 'dev', 'lo']);
+      }
+      // Restored: ok again (the same backend, so the failure above was the missing VIP).
+      assert.equal((await l2dsr()).ok, true, 'ok again once restored');
+    });
+
+    test(`${label}l2dsr to a port nothing listens on: the backend resets, "nothing listens"`, async () => {
+      const r = await l2dsr(81);
       assert.equal(r.ok, false);
-      assert.equal(r.reason, `backend ${be1.address} does not accept traffic for VIP ${VIP.address}: add it to lo`);
-      assert.ok(r.ms >= TIMEOUT_MS - 50, `waited for the timeout (${r.ms} ms)`);
-    } finally {
-      await run('be1', ['ip', 'addr', 'replace', vipOnLo, 'dev', 'lo']);
-    }
-    // Restored: ok again (the same backend, so the failure above was the missing VIP).
-    assert.equal((await probe({ backend: be1.address, forward: 'l2dsr', dstMac: be1.mac })).ok, true);
-  });
-
-  test('l2dsr to a port nothing listens on: the backend resets, "nothing listens"', async () => {
-    const r = await probe({ backend: be1.address, forward: 'l2dsr', dstMac: be1.mac, port: 81 });
-    assert.equal(r.ok, false);
-    assert.equal(r.reason, `backend ${be1.address} holds VIP ${VIP.address} but nothing listens on port 81`);
-    assert.ok(r.ms < TIMEOUT_MS / 2, `answered in ${r.ms} ms`);
-  });
+      assert.equal(r.reason, `backend ${backend()} holds VIP ${vip.address} but nothing listens on port 81`);
+      assert.ok(r.ms < TIMEOUT_MS / 2, `answered in ${r.ms} ms`);
+    });
+  }
 
   test('ipip through the router to a backend that decapsulates: ok', async () => {
     const r = await probe({ backend: be4.address, forward: 'ipip', dstMac: routerMac });
@@ -256,33 +264,6 @@ describe('DSR-path probe in the lab', () => {
       await run('be4', [LBCTL, 'decap', 'attach', '--interface', 'eth0']);
     }
     assert.equal((await probe({ backend: be4.address, forward: 'ipip', dstMac: routerMac })).ok, true, 'ok again once re-attached');
-  });
-
-  test('IPv6 l2dsr to a backend with the IPv6 VIP on lo and nginx on the port: ok, at once', async () => {
-    const r = await probe({ vip: VIP6, backend: be1.address6, forward: 'l2dsr', dstMac: be1.mac });
-    assert.deepEqual({ ok: r.ok, reason: r.reason }, { ok: true, reason: undefined });
-    assert.ok(r.ms < TIMEOUT_MS / 2, `answered in ${r.ms} ms`);
-  });
-
-  test('IPv6 l2dsr to a backend without the IPv6 VIP on lo: "add it to lo"', async () => {
-    const vipOnLo = `${VIP6.address}/128`;
-    await run('be1', ['ip', 'addr', 'del', vipOnLo, 'dev', 'lo']);
-    try {
-      const r = await probe({ vip: VIP6, backend: be1.address6, forward: 'l2dsr', dstMac: be1.mac });
-      assert.equal(r.ok, false);
-      assert.equal(r.reason, `backend ${be1.address6} does not accept traffic for VIP ${VIP6.address}: add it to lo`);
-      assert.ok(r.ms >= TIMEOUT_MS - 50, `waited for the timeout (${r.ms} ms)`);
-    } finally {
-      await run('be1', ['ip', 'addr', 'replace', vipOnLo, 'dev', 'lo']);
-    }
-    assert.equal((await probe({ vip: VIP6, backend: be1.address6, forward: 'l2dsr', dstMac: be1.mac })).ok, true, 'ok again once restored');
-  });
-
-  test('IPv6 l2dsr to a port nothing listens on: the backend resets, "nothing listens"', async () => {
-    const r = await probe({ vip: VIP6, backend: be1.address6, forward: 'l2dsr', dstMac: be1.mac, port: 81 });
-    assert.equal(r.ok, false);
-    assert.equal(r.reason, `backend ${be1.address6} holds VIP ${VIP6.address} but nothing listens on port 81`);
-    assert.ok(r.ms < TIMEOUT_MS / 2, `answered in ${r.ms} ms`);
   });
 
   test('6-in-6 through the router: ok to a backend that decapsulates, "decapsulate" once it does not', async () => {

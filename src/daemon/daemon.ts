@@ -218,7 +218,7 @@ export class Daemon implements DaemonControl {
           if (!ids.has(flow.backendId)) continue;
           const count = trackedById.get(flow.backendId) ?? { tracked: 0, active: 0 };
           count.tracked++;
-          if (isActiveFlow(flow, DEFAULT_DRAIN_IDLE_SECONDS, (seen) => this.clock.secondsSince(seen, now))) count.active++;
+          if (isActiveFlow(flow, DEFAULT_DRAIN_IDLE_SECONDS, this.clock, now)) count.active++;
           trackedById.set(flow.backendId, count);
         }
       }
@@ -419,7 +419,7 @@ export class Daemon implements DaemonControl {
       { spec: afterSpec, table: this.reconciler.plan({ vips: [afterSpec] }, paths).get(key)! },
       flows,
       (id) => this.reconciler.backendById(id)?.address,
-      (flow) => isActiveFlow(flow, DEFAULT_DRAIN_IDLE_SECONDS, (seen) => this.clock.secondsSince(seen, now)),
+      (flow) => isActiveFlow(flow, DEFAULT_DRAIN_IDLE_SECONDS, this.clock, now),
     );
   }
 
@@ -437,7 +437,7 @@ export class Daemon implements DaemonControl {
       const idleSeconds = new Map(draining.map((d) => [d.backend.id, d.drain.idleSeconds]));
       for (const flow of trackedFlows(this.dataplane)) {
         const idle = idleSeconds.get(flow.backendId);
-        if (idle === undefined || !isActiveFlow(flow, idle, (seen) => this.clock.secondsSince(seen, now))) continue;
+        if (idle === undefined || !isActiveFlow(flow, idle, this.clock, now)) continue;
         active.set(flow.backendId, (active.get(flow.backendId) ?? 0) + 1);
       }
       for (const { vip, backend, drain } of draining) {

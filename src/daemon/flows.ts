@@ -2,6 +2,7 @@
 import { FLOW_FLAG_CLOSING, flowKeyV4, flowKeyV6, flowState, IPPROTO } from '../dataplane/abi.js';
 import { BalancerDataplane } from '../dataplane/balancer.js';
 import { Flow } from '../dataplane/flow-hash.js';
+import type { DataplaneClock } from '../dataplane/clock.js';
 import { VipAddress } from '../model/address.js';
 
 export interface TrackedFlow {
@@ -23,8 +24,8 @@ function tracked(key: Flow, value: Buffer): TrackedFlow {
  * closed it (FIN/RST) and it had a packet within idleSeconds; the LRU keeps
  * finished flows until it needs their room.
  */
-export function isActiveFlow(flow: TrackedFlow, idleSeconds: number, secondsSince: (jiffies: bigint) => number): boolean {
-  return !flow.closing && secondsSince(flow.lastSeen) < idleSeconds;
+export function isActiveFlow(flow: TrackedFlow, idleSeconds: number, clock: Pick<DataplaneClock, 'secondsSince'>, now: bigint): boolean {
+  return !flow.closing && clock.secondsSince(flow.lastSeen, now) < idleSeconds;
 }
 
 /** Every tracked flow, both families. */
