@@ -16,7 +16,7 @@ SHIM := build/native/liblbctl.so
 TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
 TS_STAMP := dist/.stamp
 
-.PHONY: all bpf native ts deps deps-demo deps-bench demo test bench install uninstall clean
+.PHONY: all bpf native ts deps deps-demo deps-bench demo lint test bench install uninstall clean
 
 all: bpf native ts
 
@@ -50,8 +50,12 @@ deps-demo:
 demo: deps-demo all
 	node dist/test/lab/demo.js
 
-# Unit and packet tests first (fast, precise failures), then the lab.
-test: deps all
+# Formatting (prettier) and lint rules (eslint); `npm run format` fixes most.
+lint:
+	npm run --silent lint
+
+# Lint, then unit and packet tests first (fast, precise failures), then the lab.
+test: deps all lint
 	scripts/run-tests.sh
 
 # Speed and memory, measured side by side (~15 minutes): the build tools and

@@ -25,14 +25,25 @@ async function main(root: string): Promise<void> {
   const vip = (address: string, forward: string) => ({ vip: parseVip(`${address}:80/tcp`), forward, tableSize: 65537, backends });
   const paths = (t: { address: string; forward: string }) => ({
     ok: true,
-    path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: '02:00:00:00:00:11', mtu: 0, ...(t.forward === 'ipip' ? { tunnelSrc: '10.10.0.2' } : {}) },
+    path: {
+      dev: 'lo',
+      ifindex: 1,
+      srcMac: '02:00:00:00:00:02',
+      nextHop: t.address,
+      dstMac: '02:00:00:00:00:11',
+      mtu: 0,
+      ...(t.forward === 'ipip' ? { tunnelSrc: '10.10.0.2' } : {}),
+    },
   });
   new Reconciler(dataplane, pino({ level: 'silent' })).apply({ vips: [vip('10.100.0.100', 'l2dsr'), vip('10.100.0.101', 'ipip')] }, paths);
 
   process.on('message', (request: AbRequest) => {
     const packets = Buffer.from(request.packets);
     const durations = new Uint32Array(request.iterations);
-    check(native.testRunDurations(dataplane.programFd, packets, packets.length / request.count, request.count, request.iterations, durations), 'test run');
+    check(
+      native.testRunDurations(dataplane.programFd, packets, packets.length / request.count, request.count, request.iterations, durations),
+      'test run',
+    );
     let sum = 0;
     for (const d of durations) sum += d;
     process.send!(sum / request.iterations);

@@ -9,13 +9,17 @@
  *   git worktree add /tmp/before HEAD && (cd /tmp/before && ln -s "$OLDPWD/node_modules" && make)
  *   sudo node dist/bench/ab.js /tmp/before [rounds]
  */
-import { ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { TCP_FLAGS, ipv4Frame } from '../test/support/packets.js';
 
 function frames(dst: string, count: number, flags: number): Buffer {
-  return Buffer.concat(Array.from({ length: count }, (_, i) => ipv4Frame({ src: `172.16.${(i >> 8) & 255}.${i & 255}`, dst, srcPort: 1024 + i, dstPort: 80, tcpFlags: flags })));
+  return Buffer.concat(
+    Array.from({ length: count }, (_, i) =>
+      ipv4Frame({ src: `172.16.${(i >> 8) & 255}.${i & 255}`, dst, srcPort: 1024 + i, dstPort: 80, tcpFlags: flags }),
+    ),
+  );
 }
 
 function start(root: string): Promise<ChildProcess> {

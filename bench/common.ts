@@ -72,12 +72,16 @@ export function startGenerator(lab: Lab, options: GeneratorOptions): RunningGene
   let out = '';
   let err = '';
   let onReady!: () => void;
-  const ready = new Promise<void>((resolve) => { onReady = resolve; });
+  const ready = new Promise<void>((resolve) => {
+    onReady = resolve;
+  });
   child.stdout!.on('data', (d: Buffer) => {
     out += d.toString();
     if (out.includes('"ready":true')) onReady();
   });
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  child.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   const done = new Promise<GeneratorResult>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code) => {

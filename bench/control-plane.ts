@@ -22,9 +22,9 @@ import { join } from 'node:path';
 import { Lab, LAB } from '../test/lab/lab.js';
 import { LBCTL, LabBalancer } from '../test/support/balancer.js';
 import { call } from '../src/api/client.js';
-import { DEFAULT_TABLE_SIZE, MaglevBackend, buildMaglevTable } from '../src/maglev/maglev.js';
+import { DEFAULT_TABLE_SIZE, type MaglevBackend, buildMaglevTable } from '../src/maglev/maglev.js';
 import { Counter, attachPass } from './lab-xdp.js';
-import { Log, macOf, median, nowNs, sh, sleep, startGenerator } from './common.js';
+import { type Log, macOf, median, nowNs, sh, sleep, startGenerator } from './common.js';
 
 export interface ControlOptions {
   /** backend add trials (default 5). */
@@ -94,7 +94,9 @@ export const MAGLEV_CASES = [1000, 10] as const;
  * interleaved build by build, after two untimed builds each (JIT warm-up).
  */
 export function measureMaglevBuild(builds = 21, cases: readonly number[] = MAGLEV_CASES, tableSize = DEFAULT_TABLE_SIZE): MaglevBuild[] {
-  const sets = cases.map((n) => Array.from({ length: n }, (_, i): MaglevBackend => ({ name: `10.30.${Math.floor(i / 250)}.${(i % 250) + 1}`, weight: 1, id: i + 1 })));
+  const sets = cases.map((n) =>
+    Array.from({ length: n }, (_, i): MaglevBackend => ({ name: `10.30.${Math.floor(i / 250)}.${(i % 250) + 1}`, weight: 1, id: i + 1 })),
+  );
   const times = cases.map(() => [] as number[]);
   for (let round = -2; round < builds; round++) {
     sets.forEach((set, i) => {
@@ -124,7 +126,13 @@ export function bigConfig(vips: number): string {
   let k = 0;
   for (let v = 0; v < vips; v++) {
     // No health checks: the addresses lead nowhere, and what is timed is loading the config, not 10,000 probes failing.
-    lines.push(`  - vip: 10.200.${v >> 8}.${v & 255}:80/tcp`, '    forward: ipip', `    table_size: ${TABLE_SIZE}`, '    check: none', '    backends:');
+    lines.push(
+      `  - vip: 10.200.${v >> 8}.${v & 255}:80/tcp`,
+      '    forward: ipip',
+      `    table_size: ${TABLE_SIZE}`,
+      '    check: none',
+      '    backends:',
+    );
     for (let b = 0; b < BACKENDS_PER_VIP; b++, k++) lines.push(`      - address: 10.30.${Math.floor(k / 250)}.${(k % 250) + 1}`);
   }
   lines.push('');
@@ -140,7 +148,9 @@ export async function measureControlPlane(options: ControlOptions = {}): Promise
 
   // --- 3 first, while no lab is up: the builder alone.
   const maglev = measureMaglevBuild(options.maglevBuilds ?? 21);
-  log(`Maglev build, M = ${TABLE_SIZE}: ${maglev.map((m) => `N = ${m.backends} ${m.medianMs.toFixed(2)} ms`).join(', ')} (median of ${maglev[0]!.builds})`);
+  log(
+    `Maglev build, M = ${TABLE_SIZE}: ${maglev.map((m) => `N = ${m.backends} ${m.medianMs.toFixed(2)} ms`).join(', ')} (median of ${maglev[0]!.builds})`,
+  );
 
   const lab = await Lab.up({ decap: false });
   const lb = new LabBalancer(lab);
@@ -163,15 +173,23 @@ export async function measureControlPlane(options: ControlOptions = {}): Promise
     const repeat = 4;
     const intervalUs = Math.round((repeat * 1e6) / pps);
     const generator = startGenerator(lab, {
-      ifname: 'eth0', dstMac: await macOf(lab, 'lb'), saddr: '172.16.0.0', daddr: LAB.vips[0], flows: 2 ** 32,
-      threads: 1, repeat, intervalUs, durationMs: trials * 2000 + 3000,
+      ifname: 'eth0',
+      dstMac: await macOf(lab, 'lb'),
+      saddr: '172.16.0.0',
+      daddr: LAB.vips[0],
+      flows: 2 ** 32,
+      threads: 1,
+      repeat,
+      intervalUs,
+      durationMs: trials * 2000 + 3000,
     });
     const cli: Trial[] = [];
     const api: Trial[] = [];
     try {
       await generator.ready;
       await sleep(300);
-      if (counters[0]!.read().packets === 0 && counters[1]!.read().packets === 0) throw new Error('control plane: the paced generator reaches no backend');
+      if (counters[0]!.read().packets === 0 && counters[1]!.read().packets === 0)
+        throw new Error('control plane: the paced generator reaches no backend');
       // Waits for be3's first packet after `add` (which resolves when the change is acknowledged).
       const trial = async (add: () => Promise<void>) => {
         be3.reset();
@@ -183,21 +201,37 @@ export async function measureControlPlane(options: ControlOptions = {}): Promise
         while ((first = be3.read().firstNs) === 0n && Date.now() < deadline) await sleep(1);
         if (first === 0n) {
           const list = await lb.cli(['backend', 'list', vip]).catch((error: Error) => ({ stdout: error.message }));
-          throw new Error(`control plane: no packet to the VIP reached the added backend within 2 s (be1 ${counters[0]!.read().packets}, be2 ${counters[1]!.read().packets} packets so far); backend list:\n${list.stdout}`);
+          throw new Error(
+            `control plane: no packet to the VIP reached the added backend within 2 s (be1 ${counters[0]!.read().packets}, be2 ${counters[1]!.read().packets} packets so far); backend list:\n${list.stdout}`,
+          );
         }
         await lb.ok(['backend', 'remove', vip, address('be3')]);
         await sleep(200);
-        return { commandMs: Number(answered - start) / 1e6, afterReturnMs: Number(first - answered) / 1e6, afterStartMs: Number(first - start) / 1e6 };
+        return {
+          commandMs: Number(answered - start) / 1e6,
+          afterReturnMs: Number(first - answered) / 1e6,
+          afterStartMs: Number(first - start) / 1e6,
+        };
       };
       for (let i = 0; i < trials; i++) {
-        cli.push(await trial(async () => { await lb.ok(['backend', 'add', vip, address('be3')]); }));
-        api.push(await trial(async () => { await call(lb.socket, 'backend.add', { vip, address: address('be3') }); }));
+        cli.push(
+          await trial(async () => {
+            await lb.ok(['backend', 'add', vip, address('be3')]);
+          }),
+        );
+        api.push(
+          await trial(async () => {
+            await call(lb.socket, 'backend.add', { vip, address: address('be3') });
+          }),
+        );
       }
     } finally {
       generator.child.kill('SIGTERM');
       await generator.done.catch(() => undefined);
     }
-    log(`backend add -> first packet at the new backend: CLI ${cli.map((s) => s.afterReturnMs.toFixed(2)).join(', ')} ms after it exited; API ${api.map((s) => s.afterReturnMs.toFixed(2)).join(', ')} ms after the answer`);
+    log(
+      `backend add -> first packet at the new backend: CLI ${cli.map((s) => s.afterReturnMs.toFixed(2)).join(', ')} ms after it exited; API ${api.map((s) => s.afterReturnMs.toFixed(2)).join(', ')} ms after the answer`,
+    );
     await lb.stop();
 
     // --- 2. VIPS × 10 backends from a config file
@@ -206,11 +240,22 @@ export async function measureControlPlane(options: ControlOptions = {}): Promise
     writeFileSync(config, bigConfig(vips));
     const load = await loadBigConfig(lab, lb, config, vips, loadDeadlineMs, log);
     const summary = (t: Trial[]): TrialSummary => ({
-      commandMs: median(t.map((x) => x.commandMs)), afterReturnMs: median(t.map((x) => x.afterReturnMs)), afterStartMs: median(t.map((x) => x.afterStartMs)), samples: t,
+      commandMs: median(t.map((x) => x.commandMs)),
+      afterReturnMs: median(t.map((x) => x.afterReturnMs)),
+      afterStartMs: median(t.map((x) => x.afterStartMs)),
+      samples: t,
     });
     return {
-      trials, packetsPerSecond: pps, cli: summary(cli), api: summary(api),
-      vips, backendsPerVip: BACKENDS_PER_VIP, tableSize: TABLE_SIZE, ...load, idleRssMiB: idle.rss, maglev,
+      trials,
+      packetsPerSecond: pps,
+      cli: summary(cli),
+      api: summary(api),
+      vips,
+      backendsPerVip: BACKENDS_PER_VIP,
+      tableSize: TABLE_SIZE,
+      ...load,
+      idleRssMiB: idle.rss,
+      maglev,
     };
   } finally {
     await lb.stop().catch(() => undefined);
@@ -248,7 +293,8 @@ async function loadBigConfig(lab: Lab, lb: LabBalancer, config: string, vips: nu
       try {
         const entry = JSON.parse(line) as { pid?: number; event?: string; time?: string | number };
         pid ??= entry.pid;
-        if (writtenMs === undefined && entry.event === 'dataplane.updated' && entry.time !== undefined) writtenMs = new Date(entry.time).getTime() - wallStart;
+        if (writtenMs === undefined && entry.event === 'dataplane.updated' && entry.time !== undefined)
+          writtenMs = new Date(entry.time).getTime() - wallStart;
       } catch {
         // a line being written
       }
@@ -258,7 +304,26 @@ async function loadBigConfig(lab: Lab, lb: LabBalancer, config: string, vips: nu
   const t0 = nowNs();
   let loadMs: number | undefined;
   try {
-    const started = await lab.exec('lb', [LBCTL, 'start', '--interface', 'eth0', '--config', config, '--state-dir', stateDir, '--socket', lb.socket, '--pin-dir', pinDir, '--log-level', 'debug'], { timeoutMs: deadlineMs });
+    const started = await lab.exec(
+      'lb',
+      [
+        LBCTL,
+        'start',
+        '--interface',
+        'eth0',
+        '--config',
+        config,
+        '--state-dir',
+        stateDir,
+        '--socket',
+        lb.socket,
+        '--pin-dir',
+        pinDir,
+        '--log-level',
+        'debug',
+      ],
+      { timeoutMs: deadlineMs },
+    );
     loadMs = Number(nowNs() - t0) / 1e6;
     if (started.code !== 0) throw new Error(`lbctl start --config (${vips} VIPs) failed: ${started.stderr}`);
   } catch (error) {
@@ -272,15 +337,25 @@ async function loadBigConfig(lab: Lab, lb: LabBalancer, config: string, vips: nu
   if (loadMs !== undefined) {
     const loaded = await lb.json<{ pid: number; vips: number }>(['status']);
     if (loaded.vips !== vips) throw new Error(`lbctl loaded ${loaded.vips} VIPs, expected ${vips}`);
-    log(`${vips} VIPs × ${BACKENDS_PER_VIP} backends: maps written after ${writtenMs ?? NaN} ms, lbctl start returned after ${loadMs.toFixed(0)} ms, RSS ${rss.rss.toFixed(1)} MiB`);
+    log(
+      `${vips} VIPs × ${BACKENDS_PER_VIP} backends: maps written after ${writtenMs ?? NaN} ms, lbctl start returned after ${loadMs.toFixed(0)} ms, RSS ${rss.rss.toFixed(1)} MiB`,
+    );
     await lb.stop();
   } else {
-    log(`${vips} VIPs × ${BACKENDS_PER_VIP} backends: maps written after ${writtenMs ?? NaN} ms, lbctl start had not returned after ${deadlineMs} ms: killing the daemon (pid ${pid}), RSS ${rss.rss.toFixed(1)} MiB`);
+    log(
+      `${vips} VIPs × ${BACKENDS_PER_VIP} backends: maps written after ${writtenMs ?? NaN} ms, lbctl start had not returned after ${deadlineMs} ms: killing the daemon (pid ${pid}), RSS ${rss.rss.toFixed(1)} MiB`,
+    );
     process.kill(pid, 'SIGKILL');
     for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await sleep(50);
     rmSync(pinDir, { recursive: true, force: true });
   }
-  return { ...(loadMs !== undefined ? { loadMs } : {}), loadDeadlineMs: deadlineMs, ...(writtenMs !== undefined ? { writtenMs } : {}), rssMiB: rss.rss, peakRssMiB: rss.peak };
+  return {
+    ...(loadMs !== undefined ? { loadMs } : {}),
+    loadDeadlineMs: deadlineMs,
+    ...(writtenMs !== undefined ? { writtenMs } : {}),
+    rssMiB: rss.rss,
+    peakRssMiB: rss.peak,
+  };
 }
 
 export function controlTable(r: ControlResult): string {
@@ -297,6 +372,9 @@ export function controlTable(r: ControlResult): string {
     `| \`lbctl start --config\`: the same, until the command returns (the daemon answers) | ${r.loadMs !== undefined ? `${(r.loadMs / 1000).toFixed(2)} s` : `**not within ${(r.loadDeadlineMs / 1000).toFixed(0)} s** (then killed)`} |`,
     `| daemon RSS with that config (peak during the load)${r.loadMs === undefined ? ', at the deadline' : ''} | ${r.rssMiB.toFixed(0)} MiB (${r.peakRssMiB.toFixed(0)} MiB) |`,
     `| daemon RSS with no VIPs | ${r.idleRssMiB.toFixed(0)} MiB |`,
-    ...r.maglev.map((m) => `| Maglev table build alone (src/maglev/maglev.ts): N = ${m.backends} backends, M = ${m.tableSize}, median of ${m.builds} (fastest) | ${m.medianMs.toFixed(2)} ms (${m.minMs.toFixed(2)} ms) |`),
+    ...r.maglev.map(
+      (m) =>
+        `| Maglev table build alone (src/maglev/maglev.ts): N = ${m.backends} backends, M = ${m.tableSize}, median of ${m.builds} (fastest) | ${m.medianMs.toFixed(2)} ms (${m.minMs.toFixed(2)} ms) |`,
+    ),
   ].join('\n');
 }

@@ -22,8 +22,8 @@ import { check, native } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import { Reconciler } from '../src/daemon/reconciler.js';
 import { parseVip } from '../src/model/address.js';
-import { BackendSpec, DesiredState, VipSpec, vipSettings } from '../src/model/desired-state.js';
-import { PathTarget, PathResult } from '../src/net/forwarding-paths.js';
+import { type BackendSpec, type DesiredState, type VipSpec, vipSettings } from '../src/model/desired-state.js';
+import { type PathTarget, type PathResult } from '../src/net/forwarding-paths.js';
 import { PROJECT_ROOT, bpfObjectPath } from '../src/paths.js';
 import { ETHERTYPE, IPPROTO_NUMBER, TCP_FLAGS, ipv4Frame, ipv6Frame } from '../test/support/packets.js';
 
@@ -148,7 +148,15 @@ function balancer(): BalancerDataplane {
   const tunnelSource = new Map(FAMILIES.flatMap((f) => Array.from({ length: 10 }, (_, i) => [f.backend(i), f.tunnelSource] as const)));
   const paths = (t: PathTarget): PathResult => ({
     ok: true,
-    path: { dev: 'lo', ifindex: 1, srcMac: BALANCER_MAC, nextHop: t.address, dstMac: BACKEND_MAC, mtu: 0, ...(t.forward === 'ipip' ? { tunnelSrc: tunnelSource.get(t.address)! } : {}) },
+    path: {
+      dev: 'lo',
+      ifindex: 1,
+      srcMac: BALANCER_MAC,
+      nextHop: t.address,
+      dstMac: BACKEND_MAC,
+      mtu: 0,
+      ...(t.forward === 'ipip' ? { tunnelSrc: tunnelSource.get(t.address)! } : {}),
+    },
   });
   new Reconciler(dataplane, pino({ level: 'silent' })).apply(desired, paths);
   return dataplane;
@@ -167,12 +175,17 @@ function wrongAnswer(input: Buffer, action: string, output: Buffer, expect: 'pas
   const want = typeof expect === 'string' ? expect : 'tx';
   if (action !== want) return `program answered ${action}, expected ${want}`;
   if (typeof expect === 'string') return undefined;
-  const dstMac = output.subarray(0, 6).toString('hex').replace(/(..)(?!$)/g, '$1:');
+  const dstMac = output
+    .subarray(0, 6)
+    .toString('hex')
+    .replace(/(..)(?!$)/g, '$1:');
   if (dstMac !== BACKEND_MAC) return `forwarded to ${dstMac}, not the backend's MAC ${BACKEND_MAC}`;
   const etherType = output.readUInt16BE(12);
-  if (etherType !== (expect.outer === 6 ? ETHERTYPE.IPV6 : ETHERTYPE.IPV4)) return `outer EtherType 0x${etherType.toString(16)}, expected IPv${expect.outer}`;
+  if (etherType !== (expect.outer === 6 ? ETHERTYPE.IPV6 : ETHERTYPE.IPV4))
+    return `outer EtherType 0x${etherType.toString(16)}, expected IPv${expect.outer}`;
   const grow = expect.inner === undefined ? 0 : expect.outer === 6 ? 40 : 20;
-  if (output.length !== input.length + grow) return `output of ${output.length} bytes for ${input.length} in, expected ${input.length + grow}`;
+  if (output.length !== input.length + grow)
+    return `output of ${output.length} bytes for ${input.length} in, expected ${input.length + grow}`;
   if (expect.inner !== undefined) {
     const next = expect.outer === 6 ? output[14 + 6] : output[14 + 9];
     const wanted = expect.inner === 6 ? IPPROTO_NUMBER.IPV6 : IPPROTO_NUMBER.IPIP;
@@ -205,17 +218,51 @@ export function measureDataplaneCost(options: { iterations?: number; rounds?: nu
       runDurations(dataplane.programFd, syns, 256, 256);
       return flows(f, vip, 256, TCP_FLAGS.ACK);
     };
-    const nonVip = (f: FamilySpec) => frames(256, (i) => f.frame({ src: f.client(i), dst: f.notVip, srcPort: 1024 + i, dstPort: 22, tcpFlags: TCP_FLAGS.ACK }));
-    const modeExpect = (mode: Mode, vipFamily: 4 | 6, backendFamily: 4 | 6): Forwarded => (mode === 'l2dsr' ? { outer: backendFamily } : { outer: backendFamily, inner: vipFamily });
+    const nonVip = (f: FamilySpec) =>
+      frames(256, (i) => f.frame({ src: f.client(i), dst: f.notVip, srcPort: 1024 + i, dstPort: 22, tcpFlags: TCP_FLAGS.ACK }));
+    const modeExpect = (mode: Mode, vipFamily: 4 | 6, backendFamily: 4 | 6): Forwarded =>
+      mode === 'l2dsr' ? { outer: backendFamily } : { outer: backendFamily, inner: vipFamily };
     const flowScenarios = (label: string, f: FamilySpec, vip: string, expect: Forwarded): Scenario[] => [
-      { name: `${label}: new flow (SYN, 64k tuples)`, family: f.family, fd: dataplane.programFd, packets: flows(f, vip, CLIENTS, TCP_FLAGS.SYN), count: CLIENTS, expect, floor: -1 },
-      { name: `${label}: established flow`, family: f.family, fd: dataplane.programFd, packets: established(f, vip), count: 256, expect, floor: -1 },
+      {
+        name: `${label}: new flow (SYN, 64k tuples)`,
+        family: f.family,
+        fd: dataplane.programFd,
+        packets: flows(f, vip, CLIENTS, TCP_FLAGS.SYN),
+        count: CLIENTS,
+        expect,
+        floor: -1,
+      },
+      {
+        name: `${label}: established flow`,
+        family: f.family,
+        fd: dataplane.programFd,
+        packets: established(f, vip),
+        count: 256,
+        expect,
+        floor: -1,
+      },
     ];
     const scenarios: Scenario[] = [
       { name: 'bare XDP_PASS', family: null, fd: pass.programFd, packets: nonVip(FAMILIES[0]!), count: 256, expect: 'pass', floor: -1 },
-      ...FAMILIES.map((f): Scenario => ({ name: `${f.label} floor: parse, swap MACs, XDP_TX`, family: null, fd: floor.programFd, packets: nonVip(f), count: 256, expect: 'tx', floor: -1 })),
+      ...FAMILIES.map((f): Scenario => ({
+        name: `${f.label} floor: parse, swap MACs, XDP_TX`,
+        family: null,
+        fd: floor.programFd,
+        packets: nonVip(f),
+        count: 256,
+        expect: 'tx',
+        floor: -1,
+      })),
       ...FAMILIES.flatMap((f) => [
-        { name: `${f.label} balancer: not a VIP`, family: f.family, fd: dataplane.programFd, packets: nonVip(f), count: 256, expect: 'pass' as const, floor: -1 },
+        {
+          name: `${f.label} balancer: not a VIP`,
+          family: f.family,
+          fd: dataplane.programFd,
+          packets: nonVip(f),
+          count: 256,
+          expect: 'pass' as const,
+          floor: -1,
+        },
         ...MODES.flatMap((mode) => flowScenarios(`${f.label} balancer ${mode}`, f, f.vip[mode], modeExpect(mode, f.family, f.family))),
       ]),
       ...CROSSED.flatMap((c) => flowScenarios(c.label, familyOf(c.vipFamily), c.vip, modeExpect('ipip', c.vipFamily, c.backendFamily))),
@@ -234,7 +281,13 @@ export function measureDataplaneCost(options: { iterations?: number; rounds?: nu
       options.log?.(`round ${round + 1}/${rounds}: ${scenarios.map((s, i) => `${s.name} ${means[i]!.at(-1)!.toFixed(1)}`).join(', ')}`);
     }
     const results = means.map(median);
-    return scenarios.map((s, i) => ({ scenario: s.name, family: s.family, ns: results[i]!, vsFloor: results[i]! / results[s.floor]!, vsPass: results[i]! / results[0]! }));
+    return scenarios.map((s, i) => ({
+      scenario: s.name,
+      family: s.family,
+      ns: results[i]!,
+      vsFloor: results[i]! / results[s.floor]!,
+      vsPass: results[i]! / results[0]!,
+    }));
   } finally {
     dataplane.close();
     floor.close();
@@ -253,6 +306,9 @@ export function costTable(rows: readonly CostRow[]): string {
   return [
     '| scenario | ns/packet | × floor | × bare pass | IPv6 × IPv4 |',
     '|---|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.scenario} | ${r.ns.toFixed(1)} | ${r.vsFloor.toFixed(2)} | ${r.vsPass.toFixed(2)} | ${vsIpv4(rows, r)?.toFixed(2) ?? ''} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.scenario} | ${r.ns.toFixed(1)} | ${r.vsFloor.toFixed(2)} | ${r.vsPass.toFixed(2)} | ${vsIpv4(rows, r)?.toFixed(2) ?? ''} |`,
+    ),
   ].join('\n');
 }

@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { Lab, LAB } from '../test/lab/lab.js';
 import { LabBalancer } from '../test/support/balancer.js';
 import { allResolved, dnatRules, removeNat } from './packet-rate.js';
-import { CLOCK_TICKS, Log, cpuTimes, median, namespaceCpuSeconds, sh, sleep } from './common.js';
+import { CLOCK_TICKS, type Log, cpuTimes, median, namespaceCpuSeconds, sh, sleep } from './common.js';
 
 export const HTTP_SYSTEMS = ['lbctl-l2dsr', 'lbctl-ipip', 'iptables-dnat', 'nginx-stream', 'haproxy-tcp', 'direct', 'direct-ecmp'] as const;
 export type HttpSystem = (typeof HTTP_SYSTEMS)[number];
@@ -75,8 +75,13 @@ export interface HttpResult {
 const BACKENDS = ['be1', 'be2', 'be3'] as const;
 const address = (b: string) => LAB.backends.find((x) => x.name === b)!.address;
 const ADDR: Record<HttpSystem, string> = {
-  'lbctl-l2dsr': LAB.vips[0], 'lbctl-ipip': LAB.vips[1], 'iptables-dnat': LAB.vips[2],
-  'nginx-stream': '10.100.0.103', 'haproxy-tcp': '10.100.0.104', direct: address('be1'), 'direct-ecmp': '10.100.0.105',
+  'lbctl-l2dsr': LAB.vips[0],
+  'lbctl-ipip': LAB.vips[1],
+  'iptables-dnat': LAB.vips[2],
+  'nginx-stream': '10.100.0.103',
+  'haproxy-tcp': '10.100.0.104',
+  direct: address('be1'),
+  'direct-ecmp': '10.100.0.105',
 };
 const DESCRIPTIONS: Record<HttpSystem, string> = {
   'lbctl-l2dsr': 'lbctl, l2dsr',
@@ -167,26 +172,44 @@ export async function measureHttp(options: HttpOptions = {}): Promise<HttpResult
     for (const role of ['client', 'lb']) await sh(lab, role, ['sysctl', '-qw', 'net.ipv4.ip_local_port_range=1024 65535']);
     await sh(lab, 'lb', ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.core.somaxconn=4096']);
     await sh(lab, 'client', ['sysctl', '-qw', 'net.ipv4.fib_multipath_hash_policy=1']);
-    await sh(lab, 'client', ['ip', 'route', 'replace', `${ADDR['direct-ecmp']}/32`, ...BACKENDS.flatMap((b) => ['nexthop', 'via', address(b), 'dev', 'eth0'])]);
-    for (const system of ['nginx-stream', 'haproxy-tcp'] as const) await sh(lab, 'lb', ['ip', 'addr', 'add', `${ADDR[system]}/32`, 'dev', 'lo']);
+    await sh(lab, 'client', [
+      'ip',
+      'route',
+      'replace',
+      `${ADDR['direct-ecmp']}/32`,
+      ...BACKENDS.flatMap((b) => ['nexthop', 'via', address(b), 'dev', 'eth0']),
+    ]);
+    for (const system of ['nginx-stream', 'haproxy-tcp'] as const)
+      await sh(lab, 'lb', ['ip', 'addr', 'add', `${ADDR[system]}/32`, 'dev', 'lo']);
     writeFileSync(join(dir, 'nginx.conf'), nginxStreamConfig(dir));
     writeFileSync(join(dir, 'haproxy.cfg'), haproxyConfig(dir));
     await sh(lab, 'lb', ['nginx', '-c', join(dir, 'nginx.conf'), '-p', `${dir}/`, '-e', join(dir, 'error.log')]);
     await sh(lab, 'lb', ['haproxy', '-f', join(dir, 'haproxy.cfg')]);
     const config = join(dir, 'lbctl.yaml');
-    writeFileSync(config, [
-      'vips:',
-      ...(['l2dsr', 'ipip'] as const).flatMap((mode, i) => [
-        `  - vip: ${LAB.vips[i]}:80/tcp`,
-        `    forward: ${mode}`,
-        '    backends:',
-        ...BACKENDS.map((b) => `      - address: ${address(b)}`),
-      ]),
-      '',
-    ].join('\n'));
+    writeFileSync(
+      config,
+      [
+        'vips:',
+        ...(['l2dsr', 'ipip'] as const).flatMap((mode, i) => [
+          `  - vip: ${LAB.vips[i]}:80/tcp`,
+          `    forward: ${mode}`,
+          '    backends:',
+          ...BACKENDS.map((b) => `      - address: ${address(b)}`),
+        ]),
+        '',
+      ].join('\n'),
+    );
 
     const wrk = async (system: HttpSystem, variant: HttpVariant): Promise<HttpSample> => {
-      const argv = ['wrk', `-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--latency', ...(variant === 'new-connection' ? ['-H', 'Connection: close'] : []), `http://${ADDR[system]}/`];
+      const argv = [
+        'wrk',
+        `-t${threads}`,
+        `-c${connections}`,
+        `-d${seconds}s`,
+        '--latency',
+        ...(variant === 'new-connection' ? ['-H', 'Connection: close'] : []),
+        `http://${ADDR[system]}/`,
+      ];
       const cpu0 = cpuTimes();
       const ns0 = await namespaceCpuSeconds(lab, 'lb');
       const r = await lab.exec('client', argv, { timeoutMs: (seconds + 30) * 1000 });
@@ -197,13 +220,14 @@ export async function measureHttp(options: HttpOptions = {}): Promise<HttpResult
       if (w.requests === 0) throw new Error(`wrk against ${system} (${variant}) completed no request:\n${r.stdout}`);
       return {
         ...w,
-        hostCpuUsPerRequest: ((cpu1.busy - cpu0.busy) / CLOCK_TICKS) * 1e6 / w.requests,
-        lbProcessCpuUsPerRequest: (ns1 - ns0) * 1e6 / w.requests,
+        hostCpuUsPerRequest: (((cpu1.busy - cpu0.busy) / CLOCK_TICKS) * 1e6) / w.requests,
+        lbProcessCpuUsPerRequest: ((ns1 - ns0) * 1e6) / w.requests,
       };
     };
 
     const viaBalancerRoute = async (on: boolean) => {
-      for (const b of BACKENDS) await sh(lab, b, ['ip', 'route', on ? 'replace' : 'del', `${LAB.client}/32`, ...(on ? ['via', LAB.balancer] : [])]);
+      for (const b of BACKENDS)
+        await sh(lab, b, ['ip', 'route', on ? 'replace' : 'del', `${LAB.client}/32`, ...(on ? ['via', LAB.balancer] : [])]);
     };
 
     const samples = new Map<string, HttpSample[]>();
@@ -246,7 +270,9 @@ export async function measureHttp(options: HttpOptions = {}): Promise<HttpResult
     ];
     for (let round = 0; round < rounds; round++) {
       for (let i = 0; i < groups.length; i++) await groups[(round + i) % groups.length]!();
-      log(`http round ${round + 1}/${rounds}: ${HTTP_SYSTEMS.map((s) => `${s} ${HTTP_VARIANTS.map((v) => Math.round(samples.get(`${s} ${v}`)!.at(-1)!.requestsPerSecond)).join('/')}`).join(', ')} req/s (keep-alive/new-connection)`);
+      log(
+        `http round ${round + 1}/${rounds}: ${HTTP_SYSTEMS.map((s) => `${s} ${HTTP_VARIANTS.map((v) => Math.round(samples.get(`${s} ${v}`)!.at(-1)!.requestsPerSecond)).join('/')}`).join(', ')} req/s (keep-alive/new-connection)`,
+      );
     }
     const rows: HttpRow[] = [];
     for (const variant of HTTP_VARIANTS) {
@@ -254,10 +280,16 @@ export async function measureHttp(options: HttpOptions = {}): Promise<HttpResult
         const s = samples.get(`${system} ${variant}`)!;
         const m = (f: (x: HttpSample) => number) => median(s.map(f));
         rows.push({
-          system, variant, description: DESCRIPTIONS[system], samples: s,
-          requestsPerSecond: m((x) => x.requestsPerSecond), p50Ms: m((x) => x.p50Ms), p99Ms: m((x) => x.p99Ms),
+          system,
+          variant,
+          description: DESCRIPTIONS[system],
+          samples: s,
+          requestsPerSecond: m((x) => x.requestsPerSecond),
+          p50Ms: m((x) => x.p50Ms),
+          p99Ms: m((x) => x.p99Ms),
           errors: s.reduce((sum, x) => sum + x.errors, 0),
-          hostCpuUsPerRequest: m((x) => x.hostCpuUsPerRequest), lbProcessCpuUsPerRequest: m((x) => x.lbProcessCpuUsPerRequest),
+          hostCpuUsPerRequest: m((x) => x.hostCpuUsPerRequest),
+          lbProcessCpuUsPerRequest: m((x) => x.lbProcessCpuUsPerRequest),
         });
       }
     }
@@ -279,7 +311,10 @@ export function httpTable(result: HttpResult): string {
       '',
       '| system | requests/s | × direct-ecmp | × direct (be1) | p50 ms | p99 ms | host CPU µs/req | Δ vs direct-ecmp µs/req | balancer-ns processes µs/req | errors |',
       '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-      ...rows.map((r) => `| ${r.system}: ${r.description} | ${Math.round(r.requestsPerSecond)} | ${(r.requestsPerSecond / limit.requestsPerSecond).toFixed(2)} | ${(r.requestsPerSecond / direct.requestsPerSecond).toFixed(2)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.hostCpuUsPerRequest.toFixed(1)} | ${r.system === 'direct-ecmp' ? '-' : (r.hostCpuUsPerRequest - limit.hostCpuUsPerRequest).toFixed(1)} | ${r.lbProcessCpuUsPerRequest.toFixed(1)} | ${r.errors} |`),
+      ...rows.map(
+        (r) =>
+          `| ${r.system}: ${r.description} | ${Math.round(r.requestsPerSecond)} | ${(r.requestsPerSecond / limit.requestsPerSecond).toFixed(2)} | ${(r.requestsPerSecond / direct.requestsPerSecond).toFixed(2)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} | ${r.hostCpuUsPerRequest.toFixed(1)} | ${r.system === 'direct-ecmp' ? '-' : (r.hostCpuUsPerRequest - limit.hostCpuUsPerRequest).toFixed(1)} | ${r.lbProcessCpuUsPerRequest.toFixed(1)} | ${r.errors} |`,
+      ),
       '',
     );
   }
@@ -291,7 +326,13 @@ export function httpSvg(result: HttpResult, title: string): string {
   const W = 900;
   const H = 440;
   const colors: Record<HttpSystem, string> = {
-    'lbctl-l2dsr': '#1f77b4', 'lbctl-ipip': '#6baed6', 'iptables-dnat': '#d62728', 'nginx-stream': '#2ca02c', 'haproxy-tcp': '#9467bd', direct: '#bdbdbd', 'direct-ecmp': '#7f7f7f',
+    'lbctl-l2dsr': '#1f77b4',
+    'lbctl-ipip': '#6baed6',
+    'iptables-dnat': '#d62728',
+    'nginx-stream': '#2ca02c',
+    'haproxy-tcp': '#9467bd',
+    direct: '#bdbdbd',
+    'direct-ecmp': '#7f7f7f',
   };
   const esc = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;');
   const top = 60;
@@ -320,11 +361,17 @@ export function httpSvg(result: HttpResult, title: string): string {
     rows.forEach((row, i) => {
       if (!row) return;
       const x = left + i * barW + barW * 0.1;
-      out.push(`<rect x="${x.toFixed(1)}" y="${y(row.requestsPerSecond).toFixed(1)}" width="${(barW * 0.8).toFixed(1)}" height="${(top + plotH - y(row.requestsPerSecond)).toFixed(1)}" fill="${colors[row.system]}"><title>${row.system} ${variant}: ${Math.round(row.requestsPerSecond)} req/s</title></rect>`);
-      out.push(`<text x="${(x + barW * 0.4).toFixed(1)}" y="${(y(row.requestsPerSecond) - 4).toFixed(1)}" text-anchor="middle" font-size="10">${(row.requestsPerSecond / 1000).toFixed(1)}k</text>`);
+      out.push(
+        `<rect x="${x.toFixed(1)}" y="${y(row.requestsPerSecond).toFixed(1)}" width="${(barW * 0.8).toFixed(1)}" height="${(top + plotH - y(row.requestsPerSecond)).toFixed(1)}" fill="${colors[row.system]}"><title>${row.system} ${variant}: ${Math.round(row.requestsPerSecond)} req/s</title></rect>`,
+      );
+      out.push(
+        `<text x="${(x + barW * 0.4).toFixed(1)}" y="${(y(row.requestsPerSecond) - 4).toFixed(1)}" text-anchor="middle" font-size="10">${(row.requestsPerSecond / 1000).toFixed(1)}k</text>`,
+      );
     });
     out.push(`<line x1="${left}" x2="${left + width}" y1="${top + plotH}" y2="${top + plotH}" stroke="#333"/>`);
-    out.push(`<text x="${(left + width / 2).toFixed(1)}" y="${top + plotH + 20}" text-anchor="middle" font-weight="bold">${variant === 'keep-alive' ? 'keep-alive' : 'new connection per request'}</text>`);
+    out.push(
+      `<text x="${(left + width / 2).toFixed(1)}" y="${top + plotH + 20}" text-anchor="middle" font-weight="bold">${variant === 'keep-alive' ? 'keep-alive' : 'new connection per request'}</text>`,
+    );
   });
   HTTP_SYSTEMS.forEach((system, i) => {
     const lx = 30 + (i % 2) * 440;

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Lab } from '../test/lab/lab.js';
-import { loadBpfObject, LoadedObject } from '../src/dataplane/bpf-object.js';
+import { loadBpfObject, type LoadedObject } from '../src/dataplane/bpf-object.js';
 import { check, native } from '../src/dataplane/libbpf.js';
 import { PROJECT_ROOT, bpfObjectPath } from '../src/paths.js';
 
@@ -24,7 +24,12 @@ async function mustExec(lab: Lab, role: string, argv: string[]): Promise<string>
 
 export class AttachedXdp {
   private detached = false;
-  constructor(readonly lab: Lab, readonly role: string, readonly dev: string, readonly object: LoadedObject) {}
+  constructor(
+    readonly lab: Lab,
+    readonly role: string,
+    readonly dev: string,
+    readonly object: LoadedObject,
+  ) {}
 
   /** Detaches and, if asked, puts the lab's xdp_pass back (switch ports need one). */
   async detach(options: { restorePass?: boolean } = {}): Promise<void> {
@@ -59,7 +64,13 @@ async function attachLoaded(lab: Lab, role: string, dev: string, object: LoadedO
 }
 
 /** Loads build/bench/NAME.bpf.o and attaches it (native mode) to dev in role's namespace, replacing what is there. */
-export async function attachBench(lab: Lab, role: string, dev: string, name: string, configure?: (object: LoadedObject) => void): Promise<AttachedXdp> {
+export async function attachBench(
+  lab: Lab,
+  role: string,
+  dev: string,
+  name: string,
+  configure?: (object: LoadedObject) => void,
+): Promise<AttachedXdp> {
   const object = loadBpfObject(join(PROJECT_ROOT, 'build', 'bench', `${name}.bpf.o`), name);
   try {
     configure?.(object);
@@ -135,7 +146,13 @@ function macKey(mac: string): Buffer {
  * an XDP program (veth drops redirected frames otherwise).
  */
 export class XdpSwitch {
-  private constructor(private readonly lab: Lab, private readonly role: string, private readonly ports: readonly string[], private readonly object: LoadedObject, private readonly ifindex: Map<string, number>) {}
+  private constructor(
+    private readonly lab: Lab,
+    private readonly role: string,
+    private readonly ports: readonly string[],
+    private readonly object: LoadedObject,
+    private readonly ifindex: Map<string, number>,
+  ) {}
 
   /** hosts: switch port -> MAC of the host behind it. */
   static async attach(lab: Lab, role: string, hosts: ReadonlyMap<string, string>): Promise<XdpSwitch> {
@@ -177,7 +194,10 @@ export class XdpSwitch {
     if (index === undefined) throw new Error(`switch has no port ${port}`);
     const key = Buffer.alloc(4);
     key.writeUInt32LE(index & 255);
-    return this.object.perCpuMap('switch_counts').lookupPerCpu(key).reduce((sum, v) => sum + Number(v.readBigUInt64LE(0)), 0);
+    return this.object
+      .perCpuMap('switch_counts')
+      .lookupPerCpu(key)
+      .reduce((sum, v) => sum + Number(v.readBigUInt64LE(0)), 0);
   }
 
   /** Detaches from every port, putting xdp_pass back on those listed. */

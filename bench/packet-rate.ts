@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { Lab, LAB } from '../test/lab/lab.js';
 import { LabBalancer } from '../test/support/balancer.js';
 import { Counter, XdpSwitch, attachBench, attachPass } from './lab-xdp.js';
-import { Log, macOf, median, nowNs, sh, sleep, startGenerator } from './common.js';
+import { type Log, macOf, median, nowNs, sh, sleep, startGenerator } from './common.js';
 
 export const RATE_SYSTEMS = ['direct', 'xdp-fwd', 'lbctl-l2dsr', 'lbctl-ipip', 'kernel-fwd', 'iptables-dnat'] as const;
 export type RateSystem = (typeof RATE_SYSTEMS)[number];
@@ -114,14 +114,30 @@ export async function measurePacketRate(options: RateOptions = {}): Promise<Rate
   try {
     const macs = Object.fromEntries(await Promise.all(['lb', ...BACKENDS].map(async (r) => [r, await macOf(lab, r)] as const)));
     if (threads > 1) {
-      await channels(lab, [['sw', SWITCH_PORT.client], ['client', 'eth0'], ['sw', SWITCH_PORT.lb], ['lb', 'eth0'],
-        ...BACKENDS.flatMap((b): Array<[string, string]> => [['sw', SWITCH_PORT.backend(b)], [b, 'eth0']])], threads);
+      await channels(
+        lab,
+        [
+          ['sw', SWITCH_PORT.client],
+          ['client', 'eth0'],
+          ['sw', SWITCH_PORT.lb],
+          ['lb', 'eth0'],
+          ...BACKENDS.flatMap((b): Array<[string, string]> => [
+            ['sw', SWITCH_PORT.backend(b)],
+            [b, 'eth0'],
+          ]),
+        ],
+        threads,
+      );
     }
     // Packets leaving the balancer: counted where they enter the switch.
     let leftBalancer: () => number;
     let leftClient: (() => number) | undefined;
     if (switchKind === 'xdp') {
-      const hosts = new Map<string, string>([[SWITCH_PORT.client, await macOf(lab, 'client')], [SWITCH_PORT.lb, macs.lb!], ...BACKENDS.map((b) => [SWITCH_PORT.backend(b), macs[b]!] as [string, string])]);
+      const hosts = new Map<string, string>([
+        [SWITCH_PORT.client, await macOf(lab, 'client')],
+        [SWITCH_PORT.lb, macs.lb!],
+        ...BACKENDS.map((b) => [SWITCH_PORT.backend(b), macs[b]!] as [string, string]),
+      ]);
       const sw = await XdpSwitch.attach(lab, 'sw', hosts);
       xdpSwitch = sw;
       leftBalancer = () => sw.received(SWITCH_PORT.lb);
@@ -139,36 +155,67 @@ export async function measurePacketRate(options: RateOptions = {}): Promise<Rate
     // The balancer namespace: forwarding on (kernel-fwd, iptables-dnat), an
     // ECMP route for the kernel's VIP; lbctl's VIPs come from a config file.
     await sh(lab, 'lb', ['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv4.fib_multipath_hash_policy=1']);
-    await sh(lab, 'lb', ['ip', 'route', 'replace', `${VIP.kernel}/32`, ...BACKENDS.flatMap((b) => ['nexthop', 'via', address(b), 'dev', 'eth0'])]);
+    await sh(lab, 'lb', [
+      'ip',
+      'route',
+      'replace',
+      `${VIP.kernel}/32`,
+      ...BACKENDS.flatMap((b) => ['nexthop', 'via', address(b), 'dev', 'eth0']),
+    ]);
     const config = join(lab.runtimeDir, 'bench-rate.yaml');
-    writeFileSync(config, [
-      'vips:',
-      ...(['l2dsr', 'ipip'] as const).flatMap((mode) => [
-        `  - vip: ${VIP[mode]}:${PORT}/udp`,
-        `    forward: ${mode}`,
-        '    backends:',
-        ...BACKENDS.map((b) => `      - address: ${address(b)}`),
-      ]),
-      '',
-    ].join('\n'));
+    writeFileSync(
+      config,
+      [
+        'vips:',
+        ...(['l2dsr', 'ipip'] as const).flatMap((mode) => [
+          `  - vip: ${VIP[mode]}:${PORT}/udp`,
+          `    forward: ${mode}`,
+          '    backends:',
+          ...BACKENDS.map((b) => `      - address: ${address(b)}`),
+        ]),
+        '',
+      ].join('\n'),
+    );
 
     const run = async (system: RateSystem): Promise<RateSample> => {
-      const toBalancer = { ifname: 'eth0', dstMac: macs.lb!, saddr: LAB.client, flows, threads, durationMs: warmupMs + windowMs + 500, repeat: 1 << 15 };
+      const toBalancer = {
+        ifname: 'eth0',
+        dstMac: macs.lb!,
+        saddr: LAB.client,
+        flows,
+        threads,
+        durationMs: warmupMs + windowMs + 500,
+        repeat: 1 << 15,
+      };
       const daddr: Record<RateSystem, string> = {
-        direct: LAB.vips[0], 'xdp-fwd': LAB.vips[0], 'lbctl-l2dsr': VIP.l2dsr, 'lbctl-ipip': VIP.ipip, 'kernel-fwd': VIP.kernel, 'iptables-dnat': VIP.dnat,
+        direct: LAB.vips[0],
+        'xdp-fwd': LAB.vips[0],
+        'lbctl-l2dsr': VIP.l2dsr,
+        'lbctl-ipip': VIP.ipip,
+        'kernel-fwd': VIP.kernel,
+        'iptables-dnat': VIP.dnat,
       };
       const generator = startGenerator(lab, { ...toBalancer, daddr: daddr[system], ...(system === 'direct' ? { dstMac: macs.be1! } : {}) });
       await generator.ready;
       await sleep(warmupMs);
-      const read = () => ({ t: nowNs(), client: leftClient?.() ?? 0, lb: leftBalancer(), be: atBackends.reduce((sum, c) => sum + c.read().packets, 0) });
+      const read = () => ({
+        t: nowNs(),
+        client: leftClient?.() ?? 0,
+        lb: leftBalancer(),
+        be: atBackends.reduce((sum, c) => sum + c.read().packets, 0),
+      });
       const a = read();
       await sleep(windowMs);
       const b = read();
       const sent = await generator.done;
-      const mpps = (packets: number) => packets / Number(b.t - a.t) * 1e3;
+      const mpps = (packets: number) => (packets / Number(b.t - a.t)) * 1e3;
       // Offered: what entered the switch from the client in the window (the
       // generator's own average also covers its start, before the window).
-      const sample = { offeredMpps: leftClient ? mpps(b.client - a.client) : sent.frames / sent.elapsedNs * 1e3, balancerMpps: mpps(b.lb - a.lb), backendsMpps: mpps(b.be - a.be) };
+      const sample = {
+        offeredMpps: leftClient ? mpps(b.client - a.client) : (sent.frames / sent.elapsedNs) * 1e3,
+        balancerMpps: mpps(b.lb - a.lb),
+        backendsMpps: mpps(b.be - a.be),
+      };
       if (sample.backendsMpps <= 0) throw new Error(`packet rate: ${system} delivered no packet to the backends`);
       return sample;
     };
@@ -218,15 +265,24 @@ export async function measurePacketRate(options: RateOptions = {}): Promise<Rate
       } finally {
         await lb.stop();
       }
-      for (const system of ['xdp-fwd', 'kernel-fwd', 'iptables-dnat', 'direct'] as const) samples.get(system)!.push(await withSystem(system, () => run(system)));
-      log(`packet rate round ${round + 1}/${rounds}: ${RATE_SYSTEMS.map((s) => `${s} ${samples.get(s)!.at(-1)!.backendsMpps.toFixed(2)}`).join(', ')} Mpps at the backends`);
+      for (const system of ['xdp-fwd', 'kernel-fwd', 'iptables-dnat', 'direct'] as const)
+        samples.get(system)!.push(await withSystem(system, () => run(system)));
+      log(
+        `packet rate round ${round + 1}/${rounds}: ${RATE_SYSTEMS.map((s) => `${s} ${samples.get(s)!.at(-1)!.backendsMpps.toFixed(2)}`).join(', ')} Mpps at the backends`,
+      );
     }
     return {
-      rounds, windowMs, threads, flows, switch: switchKind,
+      rounds,
+      windowMs,
+      threads,
+      flows,
+      switch: switchKind,
       rows: RATE_SYSTEMS.map((system) => {
         const s = samples.get(system)!;
         return {
-          system, description: DESCRIPTIONS[system], samples: s,
+          system,
+          description: DESCRIPTIONS[system],
+          samples: s,
           offeredMpps: median(s.map((x) => x.offeredMpps)),
           balancerMpps: median(s.map((x) => x.balancerMpps)),
           backendsMpps: median(s.map((x) => x.backendsMpps)),
@@ -255,11 +311,35 @@ export async function allResolved(lb: LabBalancer): Promise<void> {
  * The classic iptables round robin: DNAT in PREROUTING, the n-th new
  * connection (conntrack) to the n-th backend with the statistic match.
  */
-export async function dnatRules(lab: Lab, vip: string, proto: 'tcp' | 'udp', port: number, backends: readonly string[], toPort = port): Promise<void> {
+export async function dnatRules(
+  lab: Lab,
+  vip: string,
+  proto: 'tcp' | 'udp',
+  port: number,
+  backends: readonly string[],
+  toPort = port,
+): Promise<void> {
   for (let i = 0; i < backends.length; i++) {
     const left = backends.length - i;
     const match = left > 1 ? ['-m', 'statistic', '--mode', 'nth', '--every', String(left), '--packet', '0'] : [];
-    await sh(lab, 'lb', ['iptables', '-t', 'nat', '-A', 'PREROUTING', '-d', `${vip}/32`, '-p', proto, '--dport', String(port), ...match, '-j', 'DNAT', '--to-destination', `${backends[i]}:${toPort}`]);
+    await sh(lab, 'lb', [
+      'iptables',
+      '-t',
+      'nat',
+      '-A',
+      'PREROUTING',
+      '-d',
+      `${vip}/32`,
+      '-p',
+      proto,
+      '--dport',
+      String(port),
+      ...match,
+      '-j',
+      'DNAT',
+      '--to-destination',
+      `${backends[i]}:${toPort}`,
+    ]);
   }
 }
 
@@ -276,6 +356,9 @@ export function rateTable(result: RateResult): string {
   return [
     '| system | offered Mpps | leaving the balancer Mpps | at the backends Mpps | × direct | × xdp-fwd | × kernel-fwd | × iptables-dnat |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',
-    ...result.rows.map((r) => `| ${r.system}: ${r.description} | ${r.offeredMpps.toFixed(2)} | ${r.system === 'direct' ? '-' : r.balancerMpps.toFixed(2)} | ${r.backendsMpps.toFixed(2)} | ${ratio(r.backendsMpps, limit)} | ${ratio(r.backendsMpps, veth)} | ${ratio(r.backendsMpps, by.get('kernel-fwd')?.backendsMpps)} | ${ratio(r.backendsMpps, by.get('iptables-dnat')?.backendsMpps)} |`),
+    ...result.rows.map(
+      (r) =>
+        `| ${r.system}: ${r.description} | ${r.offeredMpps.toFixed(2)} | ${r.system === 'direct' ? '-' : r.balancerMpps.toFixed(2)} | ${r.backendsMpps.toFixed(2)} | ${ratio(r.backendsMpps, limit)} | ${ratio(r.backendsMpps, veth)} | ${ratio(r.backendsMpps, by.get('kernel-fwd')?.backendsMpps)} | ${ratio(r.backendsMpps, by.get('iptables-dnat')?.backendsMpps)} |`,
+    ),
   ].join('\n');
 }

@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { costTable } from './dataplane-cost.js';
-import { BenchResults, targets } from './report.js';
+import { type BenchResults, targets } from './report.js';
 
 export const README_START = '<!-- bench:start -->';
 export const README_END = '<!-- bench:end -->';
@@ -28,7 +28,11 @@ export interface SavedResults {
 
 const f2 = (n: number) => n.toFixed(2);
 
-export function readmeSection(saved: SavedResults, resultsLink = 'bench/results/latest.md', plot = 'bench/results/latest-http.svg'): string {
+export function readmeSection(
+  saved: SavedResults,
+  resultsLink = 'bench/results/latest.md',
+  plot = 'bench/results/latest-http.svg',
+): string {
   const r = saved.results;
   const when = saved.startedAt.slice(0, 10);
   const out: string[] = [
@@ -37,7 +41,11 @@ export function readmeSection(saved: SavedResults, resultsLink = 'bench/results/
     `Measured with \`${saved.command}\` on ${when} (revision ${saved.revision ?? 'unknown'}) on the project's 2-core CI hosts (shared${saved.load ? `: 1-minute load average ${saved.load.start.toFixed(1)} at the start, ${saved.load.end.toFixed(1)} at the end` : ''}). Everything below comes from that one run, with lbctl and the alternatives interleaved: read the ratios rather than the absolute figures. [${resultsLink}](${resultsLink}) has the rest (packet rate, HTTP with a new connection per request, latency and CPU per request, the control plane) and how each figure is measured.`,
     '',
   ];
-  if (saved.failures?.length) out.push(`Parts that failed in that run (missing below): ${saved.failures.map((f) => `${f.part} (${f.message.split('\n')[0]})`).join('; ')}.`, '');
+  if (saved.failures?.length)
+    out.push(
+      `Parts that failed in that run (missing below): ${saved.failures.map((f) => `${f.part} (${f.message.split('\n')[0]})`).join('; ')}.`,
+      '',
+    );
   if (r.cost || r.http || r.control) {
     out.push('**Against the targets of issue 7** (targets, not assertions; not met is shown as not met):', '', ...targets(r), '');
   }
@@ -57,7 +65,10 @@ export function readmeSection(saved: SavedResults, resultsLink = 'bench/results/
       '',
       '| system | requests/s | × direct-ecmp | p50 ms | p99 ms |',
       '|---|---:|---:|---:|---:|',
-      ...rows.map((x) => `| ${x.system}: ${x.description} | ${Math.round(x.requestsPerSecond)} | ${f2(x.requestsPerSecond / limit)} | ${f2(x.p50Ms)} | ${f2(x.p99Ms)} |`),
+      ...rows.map(
+        (x) =>
+          `| ${x.system}: ${x.description} | ${Math.round(x.requestsPerSecond)} | ${f2(x.requestsPerSecond / limit)} | ${f2(x.p50Ms)} | ${f2(x.p99Ms)} |`,
+      ),
       '',
       `![requests/s per system](${plot})`,
       '',
@@ -73,7 +84,10 @@ export function readmeSection(saved: SavedResults, resultsLink = 'bench/results/
   }
   if (r.control) {
     const c = r.control;
-    const load = c.loadMs !== undefined ? `\`lbctl start --config\` returned after ${(c.loadMs / 1000).toFixed(1)} s` : `\`lbctl start --config\` had **not returned within ${(c.loadDeadlineMs / 1000).toFixed(0)} s**`;
+    const load =
+      c.loadMs !== undefined
+        ? `\`lbctl start --config\` returned after ${(c.loadMs / 1000).toFixed(1)} s`
+        : `\`lbctl start --config\` had **not returned within ${(c.loadDeadlineMs / 1000).toFixed(0)} s**`;
     out.push(
       `**Control plane**: a backend added through the API reached the data plane ${c.api.afterStartMs.toFixed(0)} ms after the request was sent (${Math.abs(c.api.afterReturnMs).toFixed(0)} ms ${c.api.afterReturnMs < 0 ? 'before' : 'after'} the answer). ${c.vips} VIPs × ${c.backendsPerVip} backends (M = ${c.tableSize}) from a config file: every map written after ${c.writtenMs !== undefined ? `${(c.writtenMs / 1000).toFixed(1)} s` : '(not logged)'}, ${load}; daemon RSS ${c.rssMiB.toFixed(0)} MiB (${c.idleRssMiB.toFixed(0)} MiB with no VIPs). One Maglev table, M = ${c.tableSize}: ${c.maglev.map((m) => `${m.medianMs.toFixed(1)} ms for ${m.backends} backends`).join(', ')}.`,
       '',
@@ -93,7 +107,10 @@ export function replaceSection(readme: string, section: string): string {
   return [...lines.slice(0, start + 1), section.replace(/\n+$/, ''), '', ...lines.slice(end)].join('\n');
 }
 
-export function updateReadme(resultsJson = join(PROJECT_ROOT, 'bench', 'results', 'latest.json'), readmePath = join(PROJECT_ROOT, 'README.md')): void {
+export function updateReadme(
+  resultsJson = join(PROJECT_ROOT, 'bench', 'results', 'latest.json'),
+  readmePath = join(PROJECT_ROOT, 'README.md'),
+): void {
   const saved = JSON.parse(readFileSync(resultsJson, 'utf8')) as SavedResults;
   if (saved.quick) throw new Error(`${resultsJson} is from a quick run: its figures are not for the README`);
   writeFileSync(readmePath, replaceSection(readFileSync(readmePath, 'utf8'), readmeSection(saved)));

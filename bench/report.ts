@@ -47,7 +47,9 @@ export function targets(r: BenchResults): string[] {
     const bare = r.cost.rows.find((x) => x.scenario === 'bare XDP_PASS')!.ns;
     const katran = (KATRAN.established / KATRAN.bare) * bare;
     for (const row of r.cost.rows.filter((x) => TARGET_ROW.test(x.scenario))) {
-      lines.push(`| ${row.scenario}: below Katran's established flow (IPv4, ${KATRAN.established} ns at a ${KATRAN.bare} ns bare pass; ${f1(katran)} ns scaled to this run's ${f1(bare)} ns) | ${f1(row.ns)} ns | ${yes(row.ns < katran)} |`);
+      lines.push(
+        `| ${row.scenario}: below Katran's established flow (IPv4, ${KATRAN.established} ns at a ${KATRAN.bare} ns bare pass; ${f1(katran)} ns scaled to this run's ${f1(bare)} ns) | ${f1(row.ns)} ns | ${yes(row.ns < katran)} |`,
+      );
       lines.push(`| ${row.scenario}: within 2× of the floor program (IPv${row.family}) | ${f2(row.vsFloor)}× | ${yes(row.vsFloor <= 2)} |`);
     }
   }
@@ -59,13 +61,19 @@ export function targets(r: BenchResults): string[] {
       const others = rows.filter((x) => !x.system.startsWith('lbctl') && !x.system.startsWith('direct'));
       const best = Math.max(...others.map((x) => x.requestsPerSecond));
       for (const l of rows.filter((x) => x.system.startsWith('lbctl'))) {
-        lines.push(`| ${l.system} (${variant}): requests/s ≥ 0.9× straight to the same backends (direct-ecmp) | ${f2(l.requestsPerSecond / limit)}× (${f2(l.requestsPerSecond / direct)}× be1 alone) | ${yes(l.requestsPerSecond >= 0.9 * limit)} |`);
-        lines.push(`| ${l.system} (${variant}): ahead of iptables and every proxy | ${f2(l.requestsPerSecond / best)}× the best of them | ${yes(l.requestsPerSecond > best)} |`);
+        lines.push(
+          `| ${l.system} (${variant}): requests/s ≥ 0.9× straight to the same backends (direct-ecmp) | ${f2(l.requestsPerSecond / limit)}× (${f2(l.requestsPerSecond / direct)}× be1 alone) | ${yes(l.requestsPerSecond >= 0.9 * limit)} |`,
+        );
+        lines.push(
+          `| ${l.system} (${variant}): ahead of iptables and every proxy | ${f2(l.requestsPerSecond / best)}× the best of them | ${yes(l.requestsPerSecond > best)} |`,
+        );
       }
     }
   }
   if (r.control) {
-    lines.push(`| a backend change visible in the data plane within 10 ms (of the command returning) | first packet ${f2(r.control.cli.afterReturnMs)} ms after \`lbctl\` exited, ${f2(r.control.api.afterReturnMs)} ms after the API answered; ${f1(r.control.api.afterStartMs)} ms after the API request was sent | ${yes(r.control.cli.afterReturnMs <= 10 && r.control.api.afterReturnMs <= 10)} |`);
+    lines.push(
+      `| a backend change visible in the data plane within 10 ms (of the command returning) | first packet ${f2(r.control.cli.afterReturnMs)} ms after \`lbctl\` exited, ${f2(r.control.api.afterReturnMs)} ms after the API answered; ${f1(r.control.api.afterStartMs)} ms after the API request was sent | ${yes(r.control.cli.afterReturnMs <= 10 && r.control.api.afterReturnMs <= 10)} |`,
+    );
   }
   return lines;
 }
@@ -82,7 +90,14 @@ export function renderReport(r: BenchResults, meta: ReportMeta): string {
     '',
   ];
   if (meta.failures?.length) {
-    out.push('## Failed parts', '', 'These parts did not complete; their sections are missing below.', '', ...meta.failures.map((f) => `- **${f.part}**: ${f.message.split('\n')[0]}`), '');
+    out.push(
+      '## Failed parts',
+      '',
+      'These parts did not complete; their sections are missing below.',
+      '',
+      ...meta.failures.map((f) => `- **${f.part}**: ${f.message.split('\n')[0]}`),
+      '',
+    );
   }
   if (r.cost || r.http || r.control) out.push('## Against the targets', '', ...targets(r), '');
 
@@ -92,7 +107,7 @@ export function renderReport(r: BenchResults, meta: ReportMeta): string {
       '',
       `BPF_PROG_TEST_RUN with repeat 1 in a loop (repeat N would feed an encapsulating program its own output), ${r.cost.iterations.toLocaleString('en-US')} runs per scenario and round, median of ${r.cost.rounds} rounds' means, scenarios interleaved round by round.`,
       'Each run\'s kernel timing includes a fixed harness cost, which the bare XDP_PASS row shows; the floor program (bench/xdp_floor.bpf.c) parses Ethernet and the IPv4 or IPv6 header, swaps the MACs and returns XDP_TX: a balancer cannot do less. "× floor" compares each row with the floor on a frame of the same (client-side) family.',
-      'Frames: TCP, no payload; 54 bytes over IPv4, 74 over IPv6. New flows: 64k distinct TCP SYNs (each a Maglev lookup and a connection-tracking insert); established: 256 tracked flows; 10 backends per VIP, Maglev table size 65537; the maps are written by the daemon\'s reconciler. l2dsr rewrites the MACs; ipip encapsulates in the backend\'s family: 4in4, 6in6, and across families 4in6 (IPv4 VIP, IPv6 backends) and 6in4. Before timing, the first packet of every scenario is checked to take its path (action, backend MAC, outer header).',
+      "Frames: TCP, no payload; 54 bytes over IPv4, 74 over IPv6. New flows: 64k distinct TCP SYNs (each a Maglev lookup and a connection-tracking insert); established: 256 tracked flows; 10 backends per VIP, Maglev table size 65537; the maps are written by the daemon's reconciler. l2dsr rewrites the MACs; ipip encapsulates in the backend's family: 4in4, 6in6, and across families 4in6 (IPv4 VIP, IPv6 backends) and 6in4. Before timing, the first packet of every scenario is checked to take its path (action, backend MAC, outer header).",
       `Katran (default build, 65537-slot ring, per-CPU LRU; IPv4), measured the same way on these hosts: bare XDP_PASS ${KATRAN.bare} ns, established ${KATRAN.established} ns, new flow ${KATRAN.newFlow.join('-')} ns, non-VIP ${KATRAN.nonVip} ns (../shared/notes/platform.md).`,
       '',
       costTable(r.cost.rows),
@@ -105,9 +120,9 @@ export function renderReport(r: BenchResults, meta: ReportMeta): string {
       '',
       `A generator of our own (bench/xdp_traffic_gen.bpf.c on BPF_PROG_TEST_RUN live frames, bench/traffic-gen.ts) in the client namespace sends 60-byte UDP packets, ${r.rate.flows} flows, to port 9 of a VIP for ${r.rate.windowMs / 1000} s per run (after a warm-up), ${r.rate.threads} generator thread${r.rate.threads > 1 ? 's' : ''}; median of ${r.rate.rounds} interleaved rounds.`,
       r.rate.switch === 'xdp'
-        ? 'The lab\'s switch namespace bridges with a Linux bridge, whose socket-buffer path costs several times what any balancer does per packet; for this part bench/xdp_switch.bpf.c on the switch ports forwards frames to the benchmark\'s hosts (client, balancer, be1..be3) straight to their ports as XDP frames, as a NIC\'s driver hands frames to XDP, and counts the benchmark\'s packets per ingress port: "leaving the balancer" is what entered the switch from the balancer, "offered" what entered it from the client during the window. The balancer\'s eth0 always runs an XDP program: lbctl\'s, the plain forwarder, or (kernel-fwd, iptables-dnat) xdp_pass, the driver-to-stack path of a NIC with XDP. bench/xdp_count.bpf.c counts (and drops) what reaches be1..be3 on their eth0.'
-        : 'The switch is the lab\'s Linux bridge (BENCH_RATE_SWITCH=bridge), whose socket-buffer path costs far more per packet than any of the balancers: the absolute rates are the lab\'s, the ratios are what to read. bench/xdp_count.bpf.c counts the packets where they leave the balancer (on its switch port, passing them on) and where they reach be1..be3 (on their eth0, dropping them).',
-      `With ${r.rate.threads === 1 ? 'one generator thread every packet is handled start to end on one core (generator, switch, balancer, backend: all in softirq of that core), so the rate is one core\'s worth and a slower hop shows directly as a lower rate. BENCH_RATE_THREADS=2 spreads the work over both cores; on these hosts its results vary widely from run to run, hence the default' : `${r.rate.threads} generator threads the work spreads over the cores (veth rx/tx channels set to match); on these hosts such results vary widely from run to run`}.`,
+        ? "The lab's switch namespace bridges with a Linux bridge, whose socket-buffer path costs several times what any balancer does per packet; for this part bench/xdp_switch.bpf.c on the switch ports forwards frames to the benchmark's hosts (client, balancer, be1..be3) straight to their ports as XDP frames, as a NIC's driver hands frames to XDP, and counts the benchmark's packets per ingress port: \"leaving the balancer\" is what entered the switch from the balancer, \"offered\" what entered it from the client during the window. The balancer's eth0 always runs an XDP program: lbctl's, the plain forwarder, or (kernel-fwd, iptables-dnat) xdp_pass, the driver-to-stack path of a NIC with XDP. bench/xdp_count.bpf.c counts (and drops) what reaches be1..be3 on their eth0."
+        : "The switch is the lab's Linux bridge (BENCH_RATE_SWITCH=bridge), whose socket-buffer path costs far more per packet than any of the balancers: the absolute rates are the lab's, the ratios are what to read. bench/xdp_count.bpf.c counts the packets where they leave the balancer (on its switch port, passing them on) and where they reach be1..be3 (on their eth0, dropping them).",
+      `With ${r.rate.threads === 1 ? "one generator thread every packet is handled start to end on one core (generator, switch, balancer, backend: all in softirq of that core), so the rate is one core's worth and a slower hop shows directly as a lower rate. BENCH_RATE_THREADS=2 spreads the work over both cores; on these hosts its results vary widely from run to run, hence the default" : `${r.rate.threads} generator threads the work spreads over the cores (veth rx/tx channels set to match); on these hosts such results vary widely from run to run`}.`,
       'Every system but `direct` takes the same path: client → switch → balancer → switch → backend; `direct` goes client → switch → be1, one switch hop fewer. xdp-fwd is the floor for any XDP balancer on this path.',
       '',
       rateTable(r.rate),
@@ -119,8 +134,8 @@ export function renderReport(r: BenchResults, meta: ReportMeta): string {
       '## 3. HTTP through the balancer in the lab',
       '',
       `wrk -t${r.http.threads} -c${r.http.connections} -d${r.http.seconds}s --latency from the client namespace against nginx on be1..be3 (one worker each) through each system; \`direct\` goes straight to be1 alone (what the issue names), \`direct-ecmp\` straight to be1..be3 without a balancer (a multipath route on the client, L4 hash, spreads the connections): the same backend capacity as the balanced systems, so that is the limit the ratios and the targets use. With one nginx worker per backend and 2 cores shared by everything, one backend alone can be slower than three behind a balancer. Keep-alive, and a new connection per request (\`-H 'Connection: close'\`). Median of ${r.http.rounds} rounds; in each round the systems run one after another, each round starting one system later than the previous (A B C ..., B C ... A, ...), both variants back to back.`,
-      'lbctl runs only during its own runs (started with a config file, stopped after); iptables rules exist only during theirs. The proxies (nginx `stream`, HAProxy `mode tcp`, both with as many workers/threads as CPUs) listen on addresses of their own in the balancer namespace and connect to the backends from the balancer\'s address.',
-      'iptables recipe: in the balancer namespace, `-t nat -A PREROUTING -d VIP -p tcp --dport 80 -m statistic --mode nth --every N --packet 0 -j DNAT --to-destination BACKEND:80` for N = 3, 2, then a plain DNAT to the last backend; ip_forward=1; during these runs the backends route the client through the balancer, so replies are un-NATed there and the backends still see the client\'s address (as with lbctl).',
+      "lbctl runs only during its own runs (started with a config file, stopped after); iptables rules exist only during theirs. The proxies (nginx `stream`, HAProxy `mode tcp`, both with as many workers/threads as CPUs) listen on addresses of their own in the balancer namespace and connect to the backends from the balancer's address.",
+      "iptables recipe: in the balancer namespace, `-t nat -A PREROUTING -d VIP -p tcp --dport 80 -m statistic --mode nth --every N --packet 0 -j DNAT --to-destination BACKEND:80` for N = 3, 2, then a plain DNAT to the last backend; ip_forward=1; during these runs the backends route the client through the balancer, so replies are un-NATed there and the backends still see the client's address (as with lbctl).",
       'CPU per request: busy time of all CPUs from /proc/stat over the run (user, system, irq, softirq: XDP and netfilter work happens in softirq, where no process owns it), divided by the requests; it includes wrk and the backends, so read it beside `direct-ecmp`. "Balancer-ns processes" is the user+system time of the processes in the balancer namespace (the proxies; lbctl\'s idle daemon), per request.',
       '',
       httpTable(r.http),

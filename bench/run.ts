@@ -31,7 +31,7 @@ import { measureDataplaneCost } from './dataplane-cost.js';
 import { measurePacketRate } from './packet-rate.js';
 import { httpSvg, measureHttp } from './http.js';
 import { measureControlPlane } from './control-plane.js';
-import { BenchResults, renderReport } from './report.js';
+import { type BenchResults, renderReport } from './report.js';
 import { updateReadme } from './readme.js';
 
 const PARTS = ['cost', 'rate', 'http', 'control'] as const;
@@ -50,7 +50,10 @@ const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run as root (sudo make bench): it loads BPF programs and builds network namespaces');
-  const parts = (env.BENCH_PARTS ?? PARTS.join(',')).split(',').map((p) => p.trim()).filter(Boolean) as Part[];
+  const parts = (env.BENCH_PARTS ?? PARTS.join(','))
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean) as Part[];
   for (const p of parts) if (!PARTS.includes(p)) throw new Error(`BENCH_PARTS: unknown part "${p}" (one of ${PARTS.join(', ')})`);
   const name = env.BENCH_OUT ?? (quick ? 'quick' : parts.length < PARTS.length ? 'partial' : 'latest');
   if (!/^[\w.-]+$/.test(name)) throw new Error(`BENCH_OUT: "${name}" is not a plain file name`);
@@ -86,35 +89,68 @@ async function main(): Promise<void> {
     if (rows) results.cost = { iterations, rounds, rows };
   }
   if (parts.includes('rate')) {
-    const rate = await timed('rate', () => measurePacketRate({
-      rounds: num('BENCH_RATE_ROUNDS', 3, 1), windowMs: num('BENCH_RATE_SECONDS', 3, 1) * 1000, threads: num('BENCH_RATE_THREADS', 1, 1),
-      switch: env.BENCH_RATE_SWITCH === 'bridge' ? 'bridge' : 'xdp', log,
-    }));
+    const rate = await timed('rate', () =>
+      measurePacketRate({
+        rounds: num('BENCH_RATE_ROUNDS', 3, 1),
+        windowMs: num('BENCH_RATE_SECONDS', 3, 1) * 1000,
+        threads: num('BENCH_RATE_THREADS', 1, 1),
+        switch: env.BENCH_RATE_SWITCH === 'bridge' ? 'bridge' : 'xdp',
+        log,
+      }),
+    );
     if (rate) results.rate = rate;
   }
   if (parts.includes('http')) {
-    const http = await timed('http', () => measureHttp({
-      rounds: num('BENCH_HTTP_ROUNDS', 5, 1), seconds: num('BENCH_HTTP_SECONDS', 6, 2), connections: num('BENCH_HTTP_CONNECTIONS', 64, 64), log,
-    }));
+    const http = await timed('http', () =>
+      measureHttp({
+        rounds: num('BENCH_HTTP_ROUNDS', 5, 1),
+        seconds: num('BENCH_HTTP_SECONDS', 6, 2),
+        connections: num('BENCH_HTTP_CONNECTIONS', 64, 64),
+        log,
+      }),
+    );
     if (http) results.http = http;
   }
   if (parts.includes('control')) {
-    const control = await timed('control', () => measureControlPlane({
-      trials: num('BENCH_CONTROL_TRIALS', 5, 2), vips: num('BENCH_CONTROL_VIPS', 1000, 100), loadDeadlineMs: num('BENCH_CONTROL_DEADLINE', 120, 60) * 1000,
-      maglevBuilds: num('BENCH_MAGLEV_BUILDS', 21, 5), log,
-    }));
+    const control = await timed('control', () =>
+      measureControlPlane({
+        trials: num('BENCH_CONTROL_TRIALS', 5, 2),
+        vips: num('BENCH_CONTROL_VIPS', 1000, 100),
+        loadDeadlineMs: num('BENCH_CONTROL_DEADLINE', 120, 60) * 1000,
+        maglevBuilds: num('BENCH_MAGLEV_BUILDS', 21, 5),
+        log,
+      }),
+    );
     if (control) results.control = control;
   }
 
   const dir = join(PROJECT_ROOT, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const plot = results.http ? `${name}-http.svg` : undefined;
-  if (results.http && plot) writeFileSync(join(dir, plot), httpSvg(results.http, `lbctl vs alternatives: HTTP through the balancer (${startedAt.toISOString().slice(0, 10)})`));
-  const command = [quick ? 'BENCH_QUICK=1' : '', env.BENCH_PARTS ? `BENCH_PARTS=${env.BENCH_PARTS}` : '', 'sudo make bench'].filter(Boolean).join(' ');
+  if (results.http && plot)
+    writeFileSync(
+      join(dir, plot),
+      httpSvg(results.http, `lbctl vs alternatives: HTTP through the balancer (${startedAt.toISOString().slice(0, 10)})`),
+    );
+  const command = [quick ? 'BENCH_QUICK=1' : '', env.BENCH_PARTS ? `BENCH_PARTS=${env.BENCH_PARTS}` : '', 'sudo make bench']
+    .filter(Boolean)
+    .join(' ');
   const load = { start: loadAtStart, end: loadavg()[0]! };
-  const report = renderReport(results, { command, startedAt, seconds: (Date.now() - t0) / 1000, quick, load, failures, ...(plot ? { plot } : {}), ...(revision ? { revision } : {}) });
+  const report = renderReport(results, {
+    command,
+    startedAt,
+    seconds: (Date.now() - t0) / 1000,
+    quick,
+    load,
+    failures,
+    ...(plot ? { plot } : {}),
+    ...(revision ? { revision } : {}),
+  });
   writeFileSync(join(dir, `${name}.md`), report);
-  writeFileSync(join(dir, `${name}.json`), `${JSON.stringify({ startedAt, command, revision, quick, load, failures, results }, null, 2)}\n`);
+  writeFileSync(
+    join(dir, `${name}.json`),
+    `${JSON.stringify({ startedAt, command, revision, quick, load, failures, results }, null, 2)}\n`,
+  );
   process.stdout.write(report);
   log(`wrote bench/results/${name}.md${plot ? `, ${plot}` : ''} and ${name}.json`);
   // A full run is what the README quotes: only its section (between the markers) is rewritten.
@@ -134,18 +170,25 @@ async function main(): Promise<void> {
 
 /** git describe, plus which data-plane sources differ from it (they decide part 1) and the object measured. */
 function gitRevision(): string | undefined {
-  const git = (args: string[]) => execFileSync('git', ['-C', PROJECT_ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  const git = (args: string[]) =>
+    execFileSync('git', ['-C', PROJECT_ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
   let text: string;
   try {
     text = git(['describe', '--always', '--dirty']);
     if (!text) return undefined;
-    const bpf = git(['status', '--porcelain', '--', 'bpf']).split('\n').filter(Boolean).map((l) => l.slice(3));
+    const bpf = git(['status', '--porcelain', '--', 'bpf'])
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.slice(3));
     if (bpf.length > 0) text += ` (uncommitted changes in ${bpf.join(', ')})`;
   } catch {
     return undefined;
   }
   try {
-    const digest = createHash('sha256').update(readFileSync(bpfObjectPath('xdp_balancer'))).digest('hex').slice(0, 12);
+    const digest = createHash('sha256')
+      .update(readFileSync(bpfObjectPath('xdp_balancer')))
+      .digest('hex')
+      .slice(0, 12);
     text += `; xdp_balancer.bpf.o sha256 ${digest}`;
   } catch {
     // not built: run.ts fails later anyway

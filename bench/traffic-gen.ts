@@ -104,12 +104,27 @@ export function generate(o: GeneratorOptions, onReady: () => void = () => undefi
       // no spare left over from an earlier run
     }
     ip(['link', 'add', SPARE[0]!, 'type', 'veth', 'peer', 'name', SPARE[1]!]);
-    check(native.xdpAttach(link(SPARE[0]!).ifindex, object.programFd, XDP_FLAGS.DRV_MODE, -1) as number, 'attaching the generator to its spare veth');
+    check(
+      native.xdpAttach(link(SPARE[0]!).ifindex, object.programFd, XDP_FLAGS.DRV_MODE, -1) as number,
+      'attaching the generator to its spare veth',
+    );
 
     const result = Buffer.alloc(16);
     const frame = Buffer.alloc(FRAME_LEN);
     onReady();
-    const err = native.xdpLiveRun(object.programFd, frame, frame.length, out.ifindex, 1, o.repeat ?? 1 << 20, o.batchSize ?? 64, o.threads ?? availableParallelism(), o.durationMs, o.intervalUs ?? 0, result) as number;
+    const err = native.xdpLiveRun(
+      object.programFd,
+      frame,
+      frame.length,
+      out.ifindex,
+      1,
+      o.repeat ?? 1 << 20,
+      o.batchSize ?? 64,
+      o.threads ?? availableParallelism(),
+      o.durationMs,
+      o.intervalUs ?? 0,
+      result,
+    ) as number;
     check(err, 'BPF_PROG_TEST_RUN (live frames)');
     return { frames: Number(result.readBigUInt64LE(0)), elapsedNs: Number(result.readBigUInt64LE(8)) };
   } finally {

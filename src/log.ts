@@ -1,5 +1,5 @@
 /** pino: JSON lines for machines, readable lines when a person watches a terminal. */
-import { pino, Logger, LevelWithSilent } from 'pino';
+import { pino, type Logger, type LevelWithSilent } from 'pino';
 import pretty from 'pino-pretty';
 
 export type { Logger };
@@ -12,11 +12,14 @@ export function createLogger(
 ): Logger {
   const options = { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
   if (!human) return destination ? pino(options, destination) : pino(options);
-  return pino(options, pretty({
-    colorize: destination === undefined && process.stdout.isTTY === true,
-    sync: true,
-    translateTime: 'SYS:HH:MM:ss.l',
-    ignore: 'pid,hostname',
-    ...(destination ? { destination } : {}),
-  }));
+  return pino(
+    options,
+    pretty({
+      colorize: destination === undefined && process.stdout.isTTY === true,
+      sync: true,
+      translateTime: 'SYS:HH:MM:ss.l',
+      ignore: 'pid,hostname',
+      ...(destination ? { destination } : {}),
+    }),
+  );
 }

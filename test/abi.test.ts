@@ -8,7 +8,10 @@ for (const program of ['xdp_balancer', 'xdp_decap'] as const) {
   test(`TypeScript layouts match the BTF of ${program}`, () => {
     const path = bpfObjectPath(program);
     const used = program === 'xdp_balancer' ? SHARED_LAYOUTS : SHARED_LAYOUTS.filter((l) => l.name === 'traffic_counters');
-    const btf = readBtfStructs(path, used.map((layout) => layout.name));
+    const btf = readBtfStructs(
+      path,
+      used.map((layout) => layout.name),
+    );
     for (const layout of used) {
       const actual = btf.get(layout.name)!;
       const expected = {

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { call, DaemonError, DaemonUnreachableError } from '../src/api/client.js';
-import { MAX_LINE_BYTES, StatusResult } from '../src/api/protocol.js';
-import { ApiServer, Handlers } from '../src/daemon/api-server.js';
+import { MAX_LINE_BYTES, type StatusResult } from '../src/api/protocol.js';
+import { ApiServer, type Handlers } from '../src/daemon/api-server.js';
 import { InputError } from '../src/model/errors.js';
 
 const log = pino({ level: 'silent' });
@@ -24,26 +24,55 @@ const handlers: Handlers = {
   stop: async () => ({ stopping: true }),
   'vip.add': async (params) => {
     received.push(params);
-    return { message: `added ${params.vip} (${params.forward ?? 'default'}, ${params.tableSize ?? '-'})`, warnings: ['a warning'], applied: true };
+    return {
+      message: `added ${params.vip} (${params.forward ?? 'default'}, ${params.tableSize ?? '-'})`,
+      warnings: ['a warning'],
+      applied: true,
+    };
   },
-  'vip.remove': async (params) => { throw new InputError(`unknown VIP ${params.vip}`); },
-  'vip.list': async () => { throw new Error('map update failed: EPERM'); },
+  'vip.remove': async (params) => {
+    throw new InputError(`unknown VIP ${params.vip}`);
+  },
+  'vip.list': async () => {
+    throw new Error('map update failed: EPERM');
+  },
   'backend.add': async (params) => {
     // Slow, so that a later request on the same connection is answered first.
     await new Promise((resolve) => setTimeout(resolve, 100));
     return { message: `slow ${params.address}`, warnings: [], applied: true };
   },
   'backend.remove': async (params) => ({ message: `fast ${params.address}`, warnings: [], applied: true }),
-  'backend.weight': async () => { throw new Error('not used'); },
-  'backend.drain': async () => { throw new Error('not used'); },
-  'backend.undrain': async () => { throw new Error('not used'); },
-  explain: async () => { throw new Error('not used'); },
-  reload: async () => { throw new Error('not used'); },
-  'killswitch.engage': async () => { throw new Error('not used'); },
-  'killswitch.release': async () => { throw new Error('not used'); },
-  'killswitch.status': async () => { throw new Error('not used'); },
-  stats: async () => { throw new Error('not used'); },
-  'backend.list': async (params) => { received.push(params); return []; },
+  'backend.weight': async () => {
+    throw new Error('not used');
+  },
+  'backend.drain': async () => {
+    throw new Error('not used');
+  },
+  'backend.undrain': async () => {
+    throw new Error('not used');
+  },
+  explain: async () => {
+    throw new Error('not used');
+  },
+  reload: async () => {
+    throw new Error('not used');
+  },
+  'killswitch.engage': async () => {
+    throw new Error('not used');
+  },
+  'killswitch.release': async () => {
+    throw new Error('not used');
+  },
+  'killswitch.status': async () => {
+    throw new Error('not used');
+  },
+  stats: async () => {
+    throw new Error('not used');
+  },
+  'backend.list': async (params) => {
+    received.push(params);
+    return [];
+  },
 };
 
 interface RawResponse {
@@ -57,10 +86,16 @@ function raw(socketPath: string, data: string, count = 1): Promise<RawResponse[]
   return new Promise((resolve, reject) => {
     const socket = connect(socketPath);
     let buffer = '';
-    const timer = setTimeout(() => { socket.destroy(); reject(new Error(`no answer; got ${JSON.stringify(buffer)}`)); }, 5000);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer; got ${JSON.stringify(buffer)}`));
+    }, 5000);
     socket.setEncoding('utf8');
     socket.on('connect', () => socket.write(data));
-    socket.on('error', (error) => { clearTimeout(timer); reject(error); });
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
     socket.on('data', (chunk: string) => {
       buffer += chunk;
       const lines = buffer.split('\n').filter((line) => line !== '');
@@ -76,8 +111,12 @@ function raw(socketPath: string, data: string, count = 1): Promise<RawResponse[]
 describe('ApiServer and call()', () => {
   const socketPath = join(dir, 'run', 'lbctl.sock');
   let server: ApiServer;
-  before(async () => { server = await ApiServer.listen(socketPath, handlers, log); });
-  after(async () => { if (existsSync(socketPath)) await server.close(); });
+  before(async () => {
+    server = await ApiServer.listen(socketPath, handlers, log);
+  });
+  after(async () => {
+    if (existsSync(socketPath)) await server.close();
+  });
 
   test('the socket is private to root (mode 0600)', () => {
     const stat = statSync(socketPath);
@@ -87,8 +126,11 @@ describe('ApiServer and call()', () => {
 
   test('a call gets the handler result, with the params it sent', async () => {
     received.length = 0;
-    assert.deepEqual(await call(socketPath, 'vip.add', { vip: '10.0.0.1:80/tcp', forward: 'ipip', tableSize: 251 }),
-      { message: 'added 10.0.0.1:80/tcp (ipip, 251)', warnings: ['a warning'], applied: true });
+    assert.deepEqual(await call(socketPath, 'vip.add', { vip: '10.0.0.1:80/tcp', forward: 'ipip', tableSize: 251 }), {
+      message: 'added 10.0.0.1:80/tcp (ipip, 251)',
+      warnings: ['a warning'],
+      applied: true,
+    });
     assert.deepEqual(received, [{ vip: '10.0.0.1:80/tcp', forward: 'ipip', tableSize: 251 }]);
     assert.deepEqual(await call(socketPath, 'status', {}), STATUS);
     assert.deepEqual(await call(socketPath, 'stop', {}), { stopping: true });
@@ -113,26 +155,35 @@ describe('ApiServer and call()', () => {
   });
 
   test('a line that is not JSON is answered with an input error', async () => {
-    assert.deepEqual(await raw(socketPath, '{"id": 3, "method":\n'), [{ id: 0, error: { message: 'request is not valid JSON', kind: 'input' } }]);
+    assert.deepEqual(await raw(socketPath, '{"id": 3, "method":\n'), [
+      { id: 0, error: { message: 'request is not valid JSON', kind: 'input' } },
+    ]);
   });
 
   test('requests that are not well formed are refused with the reason, and the request id', async () => {
-    const answers = await raw(socketPath, [
-      JSON.stringify({ id: 5, method: 'vip.explode', params: {} }),
-      JSON.stringify({ id: 6, method: 'backend.list', params: [1, 2] }),
-      JSON.stringify({ id: 7, method: 'backend.list', params: 'vip' }),
-      JSON.stringify({ id: 8, method: 'backend.list', params: null }),
-      JSON.stringify({ id: 'nine', method: 'status' }),
-      '42',
-      '',
-    ].join('\n'), 6);
+    const answers = await raw(
+      socketPath,
+      [
+        JSON.stringify({ id: 5, method: 'vip.explode', params: {} }),
+        JSON.stringify({ id: 6, method: 'backend.list', params: [1, 2] }),
+        JSON.stringify({ id: 7, method: 'backend.list', params: 'vip' }),
+        JSON.stringify({ id: 8, method: 'backend.list', params: null }),
+        JSON.stringify({ id: 'nine', method: 'status' }),
+        '42',
+        '',
+      ].join('\n'),
+      6,
+    );
     const byMessage = (id: number) => answers.find((a) => a.id === id)?.error;
     assert.deepEqual(byMessage(5), { message: 'unknown method "vip.explode"', kind: 'input' });
     assert.deepEqual(byMessage(6), { message: 'params must be a JSON object', kind: 'input' });
     assert.deepEqual(byMessage(7), { message: 'params must be a JSON object', kind: 'input' });
     assert.deepEqual(byMessage(8), { message: 'params must be a JSON object', kind: 'input' });
     // Without a usable id, the answer carries id 0.
-    const anonymous = answers.filter((a) => a.id === 0).map((a) => a.error?.message).sort();
+    const anonymous = answers
+      .filter((a) => a.id === 0)
+      .map((a) => a.error?.message)
+      .sort();
     assert.deepEqual(anonymous, ['request id must be an integer', 'request must be a JSON object']);
   });
 
@@ -148,11 +199,15 @@ describe('ApiServer and call()', () => {
   });
 
   test('two requests on one connection get two answers, each with its id', async () => {
-    const answers = await raw(socketPath, [
-      JSON.stringify({ id: 21, method: 'backend.add', params: { vip: 'v', address: '10.0.0.21' } }),
-      JSON.stringify({ id: 22, method: 'backend.remove', params: { vip: 'v', address: '10.0.0.22' } }),
-      '',
-    ].join('\n'), 2);
+    const answers = await raw(
+      socketPath,
+      [
+        JSON.stringify({ id: 21, method: 'backend.add', params: { vip: 'v', address: '10.0.0.21' } }),
+        JSON.stringify({ id: 22, method: 'backend.remove', params: { vip: 'v', address: '10.0.0.22' } }),
+        '',
+      ].join('\n'),
+      2,
+    );
     // The slow first request is answered last: ids tell the answers apart.
     assert.deepEqual(answers, [
       { id: 22, result: { message: 'fast 10.0.0.22', warnings: [], applied: true } },
@@ -172,7 +227,10 @@ describe('ApiServer and call()', () => {
       });
       socket.on('data', (chunk: string) => {
         buffer += chunk;
-        if (buffer.endsWith('\n')) { socket.destroy(); resolve([JSON.parse(buffer) as RawResponse]); }
+        if (buffer.endsWith('\n')) {
+          socket.destroy();
+          resolve([JSON.parse(buffer) as RawResponse]);
+        }
       });
     });
     assert.deepEqual(answers, [{ id: 31, result: STATUS }]);
@@ -198,7 +256,10 @@ describe('call() without a daemon', () => {
   test('a socket file nobody listens on gives the same answer', async () => {
     const path = join(dir, 'stale.sock');
     // A Unix socket bound by a process that died without closing it.
-    const child = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    const child = spawnSync(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
     assert.equal(child.signal, 'SIGKILL');
     assert.ok(statSync(path).isSocket(), 'the stale socket file is there');
     await assert.rejects(call(path, 'status', {}), /^DaemonUnreachableError: no lbctl daemon is listening/);

@@ -23,7 +23,11 @@ const BE_L2 = 1;
 const BE_IPIP = 2;
 const BE_L2_OTHER = 3;
 const BE_OTHER_IFACE = 4;
-const BACKEND_MAC: Record<number, string> = { [BE_L2]: '02:00:00:00:00:11', [BE_L2_OTHER]: '02:00:00:00:00:13', [BE_OTHER_IFACE]: '02:00:00:00:00:99' };
+const BACKEND_MAC: Record<number, string> = {
+  [BE_L2]: '02:00:00:00:00:11',
+  [BE_L2_OTHER]: '02:00:00:00:00:13',
+  [BE_OTHER_IFACE]: '02:00:00:00:00:99',
+};
 
 const dataplane = BalancerDataplane.load({ maxVips: 16, maxBackends: 64, flowTableSize: 4096 });
 dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
@@ -31,11 +35,17 @@ const readJiffies = () => readU64(testRun(dataplane.clockFd, Buffer.alloc(64)).o
 after(() => dataplane.close());
 
 function l2Backend(id: number, ifindex = LOOPBACK_IFINDEX) {
-  dataplane.putBackend(id, backendEntry({ address: `10.10.0.${10 + id}`, forward: 'l2dsr', dstMac: BACKEND_MAC[id]!, srcMac: MAC.balancer, ifindex }));
+  dataplane.putBackend(
+    id,
+    backendEntry({ address: `10.10.0.${10 + id}`, forward: 'l2dsr', dstMac: BACKEND_MAC[id]!, srcMac: MAC.balancer, ifindex }),
+  );
 }
 
 function ipipBackend(id: number, address: string) {
-  dataplane.putBackend(id, backendEntry({ address, forward: 'ipip', dstMac: MAC.router, srcMac: MAC.balancer, ifindex: LOOPBACK_IFINDEX, tunnelSource: BALANCER }));
+  dataplane.putBackend(
+    id,
+    backendEntry({ address, forward: 'ipip', dstMac: MAC.router, srcMac: MAC.balancer, ifindex: LOOPBACK_IFINDEX, tunnelSource: BALANCER }),
+  );
 }
 
 function vip(address: string, port: number, protocol: 'tcp' | 'udp', owners: number[], vipId = 0) {
@@ -117,7 +127,10 @@ describe('ipip', () => {
       const backend = `10.${i % 256}.${(i * 7) % 256}.${(i * 13) % 256}`;
       ipipBackend(BE_IPIP, backend);
       vip(VIP, 80, 'tcp', [BE_IPIP]);
-      const { output } = testRun(dataplane.programFd, syn(41000 + i, { payload: Buffer.alloc(i * 3), ttl: 1 + (i % 255), tos: i % 256, id: (i * 331) & 0xffff }));
+      const { output } = testRun(
+        dataplane.programFd,
+        syn(41000 + i, { payload: Buffer.alloc(i * 3), ttl: 1 + (i % 255), tos: i % 256, id: (i * 331) & 0xffff }),
+      );
       const outer = parseIpv4(parseEthernet(output).payload);
       assert.ok(outer.checksumValid, `checksum for backend ${backend}`);
       assert.equal(outer.dst, backend);
@@ -207,7 +220,16 @@ describe('kill-switch', () => {
     const fresh = BalancerDataplane.load({ maxVips: 4, maxBackends: 16, flowTableSize: 1024 });
     try {
       assert.equal(fresh.killSwitchDeadline(), 0n);
-      fresh.putBackend(BE_L2, backendEntry({ address: '10.10.0.11', forward: 'l2dsr', dstMac: BACKEND_MAC[BE_L2]!, srcMac: MAC.balancer, ifindex: LOOPBACK_IFINDEX }));
+      fresh.putBackend(
+        BE_L2,
+        backendEntry({
+          address: '10.10.0.11',
+          forward: 'l2dsr',
+          dstMac: BACKEND_MAC[BE_L2]!,
+          srcMac: MAC.balancer,
+          ifindex: LOOPBACK_IFINDEX,
+        }),
+      );
       fresh.putTables([{ tableId: 0, table: new Uint32Array(TABLE_SIZE).fill(BE_L2) }]);
       fresh.putVip(parseVip(`${VIP}:80/tcp`), { vip_id: 0, table_id: 0, table_size: TABLE_SIZE, flags: 0 });
       assert.equal(testRun(fresh.programFd, syn(30101)).action, 'pass');
@@ -300,7 +322,7 @@ describe('backend choice', () => {
     assert.equal(flowState.decode(dataplane.flowsV4.lookup(key)!).flags, FLOW_FLAG_CLOSING);
   });
 
-  test('a SYN on the tuple of a tracked flow tracks the new connection: the table\'s backend, not closing, seen now', () => {
+  test("a SYN on the tuple of a tracked flow tracks the new connection: the table's backend, not closing, seen now", () => {
     vip(VIP, 80, 'tcp', [BE_L2]);
     testRun(dataplane.programFd, syn(30006));
     const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 30006, dport: 80, proto: 6 });

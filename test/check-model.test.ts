@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseVip } from '../src/model/address.js';
 import {
-  CheckSettings,
+  type CheckSettings,
   defaultCheck,
   formatCheck,
   parseCheck,
@@ -99,11 +99,16 @@ describe('defaultCheck', () => {
 describe('withCheckOverrides', () => {
   const base: CheckSettings = { ...defaultCheck(TCP_VIP), spec: { kind: 'http', path: '/healthz' }, expectStatus: 204 };
 
-  test('undefined fields keep the VIP\'s values, given ones replace them', () => {
+  test("undefined fields keep the VIP's values, given ones replace them", () => {
     assert.deepEqual(withCheckOverrides(base, {}), base);
     assert.deepEqual(withCheckOverrides(base, { intervalMs: undefined, rise: 5 }), { ...base, rise: 5 });
     assert.deepEqual(withCheckOverrides(base, { port: 8080, dsr: true, fall: 1, timeoutMs: 500, intervalMs: 700 }), {
-      ...base, port: 8080, dsr: true, fall: 1, timeoutMs: 500, intervalMs: 700,
+      ...base,
+      port: 8080,
+      dsr: true,
+      fall: 1,
+      timeoutMs: 500,
+      intervalMs: 700,
     });
     assert.deepEqual(withCheckOverrides(base, { spec: { kind: 'https', path: '/up' } }), { ...base, spec: { kind: 'https', path: '/up' } });
   });
@@ -116,7 +121,7 @@ describe('withCheckOverrides', () => {
     assert.deepEqual(overrides, { rise: 9 });
   });
 
-  test('leaving http(s) drops the VIP\'s expected status unless the override sets one', () => {
+  test("leaving http(s) drops the VIP's expected status unless the override sets one", () => {
     const tcp = withCheckOverrides(base, { spec: { kind: 'tcp' } });
     assert.equal('expectStatus' in tcp, false);
     assert.doesNotThrow(() => validateCheckSettings(tcp, TCP_VIP));
@@ -152,7 +157,10 @@ describe('validateCheckSettings', () => {
   });
 
   test('interval: a whole number of milliseconds from 100ms to 1h', () => {
-    rejects(() => valid({ intervalMs: 99, timeoutMs: 10 }), /invalid check interval "99ms" for 10\.0\.0\.100:80\/tcp: must be a whole number of milliseconds from 100ms to 1h/);
+    rejects(
+      () => valid({ intervalMs: 99, timeoutMs: 10 }),
+      /invalid check interval "99ms" for 10\.0\.0\.100:80\/tcp: must be a whole number of milliseconds from 100ms to 1h/,
+    );
     rejects(() => valid({ intervalMs: 3_600_001 }), /invalid check interval .* from 100ms to 1h/);
     rejects(() => valid({ intervalMs: 150.5, timeoutMs: 10 }), /invalid check interval/);
     rejects(() => valid({ intervalMs: NaN }), /invalid check interval "NaN"/);
@@ -174,16 +182,18 @@ describe('validateCheckSettings', () => {
   });
 
   test('port: 1 to 65535', () => {
-    for (const bad of [0, 65536, 80.5]) rejects(() => valid({ port: bad }), new RegExp(`invalid check port "${bad}" .*: must be from 1 to 65535`));
+    for (const bad of [0, 65536, 80.5])
+      rejects(() => valid({ port: bad }), new RegExp(`invalid check port "${bad}" .*: must be from 1 to 65535`));
   });
 
   test('expected status: 100 to 599, http(s) checks only', () => {
     const http = { spec: { kind: 'http' as const, path: '/' } };
-    for (const bad of [99, 600, 200.5]) rejects(() => valid({ ...http, expectStatus: bad }), new RegExp(`invalid expected HTTP status "${bad}" .*: must be from 100 to 599`));
+    for (const bad of [99, 600, 200.5])
+      rejects(() => valid({ ...http, expectStatus: bad }), new RegExp(`invalid expected HTTP status "${bad}" .*: must be from 100 to 599`));
     rejects(() => valid({ expectStatus: 200 }), /an expected HTTP status needs an http or https check, not tcp/);
   });
 
-  test('the kind must fit the VIP\'s protocol', () => {
+  test("the kind must fit the VIP's protocol", () => {
     for (const spec of [{ kind: 'tcp' }, { kind: 'http', path: '/' }, { kind: 'https', path: '/' }] as const) {
       rejects(() => valid({ spec }, UDP_VIP), new RegExp(`a ${spec.kind} check needs a TCP VIP \\(use dns, udp or none\\)`));
     }

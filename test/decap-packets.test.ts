@@ -9,7 +9,18 @@ import { after, describe, test } from 'node:test';
 import { decapCounters, loadDecap } from '../src/dataplane/decap.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import {
-  ETHERTYPE, MAC, TCP_FLAGS, ethernet, hopByHopHeader, internetChecksum, ipv4Frame, ipv4Header, ipv6Frame, ipv6Header, parseEthernet, withVlan,
+  ETHERTYPE,
+  MAC,
+  TCP_FLAGS,
+  ethernet,
+  hopByHopHeader,
+  internetChecksum,
+  ipv4Frame,
+  ipv4Header,
+  ipv6Frame,
+  ipv6Header,
+  parseEthernet,
+  withVlan,
   editIpv4,
 } from './support/packets.js';
 
@@ -17,7 +28,13 @@ const ENDPOINT = '10.20.0.14';
 const decap = loadDecap([ENDPOINT, '10.20.0.99']);
 after(() => decap.close());
 
-const inner = ipv4Frame({ src: '10.10.0.10', dst: '10.100.0.100', srcPort: 45000, dstPort: 80, payload: Buffer.from('GET / HTTP/1.1\r\n\r\n') }).subarray(14);
+const inner = ipv4Frame({
+  src: '10.10.0.10',
+  dst: '10.100.0.100',
+  srcPort: 45000,
+  dstPort: 80,
+  payload: Buffer.from('GET / HTTP/1.1\r\n\r\n'),
+}).subarray(14);
 
 function tunnelled(outerDst: string, innerPacket: Buffer = inner): Buffer {
   const outer = ipv4Header({ src: '10.10.0.2', dst: outerDst, protocol: 4, payloadLength: innerPacket.length });
@@ -69,8 +86,26 @@ const BALANCER = '10.10.0.2';
 const BALANCER6 = '2001:db8:10::2';
 
 /** What the backend's stack should receive: the client's packet, in a frame from the router. */
-const innerFrame4 = ipv4Frame({ dstMac: MAC.backend1, srcMac: MAC.router, src: CLIENT, dst: VIP, srcPort: 45001, dstPort: 80, tcpFlags: TCP_FLAGS.ACK, payload: Buffer.from('GET / HTTP/1.1\r\n\r\n') });
-const innerFrame6 = ipv6Frame({ dstMac: MAC.backend1, srcMac: MAC.router, src: CLIENT6, dst: VIP6, srcPort: 45002, dstPort: 53, protocol: 'udp', payload: Buffer.from('query') });
+const innerFrame4 = ipv4Frame({
+  dstMac: MAC.backend1,
+  srcMac: MAC.router,
+  src: CLIENT,
+  dst: VIP,
+  srcPort: 45001,
+  dstPort: 80,
+  tcpFlags: TCP_FLAGS.ACK,
+  payload: Buffer.from('GET / HTTP/1.1\r\n\r\n'),
+});
+const innerFrame6 = ipv6Frame({
+  dstMac: MAC.backend1,
+  srcMac: MAC.router,
+  src: CLIENT6,
+  dst: VIP6,
+  srcPort: 45002,
+  dstPort: 53,
+  protocol: 'udp',
+  payload: Buffer.from('query'),
+});
 
 interface TunnelSpec {
   /** The outer destination; its family is the outer header's. */
@@ -132,14 +167,18 @@ describe('decapsulated: the outer header removed, the EtherType set to the inner
     decapsulates(tunnel(innerFrame6, { to: ENDPOINT6 }), innerFrame6, innerLength6);
   });
 
-  test('an 802.1Q-tagged tunnel keeps its tag, whose EtherType becomes the inner family\'s', () => {
+  test("an 802.1Q-tagged tunnel keeps its tag, whose EtherType becomes the inner family's", () => {
     decapsulates(withVlan(tunnel(innerFrame4), 0xe064), withVlan(innerFrame4, 0xe064), innerLength4, '4-in-4');
     decapsulates(withVlan(tunnel(innerFrame4, { to: ENDPOINT6 }), 0x0064), withVlan(innerFrame4, 0x0064), innerLength4, '4-in-6');
     decapsulates(withVlan(tunnel(innerFrame6), 0x0064), withVlan(innerFrame6, 0x0064), innerLength6, '6-in-4');
   });
 
   test('an 802.1ad-tagged 6-in-6 tunnel keeps its tag', () => {
-    decapsulates(withVlan(tunnel(innerFrame6, { to: ENDPOINT6 }), 0x0123, ETHERTYPE.QINQ), withVlan(innerFrame6, 0x0123, ETHERTYPE.QINQ), innerLength6);
+    decapsulates(
+      withVlan(tunnel(innerFrame6, { to: ENDPOINT6 }), 0x0123, ETHERTYPE.QINQ),
+      withVlan(innerFrame6, 0x0123, ETHERTYPE.QINQ),
+      innerLength6,
+    );
   });
 
   test('Ethernet padding after the outer packet stays after the inner packet (the stack trims by the inner length)', () => {
@@ -150,11 +189,22 @@ describe('decapsulated: the outer header removed, the EtherType set to the inner
   test('an outer length longer than the inner packet: decapsulated, the extra bytes kept behind the inner packet', () => {
     const extra = Buffer.from('junk');
     decapsulates(tunnel(innerFrame4, { extraOuterPayload: extra }), Buffer.concat([innerFrame4, extra]), innerLength4, 'IPv4 outer');
-    decapsulates(tunnel(innerFrame6, { to: ENDPOINT6, extraOuterPayload: extra }), Buffer.concat([innerFrame6, extra]), innerLength6, 'IPv6 outer');
+    decapsulates(
+      tunnel(innerFrame6, { to: ENDPOINT6, extraOuterPayload: extra }),
+      Buffer.concat([innerFrame6, extra]),
+      innerLength6,
+      'IPv6 outer',
+    );
   });
 
-  test('a tunnel to any of the host\'s endpoint addresses is decapsulated, whatever the outer TTL', () => {
-    decapsulates(editIpv4(tunnel(innerFrame4), (ip) => { ip[8] = 1; }), innerFrame4, innerLength4);
+  test("a tunnel to any of the host's endpoint addresses is decapsulated, whatever the outer TTL", () => {
+    decapsulates(
+      editIpv4(tunnel(innerFrame4), (ip) => {
+        ip[8] = 1;
+      }),
+      innerFrame4,
+      innerLength4,
+    );
   });
 });
 
@@ -165,14 +215,31 @@ describe('left alone: passed unchanged, not counted', () => {
   });
 
   test('a wrong outer IPv4 header checksum', () => {
-    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[10] ^= 0x01; }, false));
+    leftAlone(
+      editIpv4(
+        tunnel(innerFrame4),
+        (ip) => {
+          ip[10] ^= 0x01;
+        },
+        false,
+      ),
+    );
   });
 
   test('an outer IPv4 total length beyond the frame, shorter than the inner packet, or shorter than the header', () => {
     const frame = tunnel(innerFrame4);
-    leftAlone(editIpv4(frame, (ip) => ip.writeUInt16BE(frame.length - 14 + 1, 2)), 'one byte beyond the frame');
-    leftAlone(editIpv4(frame, (ip) => ip.writeUInt16BE(frame.length - 14 - 1, 2)), 'one byte short of the inner packet');
-    leftAlone(editIpv4(frame, (ip) => ip.writeUInt16BE(12, 2)), 'total length 12');
+    leftAlone(
+      editIpv4(frame, (ip) => ip.writeUInt16BE(frame.length - 14 + 1, 2)),
+      'one byte beyond the frame',
+    );
+    leftAlone(
+      editIpv4(frame, (ip) => ip.writeUInt16BE(frame.length - 14 - 1, 2)),
+      'one byte short of the inner packet',
+    );
+    leftAlone(
+      editIpv4(frame, (ip) => ip.writeUInt16BE(12, 2)),
+      'total length 12',
+    );
   });
 
   test('an outer IPv6 payload length beyond the frame or shorter than the inner packet', () => {
@@ -191,32 +258,68 @@ describe('left alone: passed unchanged, not counted', () => {
       innerFrame4.subarray(14),
     ]);
     leftAlone(withOptions, 'router alert');
-    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[0] = 0x44; }), 'IHL 4');
+    leftAlone(
+      editIpv4(tunnel(innerFrame4), (ip) => {
+        ip[0] = 0x44;
+      }),
+      'IHL 4',
+    );
   });
 
   test('an outer version that disagrees with the EtherType', () => {
-    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[0] = 0x65; }), 'version 6 under 0x0800');
+    leftAlone(
+      editIpv4(tunnel(innerFrame4), (ip) => {
+        ip[0] = 0x65;
+      }),
+      'version 6 under 0x0800',
+    );
     const v6 = tunnel(innerFrame6, { to: ENDPOINT6 });
     v6[14] = 0x40 | (v6[14]! & 0x0f);
     leftAlone(v6, 'version 4 under 0x86dd');
   });
 
   test('an outer IPv4 fragment, first or later: the kernel reassembles it', () => {
-    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => ip.writeUInt16BE(0x2000, 6)), 'first');
-    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => ip.writeUInt16BE(0x0010, 6)), 'later');
+    leftAlone(
+      editIpv4(tunnel(innerFrame4), (ip) => ip.writeUInt16BE(0x2000, 6)),
+      'first',
+    );
+    leftAlone(
+      editIpv4(tunnel(innerFrame4), (ip) => ip.writeUInt16BE(0x0010, 6)),
+      'later',
+    );
   });
 
   test('protocols other than 4 and 41 to an endpoint (TCP, UDP, GRE, ICMP, ICMPv6)', () => {
     leftAlone(ipv4Frame({ src: CLIENT, dst: ENDPOINT, dstPort: 80 }), 'TCP');
     leftAlone(ipv4Frame({ src: CLIENT, dst: ENDPOINT, dstPort: 4789, protocol: 'udp' }), 'UDP');
-    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[9] = 47; }), 'GRE');
-    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[9] = 1; }), 'ICMP');
+    leftAlone(
+      editIpv4(tunnel(innerFrame4), (ip) => {
+        ip[9] = 47;
+      }),
+      'GRE',
+    );
+    leftAlone(
+      editIpv4(tunnel(innerFrame4), (ip) => {
+        ip[9] = 1;
+      }),
+      'ICMP',
+    );
     leftAlone(ipv6Frame({ src: CLIENT6, dst: ENDPOINT6, protocol: 'icmpv6', icmp: { type: 128 }, payload: Buffer.alloc(8) }), 'ICMPv6');
   });
 
   test('a tunnel protocol that disagrees with the inner version (4 carrying IPv6, 41 carrying IPv4)', () => {
-    leftAlone(editIpv4(tunnel(innerFrame6), (ip) => { ip[9] = 4; }), 'IPv4 outer, protocol 4, IPv6 inside');
-    leftAlone(editIpv4(tunnel(innerFrame4), (ip) => { ip[9] = 41; }), 'IPv4 outer, protocol 41, IPv4 inside');
+    leftAlone(
+      editIpv4(tunnel(innerFrame6), (ip) => {
+        ip[9] = 4;
+      }),
+      'IPv4 outer, protocol 4, IPv6 inside',
+    );
+    leftAlone(
+      editIpv4(tunnel(innerFrame4), (ip) => {
+        ip[9] = 41;
+      }),
+      'IPv4 outer, protocol 41, IPv4 inside',
+    );
     const v6 = tunnel(innerFrame4, { to: ENDPOINT6 });
     v6[14 + 6] = 41;
     leftAlone(v6, 'IPv6 outer, next header 41, IPv4 inside');
@@ -237,7 +340,10 @@ describe('left alone: passed unchanged, not counted', () => {
 
   test('two stacked VLAN tags, and frames that are not IP', () => {
     leftAlone(withVlan(withVlan(tunnel(innerFrame4), 10), 20, ETHERTYPE.QINQ), 'QinQ');
-    leftAlone(Buffer.concat([ethernet('ff:ff:ff:ff:ff:ff', MAC.router, ETHERTYPE.ARP), Buffer.from('0001080006040001', 'hex'), Buffer.alloc(20)]), 'ARP');
+    leftAlone(
+      Buffer.concat([ethernet('ff:ff:ff:ff:ff:ff', MAC.router, ETHERTYPE.ARP), Buffer.from('0001080006040001', 'hex'), Buffer.alloc(20)]),
+      'ARP',
+    );
   });
 });
 
@@ -252,7 +358,7 @@ describe('truncated tunnels at every length', () => {
 
   /** Rewrites the length field of the IP header at `at` (and an IPv4 header's checksum) to end the packet at `end`. */
   function setLength(f: Buffer, at: number, end: number): void {
-    if ((f[at]! >> 4) === 6) {
+    if (f[at]! >> 4 === 6) {
       if (f.length >= at + 6) f.writeUInt16BE(Math.max(0, end - at - 40), at + 4);
       return;
     }
@@ -287,7 +393,7 @@ describe('truncated tunnels at every length', () => {
           continue;
         }
         const expected = Buffer.from(Buffer.concat([cut.subarray(0, k.l3), cut.subarray(k.innerAt)]));
-        expected.writeUInt16BE((cut[k.innerAt]! >> 4) === 6 ? ETHERTYPE.IPV6 : ETHERTYPE.IPV4, k.l3 - 2);
+        expected.writeUInt16BE(cut[k.innerAt]! >> 4 === 6 ? ETHERTYPE.IPV6 : ETHERTYPE.IPV4, k.l3 - 2);
         decapsulates(cut, expected, n - k.innerAt, `cut to ${n}`);
         decapsulated++;
       }

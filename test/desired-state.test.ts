@@ -4,10 +4,22 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { parseVip, VipAddress } from '../src/model/address.js';
+import { parseVip, type VipAddress } from '../src/model/address.js';
 import {
-  addBackend, addVip, applyChanges, BackendSpec, DesiredState, effectiveForward, findVip, NO_CHANGES,
-  removeBackend, removeVip, RuntimeChanges, setBackend, DrainSpec, vipSettings,
+  addBackend,
+  addVip,
+  applyChanges,
+  type BackendSpec,
+  type DesiredState,
+  effectiveForward,
+  findVip,
+  NO_CHANGES,
+  removeBackend,
+  removeVip,
+  type RuntimeChanges,
+  setBackend,
+  type DrainSpec,
+  vipSettings,
 } from '../src/model/desired-state.js';
 import { InputError } from '../src/model/errors.js';
 
@@ -37,7 +49,11 @@ const RUNTIME_VIP = '10.100.0.200:8080/tcp';
 
 const CONFIG: DesiredState = deepFreeze({
   vips: [
-    { vip: parseVip(WEB), ...settings(parseVip(WEB), 'l2dsr', 65537), backends: [backend('10.10.0.11', 6), backend('10.10.0.12', 3, 'ipip')] },
+    {
+      vip: parseVip(WEB),
+      ...settings(parseVip(WEB), 'l2dsr', 65537),
+      backends: [backend('10.10.0.11', 6), backend('10.10.0.12', 3, 'ipip')],
+    },
     { vip: parseVip(DNS), ...settings(parseVip(DNS), 'ipip', 251), backends: [] },
     { vip: parseVip(V6), ...settings(parseVip(V6), 'l2dsr', 251), backends: [backend('2001:db8::11')] },
   ],
@@ -46,7 +62,8 @@ const CONFIG: DesiredState = deepFreeze({
 /** The state as the keys of VIPs and the addresses of their backends. */
 function summary(state: DesiredState): Record<string, string[]> {
   const out: Record<string, string[]> = {};
-  for (const v of state.vips) out[`${v.vip.family === 6 ? `[${v.vip.address}]` : v.vip.address}:${v.vip.port}/${v.vip.protocol}`] = v.backends.map((b) => b.address);
+  for (const v of state.vips)
+    out[`${v.vip.family === 6 ? `[${v.vip.address}]` : v.vip.address}:${v.vip.port}/${v.vip.protocol}`] = v.backends.map((b) => b.address);
   return out;
 }
 
@@ -67,7 +84,11 @@ describe('applyChanges', () => {
   test("'add' defines a VIP with only its own backends, 'modify' changes a config VIP's backends", () => {
     const changes: RuntimeChanges = deepFreeze({
       vips: {
-        [RUNTIME_VIP]: { op: 'add', ...settings(parseVip(RUNTIME_VIP), 'ipip', 257), backends: { '10.10.0.21': { op: 'add', backend: backend('10.10.0.21', 2) } } },
+        [RUNTIME_VIP]: {
+          op: 'add',
+          ...settings(parseVip(RUNTIME_VIP), 'ipip', 257),
+          backends: { '10.10.0.21': { op: 'add', backend: backend('10.10.0.21', 2) } },
+        },
         [WEB]: { op: 'modify', backends: { '10.10.0.11': { op: 'remove' }, '10.10.0.13': { op: 'add', backend: backend('10.10.0.13') } } },
       },
     });
@@ -80,7 +101,8 @@ describe('applyChanges', () => {
     });
     assert.deepEqual(findVip(state, RUNTIME_VIP), {
       vip: { family: 4, address: '10.100.0.200', port: 8080, protocol: 'tcp' },
-      ...settings(parseVip(RUNTIME_VIP), 'ipip', 257), backends: [backend('10.10.0.21', 2)],
+      ...settings(parseVip(RUNTIME_VIP), 'ipip', 257),
+      backends: [backend('10.10.0.21', 2)],
     });
     // The rest of a modified VIP comes from the config.
     const web = findVip(state, WEB)!;
@@ -119,8 +141,14 @@ describe('addVip', () => {
   });
 
   test('a VIP that exists in the config or at runtime cannot be added again', () => {
-    assertInputError(() => addVip(CONFIG, NO_CHANGES, parseVip(WEB), settings(parseVip(WEB), 'l2dsr')), /^VIP 10\.100\.0\.100:80\/tcp already exists$/);
-    assertInputError(() => addVip(CONFIG, NO_CHANGES, parseVip('[2001:DB8:0::10]:443/tcp'), settings(parseVip('[2001:DB8:0::10]:443/tcp'), 'l2dsr')), /already exists/);
+    assertInputError(
+      () => addVip(CONFIG, NO_CHANGES, parseVip(WEB), settings(parseVip(WEB), 'l2dsr')),
+      /^VIP 10\.100\.0\.100:80\/tcp already exists$/,
+    );
+    assertInputError(
+      () => addVip(CONFIG, NO_CHANGES, parseVip('[2001:DB8:0::10]:443/tcp'), settings(parseVip('[2001:DB8:0::10]:443/tcp'), 'l2dsr')),
+      /already exists/,
+    );
     const changes = deepFreeze(addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'l2dsr')));
     assertInputError(() => addVip(CONFIG, changes, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'ipip')), /already exists/);
   });
@@ -176,17 +204,30 @@ describe('removeVip', () => {
 describe('addBackend', () => {
   test('adds to a config VIP through a modify change, keeping the config backends', () => {
     const changes = addBackend(CONFIG, NO_CHANGES, WEB, backend('10.10.0.13', 5, 'ipip'));
-    assert.deepEqual(changes, { vips: { [WEB]: { op: 'modify', backends: { '10.10.0.13': { op: 'add', backend: backend('10.10.0.13', 5, 'ipip') } } } } });
-    assert.deepEqual(findVip(applyChanges(CONFIG, changes), WEB)!.backends.map((b) => [b.address, b.weight]), [
-      ['10.10.0.11', 6], ['10.10.0.12', 3], ['10.10.0.13', 5],
-    ]);
+    assert.deepEqual(changes, {
+      vips: { [WEB]: { op: 'modify', backends: { '10.10.0.13': { op: 'add', backend: backend('10.10.0.13', 5, 'ipip') } } } },
+    });
+    assert.deepEqual(
+      findVip(applyChanges(CONFIG, changes), WEB)!.backends.map((b) => [b.address, b.weight]),
+      [
+        ['10.10.0.11', 6],
+        ['10.10.0.12', 3],
+        ['10.10.0.13', 5],
+      ],
+    );
   });
 
   test('adds to a runtime VIP inside its add change', () => {
     const added = deepFreeze(addVip(CONFIG, NO_CHANGES, parseVip(RUNTIME_VIP), settings(parseVip(RUNTIME_VIP), 'ipip', 251)));
     const changes = addBackend(CONFIG, added, RUNTIME_VIP, backend('10.10.0.21'));
     assert.deepEqual(changes, {
-      vips: { [RUNTIME_VIP]: { op: 'add', ...settings(parseVip(RUNTIME_VIP), 'ipip', 251), backends: { '10.10.0.21': { op: 'add', backend: backend('10.10.0.21') } } } },
+      vips: {
+        [RUNTIME_VIP]: {
+          op: 'add',
+          ...settings(parseVip(RUNTIME_VIP), 'ipip', 251),
+          backends: { '10.10.0.21': { op: 'add', backend: backend('10.10.0.21') } },
+        },
+      },
     });
   });
 
@@ -194,10 +235,16 @@ describe('addBackend', () => {
     assertInputError(() => addBackend(CONFIG, NO_CHANGES, '10.1.1.1:80/tcp', backend('10.10.0.13')), /^unknown VIP 10\.1\.1\.1:80\/tcp$/);
     const removed = deepFreeze(removeVip(CONFIG, NO_CHANGES, WEB));
     assertInputError(() => addBackend(CONFIG, removed, WEB, backend('10.10.0.13')), /unknown VIP/);
-    assertInputError(() => addBackend(CONFIG, NO_CHANGES, WEB, backend('10.10.0.11')), /^backend 10\.10\.0\.11 already exists in VIP 10\.100\.0\.100:80\/tcp$/);
+    assertInputError(
+      () => addBackend(CONFIG, NO_CHANGES, WEB, backend('10.10.0.11')),
+      /^backend 10\.10\.0\.11 already exists in VIP 10\.100\.0\.100:80\/tcp$/,
+    );
     const added = deepFreeze(addBackend(CONFIG, NO_CHANGES, WEB, backend('10.10.0.13')));
     assertInputError(() => addBackend(CONFIG, added, WEB, backend('10.10.0.13', 9)), /already exists/);
-    assertInputError(() => addBackend(CONFIG, NO_CHANGES, WEB, backend('2001:db8::11')), /^backend 2001:db8::11 is IPv6 but VIP 10\.100\.0\.100:80\/tcp is IPv4: only --forward ipip can cross address families$/);
+    assertInputError(
+      () => addBackend(CONFIG, NO_CHANGES, WEB, backend('2001:db8::11')),
+      /^backend 2001:db8::11 is IPv6 but VIP 10\.100\.0\.100:80\/tcp is IPv4: only --forward ipip can cross address families$/,
+    );
     assertInputError(() => addBackend(CONFIG, NO_CHANGES, V6, backend('10.10.0.13')), /is IPv4 but VIP .* is IPv6/);
   });
 
@@ -205,7 +252,10 @@ describe('addBackend', () => {
     const removed = deepFreeze(removeBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.11'));
     const readded = addBackend(CONFIG, removed, WEB, backend('10.10.0.11', 42));
     const web = findVip(applyChanges(CONFIG, readded), WEB)!;
-    assert.deepEqual(web.backends.find((b) => b.address === '10.10.0.11'), backend('10.10.0.11', 42));
+    assert.deepEqual(
+      web.backends.find((b) => b.address === '10.10.0.11'),
+      backend('10.10.0.11', 42),
+    );
     assert.equal(web.backends.length, 2);
   });
 });
@@ -213,7 +263,10 @@ describe('addBackend', () => {
 describe('removeBackend', () => {
   test('fails for an unknown VIP or a backend the VIP does not have', () => {
     assertInputError(() => removeBackend(CONFIG, NO_CHANGES, '10.1.1.1:80/tcp', '10.10.0.11'), /^unknown VIP 10\.1\.1\.1:80\/tcp$/);
-    assertInputError(() => removeBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.99'), /^VIP 10\.100\.0\.100:80\/tcp has no backend 10\.10\.0\.99$/);
+    assertInputError(
+      () => removeBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.99'),
+      /^VIP 10\.100\.0\.100:80\/tcp has no backend 10\.10\.0\.99$/,
+    );
     const removed = deepFreeze(removeBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.11'));
     assertInputError(() => removeBackend(CONFIG, removed, WEB, '10.10.0.11'), /has no backend/);
   });
@@ -221,7 +274,10 @@ describe('removeBackend', () => {
   test('removing a config backend records a removal that hides it', () => {
     const changes = removeBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.11');
     assert.deepEqual(changes, { vips: { [WEB]: { op: 'modify', backends: { '10.10.0.11': { op: 'remove' } } } } });
-    assert.deepEqual(findVip(applyChanges(CONFIG, changes), WEB)!.backends.map((b) => b.address), ['10.10.0.12']);
+    assert.deepEqual(
+      findVip(applyChanges(CONFIG, changes), WEB)!.backends.map((b) => b.address),
+      ['10.10.0.12'],
+    );
   });
 
   test('removing a runtime-only backend of a config VIP leaves no trace', () => {
@@ -234,7 +290,9 @@ describe('removeBackend', () => {
   test('removing a runtime-only backend keeps the other changes of its VIP', () => {
     let changes = deepFreeze(removeBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.12'));
     changes = deepFreeze(addBackend(CONFIG, changes, WEB, backend('10.10.0.13')));
-    assert.deepEqual(removeBackend(CONFIG, changes, WEB, '10.10.0.13'), { vips: { [WEB]: { op: 'modify', backends: { '10.10.0.12': { op: 'remove' } } } } });
+    assert.deepEqual(removeBackend(CONFIG, changes, WEB, '10.10.0.13'), {
+      vips: { [WEB]: { op: 'modify', backends: { '10.10.0.12': { op: 'remove' } } } },
+    });
   });
 
   test('removing a backend of a runtime VIP forgets it, the VIP stays', () => {
@@ -250,7 +308,10 @@ describe('removeBackend', () => {
     changes = deepFreeze(addBackend(CONFIG, changes, WEB, backend('10.10.0.11', 9)));
     changes = removeBackend(CONFIG, changes, WEB, '10.10.0.11');
     assert.deepEqual(changes, { vips: { [WEB]: { op: 'modify', backends: { '10.10.0.11': { op: 'remove' } } } } });
-    assert.deepEqual(findVip(applyChanges(CONFIG, changes), WEB)!.backends.map((b) => b.address), ['10.10.0.12']);
+    assert.deepEqual(
+      findVip(applyChanges(CONFIG, changes), WEB)!.backends.map((b) => b.address),
+      ['10.10.0.12'],
+    );
   });
 });
 
@@ -296,7 +357,8 @@ describe('inputs', () => {
 
 describe('setBackend: weights and drains', () => {
   const DRAIN: DrainSpec = deepFreeze({ since: '2026-01-01T00:00:00.000Z', timeoutSeconds: 300, idleSeconds: 30 });
-  const backendOf = (state: DesiredState, key: string, address: string) => findVip(state, key)!.backends.find((b) => b.address === address)!;
+  const backendOf = (state: DesiredState, key: string, address: string) =>
+    findVip(state, key)!.backends.find((b) => b.address === address)!;
 
   test('a weight change on a config backend is recorded as a patch and applied', () => {
     const changes = setBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.11', { weight: 9 });
@@ -322,12 +384,18 @@ describe('setBackend: weights and drains', () => {
   test('a runtime-added backend is patched in its own definition', () => {
     let changes = addBackend(CONFIG, NO_CHANGES, WEB, backend('10.10.0.13', 1, 'ipip'));
     changes = setBackend(CONFIG, changes, WEB, '10.10.0.13', { weight: 4, drain: DRAIN });
-    assert.deepEqual(changes.vips[WEB], { op: 'modify', backends: { '10.10.0.13': { op: 'add', backend: { ...backend('10.10.0.13', 4, 'ipip'), drain: DRAIN } } } });
+    assert.deepEqual(changes.vips[WEB], {
+      op: 'modify',
+      backends: { '10.10.0.13': { op: 'add', backend: { ...backend('10.10.0.13', 4, 'ipip'), drain: DRAIN } } },
+    });
   });
 
   test('unknown VIP or backend is refused', () => {
     assertInputError(() => setBackend(CONFIG, NO_CHANGES, RUNTIME_VIP, '10.10.0.11', { weight: 2 }), /unknown VIP 10.100.0.200:8080\/tcp/);
-    assertInputError(() => setBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.99', { weight: 2 }), /VIP 10.100.0.100:80\/tcp has no backend 10.10.0.99/);
+    assertInputError(
+      () => setBackend(CONFIG, NO_CHANGES, WEB, '10.10.0.99', { weight: 2 }),
+      /VIP 10.100.0.100:80\/tcp has no backend 10.10.0.99/,
+    );
   });
 
   test('removing a patched config backend replaces the patch with a removal', () => {

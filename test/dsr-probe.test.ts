@@ -36,8 +36,15 @@ describe('DSR probe frame (no lab)', () => {
   const BACKEND = '10.20.0.14';
   const BACKEND6 = 'fd00:20::14';
   const base: DsrProbeTarget = {
-    vip: VIP, port: 8080, backend: '10.10.0.11', forward: 'l2dsr', ifindex: 1,
-    srcMac: '02:00:00:00:00:02', dstMac: '02:00:00:00:00:11', source: BALANCER, timeoutMs: 100,
+    vip: VIP,
+    port: 8080,
+    backend: '10.10.0.11',
+    forward: 'l2dsr',
+    ifindex: 1,
+    srcMac: '02:00:00:00:00:02',
+    dstMac: '02:00:00:00:00:11',
+    source: BALANCER,
+    timeoutMs: 100,
   };
   const base6: DsrProbeTarget = { ...base, vip: VIP6, backend: 'fd00:10::11', source: BALANCER6 };
 
@@ -97,7 +104,7 @@ describe('DSR probe frame (no lab)', () => {
     checkSyn(checkIpv6(ip, BALANCER6, VIP6.address, IPPROTO_NUMBER.TCP), BALANCER6, VIP6.address, sourcePort, sequence);
   }
 
-  test('l2dsr: Ethernet to the backend\'s MAC, IPv4 balancer -> VIP, TCP SYN', () => {
+  test("l2dsr: Ethernet to the backend's MAC, IPv4 balancer -> VIP, TCP SYN", () => {
     checkInner4(checkEthernet(dsrProbeFrame(base, 40000, 0xdeadbeef), ETHERTYPE.IPV4), 40000, 0xdeadbeef);
   });
 
@@ -106,7 +113,7 @@ describe('DSR probe frame (no lab)', () => {
     checkInner4(checkIpv4(checkEthernet(frame, ETHERTYPE.IPV4), BALANCER, BACKEND, IPPROTO_NUMBER.IPIP), 50000, 1);
   });
 
-  test('l2dsr, IPv6: Ethernet to the backend\'s MAC, IPv6 balancer -> VIP, TCP SYN with the IPv6 pseudo-header\'s checksum', () => {
+  test("l2dsr, IPv6: Ethernet to the backend's MAC, IPv6 balancer -> VIP, TCP SYN with the IPv6 pseudo-header's checksum", () => {
     checkInner6(checkEthernet(dsrProbeFrame(base6, 40001, 0xfedcba98), ETHERTYPE.IPV6), 40001, 0xfedcba98);
   });
 
@@ -115,52 +122,89 @@ describe('DSR probe frame (no lab)', () => {
     checkInner6(checkIpv6(checkEthernet(frame, ETHERTYPE.IPV6), BALANCER6, BACKEND6, IPPROTO_NUMBER.IPV6), 50001, 2);
   });
 
-  test('4-in-6: IPv4 VIP, IPv6 backend: an outer IPv6 header (next header 4) around the IPv4 SYN from the balancer\'s IPv4 address', () => {
+  test("4-in-6: IPv4 VIP, IPv6 backend: an outer IPv6 header (next header 4) around the IPv4 SYN from the balancer's IPv4 address", () => {
     const frame = dsrProbeFrame({ ...base, forward: 'ipip', backend: BACKEND6, tunnelSource: BALANCER6 }, 50002, 3);
     checkInner4(checkIpv6(checkEthernet(frame, ETHERTYPE.IPV6), BALANCER6, BACKEND6, IPPROTO_NUMBER.IPIP), 50002, 3);
   });
 
-  test('6-in-4: IPv6 VIP, IPv4 backend: an outer IPv4 header (protocol 41, DF) around the IPv6 SYN from the balancer\'s IPv6 address', () => {
+  test("6-in-4: IPv6 VIP, IPv4 backend: an outer IPv4 header (protocol 41, DF) around the IPv6 SYN from the balancer's IPv6 address", () => {
     const frame = dsrProbeFrame({ ...base6, forward: 'ipip', backend: BACKEND, tunnelSource: BALANCER }, 50003, 4);
     checkInner6(checkIpv4(checkEthernet(frame, ETHERTYPE.IPV4), BALANCER, BACKEND, IPPROTO_NUMBER.IPV6), 50003, 4);
   });
 
   test('addresses of the wrong family are refused, not sent', () => {
     assert.throws(() => dsrProbeFrame({ ...base6, source: BALANCER }, 1, 1), /source 10\.10\.0\.2 is not an IPv6 address/);
-    assert.throws(() => dsrProbeFrame({ ...base, forward: 'ipip', backend: BACKEND6, tunnelSource: BALANCER }, 1, 1), /tunnel source 10\.10\.0\.2 is not an IPv6 address/);
-    assert.throws(() => dsrProbeFrame({ ...base, forward: 'ipip', backend: BACKEND }, 1, 1), /tunnel source \(none\) is not an IPv4 address/);
+    assert.throws(
+      () => dsrProbeFrame({ ...base, forward: 'ipip', backend: BACKEND6, tunnelSource: BALANCER }, 1, 1),
+      /tunnel source 10\.10\.0\.2 is not an IPv6 address/,
+    );
+    assert.throws(
+      () => dsrProbeFrame({ ...base, forward: 'ipip', backend: BACKEND }, 1, 1),
+      /tunnel source \(none\) is not an IPv4 address/,
+    );
   });
 
   test('bad input resolves with a reason, never rejects', async () => {
     assert.deepEqual(await dsrProbe({ ...base, dstMac: 'zz' }), { ok: false, reason: 'DSR probe failed: invalid MAC address "zz"' });
     assert.deepEqual(await dsrProbe({ ...base, ifindex: 0x7ffffff0 }), { ok: false, reason: 'DSR probe failed: ENODEV (errno 19)' });
-    assert.deepEqual(await dsrProbe({ ...base6, ifindex: 0x7ffffff0 }), { ok: false, reason: 'DSR probe failed: ENODEV (errno 19)' }, 'IPv6 reaches the native call');
+    assert.deepEqual(
+      await dsrProbe({ ...base6, ifindex: 0x7ffffff0 }),
+      { ok: false, reason: 'DSR probe failed: ENODEV (errno 19)' },
+      'IPv6 reaches the native call',
+    );
     const { source: _, ...noSource } = base6;
-    assert.deepEqual(await dsrProbe(noSource), { ok: false, reason: `the balancer has no IPv6 address to send the DSR-path check to VIP ${VIP6.address} from` });
+    assert.deepEqual(await dsrProbe(noSource), {
+      ok: false,
+      reason: `the balancer has no IPv6 address to send the DSR-path check to VIP ${VIP6.address} from`,
+    });
   });
 });
 
-describe('the daemon\'s DSR-path check targets (dsrCheckPath)', () => {
+describe("the daemon's DSR-path check targets (dsrCheckPath)", () => {
   const resolved = (tunnelSrc?: string): PathResult => ({
     ok: true,
-    path: { dev: 'eth0', ifindex: 7, srcMac: '02:00:00:00:00:02', nextHop: 'x', dstMac: '02:00:00:00:00:01', mtu: 1500, ...(tunnelSrc ? { tunnelSrc } : {}) },
+    path: {
+      dev: 'eth0',
+      ifindex: 7,
+      srcMac: '02:00:00:00:00:02',
+      nextHop: 'x',
+      dstMac: '02:00:00:00:00:01',
+      mtu: 1500,
+      ...(tunnelSrc ? { tunnelSrc } : {}),
+    },
   });
   const both = (family: 4 | 6) => (family === 4 ? '10.10.0.2' : 'fd00:10::2');
   const mac = { ifindex: 7, srcMac: '02:00:00:00:00:02', dstMac: '02:00:00:00:00:01' };
 
-  test('l2dsr: the source is the balancer\'s address of the VIP\'s family', () => {
+  test("l2dsr: the source is the balancer's address of the VIP's family", () => {
     assert.deepEqual(dsrCheckPath(VIP, 'l2dsr', resolved(), both), { forward: 'l2dsr', ...mac, source: '10.10.0.2' });
     assert.deepEqual(dsrCheckPath(VIP6, 'l2dsr', resolved(), both), { forward: 'l2dsr', ...mac, source: 'fd00:10::2' });
   });
 
-  test('ipip: inner source of the VIP\'s family, outer source the path\'s tunnel source (the backend\'s family)', () => {
-    assert.deepEqual(dsrCheckPath(VIP, 'ipip', resolved('10.10.0.2'), both), { forward: 'ipip', ...mac, source: '10.10.0.2', tunnelSource: '10.10.0.2' }, '4-in-4');
-    assert.deepEqual(dsrCheckPath(VIP6, 'ipip', resolved('fd00:10::2'), both), { forward: 'ipip', ...mac, source: 'fd00:10::2', tunnelSource: 'fd00:10::2' }, '6-in-6');
-    assert.deepEqual(dsrCheckPath(VIP, 'ipip', resolved('fd00:10::2'), both), { forward: 'ipip', ...mac, source: '10.10.0.2', tunnelSource: 'fd00:10::2' }, '4-in-6');
-    assert.deepEqual(dsrCheckPath(VIP6, 'ipip', resolved('10.10.0.2'), both), { forward: 'ipip', ...mac, source: 'fd00:10::2', tunnelSource: '10.10.0.2' }, '6-in-4');
+  test("ipip: inner source of the VIP's family, outer source the path's tunnel source (the backend's family)", () => {
+    assert.deepEqual(
+      dsrCheckPath(VIP, 'ipip', resolved('10.10.0.2'), both),
+      { forward: 'ipip', ...mac, source: '10.10.0.2', tunnelSource: '10.10.0.2' },
+      '4-in-4',
+    );
+    assert.deepEqual(
+      dsrCheckPath(VIP6, 'ipip', resolved('fd00:10::2'), both),
+      { forward: 'ipip', ...mac, source: 'fd00:10::2', tunnelSource: 'fd00:10::2' },
+      '6-in-6',
+    );
+    assert.deepEqual(
+      dsrCheckPath(VIP, 'ipip', resolved('fd00:10::2'), both),
+      { forward: 'ipip', ...mac, source: '10.10.0.2', tunnelSource: 'fd00:10::2' },
+      '4-in-6',
+    );
+    assert.deepEqual(
+      dsrCheckPath(VIP6, 'ipip', resolved('10.10.0.2'), both),
+      { forward: 'ipip', ...mac, source: 'fd00:10::2', tunnelSource: '10.10.0.2' },
+      '6-in-4',
+    );
   });
 
-  test('no balancer address of the VIP\'s family: no source (the probe says so); no resolved path: no target', () => {
+  test("no balancer address of the VIP's family: no source (the probe says so); no resolved path: no target", () => {
     const only4 = (family: 4 | 6) => (family === 4 ? '10.10.0.2' : undefined);
     assert.deepEqual(dsrCheckPath(VIP6, 'ipip', resolved('10.10.0.2'), only4), { forward: 'ipip', ...mac, tunnelSource: '10.10.0.2' });
     assert.equal(dsrCheckPath(VIP, 'l2dsr', { ok: false, reason: 'not resolved yet', permanent: false }, both), undefined);
@@ -192,7 +236,10 @@ describe('DSR-path probe in the lab', () => {
   /** Sources as the daemon picks them: the inner one of the VIP's family, the outer one of the backend's. */
   async function probe(target: Partial<DsrProbeTarget> & Pick<DsrProbeTarget, 'backend' | 'forward' | 'dstMac'>): Promise<ProbeOutput> {
     const vip = target.vip ?? VIP;
-    const sources = { source: balancerFor(vip.address), ...(target.forward === 'ipip' ? { tunnelSource: balancerFor(target.backend) } : {}) };
+    const sources = {
+      source: balancerFor(vip.address),
+      ...(target.forward === 'ipip' ? { tunnelSource: balancerFor(target.backend) } : {}),
+    };
     const full: DsrProbeTarget = { vip, port: 80, ifindex: lb.ifindex, srcMac: lb.mac, timeoutMs: TIMEOUT_MS, ...sources, ...target };
     const out = await run('lb', [process.execPath, CLI, JSON.stringify(full)]);
     return JSON.parse(out) as ProbeOutput;
@@ -259,7 +306,10 @@ describe('DSR-path probe in the lab', () => {
     try {
       const r = await probe({ backend: be4.address, forward: 'ipip', dstMac: routerMac });
       assert.equal(r.ok, false);
-      assert.equal(r.reason, `backend ${be4.address} does not accept tunnelled traffic for VIP ${VIP.address}: add the VIP to lo and decapsulate IP-in-IP (lbctl decap attach)`);
+      assert.equal(
+        r.reason,
+        `backend ${be4.address} does not accept tunnelled traffic for VIP ${VIP.address}: add the VIP to lo and decapsulate IP-in-IP (lbctl decap attach)`,
+      );
     } finally {
       await run('be4', [LBCTL, 'decap', 'attach', '--interface', 'eth0']);
     }
@@ -273,7 +323,10 @@ describe('DSR-path probe in the lab', () => {
     try {
       const r = await probe(target);
       assert.equal(r.ok, false);
-      assert.equal(r.reason, `backend ${be4.address6} does not accept tunnelled traffic for VIP ${VIP6.address}: add the VIP to lo and decapsulate IP-in-IP (lbctl decap attach)`);
+      assert.equal(
+        r.reason,
+        `backend ${be4.address6} does not accept tunnelled traffic for VIP ${VIP6.address}: add the VIP to lo and decapsulate IP-in-IP (lbctl decap attach)`,
+      );
     } finally {
       await run('be4', [LBCTL, 'decap', 'attach', '--interface', 'eth0']);
     }
@@ -281,16 +334,27 @@ describe('DSR-path probe in the lab', () => {
   });
 
   test('across families through the router: 4-in-6 (IPv4 VIP, IPv6 backend) and 6-in-4 (IPv6 VIP, IPv4 backend) are ok', async () => {
-    assert.deepEqual(pick(await probe({ vip: VIP, backend: be4.address6, forward: 'ipip', dstMac: routerMac })), { ok: true, reason: undefined }, '4-in-6');
-    assert.deepEqual(pick(await probe({ vip: VIP6, backend: be4.address, forward: 'ipip', dstMac: routerMac })), { ok: true, reason: undefined }, '6-in-4');
+    assert.deepEqual(
+      pick(await probe({ vip: VIP, backend: be4.address6, forward: 'ipip', dstMac: routerMac })),
+      { ok: true, reason: undefined },
+      '4-in-6',
+    );
+    assert.deepEqual(
+      pick(await probe({ vip: VIP6, backend: be4.address, forward: 'ipip', dstMac: routerMac })),
+      { ok: true, reason: undefined },
+      '6-in-4',
+    );
   });
 
-  test('6-in-4 to a backend without the IPv6 VIP on lo: the tunnelled reason (the ok above was the VIP\'s own answer)', async () => {
+  test("6-in-4 to a backend without the IPv6 VIP on lo: the tunnelled reason (the ok above was the VIP's own answer)", async () => {
     const vipOnLo = `${VIP6.address}/128`;
     await run('be4', ['ip', 'addr', 'del', vipOnLo, 'dev', 'lo']);
     try {
       const r = await probe({ vip: VIP6, backend: be4.address, forward: 'ipip', dstMac: routerMac });
-      assert.equal(r.reason, `backend ${be4.address} does not accept tunnelled traffic for VIP ${VIP6.address}: add the VIP to lo and decapsulate IP-in-IP (lbctl decap attach)`);
+      assert.equal(
+        r.reason,
+        `backend ${be4.address} does not accept tunnelled traffic for VIP ${VIP6.address}: add the VIP to lo and decapsulate IP-in-IP (lbctl decap attach)`,
+      );
     } finally {
       await run('be4', ['ip', 'addr', 'replace', vipOnLo, 'dev', 'lo']);
     }
@@ -313,7 +377,10 @@ describe('DSR-path probe in the lab', () => {
       await balancer.ok(['backend', 'add', vip, be4.address, '--forward', 'ipip']);
       assert.equal((await probe({ backend: be1.address, forward: 'l2dsr', dstMac: be1.mac })).ok, true);
       assert.equal((await probe({ backend: be4.address, forward: 'ipip', dstMac: routerMac })).ok, true);
-      assert.match((await probe({ backend: be1.address, forward: 'l2dsr', dstMac: be1.mac, port: 81 })).reason ?? '', /nothing listens on port 81/);
+      assert.match(
+        (await probe({ backend: be1.address, forward: 'l2dsr', dstMac: be1.mac, port: 81 })).reason ?? '',
+        /nothing listens on port 81/,
+      );
     } finally {
       await balancer.stop();
     }

@@ -39,15 +39,30 @@ describe('changing backends under live traffic', () => {
     assert.deepEqual(answers.failures, []);
     const onBe2 = answers.answers.filter((a) => a.backend === 'be2').length;
     // What a change would alter; the health checks go on probing meanwhile.
-    const definition = async () => (await lb.json<BackendSummary[]>(['backend', 'list', VIP])).map(({ address, weight, forward, state, slots, share, drain }) => ({ address, weight, forward, state, slots, share, drain }));
+    const definition = async () =>
+      (await lb.json<BackendSummary[]>(['backend', 'list', VIP])).map(({ address, weight, forward, state, slots, share, drain }) => ({
+        address,
+        weight,
+        forward,
+        state,
+        slots,
+        share,
+        drain,
+      }));
     const before = await definition();
 
     const add = await lb.json<ChangeResult>(['backend', 'add', VIP, '10.20.0.14', '--forward', 'ipip', '--dry-run']);
     assert.equal(add.applied, false);
     const preview = add.preview!;
-    assert.deepEqual(preview.backends.map((b) => [b.address, b.after && Math.round(b.after.share * 100)]), [
-      ['10.10.0.11', 25], ['10.10.0.12', 25], ['10.10.0.13', 25], ['10.20.0.14', 25],
-    ]);
+    assert.deepEqual(
+      preview.backends.map((b) => [b.address, b.after && Math.round(b.after.share * 100)]),
+      [
+        ['10.10.0.11', 25],
+        ['10.10.0.12', 25],
+        ['10.10.0.13', 25],
+        ['10.20.0.14', 25],
+      ],
+    );
     assert.ok(preview.fractionMoved > 0.24 && preview.fractionMoved < 0.27, `about a quarter of the slots move (${preview.fractionMoved})`);
     assert.equal(preview.flowsToMove, 0, 'adding a backend moves no tracked flow');
     assert.ok(preview.trackedFlows >= 60, `tracked flows counted (${preview.trackedFlows})`);
@@ -68,7 +83,11 @@ describe('changing backends under live traffic', () => {
     assert.equal(tracked.tracked?.closing, true, 'the client closed that connection');
     const unusedPort = 64999;
     const fresh = await lb.json<ExplainResult>(['explain', `${LAB.client}:${unusedPort}`, VIP]);
-    const predicted = backendPredictor(['10.10.0.11', '10.10.0.12', '10.10.0.13'].map((address) => ({ address, weight: 1 })), LAB.client, LAB.vips[0])(unusedPort);
+    const predicted = backendPredictor(
+      ['10.10.0.11', '10.10.0.12', '10.10.0.13'].map((address) => ({ address, weight: 1 })),
+      LAB.client,
+      LAB.vips[0],
+    )(unusedPort);
     assert.equal(fresh.decidedBy, 'maglev table');
     assert.equal(fresh.backend, predicted);
     assert.equal(fresh.tracked, undefined);
@@ -77,11 +96,17 @@ describe('changing backends under live traffic', () => {
   });
 
   test('50 long-lived connections survive add, weight, drain and remove; new connections follow the new table', async (t) => {
-    const runner = lab.spawn('client', [process.execPath, LONG_LIVED, LAB.vips[0], '80', '50', '9000', '100'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const runner = lab.spawn('client', [process.execPath, LONG_LIVED, LAB.vips[0], '80', '50', '9000', '100'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     let progress = '';
-    runner.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-    runner.stderr!.on('data', (chunk: Buffer) => { progress += chunk.toString(); });
+    runner.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    runner.stderr!.on('data', (chunk: Buffer) => {
+      progress += chunk.toString();
+    });
     const finished = new Promise<void>((resolve) => runner.once('exit', () => resolve()));
     const deadline = Date.now() + 10_000;
     while (!progress.includes('open') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -99,11 +124,15 @@ describe('changing backends under live traffic', () => {
     await pause();
 
     // New connections while the old ones still run: they follow the new table.
-    const final = [{ address: '10.10.0.11', weight: 3 }, { address: '10.20.0.14', weight: 1 }];
+    const final = [
+      { address: '10.10.0.11', weight: 3 },
+      { address: '10.20.0.14', weight: 1 },
+    ];
     const fresh = await lb.httpFromClient(`http://${LAB.vips[0]}/`, 300);
     assert.deepEqual(fresh.failures, []);
     const predict = backendPredictor(final, LAB.client, LAB.vips[0]);
-    for (const answer of fresh.answers) assert.equal(answer.backend, nameOf(predict(answer.port)), `new connection from port ${answer.port}`);
+    for (const answer of fresh.answers)
+      assert.equal(answer.backend, nameOf(predict(answer.port)), `new connection from port ${answer.port}`);
     const draining = (await lb.json<BackendSummary[]>(['backend', 'list', VIP])).find((b) => b.address === '10.10.0.12');
     assert.equal(draining?.state, 'draining', 'the drained backend waits for its connections');
 
@@ -120,8 +149,13 @@ describe('changing backends under live traffic', () => {
       assert.ok(r.sent >= 60, `connection from port ${r.port} kept talking (${r.sent} messages)`);
     }
     // be3 was removed: its connections were moved to other backends, which reset them.
-    for (const r of byBackend.get('be3')!) assert.notEqual(r.failure, null, `connection on removed be3 from port ${r.port} could not survive`);
-    assert.equal(preview.activeFlowsToMove, byBackend.get('be3')!.length, 'the dry run counted exactly the live connections the removal broke');
+    for (const r of byBackend.get('be3')!)
+      assert.notEqual(r.failure, null, `connection on removed be3 from port ${r.port} could not survive`);
+    assert.equal(
+      preview.activeFlowsToMove,
+      byBackend.get('be3')!.length,
+      'the dry run counted exactly the live connections the removal broke',
+    );
     assert.ok(preview.flowsToMove >= preview.activeFlowsToMove, 'and counts ended flows apart');
 
     // The drained backend goes once its connections have closed (their FINs).
@@ -131,7 +165,11 @@ describe('changing backends under live traffic', () => {
       await new Promise((r) => setTimeout(r, 250));
       backends = await lb.json<BackendSummary[]>(['backend', 'list', VIP]);
     }
-    assert.deepEqual(backends.map((b) => b.address), ['10.10.0.11', '10.20.0.14'], 'the drain finished after its flows ended');
+    assert.deepEqual(
+      backends.map((b) => b.address),
+      ['10.10.0.11', '10.20.0.14'],
+      'the drain finished after its flows ended',
+    );
     const [vip] = await lb.json<VipSummary[]>(['vip', 'list']);
     assert.ok(Number(vip!.movedFlows) >= byBackend.get('be3')!.length, `moved flows counted (${vip!.movedFlows})`);
   });

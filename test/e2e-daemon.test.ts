@@ -19,12 +19,25 @@ async function snapshot(lb: LabBalancer): Promise<string> {
   const vips = await lb.json<VipSummary[]>(['vip', 'list']);
   const backends = await Promise.all(vips.map((v) => lb.json<BackendSummary[]>(['backend', 'list', v.vip])));
   const runtime = existsSync(join(lb.stateDir, 'runtime.json')) ? await readFile(join(lb.stateDir, 'runtime.json'), 'utf8') : '';
-  const strip = (b: BackendSummary) => ({ ...b, packets: undefined, bytes: undefined, health: b.health ? { state: b.health.state, since: b.health.since } : undefined });
-  return JSON.stringify({ vips: vips.map((v) => ({ ...v, packets: undefined, bytes: undefined })), backends: backends.map((list) => list.map(strip)), runtime });
+  const strip = (b: BackendSummary) => ({
+    ...b,
+    packets: undefined,
+    bytes: undefined,
+    health: b.health ? { state: b.health.state, since: b.health.since } : undefined,
+  });
+  return JSON.stringify({
+    vips: vips.map((v) => ({ ...v, packets: undefined, bytes: undefined })),
+    backends: backends.map((list) => list.map(strip)),
+    runtime,
+  });
 }
 
 function definitions(vips: VipSummary[], backends: BackendSummary[][]) {
-  return vips.map((v, i) => ({ vip: v.vip, forward: v.forward, backends: backends[i]!.map((b) => `${b.address} w${b.weight} ${b.forward}`) }));
+  return vips.map((v, i) => ({
+    vip: v.vip,
+    forward: v.forward,
+    backends: backends[i]!.map((b) => `${b.address} w${b.weight} ${b.forward}`),
+  }));
 }
 
 async function definitionsOf(lb: LabBalancer) {
@@ -47,7 +60,18 @@ describe('the daemon and the CLI', () => {
   });
 
   test('start refuses with one clear line: not root, no interface, bad config', async () => {
-    const notRoot = await lab.exec('lb', ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', LBCTL, 'start', '--interface', 'eth0', '--socket', lb.socket]);
+    const notRoot = await lab.exec('lb', [
+      'setpriv',
+      '--reuid=65534',
+      '--regid=65534',
+      '--clear-groups',
+      LBCTL,
+      'start',
+      '--interface',
+      'eth0',
+      '--socket',
+      lb.socket,
+    ]);
     assert.equal(notRoot.code, 1);
     assert.equal(notRoot.stderr, 'lbctl: lbctl start must run as root\n');
 
@@ -59,7 +83,10 @@ describe('the daemon and the CLI', () => {
     await writeFile(config, 'vips:\n  - vip: 10.100.0.100:80/tcp\n    backends:\n      - address: 10.10.0.11\n        weight: 0\n');
     const badConfig = await lb.cli(['start', '--interface', 'eth0', '--state-dir', lb.stateDir, '--config', config]);
     assert.equal(badConfig.code, 1);
-    assert.equal(badConfig.stderr, `lbctl: ${config}:5:17: vips[0].backends[0].weight: invalid weight "0": must be an integer from 1 to 65535\n`);
+    assert.equal(
+      badConfig.stderr,
+      `lbctl: ${config}:5:17: vips[0].backends[0].weight: invalid weight "0": must be an integer from 1 to 65535\n`,
+    );
 
     const status = await lb.cli(['status']);
     assert.equal(status.code, 1);
@@ -101,7 +128,10 @@ describe('the daemon and the CLI', () => {
       [['backend', 'add', VIP, '10.10.0.12', '--weight', '70000'], /invalid weight "70000"/],
       [['backend', 'add', VIP, '10.10.0.12', '--weight', 'six'], /invalid weight "six"/],
       [['backend', 'add', VIP, '10.10.0.11'], /backend 10.10.0.11 already exists in VIP 10.100.0.100:80\/tcp/],
-      [['backend', 'add', VIP, '10.20.0.14'], /10.20.0.14 is behind router 10.10.0.1: l2dsr needs the backend on the balancer's own segment/],
+      [
+        ['backend', 'add', VIP, '10.20.0.14'],
+        /10.20.0.14 is behind router 10.10.0.1: l2dsr needs the backend on the balancer's own segment/,
+      ],
       [['backend', 'add', VIP, '10.10.0.2'], /10.10.0.2 is an address of this host/],
       [['backend', 'remove', VIP, '10.10.0.13'], /VIP 10.100.0.100:80\/tcp has no backend 10.10.0.13/],
       [['backend', 'list', OTHER_VIP], /unknown VIP/],
@@ -119,7 +149,10 @@ describe('the daemon and the CLI', () => {
 
   test('runtime changes survive stop and start, on top of the config file', async () => {
     const config = join(lab.runtimeDir, 'lbctl.yaml');
-    await writeFile(config, `interface: eth0\nvips:\n  - vip: ${OTHER_VIP}\n    forward: ipip\n    backends:\n      - address: 10.20.0.14\n      - address: 10.20.0.15\n        weight: 2\n`);
+    await writeFile(
+      config,
+      `interface: eth0\nvips:\n  - vip: ${OTHER_VIP}\n    forward: ipip\n    backends:\n      - address: 10.20.0.14\n      - address: 10.20.0.15\n        weight: 2\n`,
+    );
     await lb.stop();
     await lb.ok(['start', '--config', config, '--state-dir', lb.stateDir]);
     await lb.ok(['backend', 'remove', OTHER_VIP, '10.20.0.14']);
@@ -165,13 +198,19 @@ describe('the daemon and the CLI', () => {
   test('works when started through `ip netns exec` (which hides /sys/fs/bpf)', async () => {
     const r = await lab.exec('client', ['true']); // the lab is up
     assert.equal(r.code, 0);
-    const netnsExec = (args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      import('node:child_process').then(({ execFile }) => {
-        execFile('ip', ['netns', 'exec', lab.ns('lb'), LBCTL, ...args, '--socket', lb.socket], { timeout: 30_000 }, (error, stdout, stderr) => {
-          resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    const netnsExec = (args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+        import('node:child_process').then(({ execFile }) => {
+          execFile(
+            'ip',
+            ['netns', 'exec', lab.ns('lb'), LBCTL, ...args, '--socket', lb.socket],
+            { timeout: 30_000 },
+            (error, stdout, stderr) => {
+              resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
+            },
+          );
         });
       });
-    });
     const started = await netnsExec(['start', '--interface', 'eth0', '--state-dir', lb.stateDir]);
     assert.equal(started.code, 0, started.stderr);
     const status = await netnsExec(['status', '--json']);
@@ -189,7 +228,9 @@ describe('the daemon and the CLI', () => {
         env: { ...process.env, LBCTL_SOCKET: lb.socket },
       });
       let output = '';
-      daemon.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+      daemon.stdout!.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+      });
       const deadline = Date.now() + 10_000;
       while (!output.includes('lbctl daemon started') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const status = await lab.exec('lb', ['env', `LBCTL_SOCKET=${lb.socket}`, LBCTL, 'status', '--json']);
@@ -198,7 +239,10 @@ describe('the daemon and the CLI', () => {
       const exited = new Promise<number | null>((resolve) => daemon.once('exit', (code) => resolve(code)));
       daemon.kill(signal);
       assert.equal(await exited, 0);
-      const messages = output.split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { msg: string }).msg);
+      const messages = output
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => (JSON.parse(l) as { msg: string }).msg);
       assert.equal(messages.filter((m) => /^lbctl daemon st/.test(m)).length, 2, 'started and stopped, as JSON lines');
       return JSON.parse((await lab.exec('lb', ['ip', '-j', 'link', 'show', 'eth0'])).stdout)[0] as { xdp?: { prog?: { id: number } } };
     };

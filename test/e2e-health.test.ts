@@ -61,13 +61,31 @@ describe('health checks in the lab', () => {
 
   test('a stopped HTTP server leaves the table within fall x interval + interval; back within rise x interval', async (t) => {
     const vip = `${LAB.vips[0]}:80/tcp`;
-    await lb.ok(['vip', 'add', vip, '--check', 'http:/', '--check-interval', `${INTERVAL_MS}ms`, '--check-timeout', '300ms', '--rise', String(RISE), '--fall', String(FALL)]);
+    await lb.ok([
+      'vip',
+      'add',
+      vip,
+      '--check',
+      'http:/',
+      '--check-interval',
+      `${INTERVAL_MS}ms`,
+      '--check-timeout',
+      '300ms',
+      '--rise',
+      String(RISE),
+      '--fall',
+      String(FALL),
+    ]);
     for (const address of ['10.10.0.11', '10.10.0.12', '10.10.0.13']) await lb.ok(['backend', 'add', vip, address]);
     for (const address of ['10.10.0.11', '10.10.0.12', '10.10.0.13']) await waitHealth(vip, address, 'up');
 
-    const loop = lab.spawn('client', [process.execPath, REQUEST_LOOP, `http://${LAB.vips[0]}/`, '9000', '5', '4'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const loop = lab.spawn('client', [process.execPath, REQUEST_LOOP, `http://${LAB.vips[0]}/`, '9000', '5', '4'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
-    loop.stdout!.on('data', (chunk: Buffer) => { out += chunk.toString(); });
+    loop.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
     const finished = new Promise((resolve) => loop.once('exit', resolve));
 
     await sleep(1000);
@@ -76,8 +94,10 @@ describe('health checks in the lab', () => {
     assert.equal(stop.code, 0, stop.stderr);
     const down = await waitHealth(vip, '10.10.0.12', 'down');
     const downBound = FALL * INTERVAL_MS + INTERVAL_MS;
-    assert.ok(Date.parse(down.health!.since) - stoppedAt <= downBound + SLACK_MS,
-      `down ${Date.parse(down.health!.since) - stoppedAt} ms after the server stopped (bound ${downBound} ms)`);
+    assert.ok(
+      Date.parse(down.health!.since) - stoppedAt <= downBound + SLACK_MS,
+      `down ${Date.parse(down.health!.since) - stoppedAt} ms after the server stopped (bound ${downBound} ms)`,
+    );
     assert.equal(down.state, 'down');
     assert.equal(down.slots, 0, 'out of the Maglev table');
     assert.match(down.health!.lastError ?? '', /refused/);
@@ -92,8 +112,10 @@ describe('health checks in the lab', () => {
     const startedAt = Date.now();
     const up = await waitHealth(vip, '10.10.0.12', 'up');
     const upBound = RISE * INTERVAL_MS;
-    assert.ok(Date.parse(up.health!.since) - startedAt <= upBound + SLACK_MS,
-      `up ${Date.parse(up.health!.since) - startedAt} ms after the server started (bound ${upBound} ms)`);
+    assert.ok(
+      Date.parse(up.health!.since) - startedAt <= upBound + SLACK_MS,
+      `up ${Date.parse(up.health!.since) - startedAt} ms after the server started (bound ${upBound} ms)`,
+    );
     assert.ok(up.slots > 0, 'back in the table');
 
     await finished;
@@ -101,16 +123,32 @@ describe('health checks in the lab', () => {
     const lateFailures = report.failures.filter((f) => Date.parse(f.split(' ')[0]!) > stoppedAt + downBound + SLACK_MS);
     assert.deepEqual(lateFailures, [], 'no request fails once the bound has passed');
     const be2Answers = report.answers.filter(([, backend]) => backend === 'be2').map(([at]) => at);
-    assert.ok(be2Answers.some((at) => at > Date.parse(up.health!.since)), 'be2 answers new connections again');
-    t.diagnostic(`down ${Date.parse(down.health!.since) - stoppedAt} ms after the stop (bound ${downBound}), up ${Date.parse(up.health!.since) - startedAt} ms after the start (bound ${upBound}); ` +
-      `${report.answered} answers; ${report.failures.length} refused, the last ${Math.max(0, ...report.failures.map((f) => Date.parse(f.split(' ')[0]!) - stoppedAt))} ms after the stop`);
+    assert.ok(
+      be2Answers.some((at) => at > Date.parse(up.health!.since)),
+      'be2 answers new connections again',
+    );
+    t.diagnostic(
+      `down ${Date.parse(down.health!.since) - stoppedAt} ms after the stop (bound ${downBound}), up ${Date.parse(up.health!.since) - startedAt} ms after the start (bound ${upBound}); ` +
+        `${report.answered} answers; ${report.failures.length} refused, the last ${Math.max(0, ...report.failures.map((f) => Date.parse(f.split(' ')[0]!) - stoppedAt))} ms after the stop`,
+    );
     assert.ok(report.answered > 500, `the loop ran under load (${report.answered} answers, ${report.failures.length} failures)`);
 
     const log = await readFile(join(lb.stateDir, 'lbctl.log'), 'utf8');
     const transitions = log.split('\n').filter((l) => l.includes('"backend":"10.10.0.12"') && l.includes('"to":'));
-    assert.ok(transitions.some((l) => l.includes('"to":"down"') && /refused/.test(l)), `a down transition with its reason is logged:\n${transitions.join('\n')}`);
-    assert.ok(transitions.some((l) => l.includes('"to":"up"')), 'the way back up is logged');
-    assert.ok(log.split('\n').some((l) => l.includes('backend taken out of the table') && l.includes('"trackedFlowsMoved"') && l.includes('"activeFlowsMoved"')), 'the table change says how many tracked flows (and live connections) move');
+    assert.ok(
+      transitions.some((l) => l.includes('"to":"down"') && /refused/.test(l)),
+      `a down transition with its reason is logged:\n${transitions.join('\n')}`,
+    );
+    assert.ok(
+      transitions.some((l) => l.includes('"to":"up"')),
+      'the way back up is logged',
+    );
+    assert.ok(
+      log
+        .split('\n')
+        .some((l) => l.includes('backend taken out of the table') && l.includes('"trackedFlowsMoved"') && l.includes('"activeFlowsMoved"')),
+      'the table change says how many tracked flows (and live connections) move',
+    );
 
     const list = await lb.ok(['backend', 'list', vip]);
     assert.match(list, /HEALTH/);
@@ -130,7 +168,12 @@ describe('health checks in the lab', () => {
       await waitHealth(vip, '10.10.0.11', 'up');
       const broken = await waitHealth(vip, '10.10.0.13', 'down');
       assert.equal(broken.health!.lastError, `backend 10.10.0.13 does not accept traffic for VIP ${vipAddress}: add it to lo`);
-      assert.match(await lb.ok(['backend', 'list', vip]), new RegExp(`10\\.10\\.0\\.13: down since .*: backend 10\\.10\\.0\\.13 does not accept traffic for VIP ${vipAddress.replaceAll('.', '\\.')}: add it to lo`));
+      assert.match(
+        await lb.ok(['backend', 'list', vip]),
+        new RegExp(
+          `10\\.10\\.0\\.13: down since .*: backend 10\\.10\\.0\\.13 does not accept traffic for VIP ${vipAddress.replaceAll('.', '\\.')}: add it to lo`,
+        ),
+      );
     } finally {
       await lab.exec('be3', ['ip', 'address', 'add', `${vipAddress}/32`, 'dev', 'lo']);
     }
@@ -138,7 +181,7 @@ describe('health checks in the lab', () => {
     await lb.ok(['vip', 'remove', vip]);
   });
 
-  test('the DSR-path check across families (IPv6 VIP, IPv4 backends: 6-in-4) sends from the balancer\'s IPv6 address and names a backend without the VIP on lo', async () => {
+  test("the DSR-path check across families (IPv6 VIP, IPv4 backends: 6-in-4) sends from the balancer's IPv6 address and names a backend without the VIP on lo", async () => {
     // The daemon must pick the inner source of the VIP's family and the outer one of the backend's:
     // with either wrong, the healthy backend would never come up.
     const vipAddress = LAB.vips6[1]!;
@@ -146,7 +189,18 @@ describe('health checks in the lab', () => {
     const removed = await lab.exec('be5', ['ip', 'address', 'del', `${vipAddress}/128`, 'dev', 'lo']);
     assert.equal(removed.code, 0, removed.stderr);
     try {
-      await lb.ok(['vip', 'add', vip, '--forward', 'ipip', '--check-dsr', '--check-interval', `${INTERVAL_MS}ms`, '--check-timeout', '300ms']);
+      await lb.ok([
+        'vip',
+        'add',
+        vip,
+        '--forward',
+        'ipip',
+        '--check-dsr',
+        '--check-interval',
+        `${INTERVAL_MS}ms`,
+        '--check-timeout',
+        '300ms',
+      ]);
       await lb.ok(['backend', 'add', vip, '10.20.0.14']);
       await lb.ok(['backend', 'add', vip, '10.20.0.15']);
       await waitHealth(vip, '10.20.0.14', 'up');
@@ -166,7 +220,18 @@ describe('health checks in the lab', () => {
     const vipAddress = LAB.vips[2]!;
     const vip = `${vipAddress}:80/tcp`;
     const client = `${LAB.client}:40000`;
-    const checkArgs = ['--check', 'tcp', '--check-port', '9', '--check-interval', `${INTERVAL_MS}ms`, '--check-timeout', '300ms', '--fall', '1'];
+    const checkArgs = [
+      '--check',
+      'tcp',
+      '--check-port',
+      '9',
+      '--check-interval',
+      `${INTERVAL_MS}ms`,
+      '--check-timeout',
+      '300ms',
+      '--fall',
+      '1',
+    ];
 
     await lb.ok(['vip', 'add', vip, ...checkArgs]);
     await lb.ok(['backend', 'add', vip, '10.10.0.11']);
@@ -185,7 +250,11 @@ describe('health checks in the lab', () => {
     assert.equal(kept.onAllDown, 'keep');
     const [only] = await backends(vip);
     assert.equal(only!.keptWhileAllDown, true);
-    assert.equal((await lb.json<ExplainResult>(['explain', client, vip])).backend, '10.10.0.11', 'keep: the down backend still takes flows');
+    assert.equal(
+      (await lb.json<ExplainResult>(['explain', client, vip])).backend,
+      '10.10.0.11',
+      'keep: the down backend still takes flows',
+    );
     assert.match(await lb.ok(['vip', 'list']), /every backend fails its check: still sending to the last healthy ones/);
 
     await lb.ok(['vip', 'remove', vip]);

@@ -58,15 +58,27 @@ function labWithBalancer(options: Parameters<typeof Lab.up>[0] = {}) {
  * printed. Waits for tcpdump to listen first; bounded by `during` itself.
  */
 async function capture(lab: Lab, role: string, iface: string, filter: string, during: () => Promise<unknown>): Promise<string[]> {
-  const child: ChildProcess = lab.spawn(role, ['tcpdump', '--immediate-mode', '-i', iface, '-n', '-l', filter], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = lab.spawn(role, ['tcpdump', '--immediate-mode', '-i', iface, '-n', '-l', filter], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise((resolve) => child.once('exit', resolve));
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('tcpdump did not start listening within 5 s')), 5000);
-      child.stderr!.on('data', (d: Buffer) => { if (d.toString().includes('listening on')) { clearTimeout(timer); resolve(); } });
-      child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`tcpdump exited (${code})`)); });
+      child.stderr!.on('data', (d: Buffer) => {
+        if (d.toString().includes('listening on')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`tcpdump exited (${code})`));
+      });
     });
     await during();
     await new Promise((resolve) => setTimeout(resolve, 200)); // the last frames reach tcpdump
@@ -78,25 +90,43 @@ async function capture(lab: Lab, role: string, iface: string, filter: string, du
 }
 
 /** Asserts no connection failed, every answer came from the backend Maglev names for it and saw the client's own address; returns answers per backend. */
-function checkAnswers(result: LoadResult, vip: string, backends: readonly string[], client: string, diagnostic: (s: string) => void): Map<string, number> {
+function checkAnswers(
+  result: LoadResult,
+  vip: string,
+  backends: readonly string[],
+  client: string,
+  diagnostic: (s: string) => void,
+): Map<string, number> {
   assert.deepEqual(result.failures, [], 'every connection succeeded');
   assert.equal(result.answers.length, CONNECTIONS);
-  const predict = backendPredictor(backends.map((address) => ({ address, weight: 1 })), client, vip);
+  const predict = backendPredictor(
+    backends.map((address) => ({ address, weight: 1 })),
+    client,
+    vip,
+  );
   const counts = new Map<string, number>(backends.map((b) => [nameOf(b), 0]));
   for (const answer of result.answers) {
     assert.equal(answer.client, client, "the backend saw the client's own address");
-    assert.equal(answer.backend, nameOf(predict(answer.port)), `connection from port ${answer.port} reached the backend its Maglev slot names`);
+    assert.equal(
+      answer.backend,
+      nameOf(predict(answer.port)),
+      `connection from port ${answer.port} reached the backend its Maglev slot names`,
+    );
     counts.set(answer.backend, (counts.get(answer.backend) ?? 0) + 1);
   }
   diagnostic(`${vip}: ${[...counts].map(([name, n]) => `${name} ${n}`).join(', ')}`);
-  assert.deepEqual([...counts].filter(([, n]) => n === 0), [], 'every backend answered');
+  assert.deepEqual(
+    [...counts].filter(([, n]) => n === 0),
+    [],
+    'every backend answered',
+  );
   return counts;
 }
 
 describe('IPv6 through the balancer', () => {
   const ctx = labWithBalancer();
 
-  test('the daemon has a tunnel source of each family: the balancer\'s own addresses', async () => {
+  test("the daemon has a tunnel source of each family: the balancer's own addresses", async () => {
     const status = await ctx.lb.json<StatusResult>(['status']);
     assert.deepEqual([...status.tunnelSources].sort(), [LAB.balancer, LAB.balancer6].sort());
   });
@@ -107,7 +137,10 @@ describe('IPv6 through the balancer', () => {
     await ctx.lb.ok(['vip', 'add', key(vip), '--forward', 'l2dsr']);
     for (const b of backends) await ctx.lb.ok(['backend', 'add', key(vip), b]);
     const list = await ctx.lb.json<BackendSummary[]>(['backend', 'list', key(vip)]);
-    assert.deepEqual(list.map((b) => [b.address, b.state, b.forward, b.nextHop]), backends.map((b) => [b, 'active', 'l2dsr', b]));
+    assert.deepEqual(
+      list.map((b) => [b.address, b.state, b.forward, b.nextHop]),
+      backends.map((b) => [b, 'active', 'l2dsr', b]),
+    );
 
     const result = await ctx.lb.httpFromClient(url(vip), CONNECTIONS);
     checkAnswers(result, vip, backends, LAB.client6, (s) => t.diagnostic(s));
@@ -115,7 +148,11 @@ describe('IPv6 through the balancer', () => {
     for (const b of L2DSR) {
       const lines = (await ctx.lab.backendAccessLog(b.name)).filter((l) => l.includes(` [${vip}]:80 `) || l.includes(` ${vip}:80 `));
       assert.ok(lines.length > 0, `${b.name} logged no request to ${vip}`);
-      assert.deepEqual(lines.filter((l) => l.split(' ')[0] !== LAB.client6), [], `${b.name} logged another client`);
+      assert.deepEqual(
+        lines.filter((l) => l.split(' ')[0] !== LAB.client6),
+        [],
+        `${b.name} logged another client`,
+      );
     }
     // And with curl -6, the client everyone uses.
     const curl = await ctx.lab.exec('client', ['curl', '-6', '-sS', '--max-time', '5', url(vip)]);
@@ -129,7 +166,11 @@ describe('IPv6 through the balancer', () => {
     await ctx.lb.ok(['vip', 'add', key(vip), '--forward', 'ipip']);
     for (const b of backends) await ctx.lb.ok(['backend', 'add', key(vip), b]);
     const list = await ctx.lb.json<BackendSummary[]>(['backend', 'list', key(vip)]);
-    assert.deepEqual(list.map((b) => [b.address, b.forward, b.nextHop]), backends.map((b) => [b, 'ipip', LAB.router.front6]), 'next hop: the router');
+    assert.deepEqual(
+      list.map((b) => [b.address, b.forward, b.nextHop]),
+      backends.map((b) => [b, 'ipip', LAB.router.front6]),
+      'next hop: the router',
+    );
 
     let result: LoadResult | undefined;
     // On the router: on be4/be5 xdp_decap unwraps packets before a capture there sees them.
@@ -139,13 +180,31 @@ describe('IPv6 through the balancer', () => {
     checkAnswers(result!, vip, backends, LAB.client6, (s) => t.diagnostic(s));
     const outer = new RegExp(`^\\S+ IP6 ${LAB.balancer6} > (${backends.join('|')}): IP6 ${LAB.client6}\\.\\d+ > ${vip}\\.80: `);
     assert.ok(seen.length >= CONNECTIONS, `captured ${seen.length} IPv6-in-IPv6 packets`);
-    assert.deepEqual(seen.filter((l) => !outer.test(l)), [], 'every tunnelled packet: outer balancer -> backend, inner client -> VIP');
+    assert.deepEqual(
+      seen.filter((l) => !outer.test(l)),
+      [],
+      'every tunnelled packet: outer balancer -> backend, inner client -> VIP',
+    );
   });
 
   test('across families: an IPv4 VIP with IPv6 backends (4-in-6), an IPv6 VIP with IPv4 backends (6-in-4)', async (t) => {
     const cases = [
-      { vip: LAB.vips[2]!, backends: REMOTE.map((b) => b.address6), client: LAB.client, filter: 'ip6 proto 4', outer: `IP6 ${LAB.balancer6}`, inner: `IP ${LAB.client}` },
-      { vip: LAB.vips6[2]!, backends: REMOTE.map((b) => b.address), client: LAB.client6, filter: 'ip proto 41', outer: `IP ${LAB.balancer}`, inner: `IP6 ${LAB.client6}` },
+      {
+        vip: LAB.vips[2]!,
+        backends: REMOTE.map((b) => b.address6),
+        client: LAB.client,
+        filter: 'ip6 proto 4',
+        outer: `IP6 ${LAB.balancer6}`,
+        inner: `IP ${LAB.client}`,
+      },
+      {
+        vip: LAB.vips6[2]!,
+        backends: REMOTE.map((b) => b.address),
+        client: LAB.client6,
+        filter: 'ip proto 41',
+        outer: `IP ${LAB.balancer}`,
+        inner: `IP6 ${LAB.client6}`,
+      },
     ];
     for (const c of cases) {
       // Without ipip the control plane refuses a backend of the other family.
@@ -160,9 +219,15 @@ describe('IPv6 through the balancer', () => {
         result = await ctx.lb.httpFromClient(url(c.vip), CONNECTIONS);
       });
       checkAnswers(result!, c.vip, c.backends, c.client, (s) => t.diagnostic(s));
-      const outer = new RegExp(`^\\S+ ${c.outer.replace(/\./g, '\\.')} > (${c.backends.join('|').replace(/\./g, '\\.')}): ${c.inner.replace(/\./g, '\\.')}\\.\\d+ > ${c.vip.replace(/\./g, '\\.')}\\.80: `);
+      const outer = new RegExp(
+        `^\\S+ ${c.outer.replace(/\./g, '\\.')} > (${c.backends.join('|').replace(/\./g, '\\.')}): ${c.inner.replace(/\./g, '\\.')}\\.\\d+ > ${c.vip.replace(/\./g, '\\.')}\\.80: `,
+      );
       assert.ok(seen.length >= CONNECTIONS, `${c.vip}: captured ${seen.length} tunnelled packets`);
-      assert.deepEqual(seen.filter((l) => !outer.test(l)), [], `${c.vip}: every packet tunnelled as ${c.filter}`);
+      assert.deepEqual(
+        seen.filter((l) => !outer.test(l)),
+        [],
+        `${c.vip}: every packet tunnelled as ${c.filter}`,
+      );
     }
   });
 
@@ -174,7 +239,10 @@ describe('IPv6 through the balancer', () => {
       const v = stats.vips.find((x) => x.vip === key(vip));
       assert.ok(v, `${key(vip)} in stats`);
       assert.ok(BigInt(v.newFlows) >= BigInt(CONNECTIONS), `${key(vip)}: ${v.newFlows} new flows`);
-      assert.ok(v.backends.every((b) => BigInt(b.packets) > 0n), `${key(vip)}: every backend got packets`);
+      assert.ok(
+        v.backends.every((b) => BigInt(b.packets) > 0n),
+        `${key(vip)}: every backend got packets`,
+      );
     }
   });
 });
@@ -217,10 +285,25 @@ describe('path MTU discovery through the balancer (every link 1500: no room for 
       const before = await tooBigReplied();
 
       const file = `pmtu-${c.vip.replace(/[.:]/g, '-')}`;
-      const r = await ctx.lab.exec('client', [
-        'curl', '-sS', '--max-time', '20', '-T', bodyFile, '-o', '/dev/null', '-D', '-', '-w', 'status=%{http_code} sent=%{size_upload}\n',
-        url(c.vip, `/upload/${file}`),
-      ], { timeoutMs: 30_000 });
+      const r = await ctx.lab.exec(
+        'client',
+        [
+          'curl',
+          '-sS',
+          '--max-time',
+          '20',
+          '-T',
+          bodyFile,
+          '-o',
+          '/dev/null',
+          '-D',
+          '-',
+          '-w',
+          'status=%{http_code} sent=%{size_upload}\n',
+          url(c.vip, `/upload/${file}`),
+        ],
+        { timeoutMs: 30_000 },
+      );
       assert.equal(r.code, 0, `curl: ${r.stderr}`);
       assert.match(r.stdout, new RegExp(`status=201 sent=${BODY.length}\n$`));
       const backend = /^X-Backend: (\S+)\r?$/im.exec(r.stdout)?.[1];
@@ -231,7 +314,9 @@ describe('path MTU discovery through the balancer (every link 1500: no room for 
 
       const replied = (await tooBigReplied()) - before;
       const pmtu = await learnedMtu(c.vip);
-      t.diagnostic(`${c.name}: ${backend} stored ${stored.length} bytes; too_big_replied +${replied}; client's path MTU to ${c.vip}: ${pmtu}`);
+      t.diagnostic(
+        `${c.name}: ${backend} stored ${stored.length} bytes; too_big_replied +${replied}; client's path MTU to ${c.vip}: ${pmtu}`,
+      );
       assert.ok(replied > 0n, 'the balancer answered too-big packets with ICMP');
       assert.equal(pmtu, c.pmtu, `the client's route cache for ${c.vip}`);
     });

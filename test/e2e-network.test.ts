@@ -88,17 +88,27 @@ describe('following the network', () => {
     await lb.ok(['backend', 'add', vip, '10.20.0.14']);
 
     // On the router: on be4 itself xdp_decap unwraps packets before any capture sees them.
-    const capture = lab.spawn('router', ['tcpdump', '--immediate-mode', '-i', 'eth1', '-n', '-l', 'ip proto 4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const capture = lab.spawn('router', ['tcpdump', '--immediate-mode', '-i', 'eth1', '-n', '-l', 'ip proto 4'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let seen = '';
-    capture.stdout!.on('data', (chunk: Buffer) => { seen += chunk.toString(); });
-    capture.stderr!.on('data', (chunk: Buffer) => { seen += chunk.toString(); });
+    capture.stdout!.on('data', (chunk: Buffer) => {
+      seen += chunk.toString();
+    });
+    capture.stderr!.on('data', (chunk: Buffer) => {
+      seen += chunk.toString();
+    });
     await new Promise((r) => setTimeout(r, 400));
     const result = await lb.httpFromClient(`http://${LAB.vips[1]}/`, 10, 2);
     const exited = new Promise((r) => capture.once('exit', r));
     capture.kill('SIGINT');
     await exited;
     assert.deepEqual(result.failures, []);
-    assert.match(seen, /IP 10\.10\.0\.200 > 10\.20\.0\.14: IP 10\.10\.0\.10\.\d+ > 10\.100\.0\.101\.80/, 'outer source is the tunnel source');
+    assert.match(
+      seen,
+      /IP 10\.10\.0\.200 > 10\.20\.0\.14: IP 10\.10\.0\.10\.\d+ > 10\.100\.0\.101\.80/,
+      'outer source is the tunnel source',
+    );
 
     const lbctlOn = (role: string, args: string[]) => lab.exec(role, [LBCTL, ...args]);
     const detached = await lbctlOn('be4', ['decap', 'detach', '--interface', 'eth0']);

@@ -5,7 +5,7 @@
  * stats and lbctl top, and the daemon under systemd's readiness protocol.
  */
 import assert from 'node:assert/strict';
-import { ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -49,7 +49,8 @@ describe('observability in the lab', () => {
     lb = new LabBalancer(lab);
     await lb.start(['--metrics-address', METRICS]);
     await lb.ok(['vip', 'add', VIP]);
-    for (const address of BACKENDS) await lb.ok(['backend', 'add', VIP, address, ...(address.startsWith('10.20.') ? ['--forward', 'ipip'] : [])]);
+    for (const address of BACKENDS)
+      await lb.ok(['backend', 'add', VIP, address, ...(address.startsWith('10.20.') ? ['--forward', 'ipip'] : [])]);
     const load = await lb.httpFromClient(`http://${LAB.vips[0]}/`, CONNECTIONS, 8);
     assert.deepEqual(load.failures, []);
     answersByBackend = new Map(BACKENDS.map((a) => [a, load.answers.filter((x) => x.backend === nameOf(a)).length]));
@@ -80,8 +81,14 @@ describe('observability in the lab', () => {
     }
     assert.equal(newFlows, CONNECTIONS);
     assert.equal(samples.get(`lbctl_vip_new_flows_total{vip="${VIP}"}`), CONNECTIONS);
-    assert.equal(samples.get(`lbctl_vip_packets_total{vip="${VIP}"}`), BACKENDS.reduce((sum, a) => sum + samples.get(`lbctl_backend_packets_total${label(a)}`)!, 0));
-    assert.ok(samples.get('lbctl_packets_not_balanced_total{reason="not_vip",fate="passed"}')! > 0, 'the scrape itself is a packet for no VIP');
+    assert.equal(
+      samples.get(`lbctl_vip_packets_total{vip="${VIP}"}`),
+      BACKENDS.reduce((sum, a) => sum + samples.get(`lbctl_backend_packets_total${label(a)}`)!, 0),
+    );
+    assert.ok(
+      samples.get('lbctl_packets_not_balanced_total{reason="not_vip",fate="passed"}')! > 0,
+      'the scrape itself is a packet for no VIP',
+    );
     assert.ok(samples.get('lbctl_reconcile_duration_seconds_count')! >= 4, 'every change was a reconcile');
     assert.ok(samples.get('lbctl_maglev_tables_built_total')! >= 3);
     assert.equal(samples.get('lbctl_kill_switch_engaged'), 0);
@@ -124,24 +131,43 @@ describe('observability in the lab', () => {
     const profile = join(lab.runtimeDir, 'chromium');
     // Traffic while the page refreshes, so that rates are not zero.
     const traffic = lb.httpFromClient(`http://${LAB.vips[0]}/`, 200, 2);
-    const chromium = (mode: string[]) => lab.exec('client', [
-      'chromium', '--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', `--user-data-dir=${profile}`,
-      '--window-size=1100,820', '--virtual-time-budget=6000', ...mode, `http://${METRICS}/`,
-    ], { timeoutMs: 90_000 });
+    const chromium = (mode: string[]) =>
+      lab.exec(
+        'client',
+        [
+          'chromium',
+          '--headless',
+          '--no-sandbox',
+          '--disable-gpu',
+          '--hide-scrollbars',
+          `--user-data-dir=${profile}`,
+          '--window-size=1100,820',
+          '--virtual-time-budget=6000',
+          ...mode,
+          `http://${METRICS}/`,
+        ],
+        { timeoutMs: 90_000 },
+      );
     const dom = await chromium(['--dump-dom']);
     assert.equal(dom.code, 0, dom.stderr);
     const shot = await chromium([`--screenshot=${screenshot}`]);
     assert.equal(shot.code, 0, shot.stderr);
     await traffic;
 
-    for (const address of BACKENDS) assert.match(dom.stdout, new RegExp(`<td>${address.replaceAll('.', '\\.')}</td><td class="active">active</td><td class="up">up</td>`));
+    for (const address of BACKENDS)
+      assert.match(
+        dom.stdout,
+        new RegExp(`<td>${address.replaceAll('.', '\\.')}</td><td class="active">active</td><td class="up">up</td>`),
+      );
     assert.match(dom.stdout, new RegExp(`<h2>${VIP.replaceAll('.', '\\.')}</h2>`));
     assert.match(dom.stdout, /33\.3 %/, 'shares');
     assert.match(dom.stdout, /\d+(\.\d)? k?pps/, 'rates after the first refresh');
     assert.match(dom.stdout, /kill-switch armed/);
     const png = readFileSync(screenshot);
     assert.equal(png.subarray(1, 4).toString(), 'PNG');
-    t.diagnostic(`status page screenshot: ${screenshot} (${png.readUInt32BE(16)}x${png.readUInt32BE(20)}, ${statSync(screenshot).size} bytes)`);
+    t.diagnostic(
+      `status page screenshot: ${screenshot} (${png.readUInt32BE(16)}x${png.readUInt32BE(20)}, ${statSync(screenshot).size} bytes)`,
+    );
   });
 
   test('lbctl top draws a live table in a terminal and quits on q; without a terminal it prints frames', async () => {
@@ -154,9 +180,14 @@ describe('observability in the lab', () => {
 
     // `script` gives lbctl top a pseudo-terminal, as an SSH session would.
     const command = `${LBCTL} top --interval 200ms --socket ${lb.socket}`;
-    const child: ChildProcess = lab.spawn('lb', ['script', '-qfec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TERM: 'xterm', COLUMNS: '120', LINES: '40' } });
+    const child: ChildProcess = lab.spawn('lb', ['script', '-qfec', command, '/dev/null'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, TERM: 'xterm', COLUMNS: '120', LINES: '40' },
+    });
     let screen = '';
-    child.stdout!.on('data', (chunk: Buffer) => { screen += chunk.toString(); });
+    child.stdout!.on('data', (chunk: Buffer) => {
+      screen += chunk.toString();
+    });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const deadline = Date.now() + 15_000;
     while (!screen.includes('10.10.0.12') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -173,21 +204,41 @@ describe('observability in the lab', () => {
     const receiver = spawn('socat', ['-u', `UNIX-RECV:${notify}`, 'STDOUT'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let received = '';
     let pinDir: string | undefined;
-    receiver.stdout!.on('data', (chunk: Buffer) => { received += `${chunk.toString()}\n`; });
+    receiver.stdout!.on('data', (chunk: Buffer) => {
+      received += `${chunk.toString()}\n`;
+    });
     try {
       while (!statSync(notify, { throwIfNoEntry: false })) await new Promise((r) => setTimeout(r, 20));
       const socket = join(lab.runtimeDir, 'systemd.sock');
       // Another interface of the lab's balancer namespace would do; eth0 is taken by the other daemon.
       await lab.exec('lb', ['ip', 'link', 'add', 'sd0', 'type', 'veth', 'peer', 'name', 'sd1']);
-      const daemon = lab.spawn('lb', [LBCTL, 'start', '--interface', 'sd0', '--xdp-mode', 'generic', '--socket', socket, '--state-dir', join(lab.runtimeDir, 'systemd-state')], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, NOTIFY_SOCKET: notify, INVOCATION_ID: '0123456789abcdef' },
-      });
+      const daemon = lab.spawn(
+        'lb',
+        [
+          LBCTL,
+          'start',
+          '--interface',
+          'sd0',
+          '--xdp-mode',
+          'generic',
+          '--socket',
+          socket,
+          '--state-dir',
+          join(lab.runtimeDir, 'systemd-state'),
+        ],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, NOTIFY_SOCKET: notify, INVOCATION_ID: '0123456789abcdef' },
+        },
+      );
       let output = '';
-      daemon.stdout!.on('data', (c: Buffer) => { output += c.toString(); });
+      daemon.stdout!.on('data', (c: Buffer) => {
+        output += c.toString();
+      });
       const exited = new Promise<number | null>((resolve) => daemon.once('exit', (code) => resolve(code)));
       const deadline = Date.now() + 20_000;
-      while (!received.includes('READY=1') && Date.now() < deadline && daemon.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+      while (!received.includes('READY=1') && Date.now() < deadline && daemon.exitCode === null)
+        await new Promise((r) => setTimeout(r, 50));
       assert.match(received, /READY=1\nSTATUS=balancing on sd0\nMAINPID=\d+/, `notified: ${received} / ${output}`);
       const status = JSON.parse((await lab.exec('lb', [LBCTL, 'status', '--json', '--socket', socket])).stdout) as StatusResult;
       assert.equal(status.pid, daemon.pid, 'the process systemd started is the daemon (no fork)');

@@ -38,13 +38,17 @@ describe('restarts and the kill-switch', () => {
   let lab: Lab;
   let lb: LabBalancer;
   let config: string;
-  const start = (extra: string[] = []) => lb.ok(['start', '--config', config, '--state-dir', lb.stateDir, '--kill-switch-timeout', '10s', ...extra]);
+  const start = (extra: string[] = []) =>
+    lb.ok(['start', '--config', config, '--state-dir', lb.stateDir, '--kill-switch-timeout', '10s', ...extra]);
 
   before(async () => {
     lab = await Lab.up();
     lb = new LabBalancer(lab);
     config = join(lab.runtimeDir, 'lbctl.yaml');
-    await writeFile(config, `interface: eth0\nvips:\n  - vip: ${VIP}\n    backends:\n      - address: 10.10.0.11\n      - address: 10.10.0.12\n      - address: 10.10.0.13\n`);
+    await writeFile(
+      config,
+      `interface: eth0\nvips:\n  - vip: ${VIP}\n    backends:\n      - address: 10.10.0.11\n      - address: 10.10.0.12\n      - address: 10.10.0.13\n`,
+    );
     await start();
     await lb.ok(['backend', 'add', VIP, '10.20.0.14', '--forward', 'ipip']);
   });
@@ -55,14 +59,22 @@ describe('restarts and the kill-switch', () => {
   });
 
   test('SIGTERM, SIGKILL and lbctl restart under traffic: no failed request, no reset connection', async (t) => {
-    const longLived = lab.spawn('client', [process.execPath, LONG_LIVED, LAB.vips[0], '80', '30', '14000', '100'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const longLived = lab.spawn('client', [process.execPath, LONG_LIVED, LAB.vips[0], '80', '30', '14000', '100'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const loop = lab.spawn('client', [process.execPath, REQUEST_LOOP, URL, '14000', '20'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let longOut = '';
     let loopOut = '';
     let progress = '';
-    longLived.stdout!.on('data', (c: Buffer) => { longOut += c.toString(); });
-    longLived.stderr!.on('data', (c: Buffer) => { progress += c.toString(); });
-    loop.stdout!.on('data', (c: Buffer) => { loopOut += c.toString(); });
+    longLived.stdout!.on('data', (c: Buffer) => {
+      longOut += c.toString();
+    });
+    longLived.stderr!.on('data', (c: Buffer) => {
+      progress += c.toString();
+    });
+    loop.stdout!.on('data', (c: Buffer) => {
+      loopOut += c.toString();
+    });
     const done = Promise.all([longLived, loop].map((child) => new Promise((resolve) => child.once('exit', resolve))));
     while (!progress.includes('open')) await new Promise((r) => setTimeout(r, 50));
 
@@ -93,7 +105,9 @@ describe('restarts and the kill-switch', () => {
     await done;
     const reports = JSON.parse(longOut) as ConnectionReport[];
     const { answered, failures } = JSON.parse(loopOut) as { answered: number; failures: string[] };
-    t.diagnostic(`request loop: ${answered} answered, ${failures.length} failed; long-lived: ${reports.map((r) => r.sent).reduce((a, b) => a + b, 0)} messages`);
+    t.diagnostic(
+      `request loop: ${answered} answered, ${failures.length} failed; long-lived: ${reports.map((r) => r.sent).reduce((a, b) => a + b, 0)} messages`,
+    );
     assert.deepEqual(failures, [], 'no request failed');
     assert.ok(answered > 100, `the loop kept going (${answered})`);
     for (const r of reports) {
@@ -101,7 +115,11 @@ describe('restarts and the kill-switch', () => {
       assert.equal(r.answered, r.sent);
     }
     const backends = await lb.json<BackendSummary[]>(['backend', 'list', VIP]);
-    assert.deepEqual(backends.map((b) => b.address), ['10.10.0.11', '10.10.0.12', '10.10.0.13', '10.20.0.14'], 'runtime changes survived');
+    assert.deepEqual(
+      backends.map((b) => b.address),
+      ['10.10.0.11', '10.10.0.12', '10.10.0.13', '10.20.0.14'],
+      'runtime changes survived',
+    );
   });
 
   test('killed for good, the data plane fails open at the deadline; a new daemon resumes', async () => {
@@ -115,7 +133,10 @@ describe('restarts and the kill-switch', () => {
     const killedAt = Date.now();
     await waitGone(pid);
     const before = await lb.httpFromClient(URL, 5, 1);
-    assert.ok(Date.now() - killedAt < timeoutMs * 0.75, `the requests ran before the deadline (${Date.now() - killedAt} ms after the kill)`);
+    assert.ok(
+      Date.now() - killedAt < timeoutMs * 0.75,
+      `the requests ran before the deadline (${Date.now() - killedAt} ms after the kill)`,
+    );
     assert.deepEqual(before.failures, [], 'forwarding goes on until the deadline');
     await new Promise((r) => setTimeout(r, killedAt + timeoutMs + 500 - Date.now()));
     const afterDeadline = await lb.httpFromClient(URL, 3, 3);
@@ -147,11 +168,18 @@ describe('restarts and the kill-switch', () => {
     assert.equal(bad.stderr, `lbctl: ${config}:6:17: vips[0].backends[0].weight: invalid weight "0": must be an integer from 1 to 65535\n`);
     assert.equal((await lb.json<BackendSummary[]>(['backend', 'list', VIP])).length, 4, 'unchanged');
 
-    await writeFile(config, `interface: eth0\nvips:\n  - vip: ${VIP}\n    backends:\n      - address: 10.10.0.11\n        weight: 3\n      - address: 10.10.0.12\n`);
+    await writeFile(
+      config,
+      `interface: eth0\nvips:\n  - vip: ${VIP}\n    backends:\n      - address: 10.10.0.11\n        weight: 3\n      - address: 10.10.0.12\n`,
+    );
     const good = await lb.ok(['reload']);
     assert.match(good, /^lbctl: reloaded .*: 1 VIPs\n$/);
     const backends = await lb.json<BackendSummary[]>(['backend', 'list', VIP]);
-    assert.deepEqual(backends.map((b) => `${b.address} ${b.weight}`), ['10.10.0.11 3', '10.10.0.12 1', '10.20.0.14 1'], 'the config, with the runtime-added backend on top');
+    assert.deepEqual(
+      backends.map((b) => `${b.address} ${b.weight}`),
+      ['10.10.0.11 3', '10.10.0.12 1', '10.20.0.14 1'],
+      'the config, with the runtime-added backend on top',
+    );
   });
 
   test('stop --keep-dataplane leaves program and pins; stop removes both', async () => {

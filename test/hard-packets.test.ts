@@ -7,15 +7,34 @@
  */
 import assert from 'node:assert/strict';
 import { after, beforeEach, describe, test } from 'node:test';
-import { FLOW_FLAG_CLOSING, REASONS, Reason, flowKeyV4, flowKeyV6, flowState } from '../src/dataplane/abi.js';
+import { FLOW_FLAG_CLOSING, REASONS, type Reason, flowKeyV4, flowKeyV6, flowState } from '../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
 import { flowHash, tableSlot } from '../src/dataplane/flow-hash.js';
-import { XdpAction, testRun } from '../src/dataplane/xdp.js';
+import { type XdpAction, testRun } from '../src/dataplane/xdp.js';
 import { parseVip } from '../src/model/address.js';
 import { backendEntry, clearFlows, clearVips } from './support/dataplane.js';
 import {
-  ETHERTYPE, ICMP, ICMPV6, IPPROTO_NUMBER as P, MAC, TCP_FLAGS, destinationOptionsHeader, ethernet, fragmentHeader, hopByHopHeader,
-  icmpMessage, internetChecksum, ipv4Frame, ipv4Header, ipv6Frame, ipv6Header, macBytes, pseudoHeader, routingHeader, withMacs, withVlan,
+  ETHERTYPE,
+  ICMP,
+  ICMPV6,
+  IPPROTO_NUMBER as P,
+  MAC,
+  TCP_FLAGS,
+  destinationOptionsHeader,
+  ethernet,
+  fragmentHeader,
+  hopByHopHeader,
+  icmpMessage,
+  internetChecksum,
+  ipv4Frame,
+  ipv4Header,
+  ipv6Frame,
+  ipv6Header,
+  macBytes,
+  pseudoHeader,
+  routingHeader,
+  withMacs,
+  withVlan,
   editIpv4,
 } from './support/packets.js';
 
@@ -41,7 +60,16 @@ interface TestBackend {
 }
 
 const BE = {
-  L2: 1, L2_B: 2, L2_V6: 3, L2_V6_B: 4, IPIP4: 5, IPIP4_MTU: 6, IPIP6: 7, IPIP6_MTU: 8, IPIP6_SMALL_MTU: 9, IPIP4_MTU_576: 10,
+  L2: 1,
+  L2_B: 2,
+  L2_V6: 3,
+  L2_V6_B: 4,
+  IPIP4: 5,
+  IPIP4_MTU: 6,
+  IPIP6: 7,
+  IPIP6_MTU: 8,
+  IPIP6_SMALL_MTU: 9,
+  IPIP4_MTU_576: 10,
 } as const;
 
 const BACKENDS: Record<number, TestBackend> = {
@@ -68,10 +96,18 @@ beforeEach(() => {
   clearFlows(dataplane);
   clearVips(dataplane);
   for (const [id, b] of Object.entries(BACKENDS)) {
-    dataplane.putBackend(Number(id), backendEntry({
-      address: b.address, forward: b.forward, dstMac: b.mac, srcMac: MAC.balancer, ifindex: LOOPBACK_IFINDEX, mtu: b.mtu,
-      ...(b.forward === 'ipip' ? { tunnelSource: b.address.includes(':') ? BALANCER6 : BALANCER } : {}),
-    }));
+    dataplane.putBackend(
+      Number(id),
+      backendEntry({
+        address: b.address,
+        forward: b.forward,
+        dstMac: b.mac,
+        srcMac: MAC.balancer,
+        ifindex: LOOPBACK_IFINDEX,
+        mtu: b.mtu,
+        ...(b.forward === 'ipip' ? { tunnelSource: b.address.includes(':') ? BALANCER6 : BALANCER } : {}),
+      }),
+    );
   }
 });
 
@@ -163,11 +199,25 @@ function encapsulated(frame: Buffer, backendAddress: string): Buffer {
   const protocol = innerV6 ? P.IPV6 : P.IPIP;
   const outerV6 = backendAddress.includes(':');
   const outer = outerV6
-    ? ipv6Header({ src: BALANCER6, dst: backendAddress, nextHeader: protocol, payloadLength: innerLength, hopLimit: 64, trafficClass: tos, flowLabel: 0 })
+    ? ipv6Header({
+        src: BALANCER6,
+        dst: backendAddress,
+        nextHeader: protocol,
+        payloadLength: innerLength,
+        hopLimit: 64,
+        trafficClass: tos,
+        flowLabel: 0,
+      })
     : ipv4Header({
-      src: BALANCER, dst: backendAddress, protocol, payloadLength: innerLength, ttl: 64, tos,
-      id: innerV6 ? 0 : frame.readUInt16BE(l2 + 4), dontFragment: innerV6 || (frame.readUInt16BE(l2 + 6) & 0x4000) !== 0,
-    });
+        src: BALANCER,
+        dst: backendAddress,
+        protocol,
+        payloadLength: innerLength,
+        ttl: 64,
+        tos,
+        id: innerV6 ? 0 : frame.readUInt16BE(l2 + 4),
+        dontFragment: innerV6 || (frame.readUInt16BE(l2 + 6) & 0x4000) !== 0,
+      });
   const head = Buffer.from(frame.subarray(0, l2));
   macBytes(MAC.router).copy(head, 0);
   macBytes(MAC.balancer).copy(head, 6);
@@ -193,7 +243,11 @@ const tcp6 = (srcPort = 40000, extra: Partial<Parameters<typeof ipv6Frame>[0]> =
 const udp6 = (srcPort = 40000, extra: Partial<Parameters<typeof ipv6Frame>[0]> = {}) =>
   ipv6Frame({ src: CLIENT6, dst: VIP6, srcPort, dstPort: 53, protocol: 'udp', payload: Buffer.from('query'), ...extra });
 
-const ARP = Buffer.concat([ethernet('ff:ff:ff:ff:ff:ff', MAC.client, ETHERTYPE.ARP), Buffer.from('0001080006040001', 'hex'), Buffer.alloc(20)]);
+const ARP = Buffer.concat([
+  ethernet('ff:ff:ff:ff:ff:ff', MAC.client, ETHERTYPE.ARP),
+  Buffer.from('0001080006040001', 'hex'),
+  Buffer.alloc(20),
+]);
 
 // ---------------------------------------------------------------------------
 
@@ -217,7 +271,8 @@ describe('Ethernet and VLAN tags', () => {
     vip(`${VIP}:80/tcp`, [BE.IPIP4]);
     const frame = withVlan(tcp4(40001, { tos: 0x28, id: 0x5151 }), 0x0064);
     const expected = Buffer.concat([
-      ethernet(MAC.router, MAC.balancer, ETHERTYPE.VLAN), Buffer.from([0x00, 0x64, 0x08, 0x00]),
+      ethernet(MAC.router, MAC.balancer, ETHERTYPE.VLAN),
+      Buffer.from([0x00, 0x64, 0x08, 0x00]),
       ipv4Header({ src: BALANCER, dst: '10.20.0.14', protocol: 4, payloadLength: frame.length - 18, ttl: 64, tos: 0x28, id: 0x5151 }),
       frame.subarray(18),
     ]);
@@ -243,27 +298,63 @@ describe('Ethernet and VLAN tags', () => {
 describe('IPv4 header', () => {
   test('a version other than 4 under the IPv4 EtherType passes unchanged, counted malformed', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    passes(editIpv4(tcp4(), (ip) => { ip[0] = 0x65; }), 'malformed');
+    passes(
+      editIpv4(tcp4(), (ip) => {
+        ip[0] = 0x65;
+      }),
+      'malformed',
+    );
   });
 
   test('an IHL below 5 passes unchanged, counted malformed', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    for (const ihl of [0, 1, 4]) passes(editIpv4(tcp4(), (ip) => { ip[0] = 0x40 | ihl; }, false), 'malformed', `IHL ${ihl}`);
+    for (const ihl of [0, 1, 4])
+      passes(
+        editIpv4(
+          tcp4(),
+          (ip) => {
+            ip[0] = 0x40 | ihl;
+          },
+          false,
+        ),
+        'malformed',
+        `IHL ${ihl}`,
+      );
   });
 
   test('a total length shorter than the header passes unchanged, counted malformed', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    passes(editIpv4(tcp4(), (ip) => ip.writeUInt16BE(19, 2)), 'malformed', 'total length 19, IHL 5');
+    passes(
+      editIpv4(tcp4(), (ip) => ip.writeUInt16BE(19, 2)),
+      'malformed',
+      'total length 19, IHL 5',
+    );
     const withOptions = tcp4(40000, { options: Buffer.from([148, 4, 0, 0]) });
-    passes(editIpv4(withOptions, (ip) => ip.writeUInt16BE(22, 2)), 'malformed', 'total length 22, IHL 6');
+    passes(
+      editIpv4(withOptions, (ip) => ip.writeUInt16BE(22, 2)),
+      'malformed',
+      'total length 22, IHL 6',
+    );
   });
 
   test('a total length larger than the frame passes unchanged, counted malformed', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     const frame = tcp4();
-    passes(editIpv4(frame, (ip) => ip.writeUInt16BE(frame.length - ETH_HLEN + 1, 2)), 'malformed', 'one byte more');
-    passes(editIpv4(frame, (ip) => ip.writeUInt16BE(1400, 2)), 'malformed', '1400');
-    passes(editIpv4(frame, (ip) => ip.writeUInt16BE(0xffff, 2)), 'malformed', '65535');
+    passes(
+      editIpv4(frame, (ip) => ip.writeUInt16BE(frame.length - ETH_HLEN + 1, 2)),
+      'malformed',
+      'one byte more',
+    );
+    passes(
+      editIpv4(frame, (ip) => ip.writeUInt16BE(1400, 2)),
+      'malformed',
+      '1400',
+    );
+    passes(
+      editIpv4(frame, (ip) => ip.writeUInt16BE(0xffff, 2)),
+      'malformed',
+      '65535',
+    );
   });
 
   test('a frame longer than its total length (Ethernet padding) is balanced; l2dsr forwards the padding as it came', () => {
@@ -279,21 +370,50 @@ describe('IPv4 header', () => {
     const expected = Buffer.concat([
       ethernet(MAC.router, MAC.balancer, ETHERTYPE.IPV4),
       ipv4Header({ src: BALANCER, dst: '10.20.0.14', protocol: 4, payloadLength: 40, ttl: 64 }),
-      syn.subarray(ETH_HLEN), Buffer.alloc(6),
+      syn.subarray(ETH_HLEN),
+      Buffer.alloc(6),
     ]);
     expectFate(padded, { action: 'tx', output: expected, reasons: {} });
   });
 
   test('a wrong header checksum on a packet to a VIP passes unchanged, counted malformed', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    passes(editIpv4(tcp4(), (ip) => { ip[10] ^= 0x01; }, false), 'malformed');
+    passes(
+      editIpv4(
+        tcp4(),
+        (ip) => {
+          ip[10] ^= 0x01;
+        },
+        false,
+      ),
+      'malformed',
+    );
     vip(`${VIP}:53/udp`, [BE.L2]);
-    passes(editIpv4(udp4(), (ip) => { ip[8] = 63; }, false), 'malformed', 'TTL changed, checksum not');
+    passes(
+      editIpv4(
+        udp4(),
+        (ip) => {
+          ip[8] = 63;
+        },
+        false,
+      ),
+      'malformed',
+      'TTL changed, checksum not',
+    );
   });
 
   test('a wrong header checksum on a packet to no VIP passes unchanged as not_vip (checked only for VIPs; the kernel checks the rest)', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    passes(editIpv4(ipv4Frame({ src: CLIENT, dst: OTHER_VIP, dstPort: 80 }), (ip) => { ip[10] ^= 0x01; }, false), 'not_vip');
+    passes(
+      editIpv4(
+        ipv4Frame({ src: CLIENT, dst: OTHER_VIP, dstPort: 80 }),
+        (ip) => {
+          ip[10] ^= 0x01;
+        },
+        false,
+      ),
+      'not_vip',
+    );
   });
 
   test('TTL 1 (and 0) is balanced unchanged: direct server return is not a routing hop', () => {
@@ -318,7 +438,16 @@ describe('IPv4 header', () => {
     const frame = tcp4(40007, { dontFragment: false, tos: 0xb8, id: 0xfeed });
     const expected = Buffer.concat([
       ethernet(MAC.router, MAC.balancer, ETHERTYPE.IPV4),
-      ipv4Header({ src: BALANCER, dst: '10.20.0.14', protocol: 4, payloadLength: frame.length - ETH_HLEN, ttl: 64, tos: 0xb8, id: 0xfeed, dontFragment: false }),
+      ipv4Header({
+        src: BALANCER,
+        dst: '10.20.0.14',
+        protocol: 4,
+        payloadLength: frame.length - ETH_HLEN,
+        ttl: 64,
+        tos: 0xb8,
+        id: 0xfeed,
+        dontFragment: false,
+      }),
       frame.subarray(ETH_HLEN),
     ]);
     expectFate(frame, { action: 'tx', output: expected, reasons: {} });
@@ -375,8 +504,28 @@ describe('IPv4 options', () => {
 
   test('a wrong checksum over a header with options passes unchanged, counted malformed', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    passes(editIpv4(tcp4(40018, { options: ROUTER_ALERT }), (ip) => { ip[22] ^= 0x80; }, false), 'malformed', 'an option byte changed');
-    passes(editIpv4(tcp4(40019, { options: NOP_NOP_TIMESTAMP }), (ip) => { ip[10] ^= 0x01; }, false), 'malformed', 'the checksum changed');
+    passes(
+      editIpv4(
+        tcp4(40018, { options: ROUTER_ALERT }),
+        (ip) => {
+          ip[22] ^= 0x80;
+        },
+        false,
+      ),
+      'malformed',
+      'an option byte changed',
+    );
+    passes(
+      editIpv4(
+        tcp4(40019, { options: NOP_NOP_TIMESTAMP }),
+        (ip) => {
+          ip[10] ^= 0x01;
+        },
+        false,
+      ),
+      'malformed',
+      'the checksum changed',
+    );
   });
 });
 
@@ -407,7 +556,7 @@ describe('TCP', () => {
     balancedL2(tcp4(40030, { tcpFlags: 0 }), BE.L2, 'after the table changed');
   });
 
-  test('a RST of an unknown flow goes to the table\'s backend but is not tracked', () => {
+  test("a RST of an unknown flow goes to the table's backend but is not tracked", () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     balancedL2(tcp4(40031, { tcpFlags: TCP_FLAGS.RST }), BE.L2, 'RST');
     balancedL2(tcp4(40032, { tcpFlags: TCP_FLAGS.RST | TCP_FLAGS.ACK }), BE.L2, 'RST+ACK');
@@ -484,7 +633,7 @@ describe('UDP', () => {
     passes(frame, 'malformed');
   });
 
-  test('a UDP length shorter than the IP payload is balanced (the datagram ends early; the backend\'s stack trims it)', () => {
+  test("a UDP length shorter than the IP payload is balanced (the datagram ends early; the backend's stack trims it)", () => {
     vip(`${VIP}:53/udp`, [BE.L2]);
     const frame = udp4(40041, { udpZeroChecksum: true });
     frame.writeUInt16BE(8, ETH_HLEN + 20 + 4);
@@ -525,7 +674,16 @@ const ECHO_REST = 0x4d2a0007; // identifier 0x4d2a, sequence 7
 const PING_DATA = Buffer.from('0123456789abcdefghijklmnopqrstuv');
 
 function echoRequest4(extra: Partial<Parameters<typeof ipv4Frame>[0]> = {}, data: Buffer = PING_DATA): Buffer {
-  return ipv4Frame({ src: CLIENT, dst: VIP, protocol: P.ICMP, ttl: 57, tos: 0x10, id: 0x4242, payload: icmpMessage(ICMP.ECHO, 0, ECHO_REST, data), ...extra });
+  return ipv4Frame({
+    src: CLIENT,
+    dst: VIP,
+    protocol: P.ICMP,
+    ttl: 57,
+    tos: 0x10,
+    id: 0x4242,
+    payload: icmpMessage(ICMP.ECHO, 0, ECHO_REST, data),
+    ...extra,
+  });
 }
 
 /** What the balancer answers: back to the sender's MAC, from the VIP, TTL 64, type 0, identification, TOS and DF as the request's. */
@@ -538,13 +696,32 @@ function echoReply4(data: Buffer = PING_DATA): Buffer {
 }
 
 function echoRequest6(extra: Partial<Parameters<typeof ipv6Frame>[0]> = {}, data: Buffer = PING_DATA): Buffer {
-  return ipv6Frame({ src: CLIENT6, dst: VIP6, protocol: 'icmpv6', icmp: { type: ICMPV6.ECHO_REQUEST, rest: ECHO_REST }, payload: data, hopLimit: 57, trafficClass: 0x20, flowLabel: 0xabcde, ...extra });
+  return ipv6Frame({
+    src: CLIENT6,
+    dst: VIP6,
+    protocol: 'icmpv6',
+    icmp: { type: ICMPV6.ECHO_REQUEST, rest: ECHO_REST },
+    payload: data,
+    hopLimit: 57,
+    trafficClass: 0x20,
+    flowLabel: 0xabcde,
+    ...extra,
+  });
 }
 
 function echoReply6(data: Buffer = PING_DATA, extra: Partial<Parameters<typeof ipv6Frame>[0]> = {}): Buffer {
   return ipv6Frame({
-    dstMac: MAC.client, srcMac: MAC.balancer, src: VIP6, dst: CLIENT6, protocol: 'icmpv6', icmp: { type: ICMPV6.ECHO_REPLY, rest: ECHO_REST }, payload: data,
-    hopLimit: 64, trafficClass: 0x20, flowLabel: 0xabcde, ...extra,
+    dstMac: MAC.client,
+    srcMac: MAC.balancer,
+    src: VIP6,
+    dst: CLIENT6,
+    protocol: 'icmpv6',
+    icmp: { type: ICMPV6.ECHO_REPLY, rest: ECHO_REST },
+    payload: data,
+    hopLimit: 64,
+    trafficClass: 0x20,
+    flowLabel: 0xabcde,
+    ...extra,
   });
 }
 
@@ -557,13 +734,21 @@ describe('ICMP echo (ping) to VIP addresses', () => {
   test('echo requests with odd-length and empty data are answered', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     for (const data of [Buffer.from('odd'), Buffer.alloc(0), Buffer.alloc(1400, 0xa5)]) {
-      expectFate(echoRequest4({}, data), { action: 'tx', output: echoReply4(data), reasons: { icmp_echo_replied: 1 } }, `${data.length} bytes`);
+      expectFate(
+        echoRequest4({}, data),
+        { action: 'tx', output: echoReply4(data), reasons: { icmp_echo_replied: 1 } },
+        `${data.length} bytes`,
+      );
     }
   });
 
   test('a tagged echo request is answered on its VLAN', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    expectFate(withVlan(echoRequest4(), 0x0064), { action: 'tx', output: withVlan(echoReply4(), 0x0064), reasons: { icmp_echo_replied: 1 } });
+    expectFate(withVlan(echoRequest4(), 0x0064), {
+      action: 'tx',
+      output: withVlan(echoReply4(), 0x0064),
+      reasons: { icmp_echo_replied: 1 },
+    });
   });
 
   test('while the kill-switch is tripped an echo request passes unchanged, counted kill_switch: a balancer that is not balancing does not answer for its VIPs', () => {
@@ -590,7 +775,16 @@ describe('ICMP echo (ping) to VIP addresses', () => {
 
   test('an echo request with a wrong IP header checksum passes unchanged, counted malformed', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    passes(editIpv4(echoRequest4(), (ip) => { ip[10] ^= 0x01; }, false), 'malformed');
+    passes(
+      editIpv4(
+        echoRequest4(),
+        (ip) => {
+          ip[10] ^= 0x01;
+        },
+        false,
+      ),
+      'malformed',
+    );
   });
 
   test('an echo request that is a fragment passes unchanged, counted fragment', () => {
@@ -600,31 +794,57 @@ describe('ICMP echo (ping) to VIP addresses', () => {
 
   test('other ICMP types to a VIP address (echo reply, port unreachable, redirect, timestamp) pass unchanged, counted l4_unsupported', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    for (const [type, code] of [[0, 0], [3, 3], [3, 1], [5, 1], [13, 0], [11, 0]] as const) {
-      passes(ipv4Frame({ src: CLIENT, dst: VIP, protocol: P.ICMP, payload: icmpMessage(type, code, 0, Buffer.alloc(28)) }), 'l4_unsupported', `type ${type} code ${code}`);
+    for (const [type, code] of [
+      [0, 0],
+      [3, 3],
+      [3, 1],
+      [5, 1],
+      [13, 0],
+      [11, 0],
+    ] as const) {
+      passes(
+        ipv4Frame({ src: CLIENT, dst: VIP, protocol: P.ICMP, payload: icmpMessage(type, code, 0, Buffer.alloc(28)) }),
+        'l4_unsupported',
+        `type ${type} code ${code}`,
+      );
     }
   });
 
   test('an ICMP header cut short by the IP total length passes unchanged, counted l4_truncated', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    passes(editIpv4(echoRequest4(), (ip) => ip.writeUInt16BE(20 + 7, 2)), 'l4_truncated');
+    passes(
+      editIpv4(echoRequest4(), (ip) => ip.writeUInt16BE(20 + 7, 2)),
+      'l4_truncated',
+    );
   });
 
   test('an ICMPv6 echo request to a VIP address is answered: type 129, hop limit 64, traffic class and flow label kept, checksum over the new pseudo-header', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
     expectFate(echoRequest6(), { action: 'tx', output: echoReply6(), reasons: { icmp_echo_replied: 1 } });
-    expectFate(echoRequest6({}, Buffer.from('odd')), { action: 'tx', output: echoReply6(Buffer.from('odd')), reasons: { icmp_echo_replied: 1 } }, 'odd length');
+    expectFate(
+      echoRequest6({}, Buffer.from('odd')),
+      { action: 'tx', output: echoReply6(Buffer.from('odd')), reasons: { icmp_echo_replied: 1 } },
+      'odd length',
+    );
   });
 
   test('an ICMPv6 echo request after a hop-by-hop header is answered, the header kept', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
     const extensions = [hopByHopHeader()];
-    expectFate(echoRequest6({ extensions }), { action: 'tx', output: echoReply6(PING_DATA, { extensions }), reasons: { icmp_echo_replied: 1 } });
+    expectFate(echoRequest6({ extensions }), {
+      action: 'tx',
+      output: echoReply6(PING_DATA, { extensions }),
+      reasons: { icmp_echo_replied: 1 },
+    });
   });
 
   test('a tagged ICMPv6 echo request is answered on its VLAN', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
-    expectFate(withVlan(echoRequest6(), 7, ETHERTYPE.QINQ), { action: 'tx', output: withVlan(echoReply6(), 7, ETHERTYPE.QINQ), reasons: { icmp_echo_replied: 1 } });
+    expectFate(withVlan(echoRequest6(), 7, ETHERTYPE.QINQ), {
+      action: 'tx',
+      output: withVlan(echoReply6(), 7, ETHERTYPE.QINQ),
+      reasons: { icmp_echo_replied: 1 },
+    });
   });
 
   test('an ICMPv6 echo request to an address without a VIP passes unchanged, counted not_vip', () => {
@@ -635,7 +855,11 @@ describe('ICMP echo (ping) to VIP addresses', () => {
   test('neighbour discovery and other ICMPv6 types pass unchanged, counted l4_unsupported', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
     for (const type of [ICMPV6.NEIGHBOR_SOLICIT, 136, 133, ICMPV6.ECHO_REPLY, 1, 3]) {
-      passes(ipv6Frame({ src: CLIENT6, dst: VIP6, protocol: 'icmpv6', icmp: { type }, payload: Buffer.alloc(24), hopLimit: 255 }), 'l4_unsupported', `type ${type}`);
+      passes(
+        ipv6Frame({ src: CLIENT6, dst: VIP6, protocol: 'icmpv6', icmp: { type }, payload: Buffer.alloc(24), hopLimit: 255 }),
+        'l4_unsupported',
+        `type ${type}`,
+      );
     }
   });
 
@@ -651,20 +875,50 @@ describe('ICMP echo (ping) to VIP addresses', () => {
 
 /** The first bytes of a packet a backend sent (VIP:port -> client): what an ICMP error about the flow quotes. */
 function replyPacket4(clientPort: number, from = VIP, protocol: 'tcp' | 'udp' = 'tcp', vipPort = 80): Buffer {
-  return ipv4Frame({ src: from, dst: CLIENT, srcPort: vipPort, dstPort: clientPort, protocol, tcpFlags: TCP_FLAGS.ACK | TCP_FLAGS.PSH, payload: Buffer.alloc(1400, 0x61) }).subarray(ETH_HLEN);
+  return ipv4Frame({
+    src: from,
+    dst: CLIENT,
+    srcPort: vipPort,
+    dstPort: clientPort,
+    protocol,
+    tcpFlags: TCP_FLAGS.ACK | TCP_FLAGS.PSH,
+    payload: Buffer.alloc(1400, 0x61),
+  }).subarray(ETH_HLEN);
 }
 
 function replyPacket6(clientPort: number, from = VIP6, vipPort = 80): Buffer {
-  return ipv6Frame({ src: from, dst: CLIENT6, srcPort: vipPort, dstPort: clientPort, tcpFlags: TCP_FLAGS.ACK | TCP_FLAGS.PSH, payload: Buffer.alloc(1400, 0x61) }).subarray(ETH_HLEN);
+  return ipv6Frame({
+    src: from,
+    dst: CLIENT6,
+    srcPort: vipPort,
+    dstPort: clientPort,
+    tcpFlags: TCP_FLAGS.ACK | TCP_FLAGS.PSH,
+    payload: Buffer.alloc(1400, 0x61),
+  }).subarray(ETH_HLEN);
 }
 
 /** A router's "fragmentation needed" (type 3 code 4, next-hop MTU) to `to`, quoting `quote` bytes of `packet`. */
 function fragNeeded(packet: Buffer, to = VIP, quote = 28, mtu = 1400): Buffer {
-  return ipv4Frame({ srcMac: MAC.router, src: ROUTER, dst: to, protocol: P.ICMP, ttl: 62, payload: icmpMessage(ICMP.DEST_UNREACH, ICMP.FRAG_NEEDED, mtu, packet.subarray(0, quote)) });
+  return ipv4Frame({
+    srcMac: MAC.router,
+    src: ROUTER,
+    dst: to,
+    protocol: P.ICMP,
+    ttl: 62,
+    payload: icmpMessage(ICMP.DEST_UNREACH, ICMP.FRAG_NEEDED, mtu, packet.subarray(0, quote)),
+  });
 }
 
 function packetTooBig(packet: Buffer, to = VIP6, quote = 48, mtu = 1400): Buffer {
-  return ipv6Frame({ srcMac: MAC.router, src: ROUTER6, dst: to, protocol: 'icmpv6', icmp: { type: ICMPV6.PACKET_TOO_BIG, rest: mtu }, payload: packet.subarray(0, quote), hopLimit: 62 });
+  return ipv6Frame({
+    srcMac: MAC.router,
+    src: ROUTER6,
+    dst: to,
+    protocol: 'icmpv6',
+    icmp: { type: ICMPV6.PACKET_TOO_BIG, rest: mtu },
+    payload: packet.subarray(0, quote),
+    hopLimit: 62,
+  });
 }
 
 describe('ICMP errors about VIP flows', () => {
@@ -688,7 +942,7 @@ describe('ICMP errors about VIP flows', () => {
     assert.equal(flowCount(), 0, 'an ICMP error tracks nothing');
   });
 
-  test('fragmentation needed about a tracked flow goes to its tracked backend, not the table\'s, and leaves the flow\'s state as it was', () => {
+  test("fragmentation needed about a tracked flow goes to its tracked backend, not the table's, and leaves the flow's state as it was", () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     balancedL2(tcp4(31000), BE.L2);
     vip(`${VIP}:80/tcp`, [BE.L2_B]);
@@ -704,12 +958,12 @@ describe('ICMP errors about VIP flows', () => {
     balancedL2(fragNeeded(replyPacket4(31002), VIP, 548), BE.L2, undefined, { icmp_error_forwarded: 1 });
   });
 
-  test('fragmentation needed about a UDP flow goes to that flow\'s backend', () => {
+  test("fragmentation needed about a UDP flow goes to that flow's backend", () => {
     vip(`${VIP}:53/udp`, [BE.L2_B]);
     balancedL2(fragNeeded(replyPacket4(31003, VIP, 'udp', 53)), BE.L2_B, undefined, { icmp_error_forwarded: 1 });
   });
 
-  test('fragmentation needed for an ipip VIP is encapsulated like the flow\'s own packets', () => {
+  test("fragmentation needed for an ipip VIP is encapsulated like the flow's own packets", () => {
     vip(`${VIP}:80/tcp`, [BE.IPIP4]);
     const frame = fragNeeded(replyPacket4(31004));
     const expected = Buffer.concat([
@@ -720,7 +974,7 @@ describe('ICMP errors about VIP flows', () => {
     expectFate(frame, { action: 'tx', output: expected, reasons: { icmp_error_forwarded: 1 } });
   });
 
-  test('fragmentation needed too big for the backend\'s tunnel is dropped, counted too_big_dropped: never answered with an error about an error', () => {
+  test("fragmentation needed too big for the backend's tunnel is dropped, counted too_big_dropped: never answered with an error about an error", () => {
     vip(`${VIP}:80/tcp`, [BE.IPIP4_MTU_576]);
     const frame = fragNeeded(replyPacket4(31005), VIP, 548); // 576 bytes, 596 once encapsulated
     drops(frame, 'too_big_dropped');
@@ -746,7 +1000,14 @@ describe('ICMP errors about VIP flows', () => {
 
   test('fragmentation needed quoting a header with options, or not IPv4, passes unchanged, counted not_vip', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    const withOptions = ipv4Frame({ src: VIP, dst: CLIENT, srcPort: 80, dstPort: 31008, tcpFlags: TCP_FLAGS.ACK, options: Buffer.from([148, 4, 0, 0]) }).subarray(ETH_HLEN);
+    const withOptions = ipv4Frame({
+      src: VIP,
+      dst: CLIENT,
+      srcPort: 80,
+      dstPort: 31008,
+      tcpFlags: TCP_FLAGS.ACK,
+      options: Buffer.from([148, 4, 0, 0]),
+    }).subarray(ETH_HLEN);
     passes(fragNeeded(withOptions, VIP, 32), 'not_vip', 'options');
     const notV4 = Buffer.from(replyPacket4(31008));
     notV4[0] = 0x65;
@@ -761,7 +1022,12 @@ describe('ICMP errors about VIP flows', () => {
   test('other destination-unreachable codes about a VIP flow pass unchanged, counted l4_unsupported', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     for (const code of [0, 1, 3, 13]) {
-      const frame = ipv4Frame({ src: ROUTER, dst: VIP, protocol: P.ICMP, payload: icmpMessage(ICMP.DEST_UNREACH, code, 0, replyPacket4(31010).subarray(0, 28)) });
+      const frame = ipv4Frame({
+        src: ROUTER,
+        dst: VIP,
+        protocol: P.ICMP,
+        payload: icmpMessage(ICMP.DEST_UNREACH, code, 0, replyPacket4(31010).subarray(0, 28)),
+      });
       passes(frame, 'l4_unsupported', `code ${code}`);
     }
   });
@@ -794,7 +1060,14 @@ describe('ICMP errors about VIP flows', () => {
 
   test('ICMPv6 packet too big quoting a packet with extension headers passes unchanged, counted l4_unsupported', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
-    const quoted = ipv6Frame({ src: VIP6, dst: CLIENT6, srcPort: 80, dstPort: 31014, tcpFlags: TCP_FLAGS.ACK, extensions: [destinationOptionsHeader()] }).subarray(ETH_HLEN);
+    const quoted = ipv6Frame({
+      src: VIP6,
+      dst: CLIENT6,
+      srcPort: 80,
+      dstPort: 31014,
+      tcpFlags: TCP_FLAGS.ACK,
+      extensions: [destinationOptionsHeader()],
+    }).subarray(ETH_HLEN);
     passes(packetTooBig(quoted, VIP6, quoted.length), 'l4_unsupported');
   });
 
@@ -809,15 +1082,32 @@ describe('ICMP errors about VIP flows', () => {
 /** The "fragmentation needed" the balancer sends back: from the VIP, TTL 64, quoting the IPv4 header (with its options) + 8 bytes. */
 function fragNeededAnswer(packet: Buffer, mtu: number, l2 = ETH_HLEN): Buffer {
   const quote = packet.subarray(l2, l2 + (packet[l2]! & 0x0f) * 4 + 8);
-  const ip = ipv4Header({ src: VIP, dst: CLIENT, protocol: P.ICMP, payloadLength: 8 + quote.length, ttl: 64, tos: 0, id: 0, dontFragment: false });
-  return Buffer.concat([withMacs(packet.subarray(0, l2), MAC.client, MAC.balancer), ip, icmpMessage(ICMP.DEST_UNREACH, ICMP.FRAG_NEEDED, mtu, quote)]);
+  const ip = ipv4Header({
+    src: VIP,
+    dst: CLIENT,
+    protocol: P.ICMP,
+    payloadLength: 8 + quote.length,
+    ttl: 64,
+    tos: 0,
+    id: 0,
+    dontFragment: false,
+  });
+  return Buffer.concat([
+    withMacs(packet.subarray(0, l2), MAC.client, MAC.balancer),
+    ip,
+    icmpMessage(ICMP.DEST_UNREACH, ICMP.FRAG_NEEDED, mtu, quote),
+  ]);
 }
 
 /** The "packet too big" the balancer sends back: from the VIP, hop limit 64, quoting the IPv6 header + 8 bytes. */
 function packetTooBigAnswer(packet: Buffer, mtu: number, l2 = ETH_HLEN): Buffer {
   const quote = packet.subarray(l2, l2 + 48);
   const ip = ipv6Header({ src: VIP6, dst: CLIENT6, nextHeader: P.ICMPV6, payloadLength: 8 + 48, hopLimit: 64 });
-  return Buffer.concat([withMacs(packet.subarray(0, l2), MAC.client, MAC.balancer), ip, icmpMessage(ICMPV6.PACKET_TOO_BIG, 0, mtu, quote, { src: VIP6, dst: CLIENT6 })]);
+  return Buffer.concat([
+    withMacs(packet.subarray(0, l2), MAC.client, MAC.balancer),
+    ip,
+    icmpMessage(ICMPV6.PACKET_TOO_BIG, 0, mtu, quote, { src: VIP6, dst: CLIENT6 }),
+  ]);
 }
 
 /** A TCP packet to the VIP whose IP packet is `ipLength` bytes. */
@@ -908,7 +1198,15 @@ describe('IPv6 VIPs and backends', () => {
     const frame = udp6(40061, { trafficClass: 0xb8, flowLabel: 0x12345, hopLimit: 3 });
     const expected = Buffer.concat([
       ethernet(MAC.router, MAC.balancer, ETHERTYPE.IPV6),
-      ipv6Header({ src: BALANCER6, dst: '2001:db8:20::14', nextHeader: 41, payloadLength: frame.length - ETH_HLEN, hopLimit: 64, trafficClass: 0xb8, flowLabel: 0 }),
+      ipv6Header({
+        src: BALANCER6,
+        dst: '2001:db8:20::14',
+        nextHeader: 41,
+        payloadLength: frame.length - ETH_HLEN,
+        hopLimit: 64,
+        trafficClass: 0xb8,
+        flowLabel: 0,
+      }),
       frame.subarray(ETH_HLEN),
     ]);
     expectFate(frame, { action: 'tx', output: expected, reasons: {} });
@@ -919,7 +1217,16 @@ describe('IPv6 VIPs and backends', () => {
     const frame = tcp6(40062, { trafficClass: 0x28 });
     const expected = Buffer.concat([
       ethernet(MAC.router, MAC.balancer, ETHERTYPE.IPV4),
-      ipv4Header({ src: BALANCER, dst: '10.20.0.14', protocol: 41, payloadLength: frame.length - ETH_HLEN, ttl: 64, tos: 0x28, id: 0, dontFragment: true }),
+      ipv4Header({
+        src: BALANCER,
+        dst: '10.20.0.14',
+        protocol: 41,
+        payloadLength: frame.length - ETH_HLEN,
+        ttl: 64,
+        tos: 0x28,
+        id: 0,
+        dontFragment: true,
+      }),
       frame.subarray(ETH_HLEN),
     ]);
     expectFate(frame, { action: 'tx', output: expected, reasons: {} });
@@ -930,7 +1237,14 @@ describe('IPv6 VIPs and backends', () => {
     const frame = udp4(40063, { tos: 0x2e });
     const expected = Buffer.concat([
       ethernet(MAC.router, MAC.balancer, ETHERTYPE.IPV6),
-      ipv6Header({ src: BALANCER6, dst: '2001:db8:20::14', nextHeader: 4, payloadLength: frame.length - ETH_HLEN, hopLimit: 64, trafficClass: 0x2e }),
+      ipv6Header({
+        src: BALANCER6,
+        dst: '2001:db8:20::14',
+        nextHeader: 4,
+        payloadLength: frame.length - ETH_HLEN,
+        hopLimit: 64,
+        trafficClass: 0x2e,
+      }),
       frame.subarray(ETH_HLEN),
     ]);
     expectFate(frame, { action: 'tx', output: expected, reasons: {} });
@@ -941,7 +1255,7 @@ describe('IPv6 VIPs and backends', () => {
     balancedL2(tcp6(40064, { hopLimit: 1 }), BE.L2_V6);
   });
 
-  test('UDP with a zero checksum over IPv6 is balanced unchanged (the balancer checks no L4 checksum; the backend\'s stack drops it)', () => {
+  test("UDP with a zero checksum over IPv6 is balanced unchanged (the balancer checks no L4 checksum; the backend's stack drops it)", () => {
     vip(`[${VIP6}]:53/udp`, [BE.L2_V6]);
     balancedL2(udp6(40065, { udpZeroChecksum: true }), BE.L2_V6);
   });
@@ -1001,7 +1315,10 @@ describe('IPv6 extension headers', () => {
 
   test('a fourth option header is not parsed: the packet passes unchanged, counted l4_unsupported', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
-    passes(tcp6(40074, { extensions: [hopByHopHeader(), destinationOptionsHeader(), destinationOptionsHeader(), destinationOptionsHeader()] }), 'l4_unsupported');
+    passes(
+      tcp6(40074, { extensions: [hopByHopHeader(), destinationOptionsHeader(), destinationOptionsHeader(), destinationOptionsHeader()] }),
+      'l4_unsupported',
+    );
   });
 
   test('hop-by-hop anywhere but first passes unchanged, counted malformed', () => {
@@ -1013,7 +1330,11 @@ describe('IPv6 extension headers', () => {
   test('a routing header passes unchanged, counted ipv6_routing: first, after hop-by-hop, with or without segments left', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
     passes(tcp6(40076, { extensions: [routingHeader([OTHER_VIP6])] }), 'ipv6_routing', 'segments left 1');
-    passes(tcp6(40076, { extensions: [hopByHopHeader(), routingHeader([OTHER_VIP6], 0)] }), 'ipv6_routing', 'after hop-by-hop, segments left 0');
+    passes(
+      tcp6(40076, { extensions: [hopByHopHeader(), routingHeader([OTHER_VIP6], 0)] }),
+      'ipv6_routing',
+      'after hop-by-hop, segments left 0',
+    );
     passes(tcp6(40076, { extensions: [routingHeader([])] }), 'ipv6_routing', 'no address');
   });
 
@@ -1066,7 +1387,11 @@ describe('truncated frames at every length', () => {
   }
 
   const pass = (cut: Buffer, reason: Reason): Fate => ({ action: 'pass', output: cut, reasons: { [reason]: 1 } });
-  const l2dsr = (cut: Buffer, backend: number, reasons: Reasons = {}): Fate => ({ action: 'tx', output: withMacs(cut, BACKENDS[backend]!.mac, MAC.balancer), reasons });
+  const l2dsr = (cut: Buffer, backend: number, reasons: Reasons = {}): Fate => ({
+    action: 'tx',
+    output: withMacs(cut, BACKENDS[backend]!.mac, MAC.balancer),
+    reasons,
+  });
 
   /** The first `length` bytes, the IPv4 total length (and header checksum) or IPv6 payload length rewritten to match. */
   function cutConsistently(s: Sweep, length: number): Buffer {
@@ -1097,59 +1422,93 @@ describe('truncated frames at every length', () => {
     {
       name: 'IPv4 TCP with options',
       setup: () => vip(`${VIP}:80/tcp`, [BE.L2]),
-      frame: tcp4(33000, { tcpOptions: TCP_OPTIONS, payload: HTTP }), l3: 14, l4: 34,
-      consistent: (n, cut) => (n < 34 ? pass(cut, 'malformed') : n < 54 ? pass(cut, 'l4_truncated') : n < 62 ? pass(cut, 'malformed') : l2dsr(cut, BE.L2)),
+      frame: tcp4(33000, { tcpOptions: TCP_OPTIONS, payload: HTTP }),
+      l3: 14,
+      l4: 34,
+      consistent: (n, cut) =>
+        n < 34 ? pass(cut, 'malformed') : n < 54 ? pass(cut, 'l4_truncated') : n < 62 ? pass(cut, 'malformed') : l2dsr(cut, BE.L2),
     },
     {
       name: 'IPv4 UDP',
       setup: () => vip(`${VIP}:53/udp`, [BE.L2]),
-      frame: udp4(33001, { payload: Buffer.from('twelve bytes'), udpZeroChecksum: true }), l3: 14, l4: 34, udp: true,
+      frame: udp4(33001, { payload: Buffer.from('twelve bytes'), udpZeroChecksum: true }),
+      l3: 14,
+      l4: 34,
+      udp: true,
       consistent: (n, cut) => (n < 34 ? pass(cut, 'malformed') : n < 42 ? pass(cut, 'l4_truncated') : l2dsr(cut, BE.L2)),
     },
     {
       name: 'IPv6 TCP with options',
       setup: () => vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]),
-      frame: tcp6(33002, { tcpOptions: TCP_OPTIONS, payload: HTTP }), l3: 14, l4: 54,
-      consistent: (n, cut) => (n < 54 ? pass(cut, 'malformed') : n < 74 ? pass(cut, 'l4_truncated') : n < 82 ? pass(cut, 'malformed') : l2dsr(cut, BE.L2_V6)),
+      frame: tcp6(33002, { tcpOptions: TCP_OPTIONS, payload: HTTP }),
+      l3: 14,
+      l4: 54,
+      consistent: (n, cut) =>
+        n < 54 ? pass(cut, 'malformed') : n < 74 ? pass(cut, 'l4_truncated') : n < 82 ? pass(cut, 'malformed') : l2dsr(cut, BE.L2_V6),
     },
     {
       name: 'IPv6 hop-by-hop TCP',
       setup: () => vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]),
-      frame: tcp6(33003, { extensions: [hopByHopHeader()], payload: HTTP }), l3: 14, l4: 62,
+      frame: tcp6(33003, { extensions: [hopByHopHeader()], payload: HTTP }),
+      l3: 14,
+      l4: 62,
       consistent: (n, cut) => (n < 62 ? pass(cut, 'malformed') : n < 82 ? pass(cut, 'l4_truncated') : l2dsr(cut, BE.L2_V6)),
     },
     {
       name: '802.1Q-tagged IPv4 TCP',
       setup: () => vip(`${VIP}:80/tcp`, [BE.L2]),
-      frame: withVlan(tcp4(33004, { payload: HTTP }), 0x0064), l3: 18, l4: 38,
-      consistent: (n, cut) => (n < 18 ? pass(cut, 'not_ip') : n < 38 ? pass(cut, 'malformed') : n < 58 ? pass(cut, 'l4_truncated') : l2dsr(cut, BE.L2)),
+      frame: withVlan(tcp4(33004, { payload: HTTP }), 0x0064),
+      l3: 18,
+      l4: 38,
+      consistent: (n, cut) =>
+        n < 18 ? pass(cut, 'not_ip') : n < 38 ? pass(cut, 'malformed') : n < 58 ? pass(cut, 'l4_truncated') : l2dsr(cut, BE.L2),
     },
     {
       name: 'ICMP echo request',
       setup: () => vip(`${VIP}:80/tcp`, [BE.L2]),
-      frame: echoRequest4(), l3: 14, l4: 34, icmp: 4,
-      consistent: (n, cut) => (n < 34 ? pass(cut, 'malformed') : n < 42 ? pass(cut, 'l4_truncated')
-        : { action: 'tx', output: echoReply4(cut.subarray(42)), reasons: { icmp_echo_replied: 1 } }),
+      frame: echoRequest4(),
+      l3: 14,
+      l4: 34,
+      icmp: 4,
+      consistent: (n, cut) =>
+        n < 34
+          ? pass(cut, 'malformed')
+          : n < 42
+            ? pass(cut, 'l4_truncated')
+            : { action: 'tx', output: echoReply4(cut.subarray(42)), reasons: { icmp_echo_replied: 1 } },
     },
     {
       name: 'ICMPv6 echo request',
       setup: () => vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]),
-      frame: echoRequest6(), l3: 14, l4: 54, icmp: 6,
-      consistent: (n, cut) => (n < 54 ? pass(cut, 'malformed') : n < 62 ? pass(cut, 'l4_truncated')
-        : { action: 'tx', output: echoReply6(cut.subarray(62)), reasons: { icmp_echo_replied: 1 } }),
+      frame: echoRequest6(),
+      l3: 14,
+      l4: 54,
+      icmp: 6,
+      consistent: (n, cut) =>
+        n < 54
+          ? pass(cut, 'malformed')
+          : n < 62
+            ? pass(cut, 'l4_truncated')
+            : { action: 'tx', output: echoReply6(cut.subarray(62)), reasons: { icmp_echo_replied: 1 } },
     },
     {
       name: 'ICMP fragmentation needed quoting 48 bytes',
       setup: () => vip(`${VIP}:80/tcp`, [BE.L2]),
-      frame: fragNeeded(replyPacket4(33005), VIP, 48), l3: 14, l4: 34,
+      frame: fragNeeded(replyPacket4(33005), VIP, 48),
+      l3: 14,
+      l4: 34,
       // The error is forwarded once the quoted IPv4 header and 8 bytes after it are whole.
-      consistent: (n, cut) => (n < 34 ? pass(cut, 'malformed') : n < 70 ? pass(cut, 'l4_truncated') : l2dsr(cut, BE.L2, { icmp_error_forwarded: 1 })),
+      consistent: (n, cut) =>
+        n < 34 ? pass(cut, 'malformed') : n < 70 ? pass(cut, 'l4_truncated') : l2dsr(cut, BE.L2, { icmp_error_forwarded: 1 }),
     },
     {
       name: 'ICMPv6 packet too big quoting 64 bytes',
       setup: () => vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]),
-      frame: packetTooBig(replyPacket6(33006), VIP6, 64), l3: 14, l4: 54,
-      consistent: (n, cut) => (n < 54 ? pass(cut, 'malformed') : n < 110 ? pass(cut, 'l4_truncated') : l2dsr(cut, BE.L2_V6, { icmp_error_forwarded: 1 })),
+      frame: packetTooBig(replyPacket6(33006), VIP6, 64),
+      l3: 14,
+      l4: 54,
+      consistent: (n, cut) =>
+        n < 54 ? pass(cut, 'malformed') : n < 110 ? pass(cut, 'l4_truncated') : l2dsr(cut, BE.L2_V6, { icmp_error_forwarded: 1 }),
     },
   ];
 

@@ -9,8 +9,8 @@ import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { createLogger } from '../src/log.js';
 import { parseVip } from '../src/model/address.js';
-import { CheckSettings, defaultCheck } from '../src/model/check.js';
-import { CheckTarget, HealthChecker, Transition } from '../src/health/checker.js';
+import { type CheckSettings, defaultCheck } from '../src/model/check.js';
+import { type CheckTarget, HealthChecker, type Transition } from '../src/health/checker.js';
 
 const HOST = '127.0.0.1';
 const VIP = parseVip('10.100.0.100:80/tcp');
@@ -95,9 +95,20 @@ describe('HealthChecker', () => {
   let log: ReturnType<typeof capture>;
 
   const settings = (over: Partial<CheckSettings> = {}): CheckSettings => ({
-    ...defaultCheck(VIP), intervalMs: INTERVAL, timeoutMs: 50, rise: 2, fall: 3, port: backend.port, ...over,
+    ...defaultCheck(VIP),
+    intervalMs: INTERVAL,
+    timeoutMs: 50,
+    rise: 2,
+    fall: 3,
+    port: backend.port,
+    ...over,
   });
-  const target = (over: Partial<CheckSettings> = {}, key = 'vip be', address = HOST): CheckTarget => ({ key, vip: VIP, address, settings: settings(over) });
+  const target = (over: Partial<CheckSettings> = {}, key = 'vip be', address = HOST): CheckTarget => ({
+    key,
+    vip: VIP,
+    address,
+    settings: settings(over),
+  });
   const states = () => transitions.map((t) => `${t.from}->${t.to}`);
 
   beforeEach(async () => {
@@ -128,7 +139,13 @@ describe('HealthChecker', () => {
     assert.equal(log.lines.length, 1);
     assert.equal(log.lines[0]!.level, 30);
     assert.deepEqual(
-      { vip: log.lines[0]!.vip, backend: log.lines[0]!.backend, from: log.lines[0]!.from, to: log.lines[0]!.to, reason: log.lines[0]!.reason },
+      {
+        vip: log.lines[0]!.vip,
+        backend: log.lines[0]!.backend,
+        from: log.lines[0]!.from,
+        to: log.lines[0]!.to,
+        reason: log.lines[0]!.reason,
+      },
       { vip: '10.100.0.100:80/tcp', backend: HOST, from: 'unknown', to: 'up', reason: 'check passed' },
     );
   });
@@ -210,7 +227,11 @@ describe('HealthChecker', () => {
       if (seen.at(-1) !== c) seen.push(c);
       await sleep(5);
     }
-    assert.deepEqual(seen.filter((c) => c > 0), [1, 2], 'successes counted while down');
+    assert.deepEqual(
+      seen.filter((c) => c > 0),
+      [1, 2],
+      'successes counted while down',
+    );
     assert.deepEqual(states(), ['unknown->down', 'down->up']);
     assert.equal(transitions[1]!.reason, '3 checks passed in a row');
     assert.equal(log.lines.filter((l) => l.level === 30).length, 1);
@@ -220,7 +241,9 @@ describe('HealthChecker', () => {
   test('kind none: up at once, never probed', async () => {
     checker.update([target({ spec: { kind: 'none' } })]);
     assert.equal(checker.health('vip be')?.state, 'up', 'up during update()');
-    assert.deepEqual(transitions, [{ key: 'vip be', vip: VIP, address: HOST, from: 'unknown', to: 'up', reason: 'health checking disabled (check none)' }]);
+    assert.deepEqual(transitions, [
+      { key: 'vip be', vip: VIP, address: HOST, from: 'unknown', to: 'up', reason: 'health checking disabled (check none)' },
+    ]);
     await sleep(INTERVAL * 3);
     assert.equal(backend.connections, 0);
     assert.equal(transitions.length, 1);
@@ -324,7 +347,13 @@ describe('HealthChecker', () => {
   });
 
   test('dsr with a path: the DSR probe runs after a successful regular probe and its reason wins', async () => {
-    const path = { forward: 'l2dsr' as const, ifindex: 0x7ffffff0, srcMac: '02:00:00:00:00:02', dstMac: '02:00:00:00:00:11', source: '10.10.0.2' };
+    const path = {
+      forward: 'l2dsr' as const,
+      ifindex: 0x7ffffff0,
+      srcMac: '02:00:00:00:00:02',
+      dstMac: '02:00:00:00:00:11',
+      source: '10.10.0.2',
+    };
     checker.update([{ ...target({ dsr: true }), path }]);
     await waitFor('down', () => checker.health('vip be')?.state === 'down', 2000);
     assert.match(transitions[0]!.reason, /^DSR probe failed: ENODEV \(errno 19\)$/);

@@ -146,12 +146,15 @@ describe('tcp probe', () => {
   });
 
   test('an abort signal ends the probe at once', async () => {
-    const script = "require('net').createServer().listen({ host: '127.0.0.1', port: 0, backlog: 1 }, function () { process.stdout.write(this.address().port + '\\n'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); });";
+    const script =
+      "require('net').createServer().listen({ host: '127.0.0.1', port: 0, backlog: 1 }, function () { process.stdout.write(this.address().port + '\\n'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); });";
     let child: ChildProcess | undefined;
     const fillers: net.Socket[] = [];
     try {
       child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-      const stuckPort = await new Promise<number>((resolve) => child!.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
+      const stuckPort = await new Promise<number>((resolve) =>
+        child!.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))),
+      );
       for (let i = 0; i < 3; i++) {
         const s = net.connect(stuckPort, HOST);
         s.on('error', () => undefined);
@@ -163,7 +166,10 @@ describe('tcp probe', () => {
       const { value, ms } = await timed(() => tcpProbe({ address: HOST, port: stuckPort, timeoutMs: 5000, signal: controller.signal }));
       assert.deepEqual(value, { ok: false, reason: 'cancelled' });
       assert.ok(ms < 1000, `took ${ms} ms`);
-      assert.deepEqual(await tcpProbe({ address: HOST, port: stuckPort, timeoutMs: 5000, signal: controller.signal }), { ok: false, reason: 'cancelled' });
+      assert.deepEqual(await tcpProbe({ address: HOST, port: stuckPort, timeoutMs: 5000, signal: controller.signal }), {
+        ok: false,
+        reason: 'cancelled',
+      });
     } finally {
       for (const s of fillers) s.destroy();
       child?.kill('SIGKILL');
@@ -224,11 +230,31 @@ describe('http and https probes', () => {
     plain = http.createServer(handler(seen));
     httpPort = await listen(plain);
     certDir = mkdtempSync(join(tmpdir(), 'lbctl-probe-cert-'));
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', join(certDir, 'key.pem'), '-out', join(certDir, 'cert.pem'), '-days', '1', '-subj', '/CN=lbctl-test',
-    ], { stdio: ['ignore', 'ignore', 'pipe'] });
-    secure = https.createServer({ key: readFileSync(join(certDir, 'key.pem')), cert: readFileSync(join(certDir, 'cert.pem')) }, handler(seen));
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        join(certDir, 'key.pem'),
+        '-out',
+        join(certDir, 'cert.pem'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=lbctl-test',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    secure = https.createServer(
+      { key: readFileSync(join(certDir, 'key.pem')), cert: readFileSync(join(certDir, 'cert.pem')) },
+      handler(seen),
+    );
     httpsPort = await listen(secure);
   });
   after(async () => {
@@ -238,7 +264,11 @@ describe('http and https probes', () => {
   });
 
   const opts = (port: number, path: string, extra: { expectStatus?: number; timeoutMs?: number } = {}) => ({
-    address: HOST, port, path, host: '10.100.0.100', timeoutMs: extra.timeoutMs ?? TIMEOUT,
+    address: HOST,
+    port,
+    path,
+    host: '10.100.0.100',
+    timeoutMs: extra.timeoutMs ?? TIMEOUT,
     ...(extra.expectStatus !== undefined ? { expectStatus: extra.expectStatus } : {}),
   });
 
@@ -296,10 +326,13 @@ describe('http and https probes', () => {
     assert.ok(!(result as { reason: string }).reason.includes('\n'));
   });
 
-  test('runProbe picks the probe of the settings\' kind and uses the check port', async () => {
+  test("runProbe picks the probe of the settings' kind and uses the check port", async () => {
     const vip = parseVip('10.100.0.100:80/tcp');
     const base = defaultCheck(vip);
-    assert.deepEqual(await runProbe(vip, HOST, { ...base, port: httpPort, spec: { kind: 'http', path: '/fail' } }), { ok: false, reason: 'HTTP 503' });
+    assert.deepEqual(await runProbe(vip, HOST, { ...base, port: httpPort, spec: { kind: 'http', path: '/fail' } }), {
+      ok: false,
+      reason: 'HTTP 503',
+    });
     assert.deepEqual(await runProbe(vip, HOST, { ...base, port: httpsPort, spec: { kind: 'https', path: '/ok' } }), { ok: true });
     assert.deepEqual(await runProbe(vip, HOST, { ...base, port: httpPort }), { ok: true });
     assert.deepEqual(await runProbe(vip, HOST, { ...base, port: await freePort() }), { ok: false, reason: 'connection refused' });
@@ -436,6 +469,9 @@ describe('udp probe', () => {
     assert.deepEqual(await runProbe(vip, HOST, { ...base, port: echoPort }), { ok: true });
     assert.deepEqual(await runProbe(vip, HOST, { ...base, port: await freePort() }), { ok: false, reason: 'port unreachable' });
     // An echo of the query is not a response (QR=0): the dns probe keeps waiting.
-    assert.deepEqual(await runProbe(vip, HOST, { ...base, port: echoPort, spec: { kind: 'dns', name: '.' } }), { ok: false, reason: `timeout after ${TIMEOUT} ms` });
+    assert.deepEqual(await runProbe(vip, HOST, { ...base, port: echoPort, spec: { kind: 'dns', name: '.' } }), {
+      ok: false,
+      reason: `timeout after ${TIMEOUT} ms`,
+    });
   });
 });

@@ -17,7 +17,13 @@ test('make install DESTDIR=... installs lbctl under PREFIX', () => {
   const link = join(destdir, 'usr/local/bin/lbctl');
   assert.equal(readlinkSync(link), '/usr/local/lib/lbctl/bin/lbctl');
   const installed = join(destdir, 'usr/local/lib/lbctl');
-  for (const path of ['build/bpf/xdp_balancer.bpf.o', 'build/bpf/xdp_decap.bpf.o', 'build/native/liblbctl.so', 'dist/src/cli/main.js', 'node_modules/koffi']) {
+  for (const path of [
+    'build/bpf/xdp_balancer.bpf.o',
+    'build/bpf/xdp_decap.bpf.o',
+    'build/native/liblbctl.so',
+    'dist/src/cli/main.js',
+    'node_modules/koffi',
+  ]) {
     assert.ok(existsSync(join(installed, path)), `${path} installed`);
   }
   assert.equal(existsSync(join(installed, 'node_modules/typescript')), false, 'development packages pruned');
@@ -43,7 +49,14 @@ test('make install puts a systemd unit and an example config beside it; both are
   assert.equal(config.settings.interface, 'eth0');
   const [v4, v6] = config.state.vips;
   assert.equal(config.state.vips.length, 2, 'an IPv4 and an IPv6 VIP');
-  assert.deepEqual(v4!.backends.map((b) => [b.address, b.weight, b.forward ?? v4!.forward]), [['10.0.0.11', 2, 'l2dsr'], ['10.0.0.12', 1, 'l2dsr'], ['10.1.0.13', 1, 'ipip']]);
+  assert.deepEqual(
+    v4!.backends.map((b) => [b.address, b.weight, b.forward ?? v4!.forward]),
+    [
+      ['10.0.0.11', 2, 'l2dsr'],
+      ['10.0.0.12', 1, 'l2dsr'],
+      ['10.1.0.13', 1, 'ipip'],
+    ],
+  );
   assert.deepEqual([v4!.check.intervalMs, v4!.check.timeoutMs, v4!.check.rise, v4!.check.fall], [2000, 1000, 2, 3]);
   assert.equal(v6!.backends[0]!.family, 6);
 });

@@ -46,7 +46,16 @@ function labExtras(host: TopologyHost, runtimeDir: string, decap: boolean, mtu: 
     case 'router':
       return [...extra, '--mtu', String(mtu)];
     case 'backend':
-      return [...extra, '--mtu', String(mtu), '--runtime-dir', `${runtimeDir}/${host.name}`, '--root', ROOT, ...(decap ? ['--decap', 'xdp'] : ['--no-decap'])];
+      return [
+        ...extra,
+        '--mtu',
+        String(mtu),
+        '--runtime-dir',
+        `${runtimeDir}/${host.name}`,
+        '--root',
+        ROOT,
+        ...(decap ? ['--decap', 'xdp'] : ['--no-decap']),
+      ];
   }
 }
 
@@ -81,7 +90,10 @@ describe('lab topology (no decap)', () => {
       }
     }
     for (const be of LAB.backends) {
-      for (const [family, address, router] of [['-4', be.address, LAB.router.front], ['-6', be.address6, LAB.router.front6]] as const) {
+      for (const [family, address, router] of [
+        ['-4', be.address, LAB.router.front],
+        ['-6', be.address6, LAB.router.front6],
+      ] as const) {
         const r = await lab!.exec('client', ['ip', family, '-o', 'route', 'get', address]);
         assert.equal(r.code, 0, r.stderr);
         if (be.segment === 'remote') assert.match(r.stdout, new RegExp(`via ${router.replace(/\./g, '\\.')} `));
@@ -97,7 +109,11 @@ describe('lab topology (no decap)', () => {
     );
     for (const host of TOPOLOGY.hosts) {
       const args = await lab!.provisionArgs(host.namespace);
-      assert.deepEqual(args, [...topologyArgs(host, (i) => `eth${i}`), ...labExtras(host, lab!.runtimeDir, false)], `${host.name}: arguments`);
+      assert.deepEqual(
+        args,
+        [...topologyArgs(host, (i) => `eth${i}`), ...labExtras(host, lab!.runtimeDir, false)],
+        `${host.name}: arguments`,
+      );
       // The script's own last word: it ran to the end with exactly these arguments.
       const log = await lab!.provisionLog(host.namespace);
       const label = host.role === 'backend' ? `backend ${host.name}` : host.role;
@@ -117,13 +133,19 @@ describe('lab topology (no decap)', () => {
         .flatMap((l) => l.addr_info.filter((a) => a.local !== undefined).map((a) => `${l.ifname} ${a.local}/${a.prefixlen}`))
         .sort();
       const expected = host.interfaces
-        .flatMap((i, index) => [`eth${index} ${i.address}/${segmentPrefixLength(i.segment)}`, `eth${index} ${i.address6}/${segmentPrefixLength(i.segment, 6)}`])
+        .flatMap((i, index) => [
+          `eth${index} ${i.address}/${segmentPrefixLength(i.segment)}`,
+          `eth${index} ${i.address6}/${segmentPrefixLength(i.segment, 6)}`,
+        ])
         .sort();
       assert.deepEqual(seen, expected, `${host.name}: addresses`);
 
       const vias: string[] = [];
       for (const family of ['-4', '-6']) {
-        const routes = JSON.parse((await lab!.exec(host.namespace, ['ip', '-j', family, 'route', 'show'])).stdout) as { dst: string; gateway?: string }[];
+        const routes = JSON.parse((await lab!.exec(host.namespace, ['ip', '-j', family, 'route', 'show'])).stdout) as {
+          dst: string;
+          gateway?: string;
+        }[];
         vias.push(...routes.filter((x) => x.gateway).map((x) => `${x.dst} via ${x.gateway}`));
       }
       const gateways = [host.gateway, host.gateway6].filter((g): g is string => g !== undefined);
@@ -147,7 +169,10 @@ describe('lab topology (no decap)', () => {
   });
 
   test('the client routes VIPs of both families to the balancer', async () => {
-    for (const [family, vip, balancer] of [['-4', LAB.vips[0]!, LAB.balancer], ['-6', LAB.vips6[0]!, LAB.balancer6]] as const) {
+    for (const [family, vip, balancer] of [
+      ['-4', LAB.vips[0]!, LAB.balancer],
+      ['-6', LAB.vips6[0]!, LAB.balancer6],
+    ] as const) {
       const r = await lab!.exec('client', ['ip', family, '-o', 'route', 'get', vip]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, new RegExp(`via ${balancer.replace(/\./g, '\\.')} dev eth0`));
@@ -192,11 +217,19 @@ describe('lab topology (no decap)', () => {
     // backend's own address the same way.
     const vip = LAB.vips6[0]!;
     const own = LAB.backends.find((b) => b.segment === 'front')!;
-    const capture = lab!.spawn('client', ['tcpdump', '--immediate-mode', '-i', 'eth0', '-n', '-l', 'icmp6 and (ip6[40] == 135 or ip6[40] == 136)'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const capture = lab!.spawn(
+      'client',
+      ['tcpdump', '--immediate-mode', '-i', 'eth0', '-n', '-l', 'icmp6 and (ip6[40] == 135 or ip6[40] == 136)'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let lines = '';
-    capture.stdout!.on('data', (d: Buffer) => { lines += d.toString(); });
+    capture.stdout!.on('data', (d: Buffer) => {
+      lines += d.toString();
+    });
     await new Promise<void>((resolve, reject) => {
-      capture.stderr!.on('data', (d: Buffer) => { if (d.toString().includes('listening on')) resolve(); });
+      capture.stderr!.on('data', (d: Buffer) => {
+        if (d.toString().includes('listening on')) resolve();
+      });
       capture.once('exit', (code) => reject(new Error(`tcpdump exited (${code})`)));
     });
     const neighbour = async (address: string) => {
@@ -231,7 +264,10 @@ describe('lab topology (no decap)', () => {
     t.diagnostic(`${solicited.length} solicitations for ${vip}, ${answered.length} advertisements`);
     assert.ok(solicited.length >= 2, `the client solicited ${vip}:\n${lines}`);
     assert.deepEqual(answered, [], 'a backend advertised the VIP');
-    assert.ok(lines.includes(`neighbor advertisement, tgt is ${own.address6},`), `the control: ${own.name} advertised its own address:\n${lines}`);
+    assert.ok(
+      lines.includes(`neighbor advertisement, tgt is ${own.address6},`),
+      `the control: ${own.name} advertised its own address:\n${lines}`,
+    );
   });
 
   test('xdp_pass runs in native mode on the switch port of the balancer', async () => {
@@ -320,12 +356,20 @@ describe('lab with the decapsulator and every link at 1500 (Lab.up({ mtu: 1500 }
     // Per host one veth per interface, on the switch its peer, plus the bridges.
     const links = TOPOLOGY.hosts.reduce((n, h) => n + h.interfaces.length, 0) * 2 + Object.keys(TOPOLOGY.segments).length;
     assert.equal(mtus.length, links, mtus.join('\n'));
-    assert.deepEqual(mtus.filter((m) => !m.endsWith(' 1500')), [], 'links not at 1500');
+    assert.deepEqual(
+      mtus.filter((m) => !m.endsWith(' 1500')),
+      [],
+      'links not at 1500',
+    );
   });
 
   test('the backends were provisioned with --mtu 1500 --decap xdp; xdp_decap runs natively for both of their addresses', async () => {
     for (const host of TOPOLOGY.hosts) {
-      assert.deepEqual(await lab!.provisionArgs(host.namespace), [...topologyArgs(host, (i) => `eth${i}`), ...labExtras(host, lab!.runtimeDir, true, 1500)], `${host.name}: arguments`);
+      assert.deepEqual(
+        await lab!.provisionArgs(host.namespace),
+        [...topologyArgs(host, (i) => `eth${i}`), ...labExtras(host, lab!.runtimeDir, true, 1500)],
+        `${host.name}: arguments`,
+      );
     }
     for (const be of LAB.backends) {
       const log = await lab!.provisionLog(be.name);

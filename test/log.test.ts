@@ -9,7 +9,9 @@ import { PROJECT_ROOT } from '../src/paths.js';
 function capture(human: boolean): { lines: () => string[]; log: ReturnType<typeof createLogger> } {
   const sink = new PassThrough();
   let text = '';
-  sink.on('data', (chunk: Buffer) => { text += chunk.toString(); });
+  sink.on('data', (chunk: Buffer) => {
+    text += chunk.toString();
+  });
   return { log: createLogger('info', human, sink), lines: () => text.split('\n').filter((l) => l !== '') };
 }
 
@@ -54,14 +56,15 @@ test('every log line of the daemon names its event, and docs/observability.md li
     const text = readFileSync(path, 'utf8');
     for (const call of text.matchAll(/\blog\.(?:trace|debug|info|warn|error|fatal)\(/g)) {
       // The first argument: up to the message string that follows the fields object.
-      const head = text.slice(call.index, call.index + 400);
+      const head = text.slice(call.index, call.index + 1500);
       const literal = /^[^(]*\(\s*\{([\s\S]*?)\}\s*,/.exec(head)?.[1];
       // Or a variable: `const fields = { event: ..., ... };` earlier in the file.
       const variable = /^[^(]*\(\s*(\w+)\s*,/.exec(head)?.[1];
       const declared = variable ? new RegExp(`const ${variable} = \\{([^}]*)\\}`).exec(text.slice(0, call.index))?.[1] : undefined;
       const fields = literal ?? declared ?? '';
       const names = [...fields.matchAll(/'([a-z]+\.[a-z_]+)'/g)].map((m) => m[1]!);
-      if (!/\bevent:/.test(fields) || names.length === 0) missing.push(`${relative(PROJECT_ROOT, path)}:${text.slice(0, call.index).split('\n').length}`);
+      if (!/\bevent:/.test(fields) || names.length === 0)
+        missing.push(`${relative(PROJECT_ROOT, path)}:${text.slice(0, call.index).split('\n').length}`);
       for (const name of names) events.add(name);
     }
   }

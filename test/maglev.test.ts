@@ -153,7 +153,10 @@ test('disruption: removing or re-adding one of N backends moves about 1/N of the
   for (const n of [3, 10, 100, 1000]) {
     const all = equalBackends(n);
     const withOne = buildMaglevTable(all, M);
-    const withoutOne = buildMaglevTable(all.filter((_, i) => i !== n >> 1), M);
+    const withoutOne = buildMaglevTable(
+      all.filter((_, i) => i !== n >> 1),
+      M,
+    );
     const removedRatio = movedSlots(withOne, withoutOne) / M / (1 / n);
     const readdedRatio = movedSlots(withoutOne, buildMaglevTable(all, M)) / M / (1 / n);
     t.diagnostic(`N=${n}: moved/ideal on remove ${removedRatio.toFixed(3)}, on re-add ${readdedRatio.toFixed(3)}`);
@@ -167,7 +170,10 @@ test('disruption at N = 1000 comes down with a larger table (the paper: M >> 100
   const all = equalBackends(1000);
   const ratios = [M, 262139, MAX_TABLE_SIZE].map((size) => {
     const before = buildMaglevTable(all, size);
-    const after = buildMaglevTable(all.filter((_, i) => i !== 500), size);
+    const after = buildMaglevTable(
+      all.filter((_, i) => i !== 500),
+      size,
+    );
     const ratio = movedSlots(before, after) / size / (1 / 1000);
     t.diagnostic(`N=1000 M=${size} (M/N=${Math.round(size / 1000)}): moved/ideal ${ratio.toFixed(2)}`);
     return ratio;

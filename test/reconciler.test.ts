@@ -6,8 +6,19 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { pino } from 'pino';
 import {
-  BACKEND_FLAG_ACTIVE, backendInfo, BackendInfo, FORWARD, flowKeyV4, flowState, IPPROTO, readU32, tunnelChecksumBase,
-  u32Key, vipInfo, VipInfo, vipKeyV4,
+  BACKEND_FLAG_ACTIVE,
+  backendInfo,
+  type BackendInfo,
+  FORWARD,
+  flowKeyV4,
+  flowState,
+  IPPROTO,
+  readU32,
+  tunnelChecksumBase,
+  u32Key,
+  vipInfo,
+  type VipInfo,
+  vipKeyV4,
 } from '../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
 import { clearFlows as clearFlowMaps, clearVips, field16 } from './support/dataplane.js';
@@ -15,12 +26,12 @@ import { BpfMap } from '../src/dataplane/bpf-map.js';
 import { flowHash, tableSlot } from '../src/dataplane/flow-hash.js';
 import { check, closeFd, mapInfo, native } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
-import { Reconciler, VipView } from '../src/daemon/reconciler.js';
+import { Reconciler, type VipView } from '../src/daemon/reconciler.js';
 import { buildMaglevTable } from '../src/maglev/maglev.js';
-import { ForwardMethod, parseVip } from '../src/model/address.js';
-import { BackendSpec, DesiredState, EMPTY_STATE, VipSpec, vipSettings } from '../src/model/desired-state.js';
+import { type ForwardMethod, parseVip } from '../src/model/address.js';
+import { type BackendSpec, type DesiredState, EMPTY_STATE, type VipSpec, vipSettings } from '../src/model/desired-state.js';
 import { InputError } from '../src/model/errors.js';
-import { PathResult, PathTarget } from '../src/net/forwarding-paths.js';
+import { type PathResult, type PathTarget } from '../src/net/forwarding-paths.js';
 import { ipv4Frame, parseEthernet, parseIpv4, TCP_FLAGS } from './support/packets.js';
 
 const MAX_VIPS = 8;
@@ -44,7 +55,12 @@ function paths(target: PathTarget): PathResult {
   return {
     ok: true,
     path: {
-      dev: 'lo', ifindex: 1, srcMac: LB_MAC, nextHop: target.address, dstMac: BACKEND_MAC, mtu: 0,
+      dev: 'lo',
+      ifindex: 1,
+      srcMac: LB_MAC,
+      nextHop: target.address,
+      dstMac: BACKEND_MAC,
+      mtu: 0,
       ...(target.forward === 'ipip' ? { tunnelSrc: TUNNEL_SRC } : {}),
     },
   };
@@ -121,7 +137,10 @@ function snapshot(): string {
 }
 
 function flowEntries(): Array<{ sport: number; backendId: number }> {
-  return [...dataplane.flowsV4.entries()].map(([k, v]) => ({ sport: flowKeyV4.decode(k).sport, backendId: flowState.decode(v).backend_id }));
+  return [...dataplane.flowsV4.entries()].map(([k, v]) => ({
+    sport: flowKeyV4.decode(k).sport,
+    backendId: flowState.decode(v).backend_id,
+  }));
 }
 
 function viewOf(reconciler: Reconciler, key: string): VipView {
@@ -138,7 +157,10 @@ function idOf(reconciler: Reconciler, key: string, address: string): number {
 
 /** The table the reconciler must have built for these (address, weight, id) members. */
 function expectedTable(members: Array<[string, number, number]>, size: number): Uint32Array {
-  return buildMaglevTable(members.map(([name, weight, id]) => ({ name, weight, id })), size);
+  return buildMaglevTable(
+    members.map(([name, weight, id]) => ({ name, weight, id })),
+    size,
+  );
 }
 
 function syn(dst: string, sport: number, dport = 80, tcpFlags: number = TCP_FLAGS.SYN): Buffer {
@@ -175,17 +197,42 @@ describe('Reconciler', () => {
     assert.deepEqual(vipEntry(DNS), { vip_id: dns.vipId, table_id: dns.vipId, table_size: 257, flags: 0 });
     assert.equal([...dataplane.vipsV4.keys()].length, 2);
 
-    assert.deepEqual(tableAt(web.vipId)!.entries, expectedTable([['10.10.0.11', 1, 1], ['10.10.0.12', 2, 2]], 251));
+    assert.deepEqual(
+      tableAt(web.vipId)!.entries,
+      expectedTable(
+        [
+          ['10.10.0.11', 1, 1],
+          ['10.10.0.12', 2, 2],
+        ],
+        251,
+      ),
+    );
     assert.deepEqual(tableAt(dns.vipId)!.entries, expectedTable([['10.10.0.21', 1, 3]], 257));
     assert.ok(!tableAt(web.vipId)!.entries.includes(0), 'no slot names backend 0');
 
     assert.deepEqual(backendEntry(1), {
-      dst_mac: BACKEND_MAC, src_mac: LB_MAC, ifindex: 1, forward: FORWARD.l2dsr, flags: BACKEND_FLAG_ACTIVE,
-      mtu: 0, tunnel_src: Buffer.alloc(16), address: field16('10.10.0.11'), tunnel_csum_base: 0, vip_id: web.vipId,
+      dst_mac: BACKEND_MAC,
+      src_mac: LB_MAC,
+      ifindex: 1,
+      forward: FORWARD.l2dsr,
+      flags: BACKEND_FLAG_ACTIVE,
+      mtu: 0,
+      tunnel_src: Buffer.alloc(16),
+      address: field16('10.10.0.11'),
+      tunnel_csum_base: 0,
+      vip_id: web.vipId,
     });
     assert.deepEqual(backendEntry(2), {
-      dst_mac: BACKEND_MAC, src_mac: LB_MAC, ifindex: 1, forward: FORWARD.ipip, flags: BACKEND_FLAG_ACTIVE,
-      mtu: 0, tunnel_src: field16(TUNNEL_SRC), address: field16('10.10.0.12'), tunnel_csum_base: tunnelChecksumBase(TUNNEL_SRC, '10.10.0.12'), vip_id: web.vipId,
+      dst_mac: BACKEND_MAC,
+      src_mac: LB_MAC,
+      ifindex: 1,
+      forward: FORWARD.ipip,
+      flags: BACKEND_FLAG_ACTIVE,
+      mtu: 0,
+      tunnel_src: field16(TUNNEL_SRC),
+      address: field16('10.10.0.12'),
+      tunnel_csum_base: tunnelChecksumBase(TUNNEL_SRC, '10.10.0.12'),
+      vip_id: web.vipId,
     });
     assert.equal(backendEntry(3).forward, FORWARD.ipip, 'the VIP default applies');
     assert.deepEqual(backendEntry(3).address, field16('10.10.0.21'));
@@ -198,7 +245,10 @@ describe('Reconciler', () => {
     assert.deepEqual([b11!.forward, b12!.forward], ['l2dsr', 'ipip']);
     assert.deepEqual([b11!.state, b12!.state], ['active', 'active']);
     assert.equal(b11!.slots + b12!.slots, 251);
-    assert.ok(b12!.slots > 1.8 * b11!.slots && b12!.slots < 2.2 * b11!.slots, `weight 2 gets twice the slots: ${b11!.slots} / ${b12!.slots}`);
+    assert.ok(
+      b12!.slots > 1.8 * b11!.slots && b12!.slots < 2.2 * b11!.slots,
+      `weight 2 gets twice the slots: ${b11!.slots} / ${b12!.slots}`,
+    );
     assert.equal(dns.backends[0]!.slots, 257);
     assert.equal(b11!.path?.nextHop, '10.10.0.11');
   });
@@ -222,11 +272,12 @@ describe('Reconciler', () => {
 
   test('applying the same state again writes nothing', () => {
     const r = fresh();
-    const build = () => state(
-      vip(WEB, [be('10.10.0.11'), be('10.10.0.12', 2, 'ipip')]),
-      vip(DNS, [be('10.10.0.21')], { forward: 'ipip', tableSize: 257 }),
-      vip(TUNNEL, []),
-    );
+    const build = () =>
+      state(
+        vip(WEB, [be('10.10.0.11'), be('10.10.0.12', 2, 'ipip')]),
+        vip(DNS, [be('10.10.0.21')], { forward: 'ipip', tableSize: 257 }),
+        vip(TUNNEL, []),
+      );
     assert.ok(r.apply(build(), paths).writes > 0);
     const before = snapshot();
     const tableIds = [tableAt(viewOf(r, WEB).vipId)!.mapId, tableAt(viewOf(r, DNS).vipId)!.mapId];
@@ -235,11 +286,17 @@ describe('Reconciler', () => {
     assert.equal(snapshot(), before);
     assert.deepEqual([tableAt(viewOf(r, WEB).vipId)!.mapId, tableAt(viewOf(r, DNS).vipId)!.mapId], tableIds, 'tables were not replaced');
     // The order of backends does not matter either.
-    assert.equal(r.apply(state(
-      vip(TUNNEL, []),
-      vip(DNS, [be('10.10.0.21')], { forward: 'ipip', tableSize: 257 }),
-      vip(WEB, [be('10.10.0.12', 2, 'ipip'), be('10.10.0.11')]),
-    ), paths).writes, 0);
+    assert.equal(
+      r.apply(
+        state(
+          vip(TUNNEL, []),
+          vip(DNS, [be('10.10.0.21')], { forward: 'ipip', tableSize: 257 }),
+          vip(WEB, [be('10.10.0.12', 2, 'ipip'), be('10.10.0.11')]),
+        ),
+        paths,
+      ).writes,
+      0,
+    );
   });
 
   test('a weight change rewrites only the table', () => {
@@ -253,12 +310,25 @@ describe('Reconciler', () => {
     assert.equal(r.apply(state(vip(WEB, [be('10.10.0.11'), be('10.10.0.12', 5)])), paths).writes, 1);
     const tableAfter = tableAt(vipId)!;
     assert.notEqual(tableAfter.mapId, tableBefore.mapId, 'a new table was swapped in');
-    assert.deepEqual(tableAfter.entries, expectedTable([['10.10.0.11', 1, 1], ['10.10.0.12', 5, 2]], 251));
+    assert.deepEqual(
+      tableAfter.entries,
+      expectedTable(
+        [
+          ['10.10.0.11', 1, 1],
+          ['10.10.0.12', 5, 2],
+        ],
+        251,
+      ),
+    );
     assert.notDeepEqual(tableAfter.entries, tableBefore.entries);
     assert.deepEqual(vipEntry(WEB), vipBefore);
     assert.ok(backendRaw(1).equals(backendsBefore[0]!));
     assert.ok(backendRaw(2).equals(backendsBefore[1]!));
-    assert.deepEqual(viewOf(r, WEB).backends.map((b) => b.id), [1, 2], 'ids are kept');
+    assert.deepEqual(
+      viewOf(r, WEB).backends.map((b) => b.id),
+      [1, 2],
+      'ids are kept',
+    );
   });
 
   test('a change of forwarding method rewrites only the backend entry', () => {
@@ -291,7 +361,16 @@ describe('Reconciler', () => {
     assert.equal(r.apply(desired, paths).writes, 2, 'the backend entry and the table');
     assert.equal(idOf(r, WEB, '10.10.0.13'), id13, 'same id once resolved');
     assert.equal(backendEntry(id13).flags, BACKEND_FLAG_ACTIVE);
-    assert.deepEqual(tableAt(viewOf(r, WEB).vipId)!.entries, expectedTable([['10.10.0.11', 1, id11], ['10.10.0.13', 1, id13]], 251));
+    assert.deepEqual(
+      tableAt(viewOf(r, WEB).vipId)!.entries,
+      expectedTable(
+        [
+          ['10.10.0.11', 1, id11],
+          ['10.10.0.13', 1, id13],
+        ],
+        251,
+      ),
+    );
     const resolved = viewOf(r, WEB).backends.find((b) => b.address === '10.10.0.13')!;
     assert.equal(resolved.state, 'active');
     assert.equal(resolved.reason, undefined);
@@ -384,7 +463,10 @@ describe('Reconciler', () => {
     assert.equal(vipEntry(WEB), null);
     assert.equal(tableAt(webId), null);
     assert.equal(backendEntry(id11).flags, 0);
-    assert.deepEqual(r.view.map((v) => v.key), [DNS]);
+    assert.deepEqual(
+      r.view.map((v) => v.key),
+      [DNS],
+    );
     assert.equal(tableAt(viewOf(r, DNS).vipId)!.mapId, dnsTable.mapId, 'the other VIP is untouched');
     const { action, output } = testRun(dataplane.programFd, syn('10.100.0.100', 33000));
     assert.equal(action, 'pass');
@@ -407,14 +489,31 @@ describe('Reconciler', () => {
     const first = testRun(dataplane.programFd, syn('10.100.0.102', 34000));
     const firstBackend = parseIpv4(parseEthernet(first.output).payload).dst;
 
-    assert.equal(r.apply(state(vip(TUNNEL, backends, { forward: 'ipip', tableSize: 257 })), paths).writes, 3, 'new table, VIP entry, old table deleted');
+    assert.equal(
+      r.apply(state(vip(TUNNEL, backends, { forward: 'ipip', tableSize: 257 })), paths).writes,
+      3,
+      'new table, VIP entry, old table deleted',
+    );
     assert.deepEqual(vipEntry(TUNNEL), { vip_id: vipId, table_id: vipId + MAX_VIPS, table_size: 257, flags: 0 });
     assert.equal(tableAt(vipId), null, 'the old slot is empty');
     const table = tableAt(vipId + MAX_VIPS)!.entries;
     assert.equal(table.length, 257);
-    assert.deepEqual(table, expectedTable([['10.10.0.31', 1, 1], ['10.10.0.32', 1, 2], ['10.10.0.33', 1, 3]], 257));
+    assert.deepEqual(
+      table,
+      expectedTable(
+        [
+          ['10.10.0.31', 1, 1],
+          ['10.10.0.32', 1, 2],
+          ['10.10.0.33', 1, 3],
+        ],
+        257,
+      ),
+    );
     assert.equal(viewOf(r, TUNNEL).tableSize, 257);
-    assert.equal(viewOf(r, TUNNEL).backends.reduce((n, b) => n + b.slots, 0), 257);
+    assert.equal(
+      viewOf(r, TUNNEL).backends.reduce((n, b) => n + b.slots, 0),
+      257,
+    );
 
     for (let sport = 34001; sport < 34041; sport++) {
       const { action, output } = testRun(dataplane.programFd, syn('10.100.0.102', sport));
@@ -443,17 +542,27 @@ describe('Reconciler', () => {
       ...Array.from({ length: MAX_VIPS - 1 }, (_, i) => vip(`10.100.1.${i + 1}:80/tcp`, [be(`10.10.1.${i + 1}`)])),
     );
     assert.equal(tooMany.vips.length, MAX_VIPS + 1);
-    assert.throws(() => r.apply(tooMany, paths), (error: unknown) => {
-      assert.ok(error instanceof InputError, `got ${String(error)}`);
-      assert.match(error.message, /^too many VIPs: this balancer holds at most 8 /);
-      return true;
-    });
+    assert.throws(
+      () => r.apply(tooMany, paths),
+      (error: unknown) => {
+        assert.ok(error instanceof InputError, `got ${String(error)}`);
+        assert.match(error.message, /^too many VIPs: this balancer holds at most 8 /);
+        return true;
+      },
+    );
     assert.equal(snapshot(), before);
-    assert.deepEqual(r.view.map((v) => v.key), [WEB, DNS]);
+    assert.deepEqual(
+      r.view.map((v) => v.key),
+      [WEB, DNS],
+    );
     assert.equal(r.apply(state(vip(WEB, [be('10.10.0.11')]), vip(DNS, [be('10.10.0.21')])), paths).writes, 0, 'nothing half-applied');
 
     // Exactly as many as there is room for works.
-    const full = state(vip(WEB, [be('10.10.0.11')]), vip(DNS, [be('10.10.0.21')]), ...Array.from({ length: MAX_VIPS - 2 }, (_, i) => vip(`10.100.1.${i + 1}:80/tcp`, [])));
+    const full = state(
+      vip(WEB, [be('10.10.0.11')]),
+      vip(DNS, [be('10.10.0.21')]),
+      ...Array.from({ length: MAX_VIPS - 2 }, (_, i) => vip(`10.100.1.${i + 1}:80/tcp`, [])),
+    );
     r.apply(full, paths);
     assert.equal([...dataplane.vipsV4.keys()].length, MAX_VIPS);
     assert.deepEqual(new Set(r.view.map((v) => v.vipId)), new Set(Array.from({ length: MAX_VIPS }, (_, i) => i)));
@@ -463,19 +572,33 @@ describe('Reconciler', () => {
     const r = fresh();
     r.apply(state(vip(WEB, [be('10.10.0.11')])), paths);
     const before = snapshot();
-    const many = (count: number, weight = 1) => state(vip(WEB, Array.from({ length: count }, (_, i) => be(`10.10.0.${11 + i}`, i === 0 ? weight : 1))));
-    assert.throws(() => r.apply(many(MAX_BACKENDS, 3), paths), (error: unknown) => {
-      assert.ok(error instanceof InputError, `got ${String(error)}`);
-      assert.match(error.message, /^too many backends: this balancer holds at most 31 across all VIPs/);
-      return true;
-    });
+    const many = (count: number, weight = 1) =>
+      state(
+        vip(
+          WEB,
+          Array.from({ length: count }, (_, i) => be(`10.10.0.${11 + i}`, i === 0 ? weight : 1)),
+        ),
+      );
+    assert.throws(
+      () => r.apply(many(MAX_BACKENDS, 3), paths),
+      (error: unknown) => {
+        assert.ok(error instanceof InputError, `got ${String(error)}`);
+        assert.match(error.message, /^too many backends: this balancer holds at most 31 across all VIPs/);
+        return true;
+      },
+    );
     assert.equal(snapshot(), before);
     assert.equal(r.apply(state(vip(WEB, [be('10.10.0.11')])), paths).writes, 0, 'nothing half-applied');
 
     // 31 fit: ids 1..31, never 0.
     r.apply(many(MAX_BACKENDS - 1), paths);
-    const ids = viewOf(r, WEB).backends.map((b) => b.id).sort((a, b) => a - b);
-    assert.deepEqual(ids, Array.from({ length: MAX_BACKENDS - 1 }, (_, i) => i + 1));
+    const ids = viewOf(r, WEB)
+      .backends.map((b) => b.id)
+      .sort((a, b) => a - b);
+    assert.deepEqual(
+      ids,
+      Array.from({ length: MAX_BACKENDS - 1 }, (_, i) => i + 1),
+    );
     assert.ok(backendRaw(0).equals(Buffer.alloc(backendInfo.size)));
     assert.ok(!tableAt(viewOf(r, WEB).vipId)!.entries.includes(0));
 

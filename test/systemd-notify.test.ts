@@ -19,8 +19,12 @@ async function receive(address: string, ready: () => Promise<void>, send: () => 
   try {
     let data = '';
     const lengths: number[] = [];
-    socat.stdout.on('data', (chunk: Buffer) => { data += chunk.toString(); });
-    socat.stderr.on('data', (chunk: Buffer) => { for (const m of chunk.toString().matchAll(/length=(\d+)/g)) lengths.push(Number(m[1])); });
+    socat.stdout.on('data', (chunk: Buffer) => {
+      data += chunk.toString();
+    });
+    socat.stderr.on('data', (chunk: Buffer) => {
+      for (const m of chunk.toString().matchAll(/length=(\d+)/g)) lengths.push(Number(m[1]));
+    });
     const datagrams = () => {
       let offset = 0;
       return lengths.map((length) => data.slice(offset, (offset += length)));
@@ -44,28 +48,38 @@ const until = async (condition: () => boolean) => {
 
 test('notifies a socket given by path, one datagram per call', async () => {
   const path = join(dir, 'notify.sock');
-  const datagrams = await receive(`UNIX-RECV:${path}`, () => until(() => existsSync(path)), async () => {
-    assert.equal(await notifySystemd('READY=1\nSTATUS=balancing on eth0\nMAINPID=42', path), true);
-    assert.equal(await notifySystemd('STOPPING=1', path), true);
-  }, 2);
+  const datagrams = await receive(
+    `UNIX-RECV:${path}`,
+    () => until(() => existsSync(path)),
+    async () => {
+      assert.equal(await notifySystemd('READY=1\nSTATUS=balancing on eth0\nMAINPID=42', path), true);
+      assert.equal(await notifySystemd('STOPPING=1', path), true);
+    },
+    2,
+  );
   assert.deepEqual(datagrams, ['READY=1\nSTATUS=balancing on eth0\nMAINPID=42', 'STOPPING=1']);
 });
 
 test('notifies an abstract socket (@name), as systemd gives one', async () => {
   const name = `lbctl-notify-test-${process.pid}`;
   // An abstract socket leaves no file to wait for: retry until socat has bound it.
-  const datagrams = await receive(`ABSTRACT-RECV:${name}`, async () => undefined, async () => {
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      try {
-        await notifySystemd('READY=1', `@${name}`);
-        return;
-      } catch (error) {
-        if (Date.now() > deadline) throw error;
-        await new Promise((r) => setTimeout(r, 20));
+  const datagrams = await receive(
+    `ABSTRACT-RECV:${name}`,
+    async () => undefined,
+    async () => {
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        try {
+          await notifySystemd('READY=1', `@${name}`);
+          return;
+        } catch (error) {
+          if (Date.now() > deadline) throw error;
+          await new Promise((r) => setTimeout(r, 20));
+        }
       }
-    }
-  }, 1);
+    },
+    1,
+  );
   assert.deepEqual(datagrams, ['READY=1']);
 });
 

@@ -14,8 +14,8 @@ import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.
 import { XDP_ACTION } from '../src/dataplane/xdp.js';
 import { Reconciler } from '../src/daemon/reconciler.js';
 import { parseVip } from '../src/model/address.js';
-import { DesiredState, vipSettings } from '../src/model/desired-state.js';
-import { PathResult, PathTarget } from '../src/net/forwarding-paths.js';
+import { type DesiredState, vipSettings } from '../src/model/desired-state.js';
+import { type PathResult, type PathTarget } from '../src/net/forwarding-paths.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { TCP_FLAGS, formatMac, ipv4Frame } from './support/packets.js';
 import type { LoopResult } from './support/packet-loop.js';
@@ -26,7 +26,10 @@ after(() => dataplane.close());
 
 const BACKENDS = ['10.10.0.11', '10.10.0.12', '10.10.0.13', '10.10.0.14'];
 const macOf = (address: string) => `02:00:00:00:00:${address.split('.')[3]!.padStart(2, '0')}`;
-const paths = (t: PathTarget): PathResult => ({ ok: true, path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: macOf(t.address), mtu: 0 } });
+const paths = (t: PathTarget): PathResult => ({
+  ok: true,
+  path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: macOf(t.address), mtu: 0 },
+});
 
 function state(addresses: readonly string[], tableSize: number): DesiredState {
   const vip = parseVip('10.100.0.100:80/tcp');
@@ -45,7 +48,9 @@ test('no packet sees a half-written table while tables are rebuilt, resized and 
   reconciler.apply(states[0]!, paths);
 
   // SYNs always take the table's choice: every packet exercises the table.
-  const frames = Array.from({ length: 256 }, (_, i) => ipv4Frame({ src: `172.16.0.${i}`, dst: '10.100.0.100', srcPort: 1024 + i, dstPort: 80, tcpFlags: TCP_FLAGS.SYN }));
+  const frames = Array.from({ length: 256 }, (_, i) =>
+    ipv4Frame({ src: `172.16.0.${i}`, dst: '10.100.0.100', srcPort: 1024 + i, dstPort: 80, tcpFlags: TCP_FLAGS.SYN }),
+  );
   const packets = Buffer.concat(frames);
   const iterations = 2_000_000;
   const worker = new Worker(join(PROJECT_ROOT, 'dist', 'test', 'support', 'packet-loop.js'), {
@@ -58,7 +63,9 @@ test('no packet sees a half-written table while tables are rebuilt, resized and 
 
   let swaps = 0;
   let done = false;
-  void result.finally(() => { done = true; });
+  void result.finally(() => {
+    done = true;
+  });
   while (!done) {
     reconciler.apply(states[++swaps % states.length]!, paths);
     reconciler.sweepFlows();

@@ -11,19 +11,27 @@ import { vipInfo } from '../src/dataplane/abi.js';
 import { BalancerDataplane } from '../src/dataplane/balancer.js';
 import { Reconciler } from '../src/daemon/reconciler.js';
 import { parseVip } from '../src/model/address.js';
-import { BackendSpec, DesiredState, vipSettings } from '../src/model/desired-state.js';
-import { PathResult, PathTarget } from '../src/net/forwarding-paths.js';
+import { type BackendSpec, type DesiredState, vipSettings } from '../src/model/desired-state.js';
+import { type PathResult, type PathTarget } from '../src/net/forwarding-paths.js';
 
 const limits = { maxVips: 8, maxBackends: 128, flowTableSize: 1024 };
 const first = BalancerDataplane.load(limits);
 const second = BalancerDataplane.load(limits);
-after(() => { first.close(); second.close(); });
+after(() => {
+  first.close();
+  second.close();
+});
 
 const log = pino({ level: 'silent' });
-const paths = (t: PathTarget): PathResult => ({ ok: true, path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: '02:00:00:00:00:11', mtu: 0 } });
+const paths = (t: PathTarget): PathResult => ({
+  ok: true,
+  path: { dev: 'lo', ifindex: 1, srcMac: '02:00:00:00:00:02', nextHop: t.address, dstMac: '02:00:00:00:00:11', mtu: 0 },
+});
 const backend = (address: string, weight = 1): BackendSpec => ({ address, family: 4, weight });
 const VIP = parseVip('10.100.0.100:80/tcp');
-const state = (backends: BackendSpec[], tableSize = 65537): DesiredState => ({ vips: [{ vip: VIP, ...vipSettings(VIP, { tableSize }), backends }] });
+const state = (backends: BackendSpec[], tableSize = 65537): DesiredState => ({
+  vips: [{ vip: VIP, ...vipSettings(VIP, { tableSize }), backends }],
+});
 
 /** The VIP's table as backend addresses, slot by slot, read from the kernel. */
 function tableByAddress(dataplane: BalancerDataplane, reconciler: Reconciler): string[] {

@@ -25,7 +25,16 @@ interface DumpedMachine {
   autostart: boolean;
   memory: number;
   cpus: number;
-  networks: { segment: string; network: string; ip: string; prefix_length: number; netmask: string; ip6: string | null; prefix_length6: number | null; libvirt_host_ip: string }[];
+  networks: {
+    segment: string;
+    network: string;
+    ip: string;
+    prefix_length: number;
+    netmask: string;
+    ip6: string | null;
+    prefix_length6: number | null;
+    libvirt_host_ip: string;
+  }[];
   provision_args: string[];
 }
 
@@ -95,7 +104,17 @@ async function machines(): Promise<DumpedMachine[]> {
 }
 
 /** Options whose value differs between a VM and the lab by design, and flags only one world passes. */
-const WORLD_OPTIONS = new Set(['--mtu', '--gateway', '--runtime-dir', '--root', '--decap', '--lbctl', '--socket', '--state-dir', '--xdp-mode']);
+const WORLD_OPTIONS = new Set([
+  '--mtu',
+  '--gateway',
+  '--runtime-dir',
+  '--root',
+  '--decap',
+  '--lbctl',
+  '--socket',
+  '--state-dir',
+  '--xdp-mode',
+]);
 const WORLD_FLAGS = new Set(['--no-decap', '--install', '--start']);
 
 /** The topology's part of a role script's arguments: world-specific options dropped, interface names blanked. */
@@ -157,11 +176,18 @@ describe('vagrant validate (offline, no VM)', () => {
       PATH: `${bin}:${process.env.PATH}`,
     });
     assertValidated(r, 'vagrant validate (virtualbox, no plugins)');
-    assert.deepEqual([...new Set(readFileSync(log, 'utf8').trim().split('\n'))], ['--version'], 'VBoxManage was asked for more than its version');
+    assert.deepEqual(
+      [...new Set(readFileSync(log, 'utf8').trim().split('\n'))],
+      ['--version'],
+      'VBoxManage was asked for more than its version',
+    );
   });
 
   test('validates without any provider (--ignore-provider, no plugins)', async () => {
-    assertValidated(await vagrant('noprovider', ['validate', '--ignore-provider'], { VAGRANT_NO_PLUGINS: '1' }), 'vagrant validate --ignore-provider');
+    assertValidated(
+      await vagrant('noprovider', ['validate', '--ignore-provider'], { VAGRANT_NO_PLUGINS: '1' }),
+      'vagrant validate --ignore-provider',
+    );
   });
 
   test('a broken topology fails validation with the reason', async () => {
@@ -174,7 +200,13 @@ describe('vagrant validate (offline, no VM)', () => {
     const home = join(scratch, 'broken-home');
     const r = await execFileP('vagrant', ['validate', '--ignore-provider'], {
       cwd: join(dir, 'vagrant'),
-      env: { ...process.env, VAGRANT_HOME: home, VAGRANT_DOTFILE_PATH: join(home, 'dot'), VAGRANT_CHECKPOINT_DISABLE: '1', VAGRANT_NO_PLUGINS: '1' },
+      env: {
+        ...process.env,
+        VAGRANT_HOME: home,
+        VAGRANT_DOTFILE_PATH: join(home, 'dot'),
+        VAGRANT_CHECKPOINT_DISABLE: '1',
+        VAGRANT_NO_PLUGINS: '1',
+      },
     }).then(
       () => ({ code: 0, out: '' }),
       (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, out: `${e.stdout}${e.stderr}` }),
@@ -187,7 +219,10 @@ describe('vagrant validate (offline, no VM)', () => {
 describe('the machines of the Vagrantfile are the hosts of vagrant/topology.json', () => {
   test('names, roles, role scripts, networks and fixed addresses', async () => {
     const list = await machines();
-    assert.deepEqual(list.map((m) => [m.name, m.role]), TOPOLOGY.hosts.map((h) => [h.name, h.role]));
+    assert.deepEqual(
+      list.map((m) => [m.name, m.role]),
+      TOPOLOGY.hosts.map((h) => [h.name, h.role]),
+    );
     for (const m of list) {
       const host = TOPOLOGY.hosts.find((h) => h.name === m.name)!;
       assert.equal(m.script, `/vagrant/vagrant/provision/${host.role}.sh`);
@@ -195,17 +230,25 @@ describe('the machines of the Vagrantfile are the hosts of vagrant/topology.json
       assert.deepEqual(
         m.networks.map((n) => [n.network, n.ip, n.prefix_length, n.ip6, n.prefix_length6]),
         host.interfaces.map((i) => [
-          TOPOLOGY.segments[i.segment]!.network, i.address, segmentPrefixLength(i.segment), i.address6 ?? null, i.address6 ? segmentPrefixLength(i.segment, 6) : null,
+          TOPOLOGY.segments[i.segment]!.network,
+          i.address,
+          segmentPrefixLength(i.segment),
+          i.address6 ?? null,
+          i.address6 ? segmentPrefixLength(i.segment, 6) : null,
         ]),
         `${m.name}: private networks`,
       );
       // Vagrant configures the IPv4 address; the role script adds the IPv6 one.
       for (const n of m.networks) {
-        if (n.ip6) assert.ok(m.provision_args.includes(`${n.ip6}/${n.prefix_length6}`), `${m.name}: --address ${n.ip6}/${n.prefix_length6}`);
+        if (n.ip6)
+          assert.ok(m.provision_args.includes(`${n.ip6}/${n.prefix_length6}`), `${m.name}: --address ${n.ip6}/${n.prefix_length6}`);
       }
       assert.equal(m.autostart, host.vagrant?.autostart ?? true, `${m.name}: autostart`);
       for (const n of m.networks) {
-        assert.ok(!TOPOLOGY.hosts.some((h) => h.interfaces.some((i) => i.address === n.libvirt_host_ip)), `${n.libvirt_host_ip} (the laptop on ${n.network}) is a host's address`);
+        assert.ok(
+          !TOPOLOGY.hosts.some((h) => h.interfaces.some((i) => i.address === n.libvirt_host_ip)),
+          `${n.libvirt_host_ip} (the laptop on ${n.network}) is a host's address`,
+        );
       }
     }
     // What the issue asks of the topology: two l2dsr backends on the balancer's
@@ -214,11 +257,20 @@ describe('the machines of the Vagrantfile are the hosts of vagrant/topology.json
     const backends = TOPOLOGY.hosts.filter((h) => h.role === 'backend');
     const l2 = backends.filter((h) => h.forward === 'l2dsr');
     assert.ok(l2.length >= 2 && l2.every((h) => h.interfaces[0]!.segment === balancerSegment), 'l2dsr backends on the balancer segment');
-    assert.ok(backends.some((h) => h.forward === 'ipip' && h.interfaces[0]!.segment !== balancerSegment), 'an ipip backend behind the router');
+    assert.ok(
+      backends.some((h) => h.forward === 'ipip' && h.interfaces[0]!.segment !== balancerSegment),
+      'an ipip backend behind the router',
+    );
     const started = list.filter((m) => m.autostart).map((m) => m.name);
     assert.ok(started.includes('balancer') && started.includes('client') && started.includes('router'));
-    assert.ok(backends.filter((h) => h.forward === 'l2dsr' && started.includes(h.name)).length >= 2, 'vagrant up starts two l2dsr backends');
-    assert.ok(backends.some((h) => h.forward === 'ipip' && started.includes(h.name)), 'vagrant up starts an ipip backend');
+    assert.ok(
+      backends.filter((h) => h.forward === 'l2dsr' && started.includes(h.name)).length >= 2,
+      'vagrant up starts two l2dsr backends',
+    );
+    assert.ok(
+      backends.some((h) => h.forward === 'ipip' && started.includes(h.name)),
+      'vagrant up starts an ipip backend',
+    );
   });
 
   test('every VM installs (--install), finds its NIC by address, the balancer starts lbctl', async () => {
@@ -226,7 +278,11 @@ describe('the machines of the Vagrantfile are the hosts of vagrant/topology.json
       assert.ok(m.provision_args.includes('--install'), `${m.name}: --install`);
       assert.ok(!m.provision_args.includes('--gateway'), `${m.name}: keeps Vagrant's default route`);
       const ifaces = m.provision_args.filter((_, i) => m.provision_args[i - 1] === '--interface');
-      assert.deepEqual(ifaces, m.networks.map(() => 'auto'), `${m.name}: --interface auto per network`);
+      assert.deepEqual(
+        ifaces,
+        m.networks.map(() => 'auto'),
+        `${m.name}: --interface auto per network`,
+      );
       if (m.role === 'balancer') assert.ok(m.provision_args.includes('--start'), 'the balancer starts lbctl');
       if (m.role === 'backend') assert.equal(optionValue(m.provision_args, '--decap'), 'auto', `${m.name}: kernel ipip or lbctl decap`);
     }
@@ -253,7 +309,11 @@ describe('the Vagrant provisioning in the lab', () => {
       const m = list.find((x) => x.name === host.name)!;
       const labArgs = await lab.provisionArgs(host.namespace);
       assert.deepEqual(topologyPart(labArgs), topologyPart(m.provision_args), `${host.name}: lab vs Vagrantfile`);
-      assert.deepEqual(topologyPart(m.provision_args), topologyPart(topologyArgs(host, () => 'auto')), `${host.name}: Vagrantfile vs topology.json`);
+      assert.deepEqual(
+        topologyPart(m.provision_args),
+        topologyPart(topologyArgs(host, () => 'auto')),
+        `${host.name}: Vagrantfile vs topology.json`,
+      );
     }
   });
 
@@ -297,13 +357,22 @@ describe('the Vagrant provisioning in the lab', () => {
     const result6 = await lb.httpFromClient(`http://[${LAB.vips6[0]}]/`, 60);
     assert.deepEqual(result6.failures, []);
     assert.deepEqual([...new Set(result6.answers.map((a) => a.backend))].sort(), chosen.map((b) => b.name).sort());
-    assert.ok(result6.answers.every((a) => a.client === LAB.client6), 'the backends saw the client\'s IPv6 address');
+    assert.ok(
+      result6.answers.every((a) => a.client === LAB.client6),
+      "the backends saw the client's IPv6 address",
+    );
 
     // Provisioning again leaves the running balancer alone.
     const again = await lab.exec('lb', [
       join(ROOT, 'vagrant', 'provision', 'balancer.sh'),
-      ...list.find((m) => m.role === 'balancer')!.provision_args.filter((a) => a !== '--install').map((a, i, all) => (all[i - 1] === '--root' ? ROOT : a)),
-      '--socket', lb.socket, '--state-dir', lb.stateDir,
+      ...list
+        .find((m) => m.role === 'balancer')!
+        .provision_args.filter((a) => a !== '--install')
+        .map((a, i, all) => (all[i - 1] === '--root' ? ROOT : a)),
+      '--socket',
+      lb.socket,
+      '--state-dir',
+      lb.stateDir,
     ]);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stderr, /lbctl runs already/);

@@ -77,7 +77,12 @@ export interface BackendSummary {
   readonly drain?: { readonly since: string; readonly timeoutSeconds: number; readonly idleSeconds: number };
   /** The backend's health check, as configured ("http:/healthz every 2s, rise 2, fall 3") and its state. */
   readonly check: string;
-  readonly health?: { readonly state: 'unknown' | 'up' | 'down'; readonly since: string; readonly lastError?: string; readonly lastCheck?: string };
+  readonly health?: {
+    readonly state: 'unknown' | 'up' | 'down';
+    readonly since: string;
+    readonly lastError?: string;
+    readonly lastCheck?: string;
+  };
   /** Down, but kept in the table because every backend of the VIP is down (policy keep). */
   readonly keptWhileAllDown?: boolean;
   readonly packets: string;
@@ -100,20 +105,29 @@ export interface TrafficStats {
 export interface StatsResult {
   /** ISO time the counters were read. */
   readonly at: string;
-  readonly vips: ReadonlyArray<TrafficStats & {
-    readonly vip: string;
-    readonly backends: ReadonlyArray<TrafficStats & {
-      readonly address: string;
-      readonly state: BackendSummary['state'];
-      readonly health: 'unknown' | 'up' | 'down' | null;
-      /** Why the last health check failed, while the backend is down. */
-      readonly healthError?: string;
-      /** Fraction of the VIP's Maglev table (0..1). */
-      readonly share: number;
-    }>;
-  }>;
+  readonly vips: ReadonlyArray<
+    TrafficStats & {
+      readonly vip: string;
+      readonly backends: ReadonlyArray<
+        TrafficStats & {
+          readonly address: string;
+          readonly state: BackendSummary['state'];
+          readonly health: 'unknown' | 'up' | 'down' | null;
+          /** Why the last health check failed, while the backend is down. */
+          readonly healthError?: string;
+          /** Fraction of the VIP's Maglev table (0..1). */
+          readonly share: number;
+        }
+      >;
+    }
+  >;
   /** Packets the data plane did not simply balance, by reason. */
-  readonly reasons: ReadonlyArray<{ readonly reason: Reason; readonly fate: ReasonFate; readonly meaning: string; readonly packets: string }>;
+  readonly reasons: ReadonlyArray<{
+    readonly reason: Reason;
+    readonly fate: ReasonFate;
+    readonly meaning: string;
+    readonly packets: string;
+  }>;
   readonly daemon: {
     readonly startedAt: string;
     readonly healthTransitions: { readonly up: number; readonly down: number };
@@ -161,13 +175,22 @@ export interface Methods {
   'killswitch.engage': { params: Record<string, never>; result: KillSwitchStatus };
   'killswitch.release': { params: Record<string, never>; result: KillSwitchStatus };
   'killswitch.status': { params: Record<string, never>; result: KillSwitchStatus };
-  'vip.add': { params: { vip: string; forward?: ForwardMethod; tableSize?: number; check?: CheckOptions; onAllDown?: AllDownPolicy }; result: ChangeResult };
+  'vip.add': {
+    params: { vip: string; forward?: ForwardMethod; tableSize?: number; check?: CheckOptions; onAllDown?: AllDownPolicy };
+    result: ChangeResult;
+  };
   'vip.remove': { params: { vip: string }; result: ChangeResult };
   'vip.list': { params: Record<string, never>; result: VipSummary[] };
-  'backend.add': { params: { vip: string; address: string; weight?: number; forward?: ForwardMethod; check?: CheckOptions; dryRun?: boolean }; result: ChangeResult };
+  'backend.add': {
+    params: { vip: string; address: string; weight?: number; forward?: ForwardMethod; check?: CheckOptions; dryRun?: boolean };
+    result: ChangeResult;
+  };
   'backend.remove': { params: { vip: string; address: string; dryRun?: boolean }; result: ChangeResult };
   'backend.weight': { params: { vip: string; address: string; weight: number; dryRun?: boolean }; result: ChangeResult };
-  'backend.drain': { params: { vip: string; address: string; timeoutSeconds?: number; idleSeconds?: number; dryRun?: boolean }; result: ChangeResult };
+  'backend.drain': {
+    params: { vip: string; address: string; timeoutSeconds?: number; idleSeconds?: number; dryRun?: boolean };
+    result: ChangeResult;
+  };
   'backend.undrain': { params: { vip: string; address: string }; result: ChangeResult };
   explain: { params: { client: string; vip: string }; result: ExplainResult };
   'backend.list': { params: { vip: string }; result: BackendSummary[] };
@@ -176,8 +199,23 @@ export interface Methods {
 
 export type MethodName = keyof Methods;
 export const METHOD_NAMES: readonly MethodName[] = [
-  'status', 'stop', 'reload', 'killswitch.engage', 'killswitch.release', 'killswitch.status', 'vip.add', 'vip.remove', 'vip.list',
-  'backend.add', 'backend.remove', 'backend.weight', 'backend.drain', 'backend.undrain', 'backend.list', 'explain', 'stats',
+  'status',
+  'stop',
+  'reload',
+  'killswitch.engage',
+  'killswitch.release',
+  'killswitch.status',
+  'vip.add',
+  'vip.remove',
+  'vip.list',
+  'backend.add',
+  'backend.remove',
+  'backend.weight',
+  'backend.drain',
+  'backend.undrain',
+  'backend.list',
+  'explain',
+  'stats',
 ];
 
 /** Longest request line the daemon reads; anything longer is refused. */

@@ -4,10 +4,11 @@ import type { ChangePreview, ExplainResult, KillSwitchStatus, StatsResult, Traff
 export function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const numeric = headers.map((_, i) => rows.length > 0 && rows.every((r) => /^\d+(\.\d+)?[%kMGTP]?$/.test(r[i] ?? '') || r[i] === '-'));
-  const line = (cells: readonly string[]) => cells
-    .map((cell, i) => (numeric[i] ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
-    .join('  ')
-    .trimEnd();
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, i) => (numeric[i] ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
 }
 
@@ -46,7 +47,8 @@ export function formatPreview(p: ChangePreview): string {
     b.address,
     b.before ? `${b.before.weight}${b.before.draining ? ' (draining)' : ''}` : '-',
     b.after ? `${b.after.weight}${b.after.draining ? ' (draining)' : ''}` : 'removed',
-    share(b.before?.share), share(b.after?.share),
+    share(b.before?.share),
+    share(b.after?.share),
   ]);
   return [
     table(['BACKEND', 'WEIGHT NOW', 'WEIGHT AFTER', 'SHARE NOW', 'SHARE AFTER'], rows),
@@ -60,13 +62,17 @@ export function formatPreview(p: ChangePreview): string {
 export function formatExplain(e: ExplainResult): string {
   const lines = [`flow ${e.client} -> ${e.vip}: goes to ${e.backend ?? 'nowhere (dropped)'}, decided by the ${e.decidedBy}`];
   if (e.tracked) {
-    lines.push(`  tracked:  backend ${e.tracked.backend} (${e.tracked.state}), last packet ${e.tracked.lastSeenSecondsAgo} s ago${e.tracked.closing ? ', client closing' : ''}`);
-    if (e.decidedBy !== 'tracked flow') lines.push('            its backend can no longer take it: the flow moves to the table\'s choice');
+    lines.push(
+      `  tracked:  backend ${e.tracked.backend} (${e.tracked.state}), last packet ${e.tracked.lastSeenSecondsAgo} s ago${e.tracked.closing ? ', client closing' : ''}`,
+    );
+    if (e.decidedBy !== 'tracked flow') lines.push("            its backend can no longer take it: the flow moves to the table's choice");
   } else {
     lines.push('  tracked:  no (a new flow)');
   }
-  lines.push(`  table:    hash ${e.table.hash} -> slot ${e.table.slot} of ${e.table.tableSize} -> ${e.table.owner ?? 'no usable backend'}` +
-    (e.table.owner ? ` (owns ${percent(e.table.ownerShare)} of the table)` : ''));
+  lines.push(
+    `  table:    hash ${e.table.hash} -> slot ${e.table.slot} of ${e.table.tableSize} -> ${e.table.owner ?? 'no usable backend'}` +
+      (e.table.owner ? ` (owns ${percent(e.table.ownerShare)} of the table)` : ''),
+  );
   if (e.tracked && e.decidedBy === 'tracked flow' && e.table.owner !== e.backend) {
     lines.push('            a new connection from this address and port (a TCP SYN) would follow the table');
   }
@@ -82,16 +88,27 @@ export function formatKillSwitch(k: KillSwitchStatus): string {
 
 /** `lbctl stats`: traffic per VIP with its backends beneath, then what was not balanced and why. */
 export function formatStats(s: StatsResult): string {
-  const counters = (c: TrafficStats) => [compact(c.packets), compact(c.bytes), compact(c.newFlows), compact(c.trackedPackets), compact(c.movedFlows)];
+  const counters = (c: TrafficStats) => [
+    compact(c.packets),
+    compact(c.bytes),
+    compact(c.newFlows),
+    compact(c.trackedPackets),
+    compact(c.movedFlows),
+  ];
   const rows: string[][] = [];
   for (const vip of s.vips) {
     rows.push([vip.vip, '', '', ...counters(vip)]);
-    for (const b of vip.backends) rows.push([`  ${b.address}`, b.health ? `${b.state}/${b.health}` : b.state, percent(b.share), ...counters(b)]);
+    for (const b of vip.backends)
+      rows.push([`  ${b.address}`, b.health ? `${b.state}/${b.health}` : b.state, percent(b.share), ...counters(b)]);
   }
-  const traffic = rows.length > 0
-    ? table(['VIP / BACKEND', 'STATE', 'SHARE', 'PACKETS', 'BYTES', 'NEW FLOWS', 'TRACKED PKTS', 'MOVED'], rows)
-    : 'no VIPs';
-  const reasons = table(['NOT BALANCED', 'FATE', 'PACKETS', 'MEANING'], s.reasons.map((r) => [r.reason, r.fate, compact(r.packets), r.meaning]));
+  const traffic =
+    rows.length > 0
+      ? table(['VIP / BACKEND', 'STATE', 'SHARE', 'PACKETS', 'BYTES', 'NEW FLOWS', 'TRACKED PKTS', 'MOVED'], rows)
+      : 'no VIPs';
+  const reasons = table(
+    ['NOT BALANCED', 'FATE', 'PACKETS', 'MEANING'],
+    s.reasons.map((r) => [r.reason, r.fate, compact(r.packets), r.meaning]),
+  );
   const d = s.daemon;
   const average = d.reconciles > 0 ? d.reconcileMsTotal / d.reconciles : 0;
   return [

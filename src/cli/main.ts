@@ -5,13 +5,13 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { call, DaemonUnreachableError } from '../api/client.js';
-import { BackendSummary, ChangeResult, VipSummary } from '../api/protocol.js';
+import { type BackendSummary, type ChangeResult, type VipSummary } from '../api/protocol.js';
 import { DEFAULT_BPFFS, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
-import { FORWARD_METHODS, ForwardMethod, parseForward, parseListenAddress, parseWeight } from '../model/address.js';
+import { FORWARD_METHODS, type ForwardMethod, parseForward, parseListenAddress, parseWeight } from '../model/address.js';
 import { LOG_LEVELS } from '../model/config.js';
 import { InputError } from '../model/errors.js';
 import { parseDuration, parseKillSwitchTimeout } from '../model/duration.js';
-import { ALL_DOWN_POLICIES, CHECK_LIMITS, CheckOptions, DEFAULT_ALL_DOWN, parseAllDownPolicy, parseCheck } from '../model/check.js';
+import { ALL_DOWN_POLICIES, CHECK_LIMITS, type CheckOptions, DEFAULT_ALL_DOWN, parseAllDownPolicy, parseCheck } from '../model/check.js';
 import { VERSION } from '../version.js';
 import { underSystemd } from '../daemon/systemd.js';
 import { age, compact, formatExplain, formatKillSwitch, formatPreview, formatStats, percent, table } from './format.js';
@@ -23,7 +23,8 @@ const forwardOption = (what: string) => new Option('--forward <method>', `forwar
 function integer(name: string, min: number, max: number) {
   return (text: string): number => {
     const value = /^\d+$/.test(text) ? Number(text) : NaN;
-    if (!Number.isSafeInteger(value) || value < min || value > max) throw new InputError(`invalid ${name} "${text}": must be an integer from ${min} to ${max}`);
+    if (!Number.isSafeInteger(value) || value < min || value > max)
+      throw new InputError(`invalid ${name} "${text}": must be an integer from ${min} to ${max}`);
     return value;
   };
 }
@@ -34,10 +35,22 @@ function withCheckOptions(command: Command, whose: string): Command {
     .option('--check <kind>', `health check ${whose}: tcp, http:/PATH, https:/PATH, dns:NAME, udp or none`)
     .option('--check-interval <duration>', `time between checks ${whose} (default 2s)`)
     .option('--check-timeout <duration>', `a check slower than this fails (default 1s)`)
-    .option('--rise <n>', 'passed checks in a row that bring a backend back (default 2)', integer('rise', CHECK_LIMITS.count.min, CHECK_LIMITS.count.max))
-    .option('--fall <n>', 'failed checks in a row that take a backend out (default 3)', integer('fall', CHECK_LIMITS.count.min, CHECK_LIMITS.count.max))
+    .option(
+      '--rise <n>',
+      'passed checks in a row that bring a backend back (default 2)',
+      integer('rise', CHECK_LIMITS.count.min, CHECK_LIMITS.count.max),
+    )
+    .option(
+      '--fall <n>',
+      'failed checks in a row that take a backend out (default 3)',
+      integer('fall', CHECK_LIMITS.count.min, CHECK_LIMITS.count.max),
+    )
     .option('--check-port <port>', "port to check (default the VIP's)", integer('check port', CHECK_LIMITS.port.min, CHECK_LIMITS.port.max))
-    .option('--check-status <code>', 'http(s): the status expected (default any 2xx or 3xx)', integer('expected status', CHECK_LIMITS.status.min, CHECK_LIMITS.status.max))
+    .option(
+      '--check-status <code>',
+      'http(s): the status expected (default any 2xx or 3xx)',
+      integer('expected status', CHECK_LIMITS.status.min, CHECK_LIMITS.status.max),
+    )
     .option('--check-dsr', 'also check through the VIP path (the forwarding the data plane does): finds a backend without the VIP on lo');
 }
 
@@ -70,7 +83,8 @@ export function buildProgram(): Command {
     .version(VERSION)
     .configureOutput({ outputError: (text, write) => write(`lbctl: ${text.replace(/^error: /, '')}`) });
 
-  program.command('start')
+  program
+    .command('start')
     .description('load the balancer onto an interface and run the daemon')
     .option('-i, --interface <name>', 'interface that receives VIP traffic (or `interface` in the config)')
     .option('-c, --config <file>', 'YAML config file with VIPs and backends')
@@ -79,7 +93,11 @@ export function buildProgram(): Command {
     .option('--state-dir <dir>', 'where runtime changes are kept', DEFAULT_STATE_DIR)
     .option('--bpffs <dir>', 'bpffs mount point', DEFAULT_BPFFS)
     .option('--pin-dir <dir>', 'where maps are pinned (default: BPFFS/lbctl/<netns>/<interface>)')
-    .option('--tunnel-source <address>', "outer source of ipip packets, once per family (default: the interface's primary addresses)", (value: string, previous: string[] = []) => [...previous, value])
+    .option(
+      '--tunnel-source <address>',
+      "outer source of ipip packets, once per family (default: the interface's primary addresses)",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
     .option('--flow-table-size <n>', 'connection-tracking entries', integer('flow table size', 1024, 67_108_864))
     .option('--max-vips <n>', 'VIP capacity', integer('VIP capacity', 1, 65_536))
     .option('--max-backends <n>', 'backend capacity across all VIPs', integer('backend capacity', 16, 1_048_576))
@@ -101,7 +119,8 @@ export function buildProgram(): Command {
       await startInBackground(opts);
     });
 
-  program.command('stop')
+  program
+    .command('stop')
     .description('detach the balancer and stop the daemon')
     .option('--keep-dataplane', 'leave the balancer running for the next daemon to take over (until the kill-switch deadline)')
     .addOption(socketOption())
@@ -109,10 +128,13 @@ export function buildProgram(): Command {
       const status = await call(opts.socket, 'status', {});
       await call(opts.socket, 'stop', { keepDataplane: opts.keepDataplane === true });
       await waitUntilExited(status.pid, 15_000);
-      process.stdout.write(`lbctl: stopped (was pid ${status.pid} on ${status.interface})${opts.keepDataplane ? '; the data plane keeps balancing' : ''}\n`);
+      process.stdout.write(
+        `lbctl: stopped (was pid ${status.pid} on ${status.interface})${opts.keepDataplane ? '; the data plane keeps balancing' : ''}\n`,
+      );
     });
 
-  program.command('restart')
+  program
+    .command('restart')
     .description('restart the daemon the way it was started; the data plane keeps balancing throughout')
     .addOption(socketOption())
     .action(async (opts) => {
@@ -125,19 +147,23 @@ export function buildProgram(): Command {
       process.exitCode = child.status ?? 1;
     });
 
-  program.command('reload')
+  program
+    .command('reload')
     .description('read the config file again and apply it (runtime changes stay on top)')
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (opts) => reportChange(await call(opts.socket, 'reload', {}), opts.json));
 
-  const killSwitch = program.command('kill-switch').description('the data plane stops balancing (fail open) when told to or when the daemon goes silent');
+  const killSwitch = program
+    .command('kill-switch')
+    .description('the data plane stops balancing (fail open) when told to or when the daemon goes silent');
   for (const [name, method, description] of [
     ['engage', 'killswitch.engage', 'stop balancing now: VIP packets go to the kernel untouched'],
     ['release', 'killswitch.release', 'balance again'],
     ['status', 'killswitch.status', 'show the kill-switch'],
   ] as const) {
-    killSwitch.command(name)
+    killSwitch
+      .command(name)
       .description(description)
       .addOption(socketOption())
       .addOption(jsonOption())
@@ -147,25 +173,28 @@ export function buildProgram(): Command {
       });
   }
 
-  program.command('status')
+  program
+    .command('status')
     .description('show what the daemon is doing')
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (opts) => {
       const s = await call(opts.socket, 'status', {});
-      print(opts.json, s, () => [
-        `lbctl ${s.version}: running, pid ${s.pid}, since ${s.startedAt}`,
-        `interface  ${s.interface} (ifindex ${s.ifindex}), ${s.xdpMode} XDP, program id ${s.programId}`,
-        `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}`,
-        `flows      up to ${s.flowTableSize} tracked`,
-        `metrics    ${s.metricsAddress ? `http://${s.metricsAddress}/metrics, status page http://${s.metricsAddress}/` : '(off: lbctl start --metrics-address ADDRESS:PORT)'}`,
-        `kill-switch ${formatKillSwitch(s.killSwitch)}`,
-        `tunnels    from ${s.tunnelSources.join(', ') || '(no address on the interface: ipip backends unusable)'}`,
-        `config     ${s.configPath ?? '(none)'}`,
-        `state      ${s.stateDir}`,
-        `pins       ${s.pinDir}`,
-        `socket     ${s.socket}`,
-      ].join('\n'));
+      print(opts.json, s, () =>
+        [
+          `lbctl ${s.version}: running, pid ${s.pid}, since ${s.startedAt}`,
+          `interface  ${s.interface} (ifindex ${s.ifindex}), ${s.xdpMode} XDP, program id ${s.programId}`,
+          `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}`,
+          `flows      up to ${s.flowTableSize} tracked`,
+          `metrics    ${s.metricsAddress ? `http://${s.metricsAddress}/metrics, status page http://${s.metricsAddress}/` : '(off: lbctl start --metrics-address ADDRESS:PORT)'}`,
+          `kill-switch ${formatKillSwitch(s.killSwitch)}`,
+          `tunnels    from ${s.tunnelSources.join(', ') || '(no address on the interface: ipip backends unusable)'}`,
+          `config     ${s.configPath ?? '(none)'}`,
+          `state      ${s.stateDir}`,
+          `pins       ${s.pinDir}`,
+          `socket     ${s.socket}`,
+        ].join('\n'),
+      );
     });
 
   const vip = program.command('vip').description('virtual services');
@@ -173,23 +202,32 @@ export function buildProgram(): Command {
     .description('add a VIP, e.g. 10.0.0.100:80/tcp or [2001:db8::10]:80/tcp')
     .addOption(forwardOption('for its backends').default('l2dsr'))
     .option('--table-size <n>', 'Maglev table size (a prime)', integer('table size', 1, 1_048_573))
-    .addOption(new Option('--on-all-down <policy>', 'when every backend fails its check: keep sending to the last healthy ones, or drop').choices(ALL_DOWN_POLICIES).default(DEFAULT_ALL_DOWN))
+    .addOption(
+      new Option('--on-all-down <policy>', 'when every backend fails its check: keep sending to the last healthy ones, or drop')
+        .choices(ALL_DOWN_POLICIES)
+        .default(DEFAULT_ALL_DOWN),
+    )
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (vipText: string, opts) => {
       const check = checkOptions(opts);
       const result = await call(opts.socket, 'vip.add', {
-        vip: vipText, forward: parseForward(opts.forward), onAllDown: parseAllDownPolicy(opts.onAllDown),
-        ...(opts.tableSize ? { tableSize: opts.tableSize } : {}), ...(check ? { check } : {}),
+        vip: vipText,
+        forward: parseForward(opts.forward),
+        onAllDown: parseAllDownPolicy(opts.onAllDown),
+        ...(opts.tableSize ? { tableSize: opts.tableSize } : {}),
+        ...(check ? { check } : {}),
       });
       reportChange(result, opts.json);
     });
-  vip.command('remove <vip>')
+  vip
+    .command('remove <vip>')
     .description('remove a VIP and its backends')
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (vipText: string, opts) => reportChange(await call(opts.socket, 'vip.remove', { vip: vipText }), opts.json));
-  vip.command('list')
+  vip
+    .command('list')
     .description('list VIPs')
     .addOption(socketOption())
     .addOption(jsonOption())
@@ -210,27 +248,38 @@ export function buildProgram(): Command {
     .action(async (vipText: string, address: string, opts) => {
       const check = checkOptions(opts);
       const params = {
-        vip: vipText, address, dryRun: opts.dryRun === true,
-        ...(opts.weight ? { weight: opts.weight as number } : {}), ...(opts.forward ? { forward: opts.forward as ForwardMethod } : {}),
+        vip: vipText,
+        address,
+        dryRun: opts.dryRun === true,
+        ...(opts.weight ? { weight: opts.weight as number } : {}),
+        ...(opts.forward ? { forward: opts.forward as ForwardMethod } : {}),
         ...(check ? { check } : {}),
       };
       reportChange(await call(opts.socket, 'backend.add', params), opts.json);
     });
-  backend.command('remove <vip> <address>')
+  backend
+    .command('remove <vip> <address>')
     .description('remove a backend from a VIP (its tracked flows move to other backends)')
     .addOption(dryRun())
     .addOption(socketOption())
     .addOption(jsonOption())
-    .action(async (vipText: string, address: string, opts) => reportChange(await call(opts.socket, 'backend.remove', { vip: vipText, address, dryRun: opts.dryRun === true }), opts.json));
-  backend.command('weight <vip> <address> <weight>')
+    .action(async (vipText: string, address: string, opts) =>
+      reportChange(await call(opts.socket, 'backend.remove', { vip: vipText, address, dryRun: opts.dryRun === true }), opts.json),
+    );
+  backend
+    .command('weight <vip> <address> <weight>')
     .description("change a backend's weight")
     .addOption(dryRun())
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (vipText: string, address: string, weight: string, opts) => {
-      reportChange(await call(opts.socket, 'backend.weight', { vip: vipText, address, weight: parseWeight(weight), dryRun: opts.dryRun === true }), opts.json);
+      reportChange(
+        await call(opts.socket, 'backend.weight', { vip: vipText, address, weight: parseWeight(weight), dryRun: opts.dryRun === true }),
+        opts.json,
+      );
     });
-  backend.command('drain <vip> <address>')
+  backend
+    .command('drain <vip> <address>')
     .description('stop sending new flows to a backend; remove it once its tracked flows have ended or the timeout passed')
     .option('--timeout <duration>', 'remove it after this long at the latest', '5m')
     .option('--idle <duration>', 'a tracked flow without packets for this long counts as ended', '30s')
@@ -240,14 +289,21 @@ export function buildProgram(): Command {
     .action(async (vipText: string, address: string, opts) => {
       const timeoutSeconds = parseDuration(opts.timeout, 'drain timeout') / 1000;
       const idleSeconds = parseDuration(opts.idle, 'idle time') / 1000;
-      reportChange(await call(opts.socket, 'backend.drain', { vip: vipText, address, timeoutSeconds, idleSeconds, dryRun: opts.dryRun === true }), opts.json);
+      reportChange(
+        await call(opts.socket, 'backend.drain', { vip: vipText, address, timeoutSeconds, idleSeconds, dryRun: opts.dryRun === true }),
+        opts.json,
+      );
     });
-  backend.command('undrain <vip> <address>')
+  backend
+    .command('undrain <vip> <address>')
     .description('cancel a drain: the backend takes new flows again')
     .addOption(socketOption())
     .addOption(jsonOption())
-    .action(async (vipText: string, address: string, opts) => reportChange(await call(opts.socket, 'backend.undrain', { vip: vipText, address }), opts.json));
-  backend.command('list <vip>')
+    .action(async (vipText: string, address: string, opts) =>
+      reportChange(await call(opts.socket, 'backend.undrain', { vip: vipText, address }), opts.json),
+    );
+  backend
+    .command('list <vip>')
     .description("list a VIP's backends with their share of the Maglev table")
     .addOption(socketOption())
     .addOption(jsonOption())
@@ -256,8 +312,9 @@ export function buildProgram(): Command {
       print(opts.json, backends, () => formatBackends(backends));
     });
 
-  program.command('stats')
-    .description('counters: per VIP and backend, packets not balanced by reason, and the daemon\'s own')
+  program
+    .command('stats')
+    .description("counters: per VIP and backend, packets not balanced by reason, and the daemon's own")
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (opts) => {
@@ -265,7 +322,8 @@ export function buildProgram(): Command {
       print(opts.json, stats, () => formatStats(stats));
     });
 
-  program.command('top')
+  program
+    .command('top')
     .description('live view of VIPs and backends: rates, health, share of the table (q quits)')
     .option('--interval <duration>', 'time between refreshes', '1s')
     .option('--count <n>', 'stop after this many refreshes', integer('count', 1, 1_000_000))
@@ -277,7 +335,8 @@ export function buildProgram(): Command {
       await runTop({ socket: opts.socket, intervalMs, ...(opts.count ? { count: opts.count as number } : {}) });
     });
 
-  program.command('explain <client> <vip>')
+  program
+    .command('explain <client> <vip>')
     .description('which backend a flow from CLIENT (ADDRESS:PORT) to VIP goes to, and why')
     .addOption(socketOption())
     .addOption(jsonOption())
@@ -287,7 +346,8 @@ export function buildProgram(): Command {
     });
 
   const decap = program.command('decap').description('IP-in-IP decapsulation on a backend host');
-  decap.command('attach')
+  decap
+    .command('attach')
     .description("attach xdp_decap: tunnelled packets to this host's addresses are unwrapped")
     .requiredOption('-i, --interface <name>', 'interface the tunnelled packets arrive on')
     .addOption(new Option('--xdp-mode <mode>', 'native or generic XDP').choices(['native', 'generic']).default('native'))
@@ -295,16 +355,21 @@ export function buildProgram(): Command {
       requireRoot('lbctl decap attach');
       const { attachDecap } = await import('../dataplane/decap.js');
       const result = await attachDecap(opts.interface, opts.xdpMode);
-      process.stdout.write(`lbctl: xdp_decap ${result.replaced ? 'refreshed' : 'attached'} on ${result.interface} for ${result.endpoints.join(', ')}\n`);
+      process.stdout.write(
+        `lbctl: xdp_decap ${result.replaced ? 'refreshed' : 'attached'} on ${result.interface} for ${result.endpoints.join(', ')}\n`,
+      );
     });
-  decap.command('detach')
+  decap
+    .command('detach')
     .description('detach xdp_decap')
     .requiredOption('-i, --interface <name>', 'interface')
     .action(async (opts) => {
       requireRoot('lbctl decap detach');
       const { detachDecap } = await import('../dataplane/decap.js');
       const detached = await detachDecap(opts.interface);
-      process.stdout.write(detached ? `lbctl: xdp_decap detached from ${opts.interface}\n` : `lbctl: no XDP program on ${opts.interface}\n`);
+      process.stdout.write(
+        detached ? `lbctl: xdp_decap detached from ${opts.interface}\n` : `lbctl: no XDP program on ${opts.interface}\n`,
+      );
     });
 
   return program;
@@ -323,29 +388,65 @@ function reportChange(result: ChangeResult, json?: boolean): void {
 function formatVips(vips: readonly VipSummary[]): string {
   if (vips.length === 0) return 'no VIPs';
   const rows = vips.map((v) => [
-    v.vip, v.forward, `${v.activeBackends}/${v.backends}`, String(v.tableSize), v.check.split(' ')[0]!, v.onAllDown,
-    compact(v.packets), compact(v.bytes), compact(v.newFlows), compact(v.movedFlows),
+    v.vip,
+    v.forward,
+    `${v.activeBackends}/${v.backends}`,
+    String(v.tableSize),
+    v.check.split(' ')[0]!,
+    v.onAllDown,
+    compact(v.packets),
+    compact(v.bytes),
+    compact(v.newFlows),
+    compact(v.movedFlows),
   ]);
-  const notes = vips.filter((v) => v.allDown).map((v) => `${v.vip}: every backend fails its check: ${v.onAllDown === 'drop' ? 'dropping its packets' : 'still sending to the last healthy ones'}`);
-  return [table(['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'CHECK', 'ALL DOWN', 'PACKETS', 'BYTES', 'NEW FLOWS', 'MOVED'], rows), ...notes].join('\n');
+  const notes = vips
+    .filter((v) => v.allDown)
+    .map(
+      (v) =>
+        `${v.vip}: every backend fails its check: ${v.onAllDown === 'drop' ? 'dropping its packets' : 'still sending to the last healthy ones'}`,
+    );
+  return [
+    table(['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'CHECK', 'ALL DOWN', 'PACKETS', 'BYTES', 'NEW FLOWS', 'MOVED'], rows),
+    ...notes,
+  ].join('\n');
 }
 
 function formatBackends(backends: readonly BackendSummary[]): string {
   if (backends.length === 0) return 'no backends';
   const now = Date.now();
   const rows = backends.map((b) => [
-    b.address, String(b.weight), b.forward, b.state, b.health ? `${b.health.state} ${age(b.health.since, now)}` : '-', percent(b.share), String(b.slots),
-    b.nextHop ? `${b.nextHop} ${b.nextHopMac}` : '-', compact(b.packets), compact(b.bytes),
+    b.address,
+    String(b.weight),
+    b.forward,
+    b.state,
+    b.health ? `${b.health.state} ${age(b.health.since, now)}` : '-',
+    percent(b.share),
+    String(b.slots),
+    b.nextHop ? `${b.nextHop} ${b.nextHopMac}` : '-',
+    compact(b.packets),
+    compact(b.bytes),
   ]);
   const checks = new Set(backends.map((b) => b.check));
   const notes = [
     ...(checks.size === 1 ? [`check: ${[...checks][0]}`] : backends.map((b) => `${b.address}: check ${b.check}`)),
     ...backends.filter((b) => b.reason).map((b) => `${b.address}: ${b.reason}`),
-    ...backends.filter((b) => b.health?.lastError && b.health.state !== 'up').map((b) => `${b.address}: ${b.health!.state} since ${b.health!.since}: ${b.health!.lastError}`),
-    ...backends.filter((b) => b.keptWhileAllDown).map((b) => `${b.address}: down, kept in the table because every backend of the VIP is down (on-all-down keep)`),
-    ...backends.filter((b) => b.drain).map((b) => `${b.address}: draining since ${b.drain!.since}, removed when its flows end (idle ${b.drain!.idleSeconds} s) or after ${b.drain!.timeoutSeconds} s`),
+    ...backends
+      .filter((b) => b.health?.lastError && b.health.state !== 'up')
+      .map((b) => `${b.address}: ${b.health!.state} since ${b.health!.since}: ${b.health!.lastError}`),
+    ...backends
+      .filter((b) => b.keptWhileAllDown)
+      .map((b) => `${b.address}: down, kept in the table because every backend of the VIP is down (on-all-down keep)`),
+    ...backends
+      .filter((b) => b.drain)
+      .map(
+        (b) =>
+          `${b.address}: draining since ${b.drain!.since}, removed when its flows end (idle ${b.drain!.idleSeconds} s) or after ${b.drain!.timeoutSeconds} s`,
+      ),
   ];
-  return [table(['BACKEND', 'WEIGHT', 'FORWARD', 'STATE', 'HEALTH', 'SHARE', 'SLOTS', 'NEXT HOP', 'PACKETS', 'BYTES'], rows), ...notes].join('\n');
+  return [
+    table(['BACKEND', 'WEIGHT', 'FORWARD', 'STATE', 'HEALTH', 'SHARE', 'SLOTS', 'NEXT HOP', 'PACKETS', 'BYTES'], rows),
+    ...notes,
+  ].join('\n');
 }
 
 /** Re-runs this CLI as `start --foreground` in the background; waits for it to be ready. */
@@ -361,7 +462,9 @@ async function startInBackground(opts: { stateDir: string; socket: string }): Pr
   });
   const outcome = await new Promise<{ type: 'ready'; pid: number } | { type: 'failed'; message: string }>((done) => {
     child.once('message', (message) => done(message as never));
-    child.once('exit', (code, signal) => done({ type: 'failed', message: `the daemon exited before it was ready (${signal ?? `code ${code}`}); see ${logPath}` }));
+    child.once('exit', (code, signal) =>
+      done({ type: 'failed', message: `the daemon exited before it was ready (${signal ?? `code ${code}`}); see ${logPath}` }),
+    );
   });
   if (outcome.type === 'failed') throw new InputError(outcome.message);
   child.unref();
@@ -392,8 +495,12 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (error) {
-    const known = error instanceof InputError || error instanceof DaemonUnreachableError || (error as Error).name === 'BpfError' || (error as Error).name === 'DaemonError';
-    process.stderr.write(`lbctl: ${known ? (error as Error).message : (error as Error).stack ?? String(error)}\n`);
+    const known =
+      error instanceof InputError ||
+      error instanceof DaemonUnreachableError ||
+      (error as Error).name === 'BpfError' ||
+      (error as Error).name === 'DaemonError';
+    process.stderr.write(`lbctl: ${known ? (error as Error).message : ((error as Error).stack ?? String(error))}\n`);
     process.exitCode = 1;
   }
 }

@@ -2,7 +2,7 @@
 import { DEFAULT_LIMITS } from '../dataplane/balancer.js';
 import { runDaemon } from '../daemon/run.js';
 import { createLogger } from '../log.js';
-import { loadConfigFile, LOG_LEVELS } from '../model/config.js';
+import { loadConfigFile, type LOG_LEVELS } from '../model/config.js';
 import { EMPTY_STATE } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import { parseListenAddress, parseTunnelSources } from '../model/address.js';
@@ -37,7 +37,7 @@ export async function startForeground(flags: StartFlags, startArgs: readonly str
     const metricsAddress = flags.metricsAddress ?? settings.metricsAddress;
     const interfaceName = flags.interface ?? settings.interface;
     if (!interfaceName) throw new InputError('no interface: pass --interface IFACE or set `interface` in the config file');
-    const tunnelSources = flags.tunnelSource ? parseTunnelSources(flags.tunnelSource) : settings.tunnelSources ?? [];
+    const tunnelSources = flags.tunnelSource ? parseTunnelSources(flags.tunnelSource) : (settings.tunnelSources ?? []);
     options = {
       interface: interfaceName,
       xdpMode: flags.xdpMode ?? settings.xdpMode ?? 'native',
@@ -52,7 +52,9 @@ export async function startForeground(flags: StartFlags, startArgs: readonly str
         maxBackends: flags.maxBackends ?? settings.maxBackends ?? DEFAULT_LIMITS.maxBackends,
         flowTableSize: flags.flowTableSize ?? settings.flowTableSize ?? DEFAULT_LIMITS.flowTableSize,
       },
-      killSwitchTimeoutMs: flags.killSwitchTimeout ? parseKillSwitchTimeout(flags.killSwitchTimeout) : settings.killSwitchTimeoutMs ?? DEFAULT_KILL_SWITCH_TIMEOUT_MS,
+      killSwitchTimeoutMs: flags.killSwitchTimeout
+        ? parseKillSwitchTimeout(flags.killSwitchTimeout)
+        : (settings.killSwitchTimeoutMs ?? DEFAULT_KILL_SWITCH_TIMEOUT_MS),
       config: config?.state ?? EMPTY_STATE,
       ...(metricsAddress ? { metricsAddress: parseListenAddress(metricsAddress, 'metrics address') } : {}),
       startArgs,

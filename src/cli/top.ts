@@ -31,7 +31,14 @@ function rates(now: TrafficStats, before: TrafficStats | undefined, seconds: num
   return [compact(Math.round(per('packets'))), compact(Math.round(per('bytes') * 8)), compact(Math.round(per('newFlows')))];
 }
 
-export function renderFrame(status: StatusResult, sample: Sample, previous: Sample | undefined, intervalMs: number, width = Infinity, height = Infinity): string {
+export function renderFrame(
+  status: StatusResult,
+  sample: Sample,
+  previous: Sample | undefined,
+  intervalMs: number,
+  width = Infinity,
+  height = Infinity,
+): string {
   const { stats } = sample;
   const seconds = previous ? (Date.parse(stats.at) - Date.parse(previous.stats.at)) / 1000 : 0;
   const oldVips = new Map((previous?.stats.vips ?? []).map((v) => [v.vip, v]));
@@ -42,26 +49,38 @@ export function renderFrame(status: StatusResult, sample: Sample, previous: Samp
     rows.push([vip.vip, `${active}/${vip.backends.length} active`, '', ...rates(vip, old, seconds), compact(vip.packets)]);
     const oldBackends = new Map((old?.backends ?? []).map((b) => [b.address, b]));
     for (const b of vip.backends) {
-      rows.push([`  ${b.address}`, b.health ? `${b.state}/${b.health}` : b.state, percent(b.share), ...rates(b, oldBackends.get(b.address), seconds), compact(b.packets)]);
+      rows.push([
+        `  ${b.address}`,
+        b.health ? `${b.state}/${b.health}` : b.state,
+        percent(b.share),
+        ...rates(b, oldBackends.get(b.address), seconds),
+        compact(b.packets),
+      ]);
     }
   }
   const oldReasons = new Map((previous?.stats.reasons ?? []).map((r) => [r.reason, BigInt(r.packets)]));
-  const notBalanced = seconds > 0
-    ? stats.reasons
-      .map((r) => ({ reason: r.reason, rate: Number(BigInt(r.packets) - (oldReasons.get(r.reason) ?? 0n)) / seconds }))
-      .filter((r) => r.rate > 0)
-      .map((r) => `${r.reason} ${compact(Math.round(r.rate))}/s`)
-    : [];
+  const notBalanced =
+    seconds > 0
+      ? stats.reasons
+          .map((r) => ({ reason: r.reason, rate: Number(BigInt(r.packets) - (oldReasons.get(r.reason) ?? 0n)) / seconds }))
+          .filter((r) => r.rate > 0)
+          .map((r) => `${r.reason} ${compact(Math.round(r.rate))}/s`)
+      : [];
   const header = `lbctl ${status.version} on ${status.interface} (${status.xdpMode} XDP)  ${new Date(stats.at).toLocaleTimeString()}  every ${intervalMs / 1000}s  q quits`;
   const lines = [
     header,
     `kill-switch ${formatKillSwitch(sample.killSwitch)}`,
     '',
-    ...(rows.length > 0 ? table(['VIP / BACKEND', 'STATE', 'SHARE', 'PKT/S', 'BIT/S', 'NEW FLOWS/S', 'PACKETS'], rows).split('\n') : ['no VIPs']),
+    ...(rows.length > 0
+      ? table(['VIP / BACKEND', 'STATE', 'SHARE', 'PKT/S', 'BIT/S', 'NEW FLOWS/S', 'PACKETS'], rows).split('\n')
+      : ['no VIPs']),
     '',
     `not balanced: ${notBalanced.length > 0 ? notBalanced.join(', ') : seconds > 0 ? 'none' : '-'}`,
   ];
-  const fitted = lines.length > height ? [...lines.slice(0, Math.max(1, height - 1)), `... ${lines.length - height + 1} more lines (a taller terminal shows them)`] : lines;
+  const fitted =
+    lines.length > height
+      ? [...lines.slice(0, Math.max(1, height - 1)), `... ${lines.length - height + 1} more lines (a taller terminal shows them)`]
+      : lines;
   return fitted.map((line) => (line.length > width ? `${line.slice(0, Math.max(0, width - 1))}>` : line)).join('\n');
 }
 
@@ -82,7 +101,9 @@ export async function runTop(options: TopOptions): Promise<void> {
   };
 
   let quit!: () => void;
-  const quitting = new Promise<void>((resolve) => { quit = resolve; });
+  const quitting = new Promise<void>((resolve) => {
+    quit = resolve;
+  });
   const restore = () => {
     if (!interactive) return;
     process.stdin.setRawMode(false);
@@ -113,7 +134,9 @@ export async function runTop(options: TopOptions): Promise<void> {
       frames++;
       if (options.count !== undefined && frames >= options.count) break;
       let timer: NodeJS.Timeout | undefined;
-      const tick = new Promise<'tick'>((resolve) => { timer = setTimeout(() => resolve('tick'), options.intervalMs); });
+      const tick = new Promise<'tick'>((resolve) => {
+        timer = setTimeout(() => resolve('tick'), options.intervalMs);
+      });
       const outcome = await Promise.race([tick, quitting.then(() => 'quit' as const)]);
       clearTimeout(timer);
       if (outcome === 'quit') break;

@@ -1,9 +1,9 @@
 /** The daemon's side of the Unix-socket API (see src/api/protocol.ts). */
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import { createServer, Server, Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { MAX_LINE_BYTES, METHOD_NAMES, MethodName, Methods, Response } from '../api/protocol.js';
+import { MAX_LINE_BYTES, METHOD_NAMES, type MethodName, type Methods, type Response } from '../api/protocol.js';
 import { InputError } from '../model/errors.js';
 
 export type Handlers = { [M in MethodName]: (params: Methods[M]['params']) => Promise<Methods[M]['result']> };
@@ -12,7 +12,11 @@ export class ApiServer {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
 
-  private constructor(private readonly socketPath: string, private readonly handlers: Handlers, private readonly log: Logger) {
+  private constructor(
+    private readonly socketPath: string,
+    private readonly handlers: Handlers,
+    private readonly log: Logger,
+  ) {
     this.server = createServer((socket) => this.serve(socket));
   }
 
@@ -66,7 +70,9 @@ export class ApiServer {
   private async answer(line: string): Promise<Response> {
     let id = 0;
     try {
-      const request = parseRequest(line, (requestId) => { id = requestId; });
+      const request = parseRequest(line, (requestId) => {
+        id = requestId;
+      });
       const handler = this.handlers[request.method] as (params: unknown) => Promise<unknown>;
       return { id, result: await handler(request.params) };
     } catch (error) {
@@ -89,7 +95,9 @@ function parseRequest(line: string, onId: (id: number) => void): { id: number; m
   const { id, method, params } = request as Record<string, unknown>;
   if (typeof id !== 'number' || !Number.isInteger(id)) throw new InputError('request id must be an integer');
   onId(id);
-  if (typeof method !== 'string' || !METHOD_NAMES.includes(method as MethodName)) throw new InputError(`unknown method ${JSON.stringify(method)}`);
-  if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) throw new InputError('params must be a JSON object');
+  if (typeof method !== 'string' || !METHOD_NAMES.includes(method as MethodName))
+    throw new InputError(`unknown method ${JSON.stringify(method)}`);
+  if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params)))
+    throw new InputError('params must be a JSON object');
   return { id, method: method as MethodName, params: params ?? {} };
 }

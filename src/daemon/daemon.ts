@@ -2,36 +2,45 @@
  * The lbctl daemon: owns the data plane of one interface, keeps the desired
  * state (config + runtime changes), follows the network, and serves the CLI.
  */
-import { spawn, ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { call } from '../api/client.js';
-import { ChangePreview, ChangeResult, StatsResult, StatusResult } from '../api/protocol.js';
-import { BalancerDataplane, BalancerLimits } from '../dataplane/balancer.js';
+import { type ChangePreview, type ChangeResult, type StatsResult, type StatusResult } from '../api/protocol.js';
+import { BalancerDataplane, type BalancerLimits } from '../dataplane/balancer.js';
 import { DataplaneClock } from '../dataplane/clock.js';
 import { closeFd, native } from '../dataplane/libbpf.js';
-import { attachedProgram, attachXdp, detachXdp, programInfo, XdpMode } from '../dataplane/xdp.js';
-import { applyChanges, DesiredState, effectiveCheck, effectiveForward, findVip, removeBackend, RuntimeChanges, validateDesired } from '../model/desired-state.js';
-import { Family, ForwardMethod, formatListenAddress, formatVip, ListenAddress, VipAddress } from '../model/address.js';
+import { attachedProgram, attachXdp, detachXdp, programInfo, type XdpMode } from '../dataplane/xdp.js';
+import {
+  applyChanges,
+  type DesiredState,
+  effectiveCheck,
+  effectiveForward,
+  findVip,
+  removeBackend,
+  type RuntimeChanges,
+  validateDesired,
+} from '../model/desired-state.js';
+import { type Family, type ForwardMethod, formatListenAddress, formatVip, type ListenAddress, type VipAddress } from '../model/address.js';
 import { createMetrics } from '../metrics/prometheus.js';
 import { MetricsServer } from '../metrics/server.js';
 import { collectStats } from './stats.js';
-import { BackendHealth, CheckTarget, HealthChecker, Transition } from '../health/checker.js';
+import { type BackendHealth, type CheckTarget, HealthChecker, type Transition } from '../health/checker.js';
 import type { DsrPath } from '../health/dsr-probe.js';
 import { InputError } from '../model/errors.js';
-import { ForwardingPaths, PathResult, PathTarget } from '../net/forwarding-paths.js';
-import { getLink, Link, primaryAddress } from '../net/iproute.js';
+import { ForwardingPaths, type PathResult, type PathTarget } from '../net/forwarding-paths.js';
+import { getLink, type Link, primaryAddress } from '../net/iproute.js';
 import { VERSION } from '../version.js';
 import { ApiServer } from './api-server.js';
 import { defaultPinDir, ensureBpffs, removePinDir } from './bpffs.js';
 import { isActiveFlow, isFlowOf, trackedFlows } from './flows.js';
-import { ChangeOptions, createHandlers, DaemonControl, DEFAULT_DRAIN_IDLE_SECONDS, Edit } from './handlers.js';
+import { type ChangeOptions, createHandlers, type DaemonControl, DEFAULT_DRAIN_IDLE_SECONDS, type Edit } from './handlers.js';
 import { previewChange } from './preview.js';
 import { Reconciler } from './reconciler.js';
 import { SerialQueue } from './serial-queue.js';
 import { loadKillSwitch, loadRuntimeChanges, saveKillSwitch, saveRuntimeChanges } from './state-store.js';
-import { KillSwitch, KillSwitchStatus } from './kill-switch.js';
-import { DaemonSettings, loadConfigFile } from '../model/config.js';
+import { KillSwitch, type KillSwitchStatus } from './kill-switch.js';
+import { type DaemonSettings, loadConfigFile } from '../model/config.js';
 
 export interface DaemonOptions {
   readonly interface: string;
@@ -77,7 +86,9 @@ export class Daemon implements DaemonControl {
   private stopped?: Promise<void>;
   private resolveStopped!: () => void;
   /** Resolves once the daemon has stopped, however it was asked to. */
-  readonly whenStopped = new Promise<void>((resolve) => { this.resolveStopped = resolve; });
+  readonly whenStopped = new Promise<void>((resolve) => {
+    this.resolveStopped = resolve;
+  });
   private readonly startedAt = new Date();
   private readonly checker: HealthChecker;
   private readonly healthTransitions = { up: 0, down: 0 };
@@ -102,8 +113,12 @@ export class Daemon implements DaemonControl {
   }
 
   static async start(options: DaemonOptions, log: Logger): Promise<Daemon> {
-    if (process.getuid?.() !== 0) throw new InputError('lbctl start must run as root (it loads BPF programs and attaches them to interfaces)');
-    if (!existsSync('/sys/kernel/btf/vmlinux')) throw new InputError('this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): lbctl needs a kernel built with CONFIG_DEBUG_INFO_BTF');
+    if (process.getuid?.() !== 0)
+      throw new InputError('lbctl start must run as root (it loads BPF programs and attaches them to interfaces)');
+    if (!existsSync('/sys/kernel/btf/vmlinux'))
+      throw new InputError(
+        'this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): lbctl needs a kernel built with CONFIG_DEBUG_INFO_BTF',
+      );
     await refuseIfRunning(options.socketPath);
     const link = await getLink(options.interface);
     const changes = loadRuntimeChanges(options.stateDir);
@@ -115,7 +130,9 @@ export class Daemon implements DaemonControl {
     const pinDir = options.pinDir ?? defaultPinDir(options.bpffsRoot, link.name);
     const present = attachedProgram(link.ifindex);
     if (present && present.name !== 'xdp_balancer') {
-      throw new InputError(`interface ${link.name} already runs XDP program ${present.name} (id ${present.id}); lbctl will not replace another tool's program`);
+      throw new InputError(
+        `interface ${link.name} already runs XDP program ${present.name} (id ${present.id}); lbctl will not replace another tool's program`,
+      );
     }
 
     const { dataplane, reconciler } = loadDataplane(options, pinDir, log);
@@ -146,21 +163,35 @@ export class Daemon implements DaemonControl {
       await daemon.teardown({ keepDataplane: present !== null });
       throw error;
     }
-    log.info({
-      event: 'daemon.started', interface: link.name, ifindex: link.ifindex, xdpMode: options.xdpMode, pinDir, socket: options.socketPath,
-      vips: desired.vips.length, killSwitch: killSwitch.engaged ? 'engaged' : `${options.killSwitchTimeoutMs} ms`,
-    }, 'lbctl daemon started');
+    log.info(
+      {
+        event: 'daemon.started',
+        interface: link.name,
+        ifindex: link.ifindex,
+        xdpMode: options.xdpMode,
+        pinDir,
+        socket: options.socketPath,
+        vips: desired.vips.length,
+        killSwitch: killSwitch.engaged ? 'engaged' : `${options.killSwitchTimeoutMs} ms`,
+      },
+      'lbctl daemon started',
+    );
     return daemon;
   }
 
   private async serveMetrics(address: ListenAddress): Promise<void> {
     const metrics = createMetrics();
     this.reconciler.onApplied = (result) => metrics.observeReconcile(result.durationMs / 1000);
-    this.metricsServer = await MetricsServer.listen(address, metrics, () => ({
-      stats: collectStats(this),
-      killSwitch: this.killSwitch.status(),
-      info: { version: VERSION, interface: this.link.name, xdpMode: this.options.xdpMode },
-    }), this.log);
+    this.metricsServer = await MetricsServer.listen(
+      address,
+      metrics,
+      () => ({
+        stats: collectStats(this),
+        killSwitch: this.killSwitch.status(),
+        info: { version: VERSION, interface: this.link.name, xdpMode: this.options.xdpMode },
+      }),
+      this.log,
+    );
   }
 
   /**
@@ -168,15 +199,29 @@ export class Daemon implements DaemonControl {
    * forwarding paths and health, then points the health checks at it.
    */
   private applyDesired(desired: DesiredState): void {
-    this.reconciler.apply(desired, (t) => this.paths.get(t), (key, address) => this.health(key, address));
-    this.checker.update(desired.vips.flatMap((vip) => {
-      const key = formatVip(vip.vip);
-      return vip.backends.map((b): CheckTarget => {
-        const forward = effectiveForward(vip, b);
-        const path = dsrCheckPath(vip.vip, forward, this.paths.get({ address: b.address, forward }), (family) => this.paths.localAddress(family));
-        return { key: `${key} ${b.address}`, vip: vip.vip, address: b.address, settings: effectiveCheck(vip, b), ...(path ? { path } : {}) };
-      });
-    }));
+    this.reconciler.apply(
+      desired,
+      (t) => this.paths.get(t),
+      (key, address) => this.health(key, address),
+    );
+    this.checker.update(
+      desired.vips.flatMap((vip) => {
+        const key = formatVip(vip.vip);
+        return vip.backends.map((b): CheckTarget => {
+          const forward = effectiveForward(vip, b);
+          const path = dsrCheckPath(vip.vip, forward, this.paths.get({ address: b.address, forward }), (family) =>
+            this.paths.localAddress(family),
+          );
+          return {
+            key: `${key} ${b.address}`,
+            vip: vip.vip,
+            address: b.address,
+            settings: effectiveCheck(vip, b),
+            ...(path ? { path } : {}),
+          };
+        });
+      }),
+    );
   }
 
   daemonStats(): StatsResult['daemon'] {
@@ -184,8 +229,11 @@ export class Daemon implements DaemonControl {
     return {
       startedAt: this.startedAt.toISOString(),
       healthTransitions: { ...this.healthTransitions },
-      reconciles: r.applies, tablesBuilt: r.tablesBuilt, tablesWritten: r.tablesWritten,
-      lastReconcileMs: r.lastApplyMs, reconcileMsTotal: r.applyMsTotal,
+      reconciles: r.applies,
+      tablesBuilt: r.tablesBuilt,
+      tablesWritten: r.tablesWritten,
+      lastReconcileMs: r.lastApplyMs,
+      reconcileMsTotal: r.applyMsTotal,
     };
   }
 
@@ -205,45 +253,61 @@ export class Daemon implements DaemonControl {
     if (transition.from !== 'down' && transition.to !== 'down') return;
     this.pendingTransitions.push(transition);
     if (this.pendingTransitions.length > 1) return;
-    void this.queue.run(async () => {
-      const transitions = this.pendingTransitions.splice(0);
-      if (this.stopped) return;
-      const backendOf = (t: Transition) => this.reconciler.view.find((v) => v.key === t.key.split(' ')[0])?.backends.find((b) => b.address === t.address);
-      const goingDown = new Map(transitions.filter((t) => t.to === 'down').map((t) => [t, backendOf(t)?.id]));
-      const trackedById = new Map<number, { tracked: number; active: number }>();
-      if (goingDown.size > 0) {
-        const ids = new Set(goingDown.values());
-        const now = this.clock.now();
-        for (const flow of trackedFlows(this.dataplane)) {
-          if (!ids.has(flow.backendId)) continue;
-          const count = trackedById.get(flow.backendId) ?? { tracked: 0, active: 0 };
-          count.tracked++;
-          if (isActiveFlow(flow, DEFAULT_DRAIN_IDLE_SECONDS, this.clock, now)) count.active++;
-          trackedById.set(flow.backendId, count);
+    void this.queue
+      .run(async () => {
+        const transitions = this.pendingTransitions.splice(0);
+        if (this.stopped) return;
+        const backendOf = (t: Transition) =>
+          this.reconciler.view.find((v) => v.key === t.key.split(' ')[0])?.backends.find((b) => b.address === t.address);
+        const goingDown = new Map(transitions.filter((t) => t.to === 'down').map((t) => [t, backendOf(t)?.id]));
+        const trackedById = new Map<number, { tracked: number; active: number }>();
+        if (goingDown.size > 0) {
+          const ids = new Set(goingDown.values());
+          const now = this.clock.now();
+          for (const flow of trackedFlows(this.dataplane)) {
+            if (!ids.has(flow.backendId)) continue;
+            const count = trackedById.get(flow.backendId) ?? { tracked: 0, active: 0 };
+            count.tracked++;
+            if (isActiveFlow(flow, DEFAULT_DRAIN_IDLE_SECONDS, this.clock, now)) count.active++;
+            trackedById.set(flow.backendId, count);
+          }
         }
-      }
-      this.applyDesired(this.desired());
-      for (const [transition, id] of goingDown) {
-        const vipKey = transition.key.split(' ')[0]!;
-        const after = this.reconciler.view.find((v) => v.key === vipKey);
-        const kept = after?.allDown && after.backends.find((b) => b.address === transition.address)?.keptWhileAllDown;
-        this.log.warn({
-          event: after?.allDown ? 'vip.all_down' : 'backend.removed_from_table', vip: vipKey, backend: transition.address, reason: transition.reason,
-          trackedFlowsMoved: kept || id === undefined ? 0 : (trackedById.get(id)?.tracked ?? 0),
-          activeFlowsMoved: kept || id === undefined ? 0 : (trackedById.get(id)?.active ?? 0),
-        }, after?.allDown ? `every backend of ${vipKey} is down: ${findVip(this.desired(), vipKey)?.onAllDown === 'drop' ? 'dropping its packets' : 'keeping the last healthy ones'}` : 'backend taken out of the table');
-      }
-    }).catch((error) => this.log.error({ event: 'health.apply_failed', err: error }, 'applying a health change failed'));
+        this.applyDesired(this.desired());
+        for (const [transition, id] of goingDown) {
+          const vipKey = transition.key.split(' ')[0]!;
+          const after = this.reconciler.view.find((v) => v.key === vipKey);
+          const kept = after?.allDown && after.backends.find((b) => b.address === transition.address)?.keptWhileAllDown;
+          this.log.warn(
+            {
+              event: after?.allDown ? 'vip.all_down' : 'backend.removed_from_table',
+              vip: vipKey,
+              backend: transition.address,
+              reason: transition.reason,
+              trackedFlowsMoved: kept || id === undefined ? 0 : (trackedById.get(id)?.tracked ?? 0),
+              activeFlowsMoved: kept || id === undefined ? 0 : (trackedById.get(id)?.active ?? 0),
+            },
+            after?.allDown
+              ? `every backend of ${vipKey} is down: ${findVip(this.desired(), vipKey)?.onAllDown === 'drop' ? 'dropping its packets' : 'keeping the last healthy ones'}`
+              : 'backend taken out of the table',
+          );
+        }
+      })
+      .catch((error) => this.log.error({ event: 'health.apply_failed', err: error }, 'applying a health change failed'));
   }
 
   /** Stops once; later calls wait for the same stop. */
   stop(options: StopOptions = { keepDataplane: false }): Promise<void> {
-    this.stopped ??= this.queue.run(() => this.teardown(options)).then(() => {
-      this.log.info({ event: 'daemon.stopped', keepDataplane: options.keepDataplane }, options.keepDataplane
-        ? 'lbctl daemon stopped; the data plane keeps running until the kill-switch deadline'
-        : 'lbctl daemon stopped');
-      this.resolveStopped();
-    });
+    this.stopped ??= this.queue
+      .run(() => this.teardown(options))
+      .then(() => {
+        this.log.info(
+          { event: 'daemon.stopped', keepDataplane: options.keepDataplane },
+          options.keepDataplane
+            ? 'lbctl daemon stopped; the data plane keeps running until the kill-switch deadline'
+            : 'lbctl daemon stopped',
+        );
+        this.resolveStopped();
+      });
     return this.stopped;
   }
 
@@ -255,7 +319,10 @@ export class Daemon implements DaemonControl {
     }
     // Left behind by a daemon that is gone (a crash): replace it, atomically
     // when the attach mode is the same.
-    this.log.warn({ event: 'dataplane.replaced', programId: present.id, mode: present.mode }, 'replacing the xdp_balancer a previous run left attached');
+    this.log.warn(
+      { event: 'dataplane.replaced', programId: present.id, mode: present.mode },
+      'replacing the xdp_balancer a previous run left attached',
+    );
     const oldFd = native.progFdById(present.id) as number;
     try {
       if (present.mode === this.options.xdpMode) {
@@ -359,7 +426,8 @@ export class Daemon implements DaemonControl {
   private async tunnelSources(): Promise<string[]> {
     const sources: string[] = [];
     for (const family of [4, 6] as const) {
-      const address = this.options.tunnelSources.find((a) => a.includes(':') === (family === 6)) ?? (await primaryAddress(this.link.name, family));
+      const address =
+        this.options.tunnelSources.find((a) => a.includes(':') === (family === 6)) ?? (await primaryAddress(this.link.name, family));
       if (address) sources.push(address);
     }
     return sources;
@@ -391,7 +459,12 @@ export class Daemon implements DaemonControl {
       }
     }
     if (options.dryRun) {
-      return { message: `dry run, nothing changed: ${describe}`, warnings, applied: false, ...(options.vip ? { preview: this.preview(options.vip, previous, desired) } : {}) };
+      return {
+        message: `dry run, nothing changed: ${describe}`,
+        warnings,
+        applied: false,
+        ...(options.vip ? { preview: this.preview(options.vip, previous, desired) } : {}),
+      };
     }
     this.applyDesired(desired);
     try {
@@ -429,26 +502,37 @@ export class Daemon implements DaemonControl {
    * drain's idle time), or when its timeout has passed.
    */
   private watchDrains(): void {
-    const draining = this.reconciler.view.flatMap((vip) => vip.backends.filter((b) => b.drain).map((b) => ({ vip: vip.key, backend: b, drain: b.drain! })));
+    const draining = this.reconciler.view.flatMap((vip) =>
+      vip.backends.filter((b) => b.drain).map((b) => ({ vip: vip.key, backend: b, drain: b.drain! })),
+    );
     if (draining.length === 0 || this.stopped) return;
-    void this.queue.run(async () => {
-      const now = this.clock.now();
-      const active = new Map<number, number>();
-      const idleSeconds = new Map(draining.map((d) => [d.backend.id, d.drain.idleSeconds]));
-      for (const flow of trackedFlows(this.dataplane)) {
-        const idle = idleSeconds.get(flow.backendId);
-        if (idle === undefined || !isActiveFlow(flow, idle, this.clock, now)) continue;
-        active.set(flow.backendId, (active.get(flow.backendId) ?? 0) + 1);
-      }
-      for (const { vip, backend, drain } of draining) {
-        const flows = active.get(backend.id) ?? 0;
-        const elapsed = (Date.now() - Date.parse(drain.since)) / 1000;
-        if (flows > 0 && elapsed < drain.timeoutSeconds) continue;
-        const why = flows === 0 ? 'its flows have ended' : `timeout after ${drain.timeoutSeconds} s with ${flows} flows still active`;
-        this.log.info({ event: 'drain.finished', vip, backend: backend.address, flows, elapsedSeconds: Math.round(elapsed) }, `drain finished: ${why}`);
-        await this.changeNow(`backend remove ${vip} ${backend.address} (drain finished: ${why})`, (config, changes) => removeBackend(config, changes, vip, backend.address), {});
-      }
-    }).catch((error) => this.log.error({ event: 'drain.check_failed', err: error }, 'drain check failed'));
+    void this.queue
+      .run(async () => {
+        const now = this.clock.now();
+        const active = new Map<number, number>();
+        const idleSeconds = new Map(draining.map((d) => [d.backend.id, d.drain.idleSeconds]));
+        for (const flow of trackedFlows(this.dataplane)) {
+          const idle = idleSeconds.get(flow.backendId);
+          if (idle === undefined || !isActiveFlow(flow, idle, this.clock, now)) continue;
+          active.set(flow.backendId, (active.get(flow.backendId) ?? 0) + 1);
+        }
+        for (const { vip, backend, drain } of draining) {
+          const flows = active.get(backend.id) ?? 0;
+          const elapsed = (Date.now() - Date.parse(drain.since)) / 1000;
+          if (flows > 0 && elapsed < drain.timeoutSeconds) continue;
+          const why = flows === 0 ? 'its flows have ended' : `timeout after ${drain.timeoutSeconds} s with ${flows} flows still active`;
+          this.log.info(
+            { event: 'drain.finished', vip, backend: backend.address, flows, elapsedSeconds: Math.round(elapsed) },
+            `drain finished: ${why}`,
+          );
+          await this.changeNow(
+            `backend remove ${vip} ${backend.address} (drain finished: ${why})`,
+            (config, changes) => removeBackend(config, changes, vip, backend.address),
+            {},
+          );
+        }
+      })
+      .catch((error) => this.log.error({ event: 'drain.check_failed', err: error }, 'drain check failed'));
   }
 
   /** Routes, neighbours and addresses change: follow them. */
@@ -460,25 +544,29 @@ export class Daemon implements DaemonControl {
       this.log.warn({ event: 'paths.monitor_exited', code, signal }, 'ip monitor exited; relying on periodic refresh');
     });
     this.monitor = monitor;
-    this.timers.push(setInterval(() => {
-      void this.paths.probeAll().catch((error) => this.log.warn({ event: 'paths.probe_failed', err: error }, 'neighbour probe failed'));
-      this.scheduleNetworkRefresh();
-    }, NETWORK_REFRESH_MS));
+    this.timers.push(
+      setInterval(() => {
+        void this.paths.probeAll().catch((error) => this.log.warn({ event: 'paths.probe_failed', err: error }, 'neighbour probe failed'));
+        this.scheduleNetworkRefresh();
+      }, NETWORK_REFRESH_MS),
+    );
   }
 
   private scheduleNetworkRefresh(): void {
     if (this.networkTimer || this.stopped) return;
     this.networkTimer = setTimeout(() => {
       this.networkTimer = undefined;
-      void this.queue.run(async () => {
-        if (this.stopped) return;
-        const desired = this.desired();
-        if (await this.paths.refresh(targetsOf(desired))) {
-          this.applyDesired(desired);
-          this.log.info({ event: 'paths.changed' }, 'forwarding paths changed; data plane updated');
-          this.logUnresolved();
-        }
-      }).catch((error) => this.log.error({ event: 'paths.refresh_failed', err: error }, 'network refresh failed'));
+      void this.queue
+        .run(async () => {
+          if (this.stopped) return;
+          const desired = this.desired();
+          if (await this.paths.refresh(targetsOf(desired))) {
+            this.applyDesired(desired);
+            this.log.info({ event: 'paths.changed' }, 'forwarding paths changed; data plane updated');
+            this.logUnresolved();
+          }
+        })
+        .catch((error) => this.log.error({ event: 'paths.refresh_failed', err: error }, 'network refresh failed'));
     }, NETWORK_EVENT_DEBOUNCE_MS);
   }
 
@@ -488,17 +576,20 @@ export class Daemon implements DaemonControl {
   }
 
   private sweepFlows(): void {
-    void this.queue.run(async () => {
-      if (this.stopped) return;
-      const removed = this.reconciler.sweepFlows();
-      if (removed > 0) this.log.info({ event: 'flows.swept', flows: removed }, 'forgot tracked flows of removed backends');
-    }).catch((error) => this.log.error({ event: 'flows.sweep_failed', err: error }, 'flow sweep failed'));
+    void this.queue
+      .run(async () => {
+        if (this.stopped) return;
+        const removed = this.reconciler.sweepFlows();
+        if (removed > 0) this.log.info({ event: 'flows.swept', flows: removed }, 'forgot tracked flows of removed backends');
+      })
+      .catch((error) => this.log.error({ event: 'flows.sweep_failed', err: error }, 'flow sweep failed'));
   }
 
   private logUnresolved(): void {
     for (const vip of this.reconciler.view) {
       for (const b of vip.backends) {
-        if (b.state !== 'active') this.log.warn({ event: 'backend.unreachable', vip: vip.key, backend: b.address, reason: b.reason }, 'backend has no usable path');
+        if (b.state !== 'active')
+          this.log.warn({ event: 'backend.unreachable', vip: vip.key, backend: b.address, reason: b.reason }, 'backend has no usable path');
       }
     }
   }
@@ -514,11 +605,17 @@ function loadDataplane(options: DaemonOptions, pinDir: string, log: Logger): { d
     if ('dataplane' in attempt) {
       const { limits } = attempt.dataplane;
       if (JSON.stringify(limits) !== JSON.stringify(options.limits)) {
-        log.warn({ event: 'dataplane.limits_kept', running: limits, requested: options.limits }, 'keeping the sizes of the running data plane; stop and start it to change them');
+        log.warn(
+          { event: 'dataplane.limits_kept', running: limits, requested: options.limits },
+          'keeping the sizes of the running data plane; stop and start it to change them',
+        );
       }
       return { dataplane: attempt.dataplane, reconciler: Reconciler.adopt(attempt.dataplane, log) };
     }
-    log.warn({ event: 'dataplane.takeover_refused', pinDir, reason: attempt.refused }, 'cannot take over the pinned data plane: starting a new one (tracked flows are lost)');
+    log.warn(
+      { event: 'dataplane.takeover_refused', pinDir, reason: attempt.refused },
+      'cannot take over the pinned data plane: starting a new one (tracked flows are lost)',
+    );
   }
   const dataplane = BalancerDataplane.load(options.limits);
   return { dataplane, reconciler: new Reconciler(dataplane, log) };
@@ -529,11 +626,13 @@ function settingsNeedingRestart(settings: DaemonSettings, options: DaemonOptions
   const differs: string[] = [];
   if (settings.interface !== undefined && settings.interface !== options.interface) differs.push('interface');
   if (settings.xdpMode !== undefined && settings.xdpMode !== options.xdpMode) differs.push('xdp_mode');
-  if (settings.tunnelSources !== undefined && settings.tunnelSources.join(' ') !== options.tunnelSources.join(' ')) differs.push('tunnel_source');
+  if (settings.tunnelSources !== undefined && settings.tunnelSources.join(' ') !== options.tunnelSources.join(' '))
+    differs.push('tunnel_source');
   if (settings.flowTableSize !== undefined && settings.flowTableSize !== options.limits.flowTableSize) differs.push('flow_table_size');
   if (settings.maxVips !== undefined && settings.maxVips !== options.limits.maxVips) differs.push('max_vips');
   if (settings.maxBackends !== undefined && settings.maxBackends !== options.limits.maxBackends) differs.push('max_backends');
-  if (settings.killSwitchTimeoutMs !== undefined && settings.killSwitchTimeoutMs !== options.killSwitchTimeoutMs) differs.push('kill_switch_timeout');
+  if (settings.killSwitchTimeoutMs !== undefined && settings.killSwitchTimeoutMs !== options.killSwitchTimeoutMs)
+    differs.push('kill_switch_timeout');
   const metrics = options.metricsAddress ? formatListenAddress(options.metricsAddress) : undefined;
   if (settings.metricsAddress !== undefined && settings.metricsAddress !== metrics) differs.push('metrics_address');
   return differs.map((field) => `${field} changed in the config: it takes effect at the next lbctl restart`);
@@ -547,11 +646,23 @@ function settingsNeedingRestart(settings: DaemonSettings, options: DaemonOptions
  * resolved; without a balancer address of the VIP's family the path has no
  * source and the check says so.
  */
-export function dsrCheckPath(vip: VipAddress, forward: ForwardMethod, result: PathResult, localAddress: (family: Family) => string | undefined): DsrPath | undefined {
+export function dsrCheckPath(
+  vip: VipAddress,
+  forward: ForwardMethod,
+  result: PathResult,
+  localAddress: (family: Family) => string | undefined,
+): DsrPath | undefined {
   if (!result.ok) return undefined;
   const { ifindex, srcMac, dstMac, tunnelSrc } = result.path;
   const source = localAddress(vip.family);
-  return { forward, ifindex, srcMac, dstMac, ...(source ? { source } : {}), ...(forward === 'ipip' && tunnelSrc ? { tunnelSource: tunnelSrc } : {}) };
+  return {
+    forward,
+    ifindex,
+    srcMac,
+    dstMac,
+    ...(source ? { source } : {}),
+    ...(forward === 'ipip' && tunnelSrc ? { tunnelSource: tunnelSrc } : {}),
+  };
 }
 
 function targetsOf(desired: DesiredState): PathTarget[] {

@@ -1,9 +1,9 @@
 /** Tracked flows as the data plane holds them, for drains, previews and explain. */
 import { FLOW_FLAG_CLOSING, flowKeyV4, flowKeyV6, flowState, IPPROTO } from '../dataplane/abi.js';
-import { BalancerDataplane } from '../dataplane/balancer.js';
-import { Flow } from '../dataplane/flow-hash.js';
+import { type BalancerDataplane } from '../dataplane/balancer.js';
+import { type Flow } from '../dataplane/flow-hash.js';
 import type { DataplaneClock } from '../dataplane/clock.js';
-import { VipAddress } from '../model/address.js';
+import { type VipAddress } from '../model/address.js';
 
 export interface TrackedFlow {
   readonly key: Flow;

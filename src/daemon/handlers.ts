@@ -2,25 +2,43 @@
  * The API's methods: parse and validate parameters (never trusting the
  * CLI to have done it), then ask the daemon for a change or read its state.
  */
-import { BackendSummary, ChangeResult, ExplainResult, KillSwitchStatus, StatsResult, StatusResult, VipSummary } from '../api/protocol.js';
+import {
+  type BackendSummary,
+  type ChangeResult,
+  type ExplainResult,
+  type KillSwitchStatus,
+  type StatsResult,
+  type StatusResult,
+  type VipSummary,
+} from '../api/protocol.js';
 import { IPPROTO } from '../dataplane/abi.js';
-import { BalancerDataplane } from '../dataplane/balancer.js';
-import { DataplaneClock } from '../dataplane/clock.js';
+import { type BalancerDataplane } from '../dataplane/balancer.js';
+import { type DataplaneClock } from '../dataplane/clock.js';
 import { flowHash, tableSlot } from '../dataplane/flow-hash.js';
 import { validateTableSize } from '../maglev/maglev.js';
-import { CheckSettings, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
+import { type CheckSettings, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { formatDuration } from '../model/duration.js';
 import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
 import {
-  addBackend, addVip, DEFAULT_WEIGHT, DesiredState, DrainSpec, findVip, removeBackend, removeVip,
-  RuntimeChanges, setBackend, vipSettings, effectiveCheck,
+  addBackend,
+  addVip,
+  DEFAULT_WEIGHT,
+  type DesiredState,
+  type DrainSpec,
+  findVip,
+  removeBackend,
+  removeVip,
+  type RuntimeChanges,
+  setBackend,
+  vipSettings,
+  effectiveCheck,
 } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
-import { PathTarget } from '../net/forwarding-paths.js';
+import { type PathTarget } from '../net/forwarding-paths.js';
 import type { BackendHealth } from '../health/checker.js';
-import { Handlers } from './api-server.js';
+import { type Handlers } from './api-server.js';
 import { lookupFlow } from './flows.js';
-import { Reconciler } from './reconciler.js';
+import { type Reconciler } from './reconciler.js';
 import { collectStats } from './stats.js';
 
 export type Edit = (config: DesiredState, changes: RuntimeChanges) => RuntimeChanges;
@@ -84,7 +102,10 @@ export function createHandlers(daemon: DaemonControl): Handlers {
         ...(p.check !== undefined ? { check: checkOverrides(requireObject(p.check, 'check')) } : {}),
         ...(p.onAllDown !== undefined ? { onAllDown: parseAllDownPolicy(String(p.onAllDown)) } : {}),
       });
-      return daemon.change(`vip add ${formatVip(vip)} (${settings.forward}, check ${formatCheck(settings.check.spec)})`, (config, changes) => addVip(config, changes, vip, settings));
+      return daemon.change(
+        `vip add ${formatVip(vip)} (${settings.forward}, check ${formatCheck(settings.check.spec)})`,
+        (config, changes) => addVip(config, changes, vip, settings),
+      );
     },
 
     'vip.remove': async (p) => {
@@ -92,17 +113,25 @@ export function createHandlers(daemon: DaemonControl): Handlers {
       return daemon.change(`vip remove ${key}`, (config, changes) => removeVip(config, changes, key));
     },
 
-    'vip.list': async (): Promise<VipSummary[]> => daemon.reconciler.view.map((v) => {
-      const counters = daemon.dataplane.vipCounters(v.vipId);
-      const spec = findVip(daemon.desired(), v.key);
-      return {
-        vip: v.key, forward: v.forward, tableSize: v.tableSize, backends: v.backends.length,
-        activeBackends: v.backends.filter((b) => b.state === 'active').length,
-        check: spec ? describeCheck(spec.check) : '-', onAllDown: spec?.onAllDown ?? 'keep', allDown: v.allDown,
-        packets: counters.packets.toString(), bytes: counters.bytes.toString(),
-        newFlows: counters.new_flows.toString(), movedFlows: counters.moved_flows.toString(),
-      };
-    }),
+    'vip.list': async (): Promise<VipSummary[]> =>
+      daemon.reconciler.view.map((v) => {
+        const counters = daemon.dataplane.vipCounters(v.vipId);
+        const spec = findVip(daemon.desired(), v.key);
+        return {
+          vip: v.key,
+          forward: v.forward,
+          tableSize: v.tableSize,
+          backends: v.backends.length,
+          activeBackends: v.backends.filter((b) => b.state === 'active').length,
+          check: spec ? describeCheck(spec.check) : '-',
+          onAllDown: spec?.onAllDown ?? 'keep',
+          allDown: v.allDown,
+          packets: counters.packets.toString(),
+          bytes: counters.bytes.toString(),
+          newFlows: counters.new_flows.toString(),
+          movedFlows: counters.moved_flows.toString(),
+        };
+      }),
 
     'backend.add': async (p) => {
       const key = vipKey(p.vip);
@@ -113,20 +142,28 @@ export function createHandlers(daemon: DaemonControl): Handlers {
       const vip = findVip(daemon.desired(), key);
       return daemon.change(
         `backend add ${key} ${address} weight ${weight}${forward ? ` (${forward})` : ''}`,
-        (config, changes) => addBackend(config, changes, key, { address, family, weight, ...(forward ? { forward } : {}), ...(check ? { check } : {}) }),
+        (config, changes) =>
+          addBackend(config, changes, key, { address, family, weight, ...(forward ? { forward } : {}), ...(check ? { check } : {}) }),
         { ...(vip ? { check: { address, forward: forward ?? vip.forward } } : {}), dryRun: p.dryRun === true, vip: key },
       );
     },
 
     'backend.remove': async (p) => {
       const { key, address } = backendOf(p);
-      return daemon.change(`backend remove ${key} ${address}`, (config, changes) => removeBackend(config, changes, key, address), { dryRun: p.dryRun === true, vip: key });
+      return daemon.change(`backend remove ${key} ${address}`, (config, changes) => removeBackend(config, changes, key, address), {
+        dryRun: p.dryRun === true,
+        vip: key,
+      });
     },
 
     'backend.weight': async (p) => {
       const { key, address } = backendOf(p);
       const weight = parseWeight(p.weight);
-      return daemon.change(`backend weight ${key} ${address} ${weight}`, (config, changes) => setBackend(config, changes, key, address, { weight }), { dryRun: p.dryRun === true, vip: key });
+      return daemon.change(
+        `backend weight ${key} ${address} ${weight}`,
+        (config, changes) => setBackend(config, changes, key, address, { weight }),
+        { dryRun: p.dryRun === true, vip: key },
+      );
     },
 
     'backend.drain': async (p) => {
@@ -149,7 +186,11 @@ export function createHandlers(daemon: DaemonControl): Handlers {
       const { key, address } = backendOf(p);
       const current = findVip(daemon.desired(), key)?.backends.find((b) => b.address === address);
       if (current && !current.drain) throw new InputError(`backend ${address} of VIP ${key} is not draining`);
-      return daemon.change(`backend undrain ${key} ${address}`, (config, changes) => setBackend(config, changes, key, address, { drain: null }), { vip: key });
+      return daemon.change(
+        `backend undrain ${key} ${address}`,
+        (config, changes) => setBackend(config, changes, key, address, { drain: null }),
+        { vip: key },
+      );
     },
 
     'backend.list': async (p): Promise<BackendSummary[]> => {
@@ -163,14 +204,29 @@ export function createHandlers(daemon: DaemonControl): Handlers {
         const health = daemon.health(key, b.address);
         return {
           check: spec && backendSpec ? describeCheck(effectiveCheck(spec, backendSpec)) : '-',
-          ...(health ? { health: { state: health.state, since: health.since, ...(health.lastError ? { lastError: health.lastError } : {}), ...(health.lastCheck ? { lastCheck: health.lastCheck } : {}) } } : {}),
+          ...(health
+            ? {
+                health: {
+                  state: health.state,
+                  since: health.since,
+                  ...(health.lastError ? { lastError: health.lastError } : {}),
+                  ...(health.lastCheck ? { lastCheck: health.lastCheck } : {}),
+                },
+              }
+            : {}),
           ...(b.keptWhileAllDown ? { keptWhileAllDown: true } : {}),
-          address: b.address, weight: b.weight, forward: b.forward, state: b.state,
+          address: b.address,
+          weight: b.weight,
+          forward: b.forward,
+          state: b.state,
           ...(b.reason ? { reason: b.reason } : {}),
-          slots: b.slots, share: b.slots / vip.tableSize,
+          slots: b.slots,
+          share: b.slots / vip.tableSize,
           ...(b.path ? { nextHop: b.path.nextHop, nextHopMac: b.path.dstMac } : {}),
           ...(b.drain ? { drain: b.drain } : {}),
-          packets: counters.packets.toString(), bytes: counters.bytes.toString(), newFlows: counters.new_flows.toString(),
+          packets: counters.packets.toString(),
+          bytes: counters.bytes.toString(),
+          newFlows: counters.new_flows.toString(),
         };
       });
     },
@@ -198,18 +254,24 @@ function explain(daemon: DaemonControl, clientText: string, key: string): Explai
   const ownerId = daemon.reconciler.tableOwner(key, slot);
   const owner = ownerId === undefined ? undefined : view.backends.find((b) => b.id === ownerId);
   const table = {
-    hash: `0x${hash.toString(16).padStart(8, '0')}`, slot, tableSize: view.tableSize,
-    owner: owner?.address ?? null, ownerShare: owner ? owner.slots / view.tableSize : 0,
+    hash: `0x${hash.toString(16).padStart(8, '0')}`,
+    slot,
+    tableSize: view.tableSize,
+    owner: owner?.address ?? null,
+    ownerShare: owner ? owner.slots / view.tableSize : 0,
   };
 
   const tracked = lookupFlow(daemon.dataplane, flow);
   const trackedBackend = tracked && view.backends.find((b) => b.id === tracked.backendId);
   const result = { vip: key, client: family === 6 ? `[${saddr}]:${sport}` : `${saddr}:${sport}`, table };
   if (tracked) {
-    const usable = trackedBackend !== undefined && trackedBackend.state !== 'unresolved' && (trackedBackend.state !== 'down' || trackedBackend.keptWhileAllDown === true);
+    const usable =
+      trackedBackend !== undefined &&
+      trackedBackend.state !== 'unresolved' &&
+      (trackedBackend.state !== 'down' || trackedBackend.keptWhileAllDown === true);
     const trackedView = {
       backend: trackedBackend?.address ?? daemon.reconciler.backendById(tracked.backendId)?.address ?? `#${tracked.backendId}`,
-      state: trackedBackend?.state ?? 'removed' as const,
+      state: trackedBackend?.state ?? ('removed' as const),
       lastSeenSecondsAgo: Math.max(0, Math.round(daemon.clock.secondsSince(tracked.lastSeen))),
       closing: tracked.closing,
     };
@@ -249,4 +311,3 @@ function seconds(value: unknown, what: string, fallback: number): number {
   }
   return value;
 }
-

@@ -11,7 +11,11 @@ export class IdPool {
   /** Taken-over ids at or above nextFresh, skipped when it reaches them. */
   private readonly takenAhead: Set<number>;
 
-  constructor(private readonly first: number, private readonly limit: number, taken: Iterable<number> = []) {
+  constructor(
+    private readonly first: number,
+    private readonly limit: number,
+    taken: Iterable<number> = [],
+  ) {
     this.nextFresh = first;
     this.takenAhead = new Set([...taken].filter((id) => id >= first && id < limit));
   }

@@ -5,8 +5,8 @@
  * operator can also engage it on purpose (lbctl kill-switch engage).
  */
 import type { Logger } from 'pino';
-import { BalancerDataplane } from '../dataplane/balancer.js';
-import { DataplaneClock } from '../dataplane/clock.js';
+import { type BalancerDataplane } from '../dataplane/balancer.js';
+import { type DataplaneClock } from '../dataplane/clock.js';
 
 export const DEFAULT_KILL_SWITCH_TIMEOUT_MS = 30_000;
 const MIN_REFRESH_MS = 250;

@@ -4,9 +4,9 @@
  * tracked flows affected.
  */
 import { flowHash, tableSlot } from '../dataplane/flow-hash.js';
-import { VipSpec } from '../model/desired-state.js';
-import { PlannedTable } from './reconciler.js';
-import { TrackedFlow } from './flows.js';
+import { type VipSpec } from '../model/desired-state.js';
+import { type PlannedTable } from './reconciler.js';
+import { type TrackedFlow } from './flows.js';
 
 export interface BackendPreview {
   readonly address: string;
@@ -82,7 +82,11 @@ export function previewChange(
   return {
     vip: key,
     tableSize,
-    backends: addresses.map((address) => ({ address, before: describe(before.spec, before.table, address), after: describe(after.spec, after.table, address) })),
+    backends: addresses.map((address) => ({
+      address,
+      before: describe(before.spec, before.table, address),
+      after: describe(after.spec, after.table, address),
+    })),
     slotsMoved,
     fractionMoved: slotsMoved / tableSize,
     trackedFlows: flows.length,

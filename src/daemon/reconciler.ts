@@ -7,12 +7,12 @@
  */
 import type { Logger } from 'pino';
 import { backendInfo, BACKEND_FLAG_ACTIVE, BACKEND_FLAG_IPV6, FORWARD, readU32, tunnelChecksumBase, vipInfo } from '../dataplane/abi.js';
-import { BalancerDataplane } from '../dataplane/balancer.js';
+import { type BalancerDataplane } from '../dataplane/balancer.js';
 import { buildMaglevTable, countEntries } from '../maglev/maglev.js';
-import { addressBytes, formatAddressBytes, ForwardMethod, VipAddress, formatVip } from '../model/address.js';
-import { BackendSpec, DesiredState, DrainSpec, effectiveForward } from '../model/desired-state.js';
+import { addressBytes, formatAddressBytes, type ForwardMethod, type VipAddress, formatVip } from '../model/address.js';
+import { type BackendSpec, type DesiredState, type DrainSpec, effectiveForward } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
-import { ForwardingPath, PathResult, PathTarget } from '../net/forwarding-paths.js';
+import { type ForwardingPath, type PathResult, type PathTarget } from '../net/forwarding-paths.js';
 import { IdPool } from './id-pool.js';
 import type { BackendHealth } from '../health/checker.js';
 import { deleteFlow, trackedFlows } from './flows.js';
@@ -116,10 +116,22 @@ export class Reconciler {
   /** Called after every apply (metrics). */
   onApplied?: (result: ApplyResult) => void;
 
-  constructor(private readonly dataplane: BalancerDataplane, private readonly log: Logger, adopted?: Adopted) {
-    this.vipIds = new IdPool(0, dataplane.limits.maxVips, [...(adopted?.vips.values() ?? [])].map((v) => v.vipId));
+  constructor(
+    private readonly dataplane: BalancerDataplane,
+    private readonly log: Logger,
+    adopted?: Adopted,
+  ) {
+    this.vipIds = new IdPool(
+      0,
+      dataplane.limits.maxVips,
+      [...(adopted?.vips.values() ?? [])].map((v) => v.vipId),
+    );
     // Backend id 0 is never allocated: an all-zero table entry names no one.
-    this.backendIds = new IdPool(1, dataplane.limits.maxBackends, [...(adopted?.backends.values() ?? [])].map((b) => b.id));
+    this.backendIds = new IdPool(
+      1,
+      dataplane.limits.maxBackends,
+      [...(adopted?.backends.values() ?? [])].map((b) => b.id),
+    );
     if (adopted) {
       this.vips = adopted.vips;
       this.backends = adopted.backends;
@@ -138,7 +150,16 @@ export class Reconciler {
     const vips = new Map<string, AppliedVip>();
     const keyById = new Map<number, string>();
     for (const [vip, info] of dataplane.vipEntries()) {
-      vips.set(formatVip(vip), { vip, vipId: info.vip_id, tableId: info.table_id, tableSize: info.table_size, table: undefined, members: '', tableKnown: false, info: vipInfo.encode(info).toString('hex') });
+      vips.set(formatVip(vip), {
+        vip,
+        vipId: info.vip_id,
+        tableId: info.table_id,
+        tableSize: info.table_size,
+        table: undefined,
+        members: '',
+        tableKnown: false,
+        info: vipInfo.encode(info).toString('hex'),
+      });
       keyById.set(info.vip_id, formatVip(vip));
     }
     const backends = new Map<string, AppliedBackend>();
@@ -154,7 +175,10 @@ export class Reconciler {
     for (const flow of [...trackedFlows(dataplane)]) {
       if (!inUse.has(flow.backendId) && deleteFlow(dataplane, flow.key)) forgotten++;
     }
-    log.info({ event: 'dataplane.taken_over', vips: vips.size, backends: backends.size, forgottenFlows: forgotten }, 'took over the data plane of a previous run');
+    log.info(
+      { event: 'dataplane.taken_over', vips: vips.size, backends: backends.size, forgottenFlows: forgotten },
+      'took over the data plane of a previous run',
+    );
     return new Reconciler(dataplane, log, { vips, backends, vipAddresses: new Set(dataplane.vipAddresses()) });
   }
 
@@ -187,7 +211,13 @@ export class Reconciler {
       plans.set(formatVip(spec.vip), {
         tableSize: spec.tableSize,
         owners: usable.map((b) => b.address),
-        table: usable.length > 0 ? buildMaglevTable(usable.map((b, i) => ({ name: b.address, weight: b.weight, id: i })), spec.tableSize) : undefined,
+        table:
+          usable.length > 0
+            ? buildMaglevTable(
+                usable.map((b, i) => ({ name: b.address, weight: b.weight, id: i })),
+                spec.tableSize,
+              )
+            : undefined,
       });
     }
     return plans;
@@ -224,16 +254,25 @@ export class Reconciler {
         const backendKey = `${key} ${backend.address}`;
         const id = this.backends.get(backendKey)?.id ?? this.allocateBackend();
         const forward = effectiveForward(spec, backend);
-        return { backend, backendKey, id, forward, result: paths({ address: backend.address, forward }), health: health(key, backend.address) };
+        return {
+          backend,
+          backendKey,
+          id,
+          forward,
+          result: paths({ address: backend.address, forward }),
+          health: health(key, backend.address),
+        };
       });
       // When every reachable backend fails its check, the VIP either drops
       // (onAllDown drop) or keeps the backends it was using (keep).
       const eligible = candidates.filter((c) => c.result.ok && !c.backend.drain);
       const allDown = eligible.length > 0 && eligible.every((c) => c.health?.state === 'down');
       const lastUsed = new Set(applied?.table ?? []);
-      const keptWhileDown = new Set(allDown && spec.onAllDown === 'keep'
-        ? (eligible.some((c) => lastUsed.has(c.id)) ? eligible.filter((c) => lastUsed.has(c.id)) : eligible).map((c) => c.id)
-        : []);
+      const keptWhileDown = new Set(
+        allDown && spec.onAllDown === 'keep'
+          ? (eligible.some((c) => lastUsed.has(c.id)) ? eligible.filter((c) => lastUsed.has(c.id)) : eligible).map((c) => c.id)
+          : [],
+      );
       for (const { backend, backendKey, id, forward, result, health: checked } of candidates) {
         wantedBackends.add(backendKey);
         const previous = this.backends.get(backendKey);
@@ -252,7 +291,10 @@ export class Reconciler {
         this.backends.set(backendKey, { id, info });
         if (info && !backend.drain) members.push({ address: backend.address, weight: backend.weight, id });
         backendViews.push({
-          address: backend.address, weight: backend.weight, forward, id,
+          address: backend.address,
+          weight: backend.weight,
+          forward,
+          id,
           state: !result.ok ? 'unresolved' : checked?.state === 'down' ? 'down' : backend.drain ? 'draining' : 'active',
           ...(backend.drain ? { drain: backend.drain } : {}),
           ...(checked ? { health: checked } : {}),
@@ -264,14 +306,27 @@ export class Reconciler {
       const memberKey = members.map((m) => `${m.address}/${m.weight}/${m.id}`).join(' ');
       let table = applied?.table;
       if (!applied || applied.members !== memberKey || applied.tableSize !== spec.tableSize || (members.length > 0 && !table)) {
-        table = members.length > 0 ? buildMaglevTable(members.map((m) => ({ name: m.address, weight: m.weight, id: m.id })), spec.tableSize) : undefined;
+        table =
+          members.length > 0
+            ? buildMaglevTable(
+                members.map((m) => ({ name: m.address, weight: m.weight, id: m.id })),
+                spec.tableSize,
+              )
+            : undefined;
         if (table) tablesBuilt++;
       }
       // A new size goes to the VIP's other table slot, switched to by the
       // VIP entry, so no packet indexes a table of the wrong size.
       const maxVips = this.dataplane.limits.maxVips;
-      const tableId = !applied ? vipId : applied.tableSize === spec.tableSize ? applied.tableId : (applied.tableId === vipId ? vipId + maxVips : vipId);
-      if (!applied?.tableKnown || tableId !== applied.tableId || !sameTable(table, applied.table)) tableWrites.push({ tableId, table: table ?? null });
+      const tableId = !applied
+        ? vipId
+        : applied.tableSize === spec.tableSize
+          ? applied.tableId
+          : applied.tableId === vipId
+            ? vipId + maxVips
+            : vipId;
+      if (!applied?.tableKnown || tableId !== applied.tableId || !sameTable(table, applied.table))
+        tableWrites.push({ tableId, table: table ?? null });
       if (applied && applied.tableId !== tableId) unusedTables.push(applied.tableId);
 
       const info = vipInfo.encode({ vip_id: vipId, table_id: tableId, table_size: spec.tableSize, flags: 0 }).toString('hex');
@@ -280,7 +335,12 @@ export class Reconciler {
 
       const slots = table ? countEntries(table) : new Map<number, number>();
       views.push({
-        key, vip: spec.vip, forward: spec.forward, tableSize: spec.tableSize, vipId, allDown,
+        key,
+        vip: spec.vip,
+        forward: spec.forward,
+        tableSize: spec.tableSize,
+        vipId,
+        allDown,
         backends: backendViews.map((b) => ({ ...b, slots: slots.get(b.id) ?? 0 })),
       });
     }
@@ -312,13 +372,22 @@ export class Reconciler {
     writes += backendsToClear.length;
 
     this.views = views;
-    const result = { writes, tablesBuilt, tablesWritten: tableWrites.filter((t) => t.table).length, durationMs: performance.now() - started };
+    const result = {
+      writes,
+      tablesBuilt,
+      tablesWritten: tableWrites.filter((t) => t.table).length,
+      durationMs: performance.now() - started,
+    };
     this.stats.applies++;
     this.stats.tablesBuilt += result.tablesBuilt;
     this.stats.tablesWritten += result.tablesWritten;
     this.stats.lastApplyMs = result.durationMs;
     this.stats.applyMsTotal += result.durationMs;
-    if (writes > 0) this.log.debug({ event: 'dataplane.updated', writes, tablesBuilt, vips: views.length, ms: Math.round(result.durationMs * 10) / 10 }, 'data plane updated');
+    if (writes > 0)
+      this.log.debug(
+        { event: 'dataplane.updated', writes, tablesBuilt, vips: views.length, ms: Math.round(result.durationMs * 10) / 10 },
+        'data plane updated',
+      );
     this.onApplied?.(result);
     return result;
   }
@@ -343,9 +412,14 @@ export class Reconciler {
     if (newVips > this.vipIds.available) {
       throw new InputError(`too many VIPs: this balancer holds at most ${this.dataplane.limits.maxVips} (lbctl start --max-vips)`);
     }
-    const newBackends = desired.vips.reduce((n, v) => n + v.backends.filter((b) => !this.backends.has(`${formatVip(v.vip)} ${b.address}`)).length, 0);
+    const newBackends = desired.vips.reduce(
+      (n, v) => n + v.backends.filter((b) => !this.backends.has(`${formatVip(v.vip)} ${b.address}`)).length,
+      0,
+    );
     if (newBackends > this.backendIds.available) {
-      throw new InputError(`too many backends: this balancer holds at most ${this.dataplane.limits.maxBackends - 1} across all VIPs (lbctl start --max-backends)`);
+      throw new InputError(
+        `too many backends: this balancer holds at most ${this.dataplane.limits.maxBackends - 1} across all VIPs (lbctl start --max-backends)`,
+      );
     }
   }
 
@@ -389,18 +463,20 @@ function takesNewFlows(backend: BackendSpec, path: PathResult): boolean {
 function encodeBackend(vipId: number, backend: BackendSpec, forward: ForwardMethod, path: ForwardingPath): string {
   const tunnelled = forward === 'ipip';
   const v4Tunnel = tunnelled && backend.family === 4;
-  return backendInfo.encode({
-    dst_mac: path.dstMac,
-    src_mac: path.srcMac,
-    ifindex: path.ifindex,
-    forward: FORWARD[forward],
-    flags: BACKEND_FLAG_ACTIVE | (backend.family === 6 ? BACKEND_FLAG_IPV6 : 0),
-    mtu: Math.min(path.mtu, 0xffff),
-    address: padded(addressBytes(backend.family, backend.address)),
-    tunnel_src: tunnelled ? padded(addressBytes(backend.family, path.tunnelSrc!)) : Buffer.alloc(16),
-    tunnel_csum_base: v4Tunnel ? tunnelChecksumBase(path.tunnelSrc!, backend.address) : 0,
-    vip_id: vipId,
-  }).toString('hex');
+  return backendInfo
+    .encode({
+      dst_mac: path.dstMac,
+      src_mac: path.srcMac,
+      ifindex: path.ifindex,
+      forward: FORWARD[forward],
+      flags: BACKEND_FLAG_ACTIVE | (backend.family === 6 ? BACKEND_FLAG_IPV6 : 0),
+      mtu: Math.min(path.mtu, 0xffff),
+      address: padded(addressBytes(backend.family, backend.address)),
+      tunnel_src: tunnelled ? padded(addressBytes(backend.family, path.tunnelSrc!)) : Buffer.alloc(16),
+      tunnel_csum_base: v4Tunnel ? tunnelChecksumBase(path.tunnelSrc!, backend.address) : 0,
+      vip_id: vipId,
+    })
+    .toString('hex');
 }
 
 /** An address in a 16-byte field: IPv4 in the first 4 bytes. */
@@ -412,5 +488,7 @@ function padded(bytes: Buffer): Buffer {
 
 function sameTable(a: Uint32Array | undefined, b: Uint32Array | undefined): boolean {
   if (!a || !b) return a === b;
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+  return (
+    a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+  );
 }

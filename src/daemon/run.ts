@@ -4,7 +4,7 @@
  * the reason it could not start, then lets its parent exit.
  */
 import type { Logger } from 'pino';
-import { Daemon, DaemonOptions } from './daemon.js';
+import { Daemon, type DaemonOptions } from './daemon.js';
 import { notifySystemd } from './systemd.js';
 
 type StartMessage = { type: 'ready'; pid: number } | { type: 'failed'; message: string };
@@ -35,7 +35,9 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
   });
   process.on('SIGHUP', () => {
     log.info({ event: 'daemon.signal', signal: 'SIGHUP' }, 'reloading the config');
-    daemon.reload().catch((error: Error) => log.error({ event: 'config.rejected', err: error }, 'reload failed: the running state is unchanged'));
+    daemon
+      .reload()
+      .catch((error: Error) => log.error({ event: 'config.rejected', err: error }, 'reload failed: the running state is unchanged'));
   });
   report({ type: 'ready', pid: process.pid });
   process.disconnect?.();

@@ -6,8 +6,8 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { validateTableSize } from '../maglev/maglev.js';
 import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
-import { BackendChange, DrainSpec, RuntimeChanges, NO_CHANGES, vipSettings } from '../model/desired-state.js';
-import { CheckOptions, CheckSettings, CheckSpec, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
+import { type BackendChange, type DrainSpec, type RuntimeChanges, NO_CHANGES, vipSettings } from '../model/desired-state.js';
+import { type CheckOptions, type CheckSettings, type CheckSpec, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { InputError } from '../model/errors.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 
@@ -60,10 +60,13 @@ export function loadKillSwitch(stateDir: string): string | null {
     const data = object(JSON.parse(text), 'file');
     if (data.version !== FORMAT_VERSION) throw new Error(`unsupported version ${JSON.stringify(data.version)}`);
     if (data.engagedSince === null) return null;
-    if (typeof data.engagedSince !== 'string' || Number.isNaN(Date.parse(data.engagedSince))) throw new Error('engagedSince must be a date or null');
+    if (typeof data.engagedSince !== 'string' || Number.isNaN(Date.parse(data.engagedSince)))
+      throw new Error('engagedSince must be a date or null');
     return data.engagedSince;
   } catch (error) {
-    throw new InputError(`kill-switch state ${path} is unreadable (${(error as Error).message}); move it away to start with the kill-switch released`);
+    throw new InputError(
+      `kill-switch state ${path} is unreadable (${(error as Error).message}); move it away to start with the kill-switch released`,
+    );
   }
 }
 
@@ -93,7 +96,9 @@ function validateChanges(data: unknown): RuntimeChanges {
         backends[address] = {
           op: 'add',
           backend: {
-            address: parsed.address, family: parsed.family, weight: parseWeight(spec.weight as number),
+            address: parsed.address,
+            family: parsed.family,
+            weight: parseWeight(spec.weight as number),
             ...(spec.forward !== undefined ? { forward: parseForward(String(spec.forward)) } : {}),
             ...(spec.drain !== undefined ? { drain: validateDrain(spec.drain, address) } : {}),
             ...(spec.check !== undefined ? { check: validateCheck(spec.check, address) } : {}),
@@ -131,7 +136,10 @@ function validateChanges(data: unknown): RuntimeChanges {
 function validateCheck(value: unknown, where: string): Partial<CheckSettings> {
   const check = object(value, `${where}.check`);
   const { spec, ...rest } = check;
-  const options: CheckOptions = { ...(rest as CheckOptions), ...(spec !== undefined ? { check: formatCheck(object(spec, `${where}.check.spec`) as unknown as CheckSpec) } : {}) };
+  const options: CheckOptions = {
+    ...(rest as CheckOptions),
+    ...(spec !== undefined ? { check: formatCheck(object(spec, `${where}.check.spec`) as unknown as CheckSpec) } : {}),
+  };
   const known = ['check', 'intervalMs', 'timeoutMs', 'rise', 'fall', 'dsr', 'port', 'expectStatus'];
   const unknown = Object.keys(options).find((k) => !known.includes(k));
   if (unknown) throw new Error(`${where}.check: unknown field ${unknown}`);
@@ -142,8 +150,12 @@ function validateDrain(value: unknown, address: string): DrainSpec {
   const drain = object(value, `${address}.drain`);
   const { since, timeoutSeconds, idleSeconds } = drain;
   if (typeof since !== 'string' || Number.isNaN(Date.parse(since))) throw new Error(`backend ${address}: drain.since must be a date`);
-  for (const [name, seconds] of [['timeoutSeconds', timeoutSeconds], ['idleSeconds', idleSeconds]] as const) {
-    if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds <= 0) throw new Error(`backend ${address}: drain.${name} must be a positive number`);
+  for (const [name, seconds] of [
+    ['timeoutSeconds', timeoutSeconds],
+    ['idleSeconds', idleSeconds],
+  ] as const) {
+    if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds <= 0)
+      throw new Error(`backend ${address}: drain.${name} must be a positive number`);
   }
   return { since, timeoutSeconds: timeoutSeconds as number, idleSeconds: idleSeconds as number };
 }

@@ -1,14 +1,17 @@
 /** The counters of the data plane and the daemon in one snapshot: `lbctl stats`, `lbctl top`, the metrics and the status page. */
 import type { StatsResult } from '../api/protocol.js';
-import { REASON_INFO, REASONS, TrafficCounters } from '../dataplane/abi.js';
+import { REASON_INFO, REASONS, type TrafficCounters } from '../dataplane/abi.js';
 import type { DaemonControl } from './handlers.js';
 
 type StatsSource = Pick<DaemonControl, 'dataplane' | 'reconciler' | 'health' | 'daemonStats'>;
 
 function traffic(c: TrafficCounters) {
   return {
-    packets: c.packets.toString(), bytes: c.bytes.toString(), newFlows: c.new_flows.toString(),
-    movedFlows: c.moved_flows.toString(), trackedPackets: (c.packets - c.new_flows).toString(),
+    packets: c.packets.toString(),
+    bytes: c.bytes.toString(),
+    newFlows: c.new_flows.toString(),
+    movedFlows: c.moved_flows.toString(),
+    trackedPackets: (c.packets - c.new_flows).toString(),
   };
 }
 
@@ -22,7 +25,9 @@ export function collectStats(daemon: StatsSource): StatsResult {
       backends: v.backends.map((b) => {
         const health = daemon.health(v.key, b.address);
         return {
-          address: b.address, state: b.state, health: health?.state ?? null,
+          address: b.address,
+          state: b.state,
+          health: health?.state ?? null,
           ...(health?.state === 'down' && health.lastError ? { healthError: health.lastError } : {}),
           share: b.slots / v.tableSize,
           ...traffic(daemon.dataplane.backendCounters(b.id)),

@@ -37,7 +37,8 @@ export function underSystemd(env: NodeJS.ProcessEnv = process.env): boolean {
  */
 export async function notifySystemd(state: string, socketPath = process.env.NOTIFY_SOCKET): Promise<boolean> {
   if (!socketPath) return false;
-  if (!socketPath.startsWith('/') && !socketPath.startsWith('@')) throw new Error(`NOTIFY_SOCKET "${socketPath}" is neither a path nor an abstract socket`);
+  if (!socketPath.startsWith('/') && !socketPath.startsWith('@'))
+    throw new Error(`NOTIFY_SOCKET "${socketPath}" is neither a path nor an abstract socket`);
   const path = Buffer.from(socketPath.startsWith('@') ? `\0${socketPath.slice(1)}` : socketPath);
   if (path.length >= SUN_PATH_MAX) throw new Error(`NOTIFY_SOCKET "${socketPath}" is too long`);
   const address = Buffer.alloc(2 + SUN_PATH_MAX);

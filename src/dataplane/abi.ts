@@ -17,7 +17,13 @@ interface Field<K extends Kind = Kind> {
   readonly size: number;
 }
 
-type ValueOf<K extends Kind> = K extends 'u64' ? bigint : K extends 'ipv4' | 'ipv6' | 'mac' ? string : K extends 'bytes16' ? Buffer : number;
+type ValueOf<K extends Kind> = K extends 'u64'
+  ? bigint
+  : K extends 'ipv4' | 'ipv6' | 'mac'
+    ? string
+    : K extends 'bytes16'
+      ? Buffer
+      : number;
 type Fields = Record<string, Field>;
 type Shape<F extends Fields> = {
   [N in keyof F as F[N]['kind'] extends 'pad' ? never : N]: ValueOf<F[N]['kind']>;
@@ -65,43 +71,75 @@ function defineStruct<F extends Fields>(name: string, size: number, fields: F): 
 function writeField(buf: Buffer, f: Field, value: unknown, where: string): void {
   if (value === undefined) throw new Error(`${where} is missing`);
   switch (f.kind) {
-    case 'u8': buf.writeUInt8(value as number, f.offset); break;
-    case 'u16': writeU16(buf, value as number, f.offset); break;
-    case 'u32': writeU32(buf, value as number, f.offset); break;
-    case 'u64': LITTLE ? buf.writeBigUInt64LE(value as bigint, f.offset) : buf.writeBigUInt64BE(value as bigint, f.offset); break;
-    case 'be16': buf.writeUInt16BE(value as number, f.offset); break;
-    case 'ipv4': Buffer.from((value as string).split('.').map(Number)).copy(buf, f.offset); break;
-    case 'ipv6': addressBytes(6, value as string).copy(buf, f.offset); break;
-    case 'mac': Buffer.from((value as string).split(':').map((h) => parseInt(h, 16))).copy(buf, f.offset); break;
-    case 'bytes16': (value as Buffer).copy(buf, f.offset, 0, 16); break;
-    case 'pad': break;
+    case 'u8':
+      buf.writeUInt8(value as number, f.offset);
+      break;
+    case 'u16':
+      writeU16(buf, value as number, f.offset);
+      break;
+    case 'u32':
+      writeU32(buf, value as number, f.offset);
+      break;
+    case 'u64':
+      if (LITTLE) buf.writeBigUInt64LE(value as bigint, f.offset);
+      else buf.writeBigUInt64BE(value as bigint, f.offset);
+      break;
+    case 'be16':
+      buf.writeUInt16BE(value as number, f.offset);
+      break;
+    case 'ipv4':
+      Buffer.from((value as string).split('.').map(Number)).copy(buf, f.offset);
+      break;
+    case 'ipv6':
+      addressBytes(6, value as string).copy(buf, f.offset);
+      break;
+    case 'mac':
+      Buffer.from((value as string).split(':').map((h) => parseInt(h, 16))).copy(buf, f.offset);
+      break;
+    case 'bytes16':
+      (value as Buffer).copy(buf, f.offset, 0, 16);
+      break;
+    case 'pad':
+      break;
   }
 }
 
 function readField(buf: Buffer, f: Field): unknown {
   switch (f.kind) {
-    case 'u8': return buf.readUInt8(f.offset);
-    case 'u16': return readU16(buf, f.offset);
-    case 'u32': return readU32(buf, f.offset);
-    case 'u64': return LITTLE ? buf.readBigUInt64LE(f.offset) : buf.readBigUInt64BE(f.offset);
-    case 'be16': return buf.readUInt16BE(f.offset);
-    case 'ipv4': return Array.from(buf.subarray(f.offset, f.offset + 4)).join('.');
-    case 'ipv6': return formatAddressBytes(6, buf.subarray(f.offset, f.offset + 16));
-    case 'mac': return Array.from(buf.subarray(f.offset, f.offset + 6), (b) => b.toString(16).padStart(2, '0')).join(':');
-    case 'bytes16': return Buffer.from(buf.subarray(f.offset, f.offset + 16));
-    case 'pad': return undefined;
+    case 'u8':
+      return buf.readUInt8(f.offset);
+    case 'u16':
+      return readU16(buf, f.offset);
+    case 'u32':
+      return readU32(buf, f.offset);
+    case 'u64':
+      return LITTLE ? buf.readBigUInt64LE(f.offset) : buf.readBigUInt64BE(f.offset);
+    case 'be16':
+      return buf.readUInt16BE(f.offset);
+    case 'ipv4':
+      return Array.from(buf.subarray(f.offset, f.offset + 4)).join('.');
+    case 'ipv6':
+      return formatAddressBytes(6, buf.subarray(f.offset, f.offset + 16));
+    case 'mac':
+      return Array.from(buf.subarray(f.offset, f.offset + 6), (b) => b.toString(16).padStart(2, '0')).join(':');
+    case 'bytes16':
+      return Buffer.from(buf.subarray(f.offset, f.offset + 16));
+    case 'pad':
+      return undefined;
   }
 }
 
 /** Host-order integers, as the BPF program sees them. */
 export function writeU32(buf: Buffer, value: number, offset = 0): void {
-  LITTLE ? buf.writeUInt32LE(value, offset) : buf.writeUInt32BE(value, offset);
+  if (LITTLE) buf.writeUInt32LE(value, offset);
+  else buf.writeUInt32BE(value, offset);
 }
 export function readU32(buf: Buffer, offset = 0): number {
   return LITTLE ? buf.readUInt32LE(offset) : buf.readUInt32BE(offset);
 }
 export function writeU16(buf: Buffer, value: number, offset = 0): void {
-  LITTLE ? buf.writeUInt16LE(value, offset) : buf.writeUInt16BE(value, offset);
+  if (LITTLE) buf.writeUInt16LE(value, offset);
+  else buf.writeUInt16BE(value, offset);
 }
 export function readU16(buf: Buffer, offset = 0): number {
   return LITTLE ? buf.readUInt16LE(offset) : buf.readUInt16BE(offset);
@@ -120,8 +158,21 @@ export const FORWARD = { l2dsr: 1, ipip: 2 } as const;
 export const BACKEND_FLAG_ACTIVE = 1 << 0;
 export const BACKEND_FLAG_IPV6 = 1 << 1;
 export const REASONS = [
-  'not_ip', 'not_vip', 'malformed', 'fragment', 'l4_truncated', 'l4_unsupported', 'ipv6_routing', 'vlan_stacked',
-  'no_backend', 'encap_failed', 'kill_switch', 'icmp_echo_replied', 'icmp_error_forwarded', 'too_big_replied', 'too_big_dropped',
+  'not_ip',
+  'not_vip',
+  'malformed',
+  'fragment',
+  'l4_truncated',
+  'l4_unsupported',
+  'ipv6_routing',
+  'vlan_stacked',
+  'no_backend',
+  'encap_failed',
+  'kill_switch',
+  'icmp_echo_replied',
+  'icmp_error_forwarded',
+  'too_big_replied',
+  'too_big_dropped',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 /** What happened to the packets counted under a reason (the comments of enum lb_reason). */
@@ -221,7 +272,17 @@ export const trafficCounters = defineStruct('traffic_counters', 32, {
 });
 
 /** Every layout shared with bpf/lib/abi.h, for the BTF check. */
-export const SHARED_LAYOUTS: readonly StructLayout[] = [lbSettings, vipKeyV4, vipKeyV6, vipInfo, flowKeyV4, flowKeyV6, flowState, backendInfo, trafficCounters];
+export const SHARED_LAYOUTS: readonly StructLayout[] = [
+  lbSettings,
+  vipKeyV4,
+  vipKeyV6,
+  vipInfo,
+  flowKeyV4,
+  flowKeyV6,
+  flowState,
+  backendInfo,
+  trafficCounters,
+];
 
 export type VipKeyV4 = ReturnType<typeof vipKeyV4.decode>;
 export type VipInfo = ReturnType<typeof vipInfo.decode>;

@@ -6,13 +6,29 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfObjectPath } from '../paths.js';
-import { addressBytes, Family, formatAddressBytes, VipAddress } from '../model/address.js';
+import { addressBytes, type Family, formatAddressBytes, type VipAddress } from '../model/address.js';
 import {
-  backendInfo, BackendInfo, lbSettings, readU32, SHARED_LAYOUTS, readU64, REASONS, Reason, sumCounters, TrafficCounters, trafficCounters, u32Key,
-  vipInfo, VipInfo, vipKeyV4, vipKeyV6, IPPROTO, PROTOCOL_BY_NUMBER,
+  backendInfo,
+  type BackendInfo,
+  lbSettings,
+  readU32,
+  SHARED_LAYOUTS,
+  readU64,
+  REASONS,
+  type Reason,
+  sumCounters,
+  type TrafficCounters,
+  trafficCounters,
+  u32Key,
+  vipInfo,
+  type VipInfo,
+  vipKeyV4,
+  vipKeyV6,
+  IPPROTO,
+  PROTOCOL_BY_NUMBER,
 } from './abi.js';
-import { BpfMap, PerCpuBpfMap } from './bpf-map.js';
-import { loadBpfObject, LoadedObject, mapDefinitions } from './bpf-object.js';
+import { type BpfMap, type PerCpuBpfMap } from './bpf-map.js';
+import { loadBpfObject, type LoadedObject, mapDefinitions } from './bpf-object.js';
 import { readBtfStructs } from './btf.js';
 import { BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_MAP_TYPE, check, closeFd, errnoText, mapInfo, native } from './libbpf.js';
 
@@ -37,9 +53,16 @@ const OBJECT = bpfObjectPath('xdp_balancer');
  * maglev_tables, and the layout of every shared struct.
  */
 function abiFingerprint(): bigint {
-  const layouts = [...readBtfStructs(OBJECT, SHARED_LAYOUTS.map((l) => l.name)).values()];
+  const layouts = [
+    ...readBtfStructs(
+      OBJECT,
+      SHARED_LAYOUTS.map((l) => l.name),
+    ).values(),
+  ];
   const maps = mapDefinitions(OBJECT).map(({ maxEntries: _size, ...rest }) => rest);
-  const digest = createHash('sha256').update(JSON.stringify({ maps, maglevTableFlags: MAGLEV_TABLE_FLAGS, layouts })).digest();
+  const digest = createHash('sha256')
+    .update(JSON.stringify({ maps, maglevTableFlags: MAGLEV_TABLE_FLAGS, layouts }))
+    .digest();
   return digest.readBigUInt64BE(0);
 }
 
@@ -71,8 +94,15 @@ export class BalancerDataplane {
   /** Where tables of VIPs without a usable backend (and unused slots) point. */
   private readonly emptyTableFd: number;
 
-  private constructor(private readonly object: LoadedObject, readonly limits: BalancerLimits, private readonly fingerprint: bigint) {
-    this.emptyTableFd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_empty', 4, 4, 1, MAGLEV_TABLE_FLAGS), 'creating the empty Maglev table');
+  private constructor(
+    private readonly object: LoadedObject,
+    readonly limits: BalancerLimits,
+    private readonly fingerprint: bigint,
+  ) {
+    this.emptyTableFd = check(
+      native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_empty', 4, 4, 1, MAGLEV_TABLE_FLAGS),
+      'creating the empty Maglev table',
+    );
     this.vipsV4 = object.map('vips_v4');
     this.vipsV6 = object.map('vips_v6');
     this.vipAddrsV4 = object.map('vip_addrs_v4');
@@ -122,12 +152,14 @@ export class BalancerDataplane {
         reuse[definition.name] = fd;
         const pinned = mapInfo(fd);
         for (const field of ['type', 'keySize', 'valueSize', 'flags'] as const) {
-          if (pinned[field] !== definition[field]) return { refused: `map ${definition.name} has another ${field} (${pinned[field]}, this version uses ${definition[field]})` };
+          if (pinned[field] !== definition[field])
+            return { refused: `map ${definition.name} has another ${field} (${pinned[field]}, this version uses ${definition[field]})` };
         }
       }
       const settings = Buffer.alloc(lbSettings.size);
       check(native.mapLookup(reuse.settings!, u32Key(0), settings), 'reading the pinned settings');
-      if (lbSettings.decode(settings).abi_fingerprint !== fingerprint) return { refused: 'the pinned maps were written by a version with other data layouts' };
+      if (lbSettings.decode(settings).abi_fingerprint !== fingerprint)
+        return { refused: 'the pinned maps were written by a version with other data layouts' };
       const limits = {
         maxVips: mapInfo(reuse.vips_v4!).maxEntries,
         maxBackends: mapInfo(reuse.backends!).maxEntries,
@@ -226,7 +258,10 @@ export class BalancerDataplane {
     try {
       const fds = writes.map(({ table }) => {
         if (!table) return this.emptyTableFd;
-        const fd = check(native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_table', 4, 4, table.length, MAGLEV_TABLE_FLAGS), 'creating a Maglev table');
+        const fd = check(
+          native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_table', 4, 4, table.length, MAGLEV_TABLE_FLAGS),
+          'creating a Maglev table',
+        );
         created.push(fd);
         check(native.arrayFillU32(fd, table, table.length), 'filling a Maglev table');
         return fd;

@@ -88,4 +88,3 @@ export class PerCpuBpfMap extends BpfMap {
     check(native.mapUpdate(this.fd, key, all, BPF_ANY), `update of map ${this.name}`);
   }
 }
-

@@ -2,7 +2,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap, PerCpuBpfMap } from './bpf-map.js';
-import { BpfError, PER_CPU_MAP_TYPES, Pointer, check, native, takeLibbpfLog } from './libbpf.js';
+import { BpfError, PER_CPU_MAP_TYPES, type Pointer, check, native, takeLibbpfLog } from './libbpf.js';
 import { summarizeLoadLog } from './load-log.js';
 
 export interface LoadedObject {
@@ -36,8 +36,12 @@ export function mapDefinitions(path: string): MapDefinition[] {
       const name = native.mapName(handle) as string;
       if (name.startsWith('.')) continue;
       definitions.push({
-        name, type: native.mapType(handle), keySize: native.mapKeySize(handle), valueSize: native.mapValueSize(handle),
-        maxEntries: native.mapMaxEntries(handle), flags: native.mapFlags(handle),
+        name,
+        type: native.mapType(handle),
+        keySize: native.mapKeySize(handle),
+        valueSize: native.mapValueSize(handle),
+        maxEntries: native.mapMaxEntries(handle),
+        flags: native.mapFlags(handle),
       });
     }
     return definitions;
@@ -58,7 +62,12 @@ function openObject(path: string): Pointer {
  * reuse gives maps that already exist (fds of pinned maps), which the
  * program then uses instead of new ones. The caller checks they fit.
  */
-export function loadBpfObject(path: string, programName: string, maxEntries: Record<string, number> = {}, reuse: Record<string, number> = {}): LoadedObject {
+export function loadBpfObject(
+  path: string,
+  programName: string,
+  maxEntries: Record<string, number> = {},
+  reuse: Record<string, number> = {},
+): LoadedObject {
   const obj = openObject(path);
   try {
     for (const [name, entries] of Object.entries(maxEntries)) {
@@ -114,7 +123,16 @@ function wrapMaps(obj: Pointer): Map<string, BpfMap> {
     const name = native.mapName(handle) as string;
     if (name.startsWith('.')) continue; // .rodata, .bss: not ours to manage
     const Kind = PER_CPU_MAP_TYPES.includes(native.mapType(handle)) ? PerCpuBpfMap : BpfMap;
-    maps.set(name, new Kind(name, check(native.mapFd(handle), `map ${name}`), native.mapKeySize(handle), native.mapValueSize(handle), native.mapMaxEntries(handle)));
+    maps.set(
+      name,
+      new Kind(
+        name,
+        check(native.mapFd(handle), `map ${name}`),
+        native.mapKeySize(handle),
+        native.mapValueSize(handle),
+        native.mapMaxEntries(handle),
+      ),
+    );
   }
   return maps;
 }

@@ -9,7 +9,10 @@ const KNOWN_HZ = [100, 250, 300, 1000];
 const CALIBRATION_MS = 200;
 
 export class DataplaneClock {
-  private constructor(private readonly programFd: number, readonly hz: number) {}
+  private constructor(
+    private readonly programFd: number,
+    readonly hz: number,
+  ) {}
 
   /** Measures HZ against the monotonic clock (takes CALIBRATION_MS). */
   static async calibrate(programFd: number): Promise<DataplaneClock> {

@@ -3,10 +3,10 @@ import { getAddresses, getLink } from '../net/iproute.js';
 import { InputError } from '../model/errors.js';
 import { bpfObjectPath } from '../paths.js';
 import { addressBytes } from '../model/address.js';
-import { sumCounters, TrafficCounters, u32Key } from './abi.js';
-import { loadBpfObject, LoadedObject } from './bpf-object.js';
+import { sumCounters, type TrafficCounters, u32Key } from './abi.js';
+import { loadBpfObject, type LoadedObject } from './bpf-object.js';
 import { closeFd, native } from './libbpf.js';
-import { attachedProgram, attachXdp, detachXdp, XdpMode } from './xdp.js';
+import { attachedProgram, attachXdp, detachXdp, type XdpMode } from './xdp.js';
 
 export const DECAP_PROGRAM = 'xdp_decap';
 

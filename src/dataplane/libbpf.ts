@@ -55,25 +55,45 @@ export const native = {
 
   logCapture: shim.func('void lbctl_log_capture(void)'),
   logTake: shim.func('size_t lbctl_log_take(_Out_ uint8_t *out, size_t capacity)'),
-  mapCreate: shim.func('int lbctl_map_create(int type, const char *name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, uint32_t flags)'),
-  mapUpdateBatch: shim.func('int lbctl_map_update_batch(int fd, const void *keys, const void *values, uint32_t count, uint64_t elem_flags)'),
+  mapCreate: shim.func(
+    'int lbctl_map_create(int type, const char *name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, uint32_t flags)',
+  ),
+  mapUpdateBatch: shim.func(
+    'int lbctl_map_update_batch(int fd, const void *keys, const void *values, uint32_t count, uint64_t elem_flags)',
+  ),
   arrayFillU32: shim.func('int lbctl_array_fill_u32(int fd, const uint32_t *values, uint32_t count)'),
-  mapLookupBatch: shim.func('int lbctl_map_lookup_batch(int fd, const void *in_batch, _Out_ uint8_t *out_batch, _Out_ uint8_t *keys, _Out_ uint8_t *values, _Inout_ uint32_t *count)'),
-  testRun: shim.func('int lbctl_test_run(int prog_fd, const void *in, uint32_t in_len, _Out_ uint8_t *out, _Inout_ uint32_t *out_len, _Out_ uint32_t *retval, int repeat, _Out_ uint32_t *duration_ns, uint32_t flags)'),
-  testRunDurations: shim.func('int lbctl_test_run_durations(int prog_fd, const uint8_t *packets, uint32_t len, uint32_t count, uint32_t iterations, _Out_ uint32_t *durations_ns)'),
-  testRunOutputs: shim.func('int lbctl_test_run_outputs(int prog_fd, const uint8_t *packets, uint32_t len, uint32_t count, uint32_t iterations, _Out_ uint8_t *actions, _Out_ uint8_t *heads, uint32_t head_len)'),
+  mapLookupBatch: shim.func(
+    'int lbctl_map_lookup_batch(int fd, const void *in_batch, _Out_ uint8_t *out_batch, _Out_ uint8_t *keys, _Out_ uint8_t *values, _Inout_ uint32_t *count)',
+  ),
+  testRun: shim.func(
+    'int lbctl_test_run(int prog_fd, const void *in, uint32_t in_len, _Out_ uint8_t *out, _Inout_ uint32_t *out_len, _Out_ uint32_t *retval, int repeat, _Out_ uint32_t *duration_ns, uint32_t flags)',
+  ),
+  testRunDurations: shim.func(
+    'int lbctl_test_run_durations(int prog_fd, const uint8_t *packets, uint32_t len, uint32_t count, uint32_t iterations, _Out_ uint32_t *durations_ns)',
+  ),
+  testRunOutputs: shim.func(
+    'int lbctl_test_run_outputs(int prog_fd, const uint8_t *packets, uint32_t len, uint32_t count, uint32_t iterations, _Out_ uint8_t *actions, _Out_ uint8_t *heads, uint32_t head_len)',
+  ),
   xdpAttach: shim.func('int lbctl_xdp_attach(int ifindex, int prog_fd, uint32_t flags, int old_prog_fd)'),
-  xdpQuery: shim.func('int lbctl_xdp_query(int ifindex, _Out_ uint32_t *drv_prog_id, _Out_ uint32_t *skb_prog_id, _Out_ uint32_t *attach_mode)'),
+  xdpQuery: shim.func(
+    'int lbctl_xdp_query(int ifindex, _Out_ uint32_t *drv_prog_id, _Out_ uint32_t *skb_prog_id, _Out_ uint32_t *attach_mode)',
+  ),
   progInfo: shim.func('int lbctl_prog_info(int fd, _Out_ uint32_t *id, _Out_ uint8_t *name, uint32_t name_capacity)'),
   mapInfo: shim.func('int lbctl_map_info(int fd, _Out_ uint32_t *fields, _Out_ uint8_t *name, uint32_t name_capacity)'),
   mapFlags: libbpf.func('uint32_t bpf_map__map_flags(bpf_map *map)'),
   /** Benchmarks only (bench/traffic-gen.ts): live-frame traffic generator; result: a 16-byte buffer, u64 frames sent then u64 ns elapsed. */
-  xdpLiveRun: shim.func('int lbctl_xdp_live_run(int prog_fd, const void *frame, uint32_t len, int ingress_ifindex, uint32_t rx_queues, uint32_t repeat, uint32_t batch_size, uint32_t threads, uint32_t duration_ms, uint32_t interval_us, void *result)'),
+  xdpLiveRun: shim.func(
+    'int lbctl_xdp_live_run(int prog_fd, const void *frame, uint32_t len, int ingress_ifindex, uint32_t rx_queues, uint32_t repeat, uint32_t batch_size, uint32_t threads, uint32_t duration_ms, uint32_t interval_us, void *result)',
+  ),
   close: koffi.load('libc.so.6').func('int close(int fd)'),
   /** Health checks (src/health/dsr-probe.ts): sends a frame, waits for the SYN-ACK (1) or RST (2) of vip:port to source:port, of the VIP's family (4 or 6; addresses 4 or 16 bytes, network order; ports host order); 0 timeout, -errno. Blocks: call with .async. */
-  dsrProbe: shim.func('int lbctl_dsr_probe(int ifindex, const void *frame, uint32_t len, int family, const void *vip, uint16_t vip_port, const void *source, uint16_t source_port, uint32_t timeout_ms)'),
+  dsrProbe: shim.func(
+    'int lbctl_dsr_probe(int ifindex, const void *frame, uint32_t len, int family, const void *vip, uint16_t vip_port, const void *source, uint16_t source_port, uint32_t timeout_ms)',
+  ),
   /** Fuzzing (test/support/fuzz.ts): one BPF_PROG_TEST_RUN (repeat 1) per frame of a batch of variable-length frames, each output in its own slot of out_stride bytes; action 0xff: skipped (< 14 bytes), 0xfe: refused (errno in out_lengths), 0xfd: no XDP action. Returns the frames run or -errno. */
-  testRunBatch: shim.func('int lbctl_test_run_batch(int prog_fd, const uint8_t *frames, const uint32_t *offsets, const uint32_t *lengths, uint32_t count, _Out_ uint8_t *outputs, uint32_t out_stride, _Out_ uint32_t *out_lengths, _Out_ uint8_t *actions)'),
+  testRunBatch: shim.func(
+    'int lbctl_test_run_batch(int prog_fd, const uint8_t *frames, const uint32_t *offsets, const uint32_t *lengths, uint32_t count, _Out_ uint8_t *outputs, uint32_t out_stride, _Out_ uint32_t *out_lengths, _Out_ uint8_t *actions)',
+  ),
 };
 
 native.logCapture();
@@ -87,7 +107,11 @@ export function takeLibbpfLog(): string {
 
 export class BpfError extends Error {
   override readonly name = 'BpfError';
-  constructor(message: string, readonly errno?: number, readonly log?: string) {
+  constructor(
+    message: string,
+    readonly errno?: number,
+    readonly log?: string,
+  ) {
     super(message);
   }
 }
@@ -107,7 +131,15 @@ export function closeFd(fd: number): void {
   if (fd >= 0) native.close(fd);
 }
 
-export const BPF_MAP_TYPE = { HASH: 1, ARRAY: 2, PERCPU_HASH: 5, PERCPU_ARRAY: 6, LRU_HASH: 9, LRU_PERCPU_HASH: 10, ARRAY_OF_MAPS: 12 } as const;
+export const BPF_MAP_TYPE = {
+  HASH: 1,
+  ARRAY: 2,
+  PERCPU_HASH: 5,
+  PERCPU_ARRAY: 6,
+  LRU_HASH: 9,
+  LRU_PERCPU_HASH: 10,
+  ARRAY_OF_MAPS: 12,
+} as const;
 export const PER_CPU_MAP_TYPES: readonly number[] = [BPF_MAP_TYPE.PERCPU_HASH, BPF_MAP_TYPE.PERCPU_ARRAY, BPF_MAP_TYPE.LRU_PERCPU_HASH];
 export const BPF_F_INNER_MAP = 1 << 12;
 export const BPF_F_MMAPABLE = 1 << 10;
@@ -134,5 +166,13 @@ export function mapInfo(fd: number): MapInfo {
   const name = Buffer.alloc(64);
   check(native.mapInfo(fd, fields, name, name.length), 'reading map info');
   const [id, type, keySize, valueSize, maxEntries, flags] = fields as unknown as number[];
-  return { id: id!, type: type!, keySize: keySize!, valueSize: valueSize!, maxEntries: maxEntries!, flags: flags!, name: name.subarray(0, name.indexOf(0)).toString() };
+  return {
+    id: id!,
+    type: type!,
+    keySize: keySize!,
+    valueSize: valueSize!,
+    maxEntries: maxEntries!,
+    flags: flags!,
+    name: name.subarray(0, name.indexOf(0)).toString(),
+  };
 }

@@ -6,7 +6,10 @@
 const VERIFIER_TAIL_LINES = 12;
 
 export function summarizeLoadLog(log: string): string {
-  const lines = log.split('\n').map((line) => line.trimEnd()).filter((line) => line !== '');
+  const lines = log
+    .split('\n')
+    .map((line) => line.trimEnd())
+    .filter((line) => line !== '');
   const begin = lines.findIndex((line) => line.includes('-- BEGIN PROG LOAD LOG --'));
   const end = lines.findIndex((line) => line.includes('-- END PROG LOAD LOG --'));
   if (begin < 0 || end < begin) return lines.slice(-VERIFIER_TAIL_LINES).join('\n');

@@ -55,7 +55,10 @@ export function attachXdp(ifindex: number, ifname: string, programFd: number, mo
   if (err === 0) return;
   const present = attachedProgram(ifindex);
   if (err === -16 /* EBUSY */ && present) {
-    throw new BpfError(`interface ${ifname} already has an XDP program (${present.name}, id ${present.id}, ${present.mode} mode): detach it first`, -err);
+    throw new BpfError(
+      `interface ${ifname} already has an XDP program (${present.name}, id ${present.id}, ${present.mode} mode): detach it first`,
+      -err,
+    );
   }
   if (err === -95 /* EOPNOTSUPP */ && mode === 'native') {
     throw new BpfError(`interface ${ifname} does not support native XDP: use --xdp-mode generic`, -err);

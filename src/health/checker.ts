@@ -81,7 +81,10 @@ export class HealthChecker {
   private readonly entries = new Map<string, Entry>();
   private stopped = false;
 
-  constructor(private readonly log: Logger, private readonly onTransition: (t: Transition) => void) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly onTransition: (t: Transition) => void,
+  ) {}
 
   /** The full set of backends to check; starts new ones (first probe at once), stops removed ones, restarts changed settings (keeping state when only timings changed). */
   update(targets: readonly CheckTarget[]): void {
@@ -176,11 +179,14 @@ export class HealthChecker {
   private schedule(entry: Entry, delayMs: number, first: boolean): void {
     if (entry.timer) clearTimeout(entry.timer);
     const generation = entry.generation;
-    const timer = setTimeout(() => {
-      if (this.stopped || entry.generation !== generation) return;
-      delete entry.timer;
-      void this.probe(entry, first);
-    }, Math.max(0, delayMs));
+    const timer = setTimeout(
+      () => {
+        if (this.stopped || entry.generation !== generation) return;
+        delete entry.timer;
+        void this.probe(entry, first);
+      },
+      Math.max(0, delayMs),
+    );
     timer.unref();
     entry.timer = timer;
   }
@@ -215,7 +221,10 @@ export class HealthChecker {
     if (!path) {
       if (!entry.dsrSkipNoted) {
         entry.dsrSkipNoted = true;
-        this.log.warn({ event: 'health.dsr_check_skipped', vip: formatVip(vip), backend: address }, 'DSR-path check skipped: no forwarding path to the backend yet');
+        this.log.warn(
+          { event: 'health.dsr_check_skipped', vip: formatVip(vip), backend: address },
+          'DSR-path check skipped: no forwarding path to the backend yet',
+        );
       }
       return regular;
     }
@@ -242,7 +251,8 @@ export class HealthChecker {
         return;
       }
       entry.consecutive++;
-      if (entry.consecutive >= fall) this.transition(entry, 'down', fall === 1 ? result.reason : `${result.reason} (${entry.consecutive} checks in a row)`);
+      if (entry.consecutive >= fall)
+        this.transition(entry, 'down', fall === 1 ? result.reason : `${result.reason} (${entry.consecutive} checks in a row)`);
       return;
     }
     // down
@@ -251,7 +261,8 @@ export class HealthChecker {
       return;
     }
     entry.consecutive++;
-    if (entry.consecutive >= rise) this.transition(entry, 'up', rise === 1 ? 'check passed' : `${entry.consecutive} checks passed in a row`);
+    if (entry.consecutive >= rise)
+      this.transition(entry, 'up', rise === 1 ? 'check passed' : `${entry.consecutive} checks passed in a row`);
   }
 
   private transition(entry: Entry, to: HealthState, reason: string): void {
@@ -260,7 +271,15 @@ export class HealthChecker {
     entry.state = to;
     entry.since = new Date().toISOString();
     entry.consecutive = 0;
-    const fields = { event: 'health.transition', vip: formatVip(vip), backend: address, from, to, reason, check: formatCheck(settings.spec) };
+    const fields = {
+      event: 'health.transition',
+      vip: formatVip(vip),
+      backend: address,
+      from,
+      to,
+      reason,
+      check: formatCheck(settings.spec),
+    };
     if (to === 'down') this.log.warn(fields, `backend ${address} of ${fields.vip} is down: ${reason}`);
     else this.log.info(fields, `backend ${address} of ${fields.vip} is ${to}`);
     try {

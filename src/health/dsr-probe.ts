@@ -80,9 +80,10 @@ export async function dsrProbe(target: DsrProbeTarget): Promise<ProbeResult> {
     case 0:
       return {
         ok: false,
-        reason: forward === 'l2dsr'
-          ? `backend ${backend} does not accept traffic for VIP ${vip.address}: add it to lo`
-          : `backend ${backend} does not accept tunnelled traffic for VIP ${vip.address}: add the VIP to lo and decapsulate IP-in-IP (lbctl decap attach)`,
+        reason:
+          forward === 'l2dsr'
+            ? `backend ${backend} does not accept traffic for VIP ${vip.address}: add it to lo`
+            : `backend ${backend} does not accept tunnelled traffic for VIP ${vip.address}: add the VIP to lo and decapsulate IP-in-IP (lbctl decap attach)`,
       };
     default:
       return { ok: false, reason: `DSR probe failed: ${result < 0 ? errnoText(-result) : `unexpected result ${result}`}` };
@@ -105,7 +106,13 @@ export function dsrProbeFrame(target: DsrProbeTarget, sourcePort: number, sequen
   let family = vip.family;
   if (forward === 'ipip') {
     family = familyOf(target.backend, 'backend');
-    packet = ipPacket(family, ipAddress(family, target.tunnelSource, 'tunnel source'), ipAddress(family, target.backend, 'backend'), IPPROTO_OF_INNER[vip.family], packet);
+    packet = ipPacket(
+      family,
+      ipAddress(family, target.tunnelSource, 'tunnel source'),
+      ipAddress(family, target.backend, 'backend'),
+      IPPROTO_OF_INNER[vip.family],
+      packet,
+    );
   }
   const ethernet = Buffer.alloc(14);
   macBytes(target.dstMac).copy(ethernet, 0);
@@ -149,7 +156,8 @@ function pseudoHeader(family: Family, source: Buffer, destination: Buffer, proto
 }
 
 function ipPacket(family: Family, source: Buffer, destination: Buffer, protocol: number, payload: Buffer): Buffer {
-  const header = family === 4 ? ipv4Header(source, destination, protocol, payload.length) : ipv6Header(source, destination, protocol, payload.length);
+  const header =
+    family === 4 ? ipv4Header(source, destination, protocol, payload.length) : ipv6Header(source, destination, protocol, payload.length);
   return Buffer.concat([header, payload]);
 }
 
@@ -207,14 +215,28 @@ function macBytes(mac: string): Buffer {
   return Buffer.from(octets.map((o) => parseInt(o, 16)));
 }
 
-function callNative(ifindex: number, frame: Buffer, vip: VipAddress, port: number, source: string, sourcePort: number, timeoutMs: number): Promise<number> {
+function callNative(
+  ifindex: number,
+  frame: Buffer,
+  vip: VipAddress,
+  port: number,
+  source: string,
+  sourcePort: number,
+  timeoutMs: number,
+): Promise<number> {
   const vipBytes = addressBytes(vip.family, vip.address);
   const sourceBytes = addressBytes(vip.family, source);
   return new Promise((resolve, reject) => {
     // The buffers stay referenced by this closure until the call returns.
     native.dsrProbe.async(
-      ifindex, frame, frame.length,
-      vip.family, vipBytes, port, sourceBytes, sourcePort,
+      ifindex,
+      frame,
+      frame.length,
+      vip.family,
+      vipBytes,
+      port,
+      sourceBytes,
+      sourcePort,
       Math.max(1, Math.round(timeoutMs)),
       (error: unknown, result: number) => {
         void [frame, vipBytes, sourceBytes];

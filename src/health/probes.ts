@@ -90,17 +90,27 @@ function attempt(
 export function errorReason(error: unknown): string {
   const e = error as NodeJS.ErrnoException;
   switch (e?.code) {
-    case 'ECONNREFUSED': return 'connection refused';
-    case 'ECONNRESET': return e.message === 'socket hang up' ? 'connection closed without a response' : 'connection reset';
-    case 'EHOSTUNREACH': return 'no route to host';
-    case 'ENETUNREACH': return 'network unreachable';
-    case 'EHOSTDOWN': return 'host is down';
-    case 'ENETDOWN': return 'network is down';
-    case 'EADDRNOTAVAIL': return 'address not available';
+    case 'ECONNREFUSED':
+      return 'connection refused';
+    case 'ECONNRESET':
+      return e.message === 'socket hang up' ? 'connection closed without a response' : 'connection reset';
+    case 'EHOSTUNREACH':
+      return 'no route to host';
+    case 'ENETUNREACH':
+      return 'network unreachable';
+    case 'EHOSTDOWN':
+      return 'host is down';
+    case 'ENETDOWN':
+      return 'network is down';
+    case 'EADDRNOTAVAIL':
+      return 'address not available';
     case 'EACCES':
-    case 'EPERM': return 'not permitted (a firewall rule?)';
-    case 'EPIPE': return 'connection closed by the backend';
-    case 'ETIMEDOUT': return 'connection timed out';
+    case 'EPERM':
+      return 'not permitted (a firewall rule?)';
+    case 'EPIPE':
+      return 'connection closed by the backend';
+    case 'ETIMEDOUT':
+      return 'connection timed out';
     default:
       if (typeof e?.code === 'string' && e.code.startsWith('HPE_')) return `invalid HTTP response (${e.code})`;
       if (typeof e?.code === 'string') return `${e.code}: ${e.message}`;
@@ -144,9 +154,7 @@ function requestProbe(options: HttpProbeOptions, tls: boolean): Promise<ProbeRes
     };
     let connected = false;
     let handshaken = false;
-    const req = tls
-      ? https.request({ ...common, rejectUnauthorized: false })
-      : http.request(common);
+    const req = tls ? https.request({ ...common, rejectUnauthorized: false }) : http.request(common);
     req.on('socket', (socket) => {
       socket.once('connect', () => (connected = true));
       if (tls) (socket as TLSSocket).once('secureConnect', () => (handshaken = true));
@@ -158,7 +166,9 @@ function requestProbe(options: HttpProbeOptions, tls: boolean): Promise<ProbeRes
     req.on('response', (res) => {
       const status = res.statusCode ?? 0;
       const good = options.expectStatus !== undefined ? status === options.expectStatus : status >= 200 && status <= 399;
-      const verdict = good ? OK : fail(options.expectStatus !== undefined ? `HTTP ${status}, expected ${options.expectStatus}` : `HTTP ${status}`);
+      const verdict = good
+        ? OK
+        : fail(options.expectStatus !== undefined ? `HTTP ${status}, expected ${options.expectStatus}` : `HTTP ${status}`);
       let read = 0;
       res.on('data', (chunk: Buffer) => {
         read += chunk.length;
@@ -183,8 +193,17 @@ function tlsErrorText(error: unknown): string {
 }
 
 const RCODES: Record<number, string> = {
-  0: 'NOERROR', 1: 'FORMERR', 2: 'SERVFAIL', 3: 'NXDOMAIN', 4: 'NOTIMP', 5: 'REFUSED',
-  6: 'YXDOMAIN', 7: 'YXRRSET', 8: 'NXRRSET', 9: 'NOTAUTH', 10: 'NOTZONE',
+  0: 'NOERROR',
+  1: 'FORMERR',
+  2: 'SERVFAIL',
+  3: 'NXDOMAIN',
+  4: 'NOTIMP',
+  5: 'REFUSED',
+  6: 'YXDOMAIN',
+  7: 'YXRRSET',
+  8: 'NXRRSET',
+  9: 'NOTAUTH',
+  10: 'NOTZONE',
 };
 
 /** A DNS query: type A, class IN, RD=0, the given id. */
@@ -209,7 +228,9 @@ export function dnsProbe(options: DnsProbeOptions): Promise<ProbeResult> {
   return attempt(options, (finish) => {
     const id = randomInt(0, 0x10000);
     const socket = dgram.createSocket(net.isIPv6(options.address) ? 'udp6' : 'udp4');
-    socket.on('error', (error) => finish(fail((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'port unreachable' : errorReason(error))));
+    socket.on('error', (error) =>
+      finish(fail((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'port unreachable' : errorReason(error))),
+    );
     socket.on('message', (message) => {
       if (message.length < 12 || message.readUInt16BE(0) !== id) return; // not ours: keep waiting
       const flags = message.readUInt16BE(2);
@@ -243,7 +264,9 @@ export function udpProbe(options: ProbeOptions): Promise<ProbeResult> {
     options,
     (finish) => {
       const socket = dgram.createSocket(net.isIPv6(options.address) ? 'udp6' : 'udp4');
-      socket.on('error', (error) => finish(fail((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'port unreachable' : errorReason(error))));
+      socket.on('error', (error) =>
+        finish(fail((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'port unreachable' : errorReason(error))),
+      );
       socket.on('message', () => finish(OK));
       socket.connect(options.port, options.address, () => {
         try {

@@ -42,14 +42,20 @@ export function createMetrics(): BalancerMetrics {
 
   for (const [suffix, field, help] of TRAFFIC) {
     new Counter({
-      name: `lbctl_vip_${suffix}_total`, help: `${help}, per VIP`, labelNames: ['vip'], registers: [registry],
+      name: `lbctl_vip_${suffix}_total`,
+      help: `${help}, per VIP`,
+      labelNames: ['vip'],
+      registers: [registry],
       collect() {
         this.reset();
         for (const vip of snapshot().stats.vips) this.inc({ vip: vip.vip }, Number(vip[field]));
       },
     });
     new Counter({
-      name: `lbctl_backend_${suffix}_total`, help: `${help}, per backend`, labelNames: ['vip', 'backend'], registers: [registry],
+      name: `lbctl_backend_${suffix}_total`,
+      help: `${help}, per backend`,
+      labelNames: ['vip', 'backend'],
+      registers: [registry],
       collect() {
         this.reset();
         for (const vip of snapshot().stats.vips) {
@@ -60,25 +66,33 @@ export function createMetrics(): BalancerMetrics {
   }
 
   new Gauge({
-    name: 'lbctl_backend_table_share_ratio', help: "Fraction of the VIP's Maglev table the backend owns", labelNames: ['vip', 'backend'], registers: [registry],
+    name: 'lbctl_backend_table_share_ratio',
+    help: "Fraction of the VIP's Maglev table the backend owns",
+    labelNames: ['vip', 'backend'],
+    registers: [registry],
     collect() {
       this.reset();
       for (const vip of snapshot().stats.vips) for (const b of vip.backends) this.set({ vip: vip.vip, backend: b.address }, b.share);
     },
   });
   new Gauge({
-    name: 'lbctl_backend_state', help: 'The backend is in this state (1) or not (0): active (in the table), draining, down (failed its check), unresolved (no path)',
-    labelNames: ['vip', 'backend', 'state'], registers: [registry],
+    name: 'lbctl_backend_state',
+    help: 'The backend is in this state (1) or not (0): active (in the table), draining, down (failed its check), unresolved (no path)',
+    labelNames: ['vip', 'backend', 'state'],
+    registers: [registry],
     collect() {
       this.reset();
       for (const vip of snapshot().stats.vips) {
-        for (const b of vip.backends) for (const state of BACKEND_STATES) this.set({ vip: vip.vip, backend: b.address, state }, b.state === state ? 1 : 0);
+        for (const b of vip.backends)
+          for (const state of BACKEND_STATES) this.set({ vip: vip.vip, backend: b.address, state }, b.state === state ? 1 : 0);
       }
     },
   });
   new Gauge({
-    name: 'lbctl_backend_health', help: "The backend's health check is in this state (1) or not (0)",
-    labelNames: ['vip', 'backend', 'state'], registers: [registry],
+    name: 'lbctl_backend_health',
+    help: "The backend's health check is in this state (1) or not (0)",
+    labelNames: ['vip', 'backend', 'state'],
+    registers: [registry],
     collect() {
       this.reset();
       for (const vip of snapshot().stats.vips) {
@@ -90,15 +104,20 @@ export function createMetrics(): BalancerMetrics {
     },
   });
   new Counter({
-    name: 'lbctl_packets_not_balanced_total', help: 'Packets the data plane did not balance, by reason and what happened to them (passed, dropped, answered, forwarded)',
-    labelNames: ['reason', 'fate'], registers: [registry],
+    name: 'lbctl_packets_not_balanced_total',
+    help: 'Packets the data plane did not balance, by reason and what happened to them (passed, dropped, answered, forwarded)',
+    labelNames: ['reason', 'fate'],
+    registers: [registry],
     collect() {
       this.reset();
       for (const r of snapshot().stats.reasons) this.inc({ reason: r.reason, fate: r.fate }, Number(r.packets));
     },
   });
   new Counter({
-    name: 'lbctl_health_transitions_total', help: 'Backends that went up or down', labelNames: ['to'], registers: [registry],
+    name: 'lbctl_health_transitions_total',
+    help: 'Backends that went up or down',
+    labelNames: ['to'],
+    registers: [registry],
     collect() {
       this.reset();
       const { up, down } = snapshot().stats.daemon.healthTransitions;
@@ -107,37 +126,50 @@ export function createMetrics(): BalancerMetrics {
     },
   });
   new Counter({
-    name: 'lbctl_maglev_tables_built_total', help: 'Maglev tables computed', registers: [registry],
+    name: 'lbctl_maglev_tables_built_total',
+    help: 'Maglev tables computed',
+    registers: [registry],
     collect() {
       this.reset();
       this.inc(snapshot().stats.daemon.tablesBuilt);
     },
   });
   new Counter({
-    name: 'lbctl_maglev_tables_written_total', help: 'Maglev tables written to the data plane', registers: [registry],
+    name: 'lbctl_maglev_tables_written_total',
+    help: 'Maglev tables written to the data plane',
+    registers: [registry],
     collect() {
       this.reset();
       this.inc(snapshot().stats.daemon.tablesWritten);
     },
   });
   const reconcile = new Histogram({
-    name: 'lbctl_reconcile_duration_seconds', help: 'Time to apply a desired state to the data plane',
-    buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [registry],
+    name: 'lbctl_reconcile_duration_seconds',
+    help: 'Time to apply a desired state to the data plane',
+    buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    registers: [registry],
   });
   new Gauge({
-    name: 'lbctl_kill_switch_engaged', help: 'An operator engaged the kill-switch: the data plane passes VIP packets to the kernel', registers: [registry],
+    name: 'lbctl_kill_switch_engaged',
+    help: 'An operator engaged the kill-switch: the data plane passes VIP packets to the kernel',
+    registers: [registry],
     collect() {
       this.set(snapshot().killSwitch.engaged ? 1 : 0);
     },
   });
   new Gauge({
-    name: 'lbctl_kill_switch_remaining_seconds', help: 'Time until the data plane stops balancing unless the daemon confirms again (negative: tripped)', registers: [registry],
+    name: 'lbctl_kill_switch_remaining_seconds',
+    help: 'Time until the data plane stops balancing unless the daemon confirms again (negative: tripped)',
+    registers: [registry],
     collect() {
       this.set(snapshot().killSwitch.secondsLeft);
     },
   });
   new Gauge({
-    name: 'lbctl_info', help: 'The running lbctl (always 1)', labelNames: ['version', 'interface', 'xdp_mode'], registers: [registry],
+    name: 'lbctl_info',
+    help: 'The running lbctl (always 1)',
+    labelNames: ['version', 'interface', 'xdp_mode'],
+    registers: [registry],
     collect() {
       this.reset();
       const { version, interface: iface, xdpMode } = snapshot().info;
@@ -150,14 +182,16 @@ export function createMetrics(): BalancerMetrics {
     registry,
     // One scrape at a time: collect() reads the snapshot of its own scrape.
     scrape(next) {
-      scraping = scraping.catch(() => '').then(async () => {
-        current = next;
-        try {
-          return await registry.metrics();
-        } finally {
-          current = undefined;
-        }
-      });
+      scraping = scraping
+        .catch(() => '')
+        .then(async () => {
+          current = next;
+          try {
+            return await registry.metrics();
+          } finally {
+            current = undefined;
+          }
+        });
       return scraping;
     },
     observeReconcile: (seconds) => reconcile.observe(seconds),

@@ -3,17 +3,25 @@
  * / for people (the status page), /stats.json for the page and for scripts.
  * Only GET and HEAD; nothing here changes state.
  */
-import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { formatListenAddress, ListenAddress } from '../model/address.js';
+import { formatListenAddress, type ListenAddress } from '../model/address.js';
 import { InputError } from '../model/errors.js';
-import { BalancerMetrics, MetricsSnapshot } from './prometheus.js';
+import { type BalancerMetrics, type MetricsSnapshot } from './prometheus.js';
 import { statusPage } from './status-page.js';
 
 export class MetricsServer {
-  private constructor(private readonly server: Server, readonly address: ListenAddress) {}
+  private constructor(
+    private readonly server: Server,
+    readonly address: ListenAddress,
+  ) {}
 
-  static async listen(address: ListenAddress, metrics: BalancerMetrics, snapshot: () => MetricsSnapshot, log: Logger): Promise<MetricsServer> {
+  static async listen(
+    address: ListenAddress,
+    metrics: BalancerMetrics,
+    snapshot: () => MetricsSnapshot,
+    log: Logger,
+  ): Promise<MetricsServer> {
     const server = createServer((request, response) => {
       void handle(request, response, metrics, snapshot).catch((error) => {
         log.error({ event: 'metrics.failed', err: error, url: request.url }, 'metrics request failed');
@@ -26,15 +34,22 @@ export class MetricsServer {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (error: NodeJS.ErrnoException) => {
         const where = formatListenAddress(address);
-        reject(error.code === 'EADDRINUSE' ? new InputError(`cannot serve metrics on ${where}: the address is in use`)
-          : error.code === 'EADDRNOTAVAIL' ? new InputError(`cannot serve metrics on ${where}: no interface has that address`)
-            : error);
+        reject(
+          error.code === 'EADDRINUSE'
+            ? new InputError(`cannot serve metrics on ${where}: the address is in use`)
+            : error.code === 'EADDRNOTAVAIL'
+              ? new InputError(`cannot serve metrics on ${where}: no interface has that address`)
+              : error,
+        );
       });
       server.listen(address.port, address.host, () => resolve());
     });
     const bound = server.address();
     const actual = bound && typeof bound === 'object' ? { host: address.host, port: bound.port } : address;
-    log.info({ event: 'metrics.listening', address: formatListenAddress(actual) }, `metrics and status page on http://${formatListenAddress(actual)}/`);
+    log.info(
+      { event: 'metrics.listening', address: formatListenAddress(actual) },
+      `metrics and status page on http://${formatListenAddress(actual)}/`,
+    );
     return new MetricsServer(server, actual);
   }
 
@@ -44,7 +59,12 @@ export class MetricsServer {
   }
 }
 
-async function handle(request: IncomingMessage, response: ServerResponse, metrics: BalancerMetrics, snapshot: () => MetricsSnapshot): Promise<void> {
+async function handle(
+  request: IncomingMessage,
+  response: ServerResponse,
+  metrics: BalancerMetrics,
+  snapshot: () => MetricsSnapshot,
+): Promise<void> {
   if (request.method !== 'GET' && request.method !== 'HEAD') {
     response.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' });
     response.end('read-only: GET or HEAD\n');

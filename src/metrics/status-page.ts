@@ -8,7 +8,10 @@ import type { MetricsSnapshot } from './prometheus.js';
 
 /** JSON inside a <script> element: nothing in it may close the element. */
 function scriptJson(value: unknown): string {
-  return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  return JSON.stringify(value)
+    .replace(/</g, '\\u003c')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
 }
 
 export const STATUS_REFRESH_MS = 2000;

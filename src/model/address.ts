@@ -70,7 +70,10 @@ export function parseWeight(value: string | number): number {
 }
 
 function canonicalIPv4(text: string): string {
-  return text.split('.').map((octet) => String(Number(octet))).join('.');
+  return text
+    .split('.')
+    .map((octet) => String(Number(octet)))
+    .join('.');
 }
 
 /** RFC 5952 form, so that one address has one spelling in state and output. */
@@ -78,11 +81,17 @@ function canonicalIPv6(text: string): string {
   const groups = ipv6ToWords(text);
   let bestStart = -1;
   let bestLength = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) { i++; continue; }
+  for (let i = 0; i < 8;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) { bestStart = i; bestLength = j - i; }
+    if (j - i > bestLength) {
+      bestStart = i;
+      bestLength = j - i;
+    }
     i = j;
   }
   const hex = groups.map((g) => g.toString(16));
@@ -105,7 +114,13 @@ export function ipv6ToWords(text: string): number[] {
     if (body.endsWith(':') && !body.endsWith('::')) body = body.slice(0, -1);
   }
   const [headText, tailText] = body.split('::') as [string, string | undefined];
-  const parse = (part: string | undefined) => (part ? part.split(':').filter((p) => p !== '').map((p) => parseInt(p, 16)) : []);
+  const parse = (part: string | undefined) =>
+    part
+      ? part
+          .split(':')
+          .filter((p) => p !== '')
+          .map((p) => parseInt(p, 16))
+      : [];
   const head = parse(headText);
   const tail = [...parse(tailText), ...tailWords];
   const fill = 8 - head.length - tail.length;
@@ -125,7 +140,8 @@ export function addressBytes(family: Family, address: string): Buffer {
 export function parseTunnelSources(texts: readonly string[]): string[] {
   const sources = texts.map((text) => parseIpAddress(text, 'tunnel source'));
   for (const family of [4, 6] as const) {
-    if (sources.filter((s) => s.family === family).length > 1) throw new InputError(`more than one IPv${family} tunnel source: give at most one per family`);
+    if (sources.filter((s) => s.family === family).length > 1)
+      throw new InputError(`more than one IPv${family} tunnel source: give at most one per family`);
   }
   return sources.map((s) => s.address);
 }

@@ -5,7 +5,7 @@
  */
 import { formatDuration } from './duration.js';
 import { InputError } from './errors.js';
-import { formatVip, VipAddress } from './address.js';
+import { formatVip, type VipAddress } from './address.js';
 
 export type CheckKind = 'tcp' | 'http' | 'https' | 'dns' | 'udp' | 'none';
 
@@ -107,8 +107,7 @@ export function formatCheck(spec: CheckSpec): string {
 
 /** TCP VIPs: a TCP connect; UDP VIPs: a DNS query for "." on port 53, else a UDP datagram. */
 export function defaultCheck(vip: VipAddress): CheckSettings {
-  const spec: CheckSpec =
-    vip.protocol === 'tcp' ? { kind: 'tcp' } : vip.port === 53 ? { kind: 'dns', name: '.' } : { kind: 'udp' };
+  const spec: CheckSpec = vip.protocol === 'tcp' ? { kind: 'tcp' } : vip.port === 53 ? { kind: 'dns', name: '.' } : { kind: 'udp' };
   return { spec, ...CHECK_DEFAULTS };
 }
 
@@ -154,10 +153,14 @@ export function validateCheckSettings(settings: CheckSettings, vip: VipAddress):
   const { intervalMs, timeoutMs } = settings;
   const interval = CHECK_LIMITS.intervalMs;
   if (!Number.isInteger(intervalMs) || intervalMs < interval.min || intervalMs > interval.max) {
-    throw new InputError(`invalid check interval ${msText(intervalMs)} for ${formatVip(vip)}: must be a whole number of milliseconds from ${formatDuration(interval.min)} to ${formatDuration(interval.max)}`);
+    throw new InputError(
+      `invalid check interval ${msText(intervalMs)} for ${formatVip(vip)}: must be a whole number of milliseconds from ${formatDuration(interval.min)} to ${formatDuration(interval.max)}`,
+    );
   }
   if (!Number.isInteger(timeoutMs) || timeoutMs < CHECK_LIMITS.timeoutMs.min || timeoutMs > intervalMs) {
-    throw new InputError(`invalid check timeout ${msText(timeoutMs)} for ${formatVip(vip)}: must be a whole number of milliseconds from ${formatDuration(CHECK_LIMITS.timeoutMs.min)} to the interval (${formatDuration(intervalMs)})`);
+    throw new InputError(
+      `invalid check timeout ${msText(timeoutMs)} for ${formatVip(vip)}: must be a whole number of milliseconds from ${formatDuration(CHECK_LIMITS.timeoutMs.min)} to the interval (${formatDuration(intervalMs)})`,
+    );
   }
   for (const field of ['rise', 'fall'] as const) {
     const value = settings[field];
@@ -238,15 +241,24 @@ export interface CheckOptions {
 export function checkOverrides(options: CheckOptions): Partial<CheckSettings> {
   const overrides: { -readonly [K in keyof CheckSettings]?: CheckSettings[K] } = {};
   if (options.check !== undefined) overrides.spec = parseCheck(options.check);
-  const numbers = [['intervalMs', 'check interval'], ['timeoutMs', 'check timeout'], ['rise', 'rise'], ['fall', 'fall'], ['port', 'check port'], ['expectStatus', 'expected status']] as const;
+  const numbers = [
+    ['intervalMs', 'check interval'],
+    ['timeoutMs', 'check timeout'],
+    ['rise', 'rise'],
+    ['fall', 'fall'],
+    ['port', 'check port'],
+    ['expectStatus', 'expected status'],
+  ] as const;
   for (const [key, what] of numbers) {
     const value = options[key];
     if (value === undefined) continue;
-    if (typeof value !== 'number' || !Number.isFinite(value)) throw new InputError(`invalid ${what} ${JSON.stringify(value)}: expected a number`);
+    if (typeof value !== 'number' || !Number.isFinite(value))
+      throw new InputError(`invalid ${what} ${JSON.stringify(value)}: expected a number`);
     overrides[key] = value;
   }
   if (options.dsr !== undefined) {
-    if (typeof options.dsr !== 'boolean') throw new InputError(`invalid DSR-path check setting ${JSON.stringify(options.dsr)}: expected true or false`);
+    if (typeof options.dsr !== 'boolean')
+      throw new InputError(`invalid DSR-path check setting ${JSON.stringify(options.dsr)}: expected true or false`);
     overrides.dsr = options.dsr;
   }
   return overrides;

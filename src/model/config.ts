@@ -8,12 +8,37 @@
  * (not the plain JS value) and always knows where it is in the file.
  */
 import { readFile } from 'node:fs/promises';
-import { LineCounter, Node, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
+import { LineCounter, type Node, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { DEFAULT_TABLE_SIZE, validateTableSize } from '../maglev/maglev.js';
-import { formatListenAddress, formatVip, parseForward, parseIpAddress, parseListenAddress, parseTunnelSources, parseVip, parseWeight } from './address.js';
+import {
+  formatListenAddress,
+  formatVip,
+  parseForward,
+  parseIpAddress,
+  parseListenAddress,
+  parseTunnelSources,
+  parseVip,
+  parseWeight,
+} from './address.js';
 import { parseDuration, parseKillSwitchTimeout } from './duration.js';
-import { BackendSpec, checkFamilies, DEFAULT_FORWARD, DEFAULT_WEIGHT, DesiredState, VipSpec, vipSettings } from './desired-state.js';
-import { CHECK_LIMITS, CheckOptions, CheckSettings, checkOverrides, parseAllDownPolicy, validateCheckSettings, withCheckOverrides } from './check.js';
+import {
+  type BackendSpec,
+  checkFamilies,
+  DEFAULT_FORWARD,
+  DEFAULT_WEIGHT,
+  type DesiredState,
+  type VipSpec,
+  vipSettings,
+} from './desired-state.js';
+import {
+  CHECK_LIMITS,
+  type CheckOptions,
+  type CheckSettings,
+  checkOverrides,
+  parseAllDownPolicy,
+  validateCheckSettings,
+  withCheckOverrides,
+} from './check.js';
 import { InputError } from './errors.js';
 
 /** The same list as XDP_MODES in src/dataplane/xdp.ts, which cannot be imported here: it loads native code. */
@@ -52,7 +77,18 @@ const LIMITS = {
   max_backends: [16, 1048576],
 } as const;
 
-const TOP_FIELDS = ['interface', 'xdp_mode', 'tunnel_source', 'kill_switch_timeout', 'flow_table_size', 'max_vips', 'max_backends', 'metrics_address', 'log_level', 'vips'] as const;
+const TOP_FIELDS = [
+  'interface',
+  'xdp_mode',
+  'tunnel_source',
+  'kill_switch_timeout',
+  'flow_table_size',
+  'max_vips',
+  'max_backends',
+  'metrics_address',
+  'log_level',
+  'vips',
+] as const;
 const CHECK_FIELDS = ['check', 'check_interval', 'check_timeout', 'rise', 'fall', 'check_dsr', 'check_port', 'check_status'] as const;
 const VIP_FIELDS = ['vip', 'forward', 'table_size', ...CHECK_FIELDS, 'on_all_down', 'backends'] as const;
 const BACKEND_FIELDS = ['address', 'weight', 'forward', ...CHECK_FIELDS] as const;
@@ -65,7 +101,13 @@ const BACKEND_FIELDS = ['address', 'weight', 'forward', ...CHECK_FIELDS] as cons
 export class ConfigError extends InputError {
   readonly reason: string;
 
-  constructor(message: string, readonly path: string, readonly line?: number, readonly column?: number, readonly field?: string) {
+  constructor(
+    message: string,
+    readonly path: string,
+    readonly line?: number,
+    readonly column?: number,
+    readonly field?: string,
+  ) {
     const where = line === undefined ? '' : `${path}:${line}:${column ?? 1}: `;
     super(`${where}${field ? `${field}: ` : ''}${message}`);
     this.reason = message;
@@ -125,12 +167,14 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     if (first) vipField.fail(`duplicate VIP ${key} (first defined at ${first.where()})`);
     vipsSeen.set(key, vipField);
     const vipCheck = readCheck(fields);
-    const settings = vipAt.guard(() => vipSettings(vip, {
-      forward: fields.forward?.parse(parseForward) ?? DEFAULT_FORWARD,
-      tableSize: fields.table_size?.integerWith(validateTableSize) ?? DEFAULT_TABLE_SIZE,
-      ...(vipCheck ? { check: vipCheck } : {}),
-      ...(fields.on_all_down ? { onAllDown: fields.on_all_down.parse(parseAllDownPolicy) } : {}),
-    }));
+    const settings = vipAt.guard(() =>
+      vipSettings(vip, {
+        forward: fields.forward?.parse(parseForward) ?? DEFAULT_FORWARD,
+        tableSize: fields.table_size?.integerWith(validateTableSize) ?? DEFAULT_TABLE_SIZE,
+        ...(vipCheck ? { check: vipCheck } : {}),
+        ...(fields.on_all_down ? { onAllDown: fields.on_all_down.parse(parseAllDownPolicy) } : {}),
+      }),
+    );
 
     const backends: BackendSpec[] = [];
     const addressesSeen = new Map<string, Cursor>();
@@ -153,24 +197,24 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   }
 
   /** The health-check keys of a VIP or a backend, as overrides; undefined when there are none. */
-function readCheck(fields: Partial<Record<(typeof CHECK_FIELDS)[number], Cursor>>): Partial<CheckSettings> | undefined {
-  if (!CHECK_FIELDS.some((name) => fields[name] !== undefined)) return undefined;
-  const ms = (text: string) => parseDuration(text);
-  const options: CheckOptions = {
-    ...(fields.check ? { check: fields.check.string() } : {}),
-    ...(fields.check_interval ? { intervalMs: fields.check_interval.duration(ms) } : {}),
-    ...(fields.check_timeout ? { timeoutMs: fields.check_timeout.duration(ms) } : {}),
-    ...(fields.rise ? { rise: fields.rise.integer(CHECK_LIMITS.count.min, CHECK_LIMITS.count.max) } : {}),
-    ...(fields.fall ? { fall: fields.fall.integer(CHECK_LIMITS.count.min, CHECK_LIMITS.count.max) } : {}),
-    ...(fields.check_dsr ? { dsr: fields.check_dsr.boolean() } : {}),
-    ...(fields.check_port ? { port: fields.check_port.integer(CHECK_LIMITS.port.min, CHECK_LIMITS.port.max) } : {}),
-    ...(fields.check_status ? { expectStatus: fields.check_status.integer(CHECK_LIMITS.status.min, CHECK_LIMITS.status.max) } : {}),
-  };
-  const cursor = fields.check ?? Object.values(fields).find((f) => f !== undefined)!;
-  return cursor.guard(() => checkOverrides(options));
-}
+  function readCheck(fields: Partial<Record<(typeof CHECK_FIELDS)[number], Cursor>>): Partial<CheckSettings> | undefined {
+    if (!CHECK_FIELDS.some((name) => fields[name] !== undefined)) return undefined;
+    const ms = (text: string) => parseDuration(text);
+    const options: CheckOptions = {
+      ...(fields.check ? { check: fields.check.string() } : {}),
+      ...(fields.check_interval ? { intervalMs: fields.check_interval.duration(ms) } : {}),
+      ...(fields.check_timeout ? { timeoutMs: fields.check_timeout.duration(ms) } : {}),
+      ...(fields.rise ? { rise: fields.rise.integer(CHECK_LIMITS.count.min, CHECK_LIMITS.count.max) } : {}),
+      ...(fields.fall ? { fall: fields.fall.integer(CHECK_LIMITS.count.min, CHECK_LIMITS.count.max) } : {}),
+      ...(fields.check_dsr ? { dsr: fields.check_dsr.boolean() } : {}),
+      ...(fields.check_port ? { port: fields.check_port.integer(CHECK_LIMITS.port.min, CHECK_LIMITS.port.max) } : {}),
+      ...(fields.check_status ? { expectStatus: fields.check_status.integer(CHECK_LIMITS.status.min, CHECK_LIMITS.status.max) } : {}),
+    };
+    const cursor = fields.check ?? Object.values(fields).find((f) => f !== undefined)!;
+    return cursor.guard(() => checkOverrides(options));
+  }
 
-const byDefault = (set: number | undefined) => (set === undefined ? ' (the default)' : '');
+  const byDefault = (set: number | undefined) => (set === undefined ? ' (the default)' : '');
   const maxVips = settings.maxVips ?? DEFAULT_MAX_VIPS;
   if (vips.length > maxVips) {
     top.vips!.fail(`too many VIPs: ${vips.length}, but max_vips is ${maxVips}${byDefault(settings.maxVips)}`);

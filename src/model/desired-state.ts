@@ -6,8 +6,15 @@
  * whatever the config says at the next start or reload.
  */
 import { DEFAULT_TABLE_SIZE } from '../maglev/maglev.js';
-import { AllDownPolicy, CheckSettings, DEFAULT_ALL_DOWN, defaultCheck, validateCheckSettings, withCheckOverrides } from './check.js';
-import { Family, ForwardMethod, VipAddress, formatVip, parseVip } from './address.js';
+import {
+  type AllDownPolicy,
+  type CheckSettings,
+  DEFAULT_ALL_DOWN,
+  defaultCheck,
+  validateCheckSettings,
+  withCheckOverrides,
+} from './check.js';
+import { type Family, type ForwardMethod, type VipAddress, formatVip, parseVip } from './address.js';
 import { InputError } from './errors.js';
 
 /**
@@ -87,9 +94,15 @@ export function effectiveForward(vip: VipSpec, backend: BackendSpec): ForwardMet
  * A backend of the other family than its VIP (4-in-6, 6-in-4) is reached
  * through a tunnel only: l2dsr delivers the client's packet as it is.
  */
-export function checkFamilies(vip: VipAddress, backend: Pick<BackendSpec, 'address' | 'family' | 'forward'>, vipForward: ForwardMethod): void {
+export function checkFamilies(
+  vip: VipAddress,
+  backend: Pick<BackendSpec, 'address' | 'family' | 'forward'>,
+  vipForward: ForwardMethod,
+): void {
   if (backend.family === vip.family || (backend.forward ?? vipForward) === 'ipip') return;
-  throw new InputError(`backend ${backend.address} is IPv${backend.family} but VIP ${formatVip(vip)} is IPv${vip.family}: only --forward ipip can cross address families`);
+  throw new InputError(
+    `backend ${backend.address} is IPv${backend.family} but VIP ${formatVip(vip)} is IPv${vip.family}: only --forward ipip can cross address families`,
+  );
 }
 
 /** Checks that hold for the state as a whole (whatever mix of config and runtime changes made it). */
@@ -117,7 +130,14 @@ export function applyChanges(config: DesiredState, changes: RuntimeChanges): Des
     }
     let spec: VipSpec;
     if (change.op === 'add') {
-      spec = { vip: parseVip(key), forward: change.forward, tableSize: change.tableSize, check: change.check, onAllDown: change.onAllDown, backends: [] };
+      spec = {
+        vip: parseVip(key),
+        forward: change.forward,
+        tableSize: change.tableSize,
+        check: change.check,
+        onAllDown: change.onAllDown,
+        backends: [],
+      };
     } else if (base) {
       spec = base;
     } else {
@@ -145,7 +165,7 @@ function applyBackendChanges(backends: readonly BackendSpec[], changes: Readonly
 
 function patchBackend(backend: BackendSpec, patch: BackendPatch): BackendSpec {
   const { drain: _previous, ...rest } = backend;
-  const drain = patch.drain === undefined ? backend.drain : patch.drain ?? undefined;
+  const drain = patch.drain === undefined ? backend.drain : (patch.drain ?? undefined);
   return { ...rest, ...(patch.weight !== undefined ? { weight: patch.weight } : {}), ...(drain ? { drain } : {}) };
 }
 
@@ -157,7 +177,10 @@ export function addVip(config: DesiredState, changes: RuntimeChanges, vip: VipAd
 }
 
 /** A VIP's settings with the defaults for what was not given. */
-export function vipSettings(vip: VipAddress, given: { forward?: ForwardMethod; tableSize?: number; check?: Partial<CheckSettings>; onAllDown?: AllDownPolicy }): VipSettings {
+export function vipSettings(
+  vip: VipAddress,
+  given: { forward?: ForwardMethod; tableSize?: number; check?: Partial<CheckSettings>; onAllDown?: AllDownPolicy },
+): VipSettings {
   return {
     forward: given.forward ?? DEFAULT_FORWARD,
     tableSize: given.tableSize ?? DEFAULT_TABLE_SIZE,
@@ -182,7 +205,8 @@ export function removeVip(config: DesiredState, changes: RuntimeChanges, key: st
 export function addBackend(config: DesiredState, changes: RuntimeChanges, key: string, backend: BackendSpec): RuntimeChanges {
   const vip = findVip(applyChanges(config, changes), key);
   if (!vip) throw new InputError(`unknown VIP ${key}`);
-  if (vip.backends.some((b) => b.address === backend.address)) throw new InputError(`backend ${backend.address} already exists in VIP ${key}`);
+  if (vip.backends.some((b) => b.address === backend.address))
+    throw new InputError(`backend ${backend.address} already exists in VIP ${key}`);
   checkFamilies(vip.vip, backend, vip.forward);
   if (backend.check) validateCheckSettings(effectiveCheck(vip, backend), vip.vip);
   return withBackend(changes, key, backend.address, { op: 'add', backend });
@@ -197,16 +221,21 @@ export function removeBackend(config: DesiredState, changes: RuntimeChanges, key
     const { [address]: _dropped, ...backends } = current.backends;
     // A 'modify' left with no backend changes is dropped too: no trace remains.
     const { [key]: _emptied, ...others } = changes.vips;
-    const forgotten = current.op === 'modify' && Object.keys(backends).length === 0
-      ? { vips: others }
-      : withVip(changes, key, { ...current, backends });
+    const forgotten =
+      current.op === 'modify' && Object.keys(backends).length === 0 ? { vips: others } : withVip(changes, key, { ...current, backends });
     if (!findVip(applyChanges(config, forgotten), key)?.backends.some((b) => b.address === address)) return forgotten;
   }
   return withBackend(changes, key, address, { op: 'remove' });
 }
 
 /** Changes a backend's weight or drain state, wherever the backend was defined. */
-export function setBackend(config: DesiredState, changes: RuntimeChanges, key: string, address: string, patch: BackendPatch): RuntimeChanges {
+export function setBackend(
+  config: DesiredState,
+  changes: RuntimeChanges,
+  key: string,
+  address: string,
+  patch: BackendPatch,
+): RuntimeChanges {
   const vip = findVip(applyChanges(config, changes), key);
   if (!vip) throw new InputError(`unknown VIP ${key}`);
   const backend = vip.backends.find((b) => b.address === address);
@@ -244,8 +273,9 @@ function withVip(changes: RuntimeChanges, key: string, change: VipChange): Runti
 
 function withBackend(changes: RuntimeChanges, key: string, address: string, change: BackendChange): RuntimeChanges {
   const current = changes.vips[key];
-  const vipChange: VipChange = current && current.op !== 'remove'
-    ? { ...current, backends: { ...current.backends, [address]: change } }
-    : { op: 'modify', backends: { [address]: change } };
+  const vipChange: VipChange =
+    current && current.op !== 'remove'
+      ? { ...current, backends: { ...current.backends, [address]: change } }
+      : { op: 'modify', backends: { [address]: change } };
   return withVip(changes, key, vipChange);
 }

@@ -3,9 +3,9 @@
  * MAC addresses and tunnel source, learnt from the kernel's routes and
  * neighbours so that nothing is hard-coded and changes are followed.
  */
-import { Family, ForwardMethod } from '../model/address.js';
+import { type Family, type ForwardMethod } from '../model/address.js';
 import { primaryAddress } from './iproute.js';
-import { LinkAnswer, NeighbourAnswer, links, neighbours, probeNeighbours, routesTo } from './iproute-batch.js';
+import { type LinkAnswer, type NeighbourAnswer, links, neighbours, probeNeighbours, routesTo } from './iproute-batch.js';
 
 export interface ForwardingPath {
   readonly dev: string;
@@ -24,8 +24,7 @@ export interface ForwardingPath {
  * backend behind a router) rather than the network not being ready yet.
  */
 export type PathResult =
-  | { readonly ok: true; readonly path: ForwardingPath }
-  | { readonly ok: false; readonly reason: string; readonly permanent: boolean };
+  { readonly ok: true; readonly path: ForwardingPath } | { readonly ok: false; readonly reason: string; readonly permanent: boolean };
 
 export interface PathTarget {
   readonly address: string;
@@ -55,7 +54,10 @@ export class ForwardingPaths {
    * tunnelSources: fixed outer sources for ipip, at most one per family;
    * by default the interface's primary address of the backend's family.
    */
-  constructor(private readonly interfaceName: string, private readonly tunnelSources: readonly string[] = []) {}
+  constructor(
+    private readonly interfaceName: string,
+    private readonly tunnelSources: readonly string[] = [],
+  ) {}
 
   get(target: PathTarget): PathResult {
     return this.results.get(targetKey(target)) ?? { ok: false, reason: 'not resolved yet', permanent: false };
@@ -125,14 +127,20 @@ export class ForwardingPaths {
       } else if (previous?.ok && previous.path.nextHop === nextHop && previous.path.dev === dev) {
         next.set(key, previous);
       } else {
-        next.set(key, { ok: false, reason: `next hop ${nextHop} on ${dev} does not answer ${nextHop.includes(':') ? 'neighbour discovery' : 'ARP'}`, permanent: false });
+        next.set(key, {
+          ok: false,
+          reason: `next hop ${nextHop} on ${dev} does not answer ${nextHop.includes(':') ? 'neighbour discovery' : 'ARP'}`,
+          permanent: false,
+        });
       }
     }
 
     const sources = { ...(source4 ? { 4: source4 } : {}), ...(source6 ? { 6: source6 } : {}) };
     // A changed address changes the DSR-path checks' sources even when no path changes.
-    const changed = JSON.stringify(sources) !== JSON.stringify(this.sources) ||
-      next.size !== this.results.size || [...next].some(([key, result]) => JSON.stringify(result) !== JSON.stringify(this.results.get(key)));
+    const changed =
+      JSON.stringify(sources) !== JSON.stringify(this.sources) ||
+      next.size !== this.results.size ||
+      [...next].some(([key, result]) => JSON.stringify(result) !== JSON.stringify(this.results.get(key)));
     this.results = next;
     this.sources = sources;
     return changed;
@@ -148,7 +156,9 @@ export class ForwardingPaths {
     };
     read(await neighbours());
     const now = Date.now();
-    let missing = hops.filter((h) => !found.has(`${h.dev} ${h.address}`) && now - (this.lastProbe.get(`${h.dev} ${h.address}`) ?? 0) >= PROBE_BACKOFF_MS);
+    let missing = hops.filter(
+      (h) => !found.has(`${h.dev} ${h.address}`) && now - (this.lastProbe.get(`${h.dev} ${h.address}`) ?? 0) >= PROBE_BACKOFF_MS,
+    );
     if (missing.length === 0) return found;
     for (const h of missing) this.lastProbe.set(`${h.dev} ${h.address}`, now);
     await probeNeighbours(missing);

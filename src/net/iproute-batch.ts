@@ -35,12 +35,22 @@ interface RawRoute extends Omit<RouteAnswer, 'mtu'> {
 export async function routesTo(addresses: readonly string[]): Promise<Map<string, RouteAnswer>> {
   const result = new Map<string, RouteAnswer>();
   if (addresses.length === 0) return result;
-  const stdout = await runBatch(['-j'], addresses.map((a) => `route get ${a}`));
+  const stdout = await runBatch(
+    ['-j'],
+    addresses.map((a) => `route get ${a}`),
+  );
   for (const line of stdout.split('\n')) {
     if (!line.startsWith('[')) continue;
     for (const route of JSON.parse(line) as RawRoute[]) {
       const mtu = route.mtu ?? route.metrics?.find((m) => m.mtu !== undefined)?.mtu;
-      result.set(route.dst, { dst: route.dst, dev: route.dev, ...(route.type ? { type: route.type } : {}), ...(route.gateway ? { gateway: route.gateway } : {}), ...(route.prefsrc ? { prefsrc: route.prefsrc } : {}), ...(mtu ? { mtu } : {}) });
+      result.set(route.dst, {
+        dst: route.dst,
+        dev: route.dev,
+        ...(route.type ? { type: route.type } : {}),
+        ...(route.gateway ? { gateway: route.gateway } : {}),
+        ...(route.prefsrc ? { prefsrc: route.prefsrc } : {}),
+        ...(mtu ? { mtu } : {}),
+      });
     }
   }
   return result;
@@ -55,7 +65,10 @@ export interface NeighbourAnswer {
 
 export async function neighbours(): Promise<NeighbourAnswer[]> {
   const stdout = await runBatch(['-j'], ['neigh show']);
-  return stdout.split('\n').filter((l) => l.startsWith('[')).flatMap((l) => JSON.parse(l) as NeighbourAnswer[]);
+  return stdout
+    .split('\n')
+    .filter((l) => l.startsWith('['))
+    .flatMap((l) => JSON.parse(l) as NeighbourAnswer[]);
 }
 
 export interface LinkAnswer {
@@ -67,11 +80,17 @@ export interface LinkAnswer {
 
 export async function links(): Promise<LinkAnswer[]> {
   const stdout = await runBatch(['-j'], ['link show']);
-  return stdout.split('\n').filter((l) => l.startsWith('[')).flatMap((l) => JSON.parse(l) as LinkAnswer[]);
+  return stdout
+    .split('\n')
+    .filter((l) => l.startsWith('['))
+    .flatMap((l) => JSON.parse(l) as LinkAnswer[]);
 }
 
 /** Makes the kernel (re)resolve each neighbour as if a packet waited for it. */
 export async function probeNeighbours(targets: ReadonlyArray<{ address: string; dev: string }>): Promise<void> {
   if (targets.length === 0) return;
-  await runBatch([], targets.map((t) => `neigh replace ${t.address} dev ${t.dev} use`));
+  await runBatch(
+    [],
+    targets.map((t) => `neigh replace ${t.address} dev ${t.dev} use`),
+  );
 }

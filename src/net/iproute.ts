@@ -54,17 +54,33 @@ export async function getLink(name: string): Promise<Link> {
   }
   const link = links[0];
   if (!link) throw new InputError(`no such interface: ${name}`);
-  return { ifindex: link.ifindex, name: link.ifname, mac: link.address ?? '00:00:00:00:00:00', mtu: link.mtu, up: link.flags.includes('UP') };
+  return {
+    ifindex: link.ifindex,
+    name: link.ifname,
+    mac: link.address ?? '00:00:00:00:00:00',
+    mtu: link.mtu,
+    up: link.flags.includes('UP'),
+  };
 }
 
 export async function getLinkByIndex(ifindex: number): Promise<Link | undefined> {
   const links = await ipJson<Array<{ ifindex: number; ifname: string; address?: string; mtu: number; flags: string[] }>>(['link', 'show']);
   const link = links.find((l) => l.ifindex === ifindex);
-  return link && { ifindex: link.ifindex, name: link.ifname, mac: link.address ?? '00:00:00:00:00:00', mtu: link.mtu, up: link.flags.includes('UP') };
+  return (
+    link && {
+      ifindex: link.ifindex,
+      name: link.ifname,
+      mac: link.address ?? '00:00:00:00:00:00',
+      mtu: link.mtu,
+      up: link.flags.includes('UP'),
+    }
+  );
 }
 
 export async function getAddresses(name: string): Promise<InterfaceAddress[]> {
-  const links = await ipJson<Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string; secondary?: boolean }> }>>(['addr', 'show', 'dev', name]);
+  const links = await ipJson<
+    Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string; secondary?: boolean }> }>
+  >(['addr', 'show', 'dev', name]);
   return (links[0]?.addr_info ?? []).map((a) => ({
     family: a.family === 'inet6' ? 6 : 4,
     address: a.local,

@@ -29,10 +29,15 @@ async function lbctl(lb: LabBalancer, args: string[]): Promise<void> {
 
 async function spread(lb: LabBalancer, lab: Lab, connections: number, backends: typeof BACKENDS): Promise<void> {
   say(bold(`\nOpening ${connections} new HTTP connections from the client (${LAB.client}) to ${URL}`));
-  const macOf = async (role: string) => JSON.parse((await lab.exec(role, ['ip', '-j', 'link', 'show', 'eth0'])).stdout)[0].address as string;
-  const capture = lab.spawn('client', ['tcpdump', '--immediate-mode', '-i', 'eth0', '-e', '-n', '-l', `src host ${LAB.vips[0]}`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const macOf = async (role: string) =>
+    JSON.parse((await lab.exec(role, ['ip', '-j', 'link', 'show', 'eth0'])).stdout)[0].address as string;
+  const capture = lab.spawn('client', ['tcpdump', '--immediate-mode', '-i', 'eth0', '-e', '-n', '-l', `src host ${LAB.vips[0]}`], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   let captured = '';
-  capture.stdout!.on('data', (chunk: Buffer) => { captured += chunk.toString(); });
+  capture.stdout!.on('data', (chunk: Buffer) => {
+    captured += chunk.toString();
+  });
   await new Promise((r) => setTimeout(r, 400));
   const result = await lb.httpFromClient(URL, connections);
   await new Promise((r) => setTimeout(r, 200));
@@ -46,11 +51,25 @@ async function spread(lb: LabBalancer, lab: Lab, connections: number, backends: 
     const name = nameOf(b.address);
     const answers = result.answers.filter((a) => a.backend === name);
     const share = list.find((x) => x.address === b.address)?.share ?? 0;
-    return [name, b.address, b.forward, String(b.weight), String(answers.length), `${((answers.length / connections) * 100).toFixed(1)}%`, `${(share * 100).toFixed(1)}%`];
+    return [
+      name,
+      b.address,
+      b.forward,
+      String(b.weight),
+      String(answers.length),
+      `${((answers.length / connections) * 100).toFixed(1)}%`,
+      `${(share * 100).toFixed(1)}%`,
+    ];
   });
   const header = ['BACKEND', 'ADDRESS', 'FORWARD', 'WEIGHT', 'CONNECTIONS', 'SHARE', 'MAGLEV SHARE'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  for (const row of [header, ...rows]) say(row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  for (const row of [header, ...rows])
+    say(
+      row
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    );
 
   const clients = [...new Set(result.answers.map((a) => a.client))];
   const exact = result.answers.filter((a) => a.backend === nameOf(predict(a.port))).length;
@@ -78,14 +97,27 @@ async function main(): Promise<void> {
     await lbctl(lb, ['start', '--interface', 'eth0', '--state-dir', lb.stateDir]);
     await lbctl(lb, ['vip', 'add', VIP, '--forward', 'l2dsr']);
     for (const b of BACKENDS) {
-      await lbctl(lb, ['backend', 'add', VIP, b.address, '--weight', String(b.weight), ...(b.forward === 'ipip' ? ['--forward', 'ipip'] : [])]);
+      await lbctl(lb, [
+        'backend',
+        'add',
+        VIP,
+        b.address,
+        '--weight',
+        String(b.weight),
+        ...(b.forward === 'ipip' ? ['--forward', 'ipip'] : []),
+      ]);
     }
     await lbctl(lb, ['backend', 'list', VIP]);
     await spread(lb, lab, 600, BACKENDS);
 
     say();
     await lbctl(lb, ['backend', 'remove', VIP, '10.10.0.12']);
-    await spread(lb, lab, 300, BACKENDS.filter((b) => b.address !== '10.10.0.12'));
+    await spread(
+      lb,
+      lab,
+      300,
+      BACKENDS.filter((b) => b.address !== '10.10.0.12'),
+    );
     say();
     await lbctl(lb, ['vip', 'list']);
     await lbctl(lb, ['stop']);

@@ -98,8 +98,13 @@ function segment(name: 'front' | 'remote') {
   const router = onlyHost('router').interfaces.find((i) => i.segment === name);
   if (!router) throw new Error(`lab: the router has no interface on ${name}`);
   return {
-    subnet: s.subnet, prefixLength, bridge: s.bridge, gateway: router.address,
-    subnet6: s.subnet6 ?? '', prefixLength6: s.subnet6 ? Number(s.subnet6.split('/')[1]) : 0, gateway6: router.address6 ?? '',
+    subnet: s.subnet,
+    prefixLength,
+    bridge: s.bridge,
+    gateway: router.address,
+    subnet6: s.subnet6 ?? '',
+    prefixLength6: s.subnet6 ? Number(s.subnet6.split('/')[1]) : 0,
+    gateway6: router.address6 ?? '',
   };
 }
 
@@ -263,7 +268,6 @@ export interface ExecResult {
   stderr: string;
   code: number;
 }
-
 
 // ------------------------------------------------------ process-wide cleanup
 

@@ -1,6 +1,6 @@
 /** An lbctl daemon in a lab's balancer namespace, driven through the real CLI. */
 import { join } from 'node:path';
-import { Lab, ROOT } from '../lab/lab.js';
+import { type Lab, ROOT } from '../lab/lab.js';
 import { buildMaglevTable, DEFAULT_TABLE_SIZE } from '../../src/maglev/maglev.js';
 import { flowHash, tableSlot } from '../../src/dataplane/flow-hash.js';
 import type { LoadResult } from './http-load.js';
@@ -51,7 +51,9 @@ export class LabBalancer {
 
   /** N new HTTP connections from the client namespace to url. */
   async httpFromClient(url: string, connections: number, concurrency = 16): Promise<LoadResult> {
-    const r = await this.lab.exec('client', [process.execPath, HTTP_LOAD, url, String(connections), String(concurrency)], { timeoutMs: 120_000 });
+    const r = await this.lab.exec('client', [process.execPath, HTTP_LOAD, url, String(connections), String(concurrency)], {
+      timeoutMs: 120_000,
+    });
     if (r.code !== 0) throw new Error(`http-load failed: ${r.stderr}`);
     return JSON.parse(r.stdout) as LoadResult;
   }
@@ -61,7 +63,16 @@ export class LabBalancer {
  * Which backend a new TCP connection from client:port to vip must reach,
  * computed the way the daemon and the data plane do it.
  */
-export function backendPredictor(backends: ReadonlyArray<{ address: string; weight: number }>, client: string, vip: string, vipPort = 80): (port: number) => string {
-  const table = buildMaglevTable(backends.map((b, id) => ({ name: b.address, weight: b.weight, id })), DEFAULT_TABLE_SIZE);
-  return (sport) => backends[table[tableSlot(flowHash({ saddr: client, daddr: vip, sport, dport: vipPort, proto: 6 }), DEFAULT_TABLE_SIZE)]!]!.address;
+export function backendPredictor(
+  backends: ReadonlyArray<{ address: string; weight: number }>,
+  client: string,
+  vip: string,
+  vipPort = 80,
+): (port: number) => string {
+  const table = buildMaglevTable(
+    backends.map((b, id) => ({ name: b.address, weight: b.weight, id })),
+    DEFAULT_TABLE_SIZE,
+  );
+  return (sport) =>
+    backends[table[tableSlot(flowHash({ saddr: client, daddr: vip, sport, dport: vipPort, proto: 6 }), DEFAULT_TABLE_SIZE)]!]!.address;
 }

@@ -1,6 +1,6 @@
 /** Writing a data plane's maps directly, for packet tests (the daemon uses the reconciler). */
-import { BACKEND_FLAG_ACTIVE, BACKEND_FLAG_IPV6, BackendInfo, FORWARD, tunnelChecksumBase } from '../../src/dataplane/abi.js';
-import { BalancerDataplane } from '../../src/dataplane/balancer.js';
+import { BACKEND_FLAG_ACTIVE, BACKEND_FLAG_IPV6, type BackendInfo, FORWARD, tunnelChecksumBase } from '../../src/dataplane/abi.js';
+import { type BalancerDataplane } from '../../src/dataplane/balancer.js';
 import { addressBytes, parseVip } from '../../src/model/address.js';
 
 /** An address in a 16-byte field: IPv4 in the first 4 bytes. */
@@ -26,7 +26,10 @@ export function backendEntry(o: BackendOptions): BackendInfo {
   const v6 = o.address.includes(':');
   const tunnelled = o.forward === 'ipip';
   return {
-    dst_mac: o.dstMac, src_mac: o.srcMac, ifindex: o.ifindex, forward: FORWARD[o.forward],
+    dst_mac: o.dstMac,
+    src_mac: o.srcMac,
+    ifindex: o.ifindex,
+    forward: FORWARD[o.forward],
     flags: (o.active === false ? 0 : BACKEND_FLAG_ACTIVE) | (v6 ? BACKEND_FLAG_IPV6 : 0),
     mtu: o.mtu ?? 0,
     address: field16(o.address),
@@ -37,7 +40,13 @@ export function backendEntry(o: BackendOptions): BackendInfo {
 }
 
 /** A VIP whose table cycles through the given backend ids. */
-export function putVipWithTable(dataplane: BalancerDataplane, vip: string, owners: readonly number[], vipId: number, tableSize: number): Uint32Array {
+export function putVipWithTable(
+  dataplane: BalancerDataplane,
+  vip: string,
+  owners: readonly number[],
+  vipId: number,
+  tableSize: number,
+): Uint32Array {
   const table = new Uint32Array(tableSize);
   for (let i = 0; i < table.length; i++) table[i] = owners[i % owners.length]!;
   dataplane.putTables([{ tableId: vipId, table }]);
@@ -50,5 +59,6 @@ export function clearFlows(dataplane: BalancerDataplane): void {
 }
 
 export function clearVips(dataplane: BalancerDataplane): void {
-  for (const map of [dataplane.vipsV4, dataplane.vipsV6, dataplane.vipAddrsV4, dataplane.vipAddrsV6]) for (const key of [...map.keys()]) map.delete(key);
+  for (const map of [dataplane.vipsV4, dataplane.vipsV6, dataplane.vipAddrsV4, dataplane.vipAddrsV6])
+    for (const key of [...map.keys()]) map.delete(key);
 }

@@ -195,8 +195,26 @@ export const FUZZ_CONFIG: FuzzConfig = {
     { id: 3, forward: 'ipip', mac: MAC.router, ifindex: LOOPBACK, family: 4, address: TUNNEL_A, tunnelSource: BALANCER_ADDRESS, mtu: 0 },
     { id: 4, forward: 'ipip', mac: MAC.router, ifindex: LOOPBACK, family: 4, address: TUNNEL_B, tunnelSource: BALANCER_ADDRESS, mtu: 1400 },
     { id: 5, forward: 'l2dsr', mac: '02:00:00:00:00:99', ifindex: 77, family: 4, address: '10.30.0.5', tunnelSource: '', mtu: 0 },
-    { id: 6, forward: 'ipip', mac: MAC.router, ifindex: LOOPBACK, family: 6, address: TUNNEL_V6, tunnelSource: BALANCER_ADDRESS_V6, mtu: 1500 },
-    { id: 7, forward: 'l2dsr', mac: '02:00:00:00:00:17', ifindex: LOOPBACK, family: 6, address: '2001:db8:10::17', tunnelSource: '', mtu: 0 },
+    {
+      id: 6,
+      forward: 'ipip',
+      mac: MAC.router,
+      ifindex: LOOPBACK,
+      family: 6,
+      address: TUNNEL_V6,
+      tunnelSource: BALANCER_ADDRESS_V6,
+      mtu: 1500,
+    },
+    {
+      id: 7,
+      forward: 'l2dsr',
+      mac: '02:00:00:00:00:17',
+      ifindex: LOOPBACK,
+      family: 6,
+      address: '2001:db8:10::17',
+      tunnelSource: '',
+      mtu: 0,
+    },
   ],
   vips: [
     { family: 4, address: '10.100.0.100', port: 80, protocol: 'tcp', backends: [1, 2] },
@@ -219,10 +237,18 @@ const TABLE_SIZE = 61;
 export function configureBalancer(dataplane: BalancerDataplane, config: FuzzConfig = FUZZ_CONFIG): void {
   dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
   for (const b of config.backends) {
-    dataplane.putBackend(b.id, backendEntry({
-      address: b.address, forward: b.forward, dstMac: b.mac, srcMac: config.balancerMac, ifindex: b.ifindex, mtu: b.mtu,
-      ...(b.forward === 'ipip' ? { tunnelSource: b.tunnelSource } : {}),
-    }));
+    dataplane.putBackend(
+      b.id,
+      backendEntry({
+        address: b.address,
+        forward: b.forward,
+        dstMac: b.mac,
+        srcMac: config.balancerMac,
+        ifindex: b.ifindex,
+        mtu: b.mtu,
+        ...(b.forward === 'ipip' ? { tunnelSource: b.tunnelSource } : {}),
+      }),
+    );
   }
   config.vips.forEach((vip, id) => {
     let table: Uint32Array | null = null;
@@ -231,7 +257,10 @@ export function configureBalancer(dataplane: BalancerDataplane, config: FuzzConf
       for (let i = 0; i < table.length; i++) table[i] = vip.backends[i % vip.backends.length]!;
     }
     dataplane.putTables([{ tableId: id, table }]);
-    dataplane.putVip({ family: vip.family, address: vip.address, port: vip.port, protocol: vip.protocol }, { vip_id: id, table_id: id, table_size: TABLE_SIZE, flags: 0 });
+    dataplane.putVip(
+      { family: vip.family, address: vip.address, port: vip.port, protocol: vip.protocol },
+      { vip_id: id, table_id: id, table_size: TABLE_SIZE, flags: 0 },
+    );
     dataplane.putVipAddress(vip.family, vip.address); // echo requests to it are answered
   });
 }
@@ -254,11 +283,11 @@ const MAC_ROUTER = macBytes(MAC.router);
 
 /** Where a seed's headers are, for field-aware mutations. Offsets may go stale after a length change. */
 export interface Layout {
-  etherType: number;      // offset of the EtherType that names L3
-  tags: number[];         // offsets of VLAN TCIs
+  etherType: number; // offset of the EtherType that names L3
+  tags: number[]; // offsets of VLAN TCIs
   l3?: number;
   version?: Family;
-  ext: number[];          // IPv6 extension headers (offsets)
+  ext: number[]; // IPv6 extension headers (offsets)
   l4?: number;
   proto?: number;
   inner?: { l3: number; version: Family; l4?: number; proto?: number };
@@ -328,11 +357,24 @@ function ipv6Header(src: Buffer, dst: Buffer, nextHeader: number, payloadLength:
 }
 
 const TCP_FLAG_CHOICES = [
-  TCP_FLAGS.SYN, TCP_FLAGS.ACK, TCP_FLAGS.FIN | TCP_FLAGS.ACK, TCP_FLAGS.RST, TCP_FLAGS.RST | TCP_FLAGS.ACK,
-  TCP_FLAGS.PSH | TCP_FLAGS.ACK, TCP_FLAGS.SYN | TCP_FLAGS.ACK, TCP_FLAGS.FIN,
+  TCP_FLAGS.SYN,
+  TCP_FLAGS.ACK,
+  TCP_FLAGS.FIN | TCP_FLAGS.ACK,
+  TCP_FLAGS.RST,
+  TCP_FLAGS.RST | TCP_FLAGS.ACK,
+  TCP_FLAGS.PSH | TCP_FLAGS.ACK,
+  TCP_FLAGS.SYN | TCP_FLAGS.ACK,
+  TCP_FLAGS.FIN,
 ];
 
-function tcpSegment(rng: Rng, pseudo: (length: number) => number, sport: number, dport: number, payload: Buffer, flags = rng.pick(TCP_FLAG_CHOICES)): Buffer {
+function tcpSegment(
+  rng: Rng,
+  pseudo: (length: number) => number,
+  sport: number,
+  dport: number,
+  payload: Buffer,
+  flags = rng.pick(TCP_FLAG_CHOICES),
+): Buffer {
   // Options sometimes: MSS, then NOPs and a window scale, padded to 4 bytes.
   const options = rng.chance(0.3) ? Buffer.from([2, 4, 0x05, 0xb4, 1, 3, 3, 7].slice(0, rng.pick([4, 8]))) : Buffer.alloc(0);
   const tcp = Buffer.alloc(20 + options.length);
@@ -394,7 +436,11 @@ function target6(rng: Rng, config: FuzzConfig, proto?: 6 | 17): Target {
     const vip = rng.pick(vips);
     return { dst: v6(vip.address), port: vip.port, proto: IPPROTO[vip.protocol] as 6 | 17 };
   }
-  return { dst: rng.chance(0.5) ? rng.pick(VIPS_V6) : rng.pick(OTHER_V6), port: rng.pick([80, 443, 53, rng.range(1, 65535)]), proto: proto ?? (rng.chance(0.7) ? 6 : 17) };
+  return {
+    dst: rng.chance(0.5) ? rng.pick(VIPS_V6) : rng.pick(OTHER_V6),
+    port: rng.pick([80, 443, 53, rng.range(1, 65535)]),
+    proto: proto ?? (rng.chance(0.7) ? 6 : 17),
+  };
 }
 
 /** TCP or UDP over IPv4, from a client to a target. Returns the IP packet and where its L4 header is. */
@@ -402,8 +448,19 @@ function l4Packet4(rng: Rng, src: Buffer, t: Target, extra: Partial<V4Spec> = {}
   const pseudo = (length: number) => pseudoSum(src, t.dst, t.proto, length);
   const sport = rng.chance(0.1) ? rng.pick([0, 80, 65535]) : rng.range(1024, 65535);
   const payload = payloadOf(rng);
-  const segment = t.proto === 6 ? tcpSegment(rng, pseudo, sport, t.port, payload) : udpDatagram(pseudo, sport, t.port, payload, rng.chance(0.3));
-  const header = ipv4Header({ src, dst: t.dst, proto: t.proto, payload: segment, ttl: rng.range(1, 255), tos: rng.chance(0.2) ? rng.int(256) : 0, id: rng.int(65536), df: rng.chance(0.8), ...extra });
+  const segment =
+    t.proto === 6 ? tcpSegment(rng, pseudo, sport, t.port, payload) : udpDatagram(pseudo, sport, t.port, payload, rng.chance(0.3));
+  const header = ipv4Header({
+    src,
+    dst: t.dst,
+    proto: t.proto,
+    payload: segment,
+    ttl: rng.range(1, 255),
+    tos: rng.chance(0.2) ? rng.int(256) : 0,
+    id: rng.int(65536),
+    df: rng.chance(0.8),
+    ...extra,
+  });
   return { ip: concat(header, segment), l4: header.length };
 }
 
@@ -412,17 +469,28 @@ function replyQuote4(rng: Rng, vipAddress: Buffer, vipPort: number, proto: 6 | 1
   const t: Target = { dst: client, port: rng.range(1024, 65535), proto };
   const pseudo = (length: number) => pseudoSum(vipAddress, client, proto, length);
   const payload = rng.bytes(quoteAll && rng.chance(0.3) ? rng.range(1300, 1450) : rng.range(0, 40));
-  const segment = proto === 6 ? tcpSegment(rng, pseudo, vipPort, t.port, payload, TCP_FLAGS.ACK | TCP_FLAGS.PSH) : udpDatagram(pseudo, vipPort, t.port, payload, false);
+  const segment =
+    proto === 6
+      ? tcpSegment(rng, pseudo, vipPort, t.port, payload, TCP_FLAGS.ACK | TCP_FLAGS.PSH)
+      : udpDatagram(pseudo, vipPort, t.port, payload, false);
   const packet = concat(ipv4Header({ src: vipAddress, dst: client, proto, payload: segment }), segment);
   return quoteAll ? packet : packet.subarray(0, 28);
 }
 
 function l2(rng: Rng, type: number): Buffer {
-  return ethHeader(rng.chance(0.95) ? MAC_BALANCER : rng.pick([Buffer.alloc(6, 0xff), rng.bytes(6)]), rng.chance(0.8) ? MAC_CLIENT : MAC_ROUTER, type);
+  return ethHeader(
+    rng.chance(0.95) ? MAC_BALANCER : rng.pick([Buffer.alloc(6, 0xff), rng.bytes(6)]),
+    rng.chance(0.8) ? MAC_CLIENT : MAC_ROUTER,
+    type,
+  );
 }
 
 function ipv4Seed(kind: string, rng: Rng, ip: Buffer, l4: number | undefined, proto: number): Seed {
-  return { kind, frame: concat(l2(rng, 0x0800), ip), layout: { etherType: 12, tags: [], l3: 14, version: 4, ext: [], ...(l4 === undefined ? {} : { l4: 14 + l4 }), proto } };
+  return {
+    kind,
+    frame: concat(l2(rng, 0x0800), ip),
+    layout: { etherType: 12, tags: [], l3: 14, version: 4, ext: [], ...(l4 === undefined ? {} : { l4: 14 + l4 }), proto },
+  };
 }
 
 /** IPv6 extension headers: hop-by-hop, destination options, routing, fragment. */
@@ -448,10 +516,11 @@ function ext6(rng: Rng, type: number, next: number, fragment: boolean): Buffer {
       for (let i = 0; i < addresses; i++) rng.pick(VIPS_V6).copy(h, 8 + i * 16);
       return h;
     }
-    default: { // 44: fragment, atomic or a real first/later piece
+    default: {
+      // 44: fragment, atomic or a real first/later piece
       const h = Buffer.alloc(8);
       h[0] = next;
-      h.writeUInt16BE(fragment ? (rng.chance(0.5) ? 1 : rng.range(1, 0x1fff) << 3 | (rng.chance(0.5) ? 1 : 0)) : 0, 2);
+      h.writeUInt16BE(fragment ? (rng.chance(0.5) ? 1 : (rng.range(1, 0x1fff) << 3) | (rng.chance(0.5) ? 1 : 0)) : 0, 2);
       h.writeUInt32BE(rng.u32(), 4);
       return h;
     }
@@ -459,15 +528,35 @@ function ext6(rng: Rng, type: number, next: number, fragment: boolean): Buffer {
 }
 
 /** An IPv6 packet with 0-3 extension headers before TCP/UDP/ICMPv6. */
-function ipv6Packet(rng: Rng, src: Buffer, dst: Buffer, proto: number, l4: (pseudo: (length: number) => number) => Buffer): { ip: Buffer; ext: number[]; l4: number } {
+function ipv6Packet(
+  rng: Rng,
+  src: Buffer,
+  dst: Buffer,
+  proto: number,
+  l4: (pseudo: (length: number) => number) => Buffer,
+): { ip: Buffer; ext: number[]; l4: number } {
   const types: number[] = [];
-  const count = rng.weighted([[5, 0], [3, 1], [2, 2], [1, 3]] as const);
-  for (let i = 0; i < count; i++) types.push(rng.weighted([[i === 0 ? 3 : 0, 0], [3, 60], [2, 43], [2, 44]] as const));
+  const count = rng.weighted([
+    [5, 0],
+    [3, 1],
+    [2, 2],
+    [1, 3],
+  ] as const);
+  for (let i = 0; i < count; i++)
+    types.push(
+      rng.weighted([
+        [i === 0 ? 3 : 0, 0],
+        [3, 60],
+        [2, 43],
+        [2, 44],
+      ] as const),
+    );
   const fragment = rng.chance(0.5);
   const pseudo = (length: number) => pseudoSum(src, dst, proto, length);
   const upper = l4(pseudo);
   const headers: Buffer[] = [];
-  for (let i = types.length - 1; i >= 0; i--) headers.unshift(ext6(rng, types[i]!, i === types.length - 1 ? proto : types[i + 1]!, fragment));
+  for (let i = types.length - 1; i >= 0; i--)
+    headers.unshift(ext6(rng, types[i]!, i === types.length - 1 ? proto : types[i + 1]!, fragment));
   const body = concat(...headers, upper);
   const ext: number[] = [];
   let offset = 40;
@@ -478,7 +567,12 @@ function ipv6Packet(rng: Rng, src: Buffer, dst: Buffer, proto: number, l4: (pseu
   return { ip: concat(ipv6Header(src, dst, types[0] ?? proto, body.length), body), ext, l4: offset };
 }
 
-function tcpOrUdp6(rng: Rng, t: Target, sport = rng.range(1024, 65535), payload = payloadOf(rng)): (pseudo: (length: number) => number) => Buffer {
+function tcpOrUdp6(
+  rng: Rng,
+  t: Target,
+  sport = rng.range(1024, 65535),
+  payload = payloadOf(rng),
+): (pseudo: (length: number) => number) => Buffer {
   return (pseudo) => (t.proto === 6 ? tcpSegment(rng, pseudo, sport, t.port, payload) : udpDatagram(pseudo, sport, t.port, payload, false));
 }
 
@@ -517,130 +611,272 @@ type SeedMaker = (rng: Rng, config: FuzzConfig) => Seed;
 
 const SEEDS: ReadonlyArray<readonly [number, SeedMaker]> = [
   // TCP of every flag combination the packet tests send, through the packet tests' own builder.
-  [20, (rng, config) => {
-    const t = target4(rng, config, 6);
-    const frame = ipv4Frame({
-      src: rng.pick(['10.10.0.10', '192.0.2.77']), dst: Array.from(t.dst).join('.'), srcPort: rng.range(1024, 65535), dstPort: t.port,
-      tcpFlags: rng.pick(TCP_FLAG_CHOICES), payload: payloadOf(rng), ttl: rng.range(1, 255), tos: rng.int(256), id: rng.int(65536), dontFragment: rng.chance(0.7),
-    });
-    return { kind: 'tcp4', frame, layout: { etherType: 12, tags: [], l3: 14, version: 4, ext: [], l4: 34, proto: 6 } };
-  }],
-  [8, (rng, config) => {
-    const t = target4(rng, config);
-    const p = l4Packet4(rng, rng.pick(CLIENTS_V4), t);
-    return ipv4Seed(t.proto === 6 ? 'tcp4-options' : 'udp4', rng, p.ip, p.l4, t.proto);
-  }],
-  [8, (rng, config) => {
-    const t = target4(rng, config, 17);
-    const p = l4Packet4(rng, rng.pick(CLIENTS_V4), t);
-    return ipv4Seed('udp4', rng, p.ip, p.l4, 17);
-  }],
+  [
+    20,
+    (rng, config) => {
+      const t = target4(rng, config, 6);
+      const frame = ipv4Frame({
+        src: rng.pick(['10.10.0.10', '192.0.2.77']),
+        dst: Array.from(t.dst).join('.'),
+        srcPort: rng.range(1024, 65535),
+        dstPort: t.port,
+        tcpFlags: rng.pick(TCP_FLAG_CHOICES),
+        payload: payloadOf(rng),
+        ttl: rng.range(1, 255),
+        tos: rng.int(256),
+        id: rng.int(65536),
+        dontFragment: rng.chance(0.7),
+      });
+      return { kind: 'tcp4', frame, layout: { etherType: 12, tags: [], l3: 14, version: 4, ext: [], l4: 34, proto: 6 } };
+    },
+  ],
+  [
+    8,
+    (rng, config) => {
+      const t = target4(rng, config);
+      const p = l4Packet4(rng, rng.pick(CLIENTS_V4), t);
+      return ipv4Seed(t.proto === 6 ? 'tcp4-options' : 'udp4', rng, p.ip, p.l4, t.proto);
+    },
+  ],
+  [
+    8,
+    (rng, config) => {
+      const t = target4(rng, config, 17);
+      const p = l4Packet4(rng, rng.pick(CLIENTS_V4), t);
+      return ipv4Seed('udp4', rng, p.ip, p.l4, 17);
+    },
+  ],
   // IPv4 options: NOPs, an end-of-list, record route, timestamp, or junk.
-  [5, (rng, config) => {
-    const words = rng.range(1, 10);
-    const options = rng.weighted<() => Buffer>([
-      [3, () => Buffer.alloc(words * 4, 1)],
-      [2, () => Buffer.alloc(words * 4, 0)],
-      [2, () => { const o = Buffer.alloc(words * 4); o[0] = 7; o[1] = Math.min(words * 4, 39); o[2] = 4; return o; }],
-      [1, () => { const o = Buffer.alloc(words * 4); o[0] = 68; o[1] = Math.min(words * 4, 40); o[2] = 5; return o; }],
-      [1, () => rng.bytes(words * 4)],
-    ])();
-    const t = target4(rng, config);
-    const p = l4Packet4(rng, rng.pick(CLIENTS_V4), t, { options });
-    return ipv4Seed('ipv4-options', rng, p.ip, p.l4, t.proto);
-  }],
+  [
+    5,
+    (rng, config) => {
+      const words = rng.range(1, 10);
+      const options = rng.weighted<() => Buffer>([
+        [3, () => Buffer.alloc(words * 4, 1)],
+        [2, () => Buffer.alloc(words * 4, 0)],
+        [
+          2,
+          () => {
+            const o = Buffer.alloc(words * 4);
+            o[0] = 7;
+            o[1] = Math.min(words * 4, 39);
+            o[2] = 4;
+            return o;
+          },
+        ],
+        [
+          1,
+          () => {
+            const o = Buffer.alloc(words * 4);
+            o[0] = 68;
+            o[1] = Math.min(words * 4, 40);
+            o[2] = 5;
+            return o;
+          },
+        ],
+        [1, () => rng.bytes(words * 4)],
+      ])();
+      const t = target4(rng, config);
+      const p = l4Packet4(rng, rng.pick(CLIENTS_V4), t, { options });
+      return ipv4Seed('ipv4-options', rng, p.ip, p.l4, t.proto);
+    },
+  ],
   // Fragments: a first one (MF, offset 0) with the L4 header, a later one without.
-  [5, (rng, config) => {
-    const t = target4(rng, config);
-    const first = rng.chance(0.5);
-    const p = l4Packet4(rng, rng.pick(CLIENTS_V4), t, first ? { mf: true, df: false } : { mf: rng.chance(0.5), df: false, fragOffset: rng.range(1, 0x1fff) });
-    return ipv4Seed(first ? 'fragment4-first' : 'fragment4-later', rng, p.ip, p.l4, t.proto);
-  }],
+  [
+    5,
+    (rng, config) => {
+      const t = target4(rng, config);
+      const first = rng.chance(0.5);
+      const p = l4Packet4(
+        rng,
+        rng.pick(CLIENTS_V4),
+        t,
+        first ? { mf: true, df: false } : { mf: rng.chance(0.5), df: false, fragOffset: rng.range(1, 0x1fff) },
+      );
+      return ipv4Seed(first ? 'fragment4-first' : 'fragment4-later', rng, p.ip, p.l4, t.proto);
+    },
+  ],
   // ICMP echo requests, to VIP addresses and others.
-  [5, (rng, config) => {
-    const dst = rng.chance(0.7) ? v4(rng.pick(config.vips.filter((v) => v.family === 4)).address) : rng.pick(OTHER_V4);
-    const type = rng.weighted([[8, 8], [1, 0], [1, 13]] as const);
-    const msg = icmp4(type, 0, (rng.int(65536) << 16) | rng.int(65536), rng.bytes(rng.pick([0, 8, 56])));
-    return ipv4Seed('icmp4-echo', rng, concat(ipv4Header({ src: rng.pick(CLIENTS_V4), dst, proto: 1, payload: msg }), msg), 20, 1);
-  }],
+  [
+    5,
+    (rng, config) => {
+      const dst = rng.chance(0.7) ? v4(rng.pick(config.vips.filter((v) => v.family === 4)).address) : rng.pick(OTHER_V4);
+      const type = rng.weighted([
+        [8, 8],
+        [1, 0],
+        [1, 13],
+      ] as const);
+      const msg = icmp4(type, 0, (rng.int(65536) << 16) | rng.int(65536), rng.bytes(rng.pick([0, 8, 56])));
+      return ipv4Seed('icmp4-echo', rng, concat(ipv4Header({ src: rng.pick(CLIENTS_V4), dst, proto: 1, payload: msg }), msg), 20, 1);
+    },
+  ],
   // ICMP errors about a flow: a router tells a VIP (the source of the backends' replies) about it.
-  [5, (rng, config) => {
-    const vip = rng.pick(config.vips.filter((v) => v.family === 4));
-    const quote = replyQuote4(rng, rng.chance(0.8) ? v4(vip.address) : rng.pick(OTHER_V4), rng.chance(0.8) ? vip.port : 9999, IPPROTO[vip.protocol] as 6 | 17, rng.pick(CLIENTS_V4), rng.chance(0.3));
-    const [type, code] = rng.weighted([[5, [3, 4]], [2, [3, 3]], [2, [11, 0]], [1, [3, 1]], [1, [12, 0]]] as const);
-    const msg = icmp4(type, code, type === 3 && code === 4 ? rng.pick([1280, 1400, 1450, 576, 68]) : 0, quote);
-    const dst = rng.chance(0.9) ? v4(vip.address) : rng.pick(OTHER_V4);
-    return ipv4Seed('icmp4-error', rng, concat(ipv4Header({ src: ROUTER_V4, dst, proto: 1, payload: msg }), msg), 20, 1);
-  }],
+  [
+    5,
+    (rng, config) => {
+      const vip = rng.pick(config.vips.filter((v) => v.family === 4));
+      const quote = replyQuote4(
+        rng,
+        rng.chance(0.8) ? v4(vip.address) : rng.pick(OTHER_V4),
+        rng.chance(0.8) ? vip.port : 9999,
+        IPPROTO[vip.protocol] as 6 | 17,
+        rng.pick(CLIENTS_V4),
+        rng.chance(0.3),
+      );
+      const [type, code] = rng.weighted([
+        [5, [3, 4]],
+        [2, [3, 3]],
+        [2, [11, 0]],
+        [1, [3, 1]],
+        [1, [12, 0]],
+      ] as const);
+      const msg = icmp4(type, code, type === 3 && code === 4 ? rng.pick([1280, 1400, 1450, 576, 68]) : 0, quote);
+      const dst = rng.chance(0.9) ? v4(vip.address) : rng.pick(OTHER_V4);
+      return ipv4Seed('icmp4-error', rng, concat(ipv4Header({ src: ROUTER_V4, dst, proto: 1, payload: msg }), msg), 20, 1);
+    },
+  ],
   // IPv6 TCP/UDP, with and without extension headers.
-  [10, (rng, config) => {
-    const t = target6(rng, config);
-    const p = ipv6Packet(rng, rng.pick(CLIENTS_V6), t.dst, t.proto, tcpOrUdp6(rng, t));
-    const kind = p.ext.length ? 'ipv6-ext' : t.proto === 6 ? 'tcp6' : 'udp6';
-    return { kind, frame: concat(l2(rng, 0x86dd), p.ip), layout: { etherType: 12, tags: [], l3: 14, version: 6, ext: p.ext.map((o) => 14 + o), l4: 14 + p.l4, proto: t.proto } };
-  }],
+  [
+    10,
+    (rng, config) => {
+      const t = target6(rng, config);
+      const p = ipv6Packet(rng, rng.pick(CLIENTS_V6), t.dst, t.proto, tcpOrUdp6(rng, t));
+      const kind = p.ext.length ? 'ipv6-ext' : t.proto === 6 ? 'tcp6' : 'udp6';
+      return {
+        kind,
+        frame: concat(l2(rng, 0x86dd), p.ip),
+        layout: { etherType: 12, tags: [], l3: 14, version: 6, ext: p.ext.map((o) => 14 + o), l4: 14 + p.l4, proto: t.proto },
+      };
+    },
+  ],
   // ICMPv6: echo requests, packet too big quoting a flow from a VIP, neighbour solicitations.
-  [5, (rng, config) => {
-    const client = rng.pick(CLIENTS_V6);
-    const kind = rng.weighted([[3, 'echo'], [3, 'too-big'], [1, 'nd']] as const);
-    const vipEntry = rng.pick(config.vips.filter((v) => v.family === 6));
-    const vip = rng.chance(0.9) ? v6(vipEntry.address) : rng.pick(OTHER_V6);
-    let src = client;
-    let dst = vip;
-    let body: (pseudo: (length: number) => number) => Buffer;
-    if (kind === 'echo') {
-      body = (pseudo) => icmp6(pseudo, 128, 0, rng.u32(), rng.bytes(rng.pick([0, 8, 56])));
-    } else if (kind === 'too-big') {
-      src = ROUTER_V6;
-      const t: Target = { dst: client, port: rng.range(1024, 65535), proto: rng.chance(0.9) ? (IPPROTO[vipEntry.protocol] as 6 | 17) : 6 };
-      const sport = rng.chance(0.8) ? vipEntry.port : rng.range(1, 65535);
-      const quoted = ipv6Packet(rng, vip, client, t.proto, tcpOrUdp6(rng, t, sport, rng.bytes(rng.chance(0.2) ? rng.range(1300, 1450) : rng.range(0, 40)))).ip;
-      const quote = quoted.subarray(0, rng.chance(0.5) ? 48 : quoted.length);
-      if (rng.chance(0.1)) dst = rng.pick(OTHER_V6);
-      body = (pseudo) => icmp6(pseudo, 2, 0, rng.pick([1280, 1400, 1500]), quote);
-    } else {
-      dst = v6('ff02::1:ff00:100');
-      body = (pseudo) => icmp6(pseudo, 135, 0, 0, concat(vip, Buffer.from([1, 1, ...MAC_CLIENT])));
-    }
-    const p = ipv6Packet(rng, src, dst, 58, body);
-    return { kind: `icmp6-${kind}`, frame: concat(l2(rng, 0x86dd), p.ip), layout: { etherType: 12, tags: [], l3: 14, version: 6, ext: p.ext.map((o) => 14 + o), l4: 14 + p.l4, proto: 58 } };
-  }],
+  [
+    5,
+    (rng, config) => {
+      const client = rng.pick(CLIENTS_V6);
+      const kind = rng.weighted([
+        [3, 'echo'],
+        [3, 'too-big'],
+        [1, 'nd'],
+      ] as const);
+      const vipEntry = rng.pick(config.vips.filter((v) => v.family === 6));
+      const vip = rng.chance(0.9) ? v6(vipEntry.address) : rng.pick(OTHER_V6);
+      let src = client;
+      let dst = vip;
+      let body: (pseudo: (length: number) => number) => Buffer;
+      if (kind === 'echo') {
+        body = (pseudo) => icmp6(pseudo, 128, 0, rng.u32(), rng.bytes(rng.pick([0, 8, 56])));
+      } else if (kind === 'too-big') {
+        src = ROUTER_V6;
+        const t: Target = {
+          dst: client,
+          port: rng.range(1024, 65535),
+          proto: rng.chance(0.9) ? (IPPROTO[vipEntry.protocol] as 6 | 17) : 6,
+        };
+        const sport = rng.chance(0.8) ? vipEntry.port : rng.range(1, 65535);
+        const quoted = ipv6Packet(
+          rng,
+          vip,
+          client,
+          t.proto,
+          tcpOrUdp6(rng, t, sport, rng.bytes(rng.chance(0.2) ? rng.range(1300, 1450) : rng.range(0, 40))),
+        ).ip;
+        const quote = quoted.subarray(0, rng.chance(0.5) ? 48 : quoted.length);
+        if (rng.chance(0.1)) dst = rng.pick(OTHER_V6);
+        body = (pseudo) => icmp6(pseudo, 2, 0, rng.pick([1280, 1400, 1500]), quote);
+      } else {
+        dst = v6('ff02::1:ff00:100');
+        body = (pseudo) => icmp6(pseudo, 135, 0, 0, concat(vip, Buffer.from([1, 1, ...MAC_CLIENT])));
+      }
+      const p = ipv6Packet(rng, src, dst, 58, body);
+      return {
+        kind: `icmp6-${kind}`,
+        frame: concat(l2(rng, 0x86dd), p.ip),
+        layout: { etherType: 12, tags: [], l3: 14, version: 6, ext: p.ext.map((o) => 14 + o), l4: 14 + p.l4, proto: 58 },
+      };
+    },
+  ],
   // Tunnels for xdp_decap: 4-in-4, 6-in-4, 6-in-6, 4-in-6, to a tunnel endpoint or another address.
-  [15, (rng, config) => {
-    const outerV6 = rng.chance(0.35);
-    const innerVersion: Family = rng.chance(0.65) ? 4 : 6;
-    const inner = innerPacket(rng, config, innerVersion);
-    const nh = innerVersion === 4 ? 4 : 41;
-    const macs = ethHeader(rng.chance(0.9) ? MAC_BALANCER : rng.bytes(6), MAC_ROUTER, outerV6 ? 0x86dd : 0x0800);
-    let outer: Buffer;
-    let ext: number[] = [];
-    if (outerV6) {
-      const dst = rng.chance(0.8) ? rng.pick(ENDPOINTS_V6) : rng.pick(OTHER_V6);
-      const p = rng.chance(0.2)
-        ? ipv6Packet(rng, ROUTER_V6, dst, nh, () => inner.ip)
-        : { ip: concat(ipv6Header(ROUTER_V6, dst, nh, inner.ip.length), inner.ip), ext: [], l4: 40 };
-      outer = p.ip.subarray(0, p.l4);
-      ext = p.ext;
-    } else {
-      const dst = rng.chance(0.8) ? v4(rng.pick(config.decapEndpoints)) : rng.pick(OTHER_V4);
-      const options = rng.chance(0.1) ? Buffer.alloc(4, 1) : undefined;
-      outer = ipv4Header({ src: v4(BALANCER_ADDRESS), dst, proto: nh, payload: inner.ip, id: rng.int(65536), ...(options ? { options } : {}), ...(rng.chance(0.05) ? { mf: true } : {}) });
-    }
-    const frame = concat(macs, outer, inner.ip);
-    const innerL3 = 14 + outer.length;
-    return {
-      kind: `tunnel-${innerVersion}in${outerV6 ? 6 : 4}`, frame,
-      layout: { etherType: 12, tags: [], l3: 14, version: outerV6 ? 6 : 4, ext: ext.map((o) => 14 + o), l4: innerL3, proto: nh, inner: { l3: innerL3, version: innerVersion, l4: innerL3 + inner.l4, proto: inner.proto } },
-    };
-  }],
-  [3, (rng) => { // ARP request
-    const arp = Buffer.from('0001080006040001', 'hex');
-    return { kind: 'arp', frame: concat(ethHeader(Buffer.alloc(6, 0xff), MAC_CLIENT, 0x0806), arp, MAC_CLIENT, rng.pick(CLIENTS_V4), Buffer.alloc(6), v4('10.100.0.100'), Buffer.alloc(rng.pick([0, 18]))), layout: { etherType: 12, tags: [], ext: [] } };
-  }],
-  [4, (rng) => { // Anything else: LLDP, MPLS, random EtherTypes, IP EtherTypes over garbage, runts
-    const type = rng.pick([0x88cc, 0x8847, 0x88e5, 0x0000, 0xffff, 0x05dc, 0x0800, 0x86dd, rng.int(65536)]);
-    return { kind: 'garbage', frame: concat(ethHeader(MAC_BALANCER, MAC_CLIENT, type), rng.bytes(rng.range(0, 120))), layout: { etherType: 12, tags: [], ext: [] } };
-  }],
+  [
+    15,
+    (rng, config) => {
+      const outerV6 = rng.chance(0.35);
+      const innerVersion: Family = rng.chance(0.65) ? 4 : 6;
+      const inner = innerPacket(rng, config, innerVersion);
+      const nh = innerVersion === 4 ? 4 : 41;
+      const macs = ethHeader(rng.chance(0.9) ? MAC_BALANCER : rng.bytes(6), MAC_ROUTER, outerV6 ? 0x86dd : 0x0800);
+      let outer: Buffer;
+      let ext: number[] = [];
+      if (outerV6) {
+        const dst = rng.chance(0.8) ? rng.pick(ENDPOINTS_V6) : rng.pick(OTHER_V6);
+        const p = rng.chance(0.2)
+          ? ipv6Packet(rng, ROUTER_V6, dst, nh, () => inner.ip)
+          : { ip: concat(ipv6Header(ROUTER_V6, dst, nh, inner.ip.length), inner.ip), ext: [], l4: 40 };
+        outer = p.ip.subarray(0, p.l4);
+        ext = p.ext;
+      } else {
+        const dst = rng.chance(0.8) ? v4(rng.pick(config.decapEndpoints)) : rng.pick(OTHER_V4);
+        const options = rng.chance(0.1) ? Buffer.alloc(4, 1) : undefined;
+        outer = ipv4Header({
+          src: v4(BALANCER_ADDRESS),
+          dst,
+          proto: nh,
+          payload: inner.ip,
+          id: rng.int(65536),
+          ...(options ? { options } : {}),
+          ...(rng.chance(0.05) ? { mf: true } : {}),
+        });
+      }
+      const frame = concat(macs, outer, inner.ip);
+      const innerL3 = 14 + outer.length;
+      return {
+        kind: `tunnel-${innerVersion}in${outerV6 ? 6 : 4}`,
+        frame,
+        layout: {
+          etherType: 12,
+          tags: [],
+          l3: 14,
+          version: outerV6 ? 6 : 4,
+          ext: ext.map((o) => 14 + o),
+          l4: innerL3,
+          proto: nh,
+          inner: { l3: innerL3, version: innerVersion, l4: innerL3 + inner.l4, proto: inner.proto },
+        },
+      };
+    },
+  ],
+  [
+    3,
+    (rng) => {
+      // ARP request
+      const arp = Buffer.from('0001080006040001', 'hex');
+      return {
+        kind: 'arp',
+        frame: concat(
+          ethHeader(Buffer.alloc(6, 0xff), MAC_CLIENT, 0x0806),
+          arp,
+          MAC_CLIENT,
+          rng.pick(CLIENTS_V4),
+          Buffer.alloc(6),
+          v4('10.100.0.100'),
+          Buffer.alloc(rng.pick([0, 18])),
+        ),
+        layout: { etherType: 12, tags: [], ext: [] },
+      };
+    },
+  ],
+  [
+    4,
+    (rng) => {
+      // Anything else: LLDP, MPLS, random EtherTypes, IP EtherTypes over garbage, runts
+      const type = rng.pick([0x88cc, 0x8847, 0x88e5, 0x0000, 0xffff, 0x05dc, 0x0800, 0x86dd, rng.int(65536)]);
+      return {
+        kind: 'garbage',
+        frame: concat(ethHeader(MAC_BALANCER, MAC_CLIENT, type), rng.bytes(rng.range(0, 120))),
+        layout: { etherType: 12, tags: [], ext: [] },
+      };
+    },
+  ],
 ];
 
 /** Puts one 802.1Q (or 802.1ad) tag in front of the EtherType, sometimes two. */
@@ -664,7 +900,15 @@ function tagged(rng: Rng, seed: Seed): Seed {
     ...(layout.version !== undefined ? { version: layout.version } : {}),
     ...(layout.l4 !== undefined ? { l4: move(layout.l4)! } : {}),
     ...(layout.proto !== undefined ? { proto: layout.proto } : {}),
-    ...(layout.inner ? { inner: { ...layout.inner, l3: layout.inner.l3 + shift, ...(layout.inner.l4 !== undefined ? { l4: layout.inner.l4 + shift } : {}) } } : {}),
+    ...(layout.inner
+      ? {
+          inner: {
+            ...layout.inner,
+            l3: layout.inner.l3 + shift,
+            ...(layout.inner.l4 !== undefined ? { l4: layout.inner.l4 + shift } : {}),
+          },
+        }
+      : {}),
   };
   return { kind: `vlan${tags === 2 ? '2' : ''}-${seed.kind}`, frame, layout: moved };
 }
@@ -697,7 +941,18 @@ function read16(frame: Buffer, offset: number): number {
 }
 
 function lengthValue(rng: Rng, actual: number): number {
-  return rng.pick([actual - 1, actual + 1, 0, 0xffff, actual + rng.range(2, 64), Math.max(0, actual - rng.range(2, 64)), 20, 19, 40, rng.int(65536)]);
+  return rng.pick([
+    actual - 1,
+    actual + 1,
+    0,
+    0xffff,
+    actual + rng.range(2, 64),
+    Math.max(0, actual - rng.range(2, 64)),
+    20,
+    19,
+    40,
+    rng.int(65536),
+  ]);
 }
 
 /** Field-aware mutations: each returns its name, or null when the frame lacks the field. */
@@ -715,16 +970,35 @@ const FIELD_MUTATIONS: ReadonlyArray<(rng: Rng, f: Buffer, l: Layout) => string 
     return l.version === 4 && write8(f, l.l3! + 9, nh) ? 'protocol' : null;
   },
   (rng, f, l) => (l.ext.length > 0 && write8(f, rng.pick(l.ext) + 1, rng.pick([0, 1, 2, 255, rng.int(256)])) ? 'ext-length' : null),
-  (rng, f, l) => (l.version === 4 && write16(f, l.l3! + 6, rng.pick([0x2000, 0x0001, 0x4000, 0x1fff, 0x6000, 0x8000, 0, rng.int(65536)])) ? 'fragment' : null),
-  (rng, f, l) => (l.proto === 6 && l.l4 !== undefined && write8(f, l.l4 + 12, (rng.int(16) << 4) | (f[l.l4 + 12] ?? 0) & 0x0f) ? 'tcp-data-offset' : null),
-  (rng, f, l) => (l.proto === 6 && write8(f, (l.l4 ?? -100) + 13, rng.chance(0.5) ? rng.pick(TCP_FLAG_CHOICES) : rng.int(256)) ? 'tcp-flags' : null),
-  (rng, f, l) => (l.proto === 17 && l.l4 !== undefined && write16(f, l.l4 + 4, lengthValue(rng, read16(f, l.l4 + 4))) ? 'udp-length' : null),
+  (rng, f, l) =>
+    l.version === 4 && write16(f, l.l3! + 6, rng.pick([0x2000, 0x0001, 0x4000, 0x1fff, 0x6000, 0x8000, 0, rng.int(65536)]))
+      ? 'fragment'
+      : null,
+  (rng, f, l) =>
+    l.proto === 6 && l.l4 !== undefined && write8(f, l.l4 + 12, (rng.int(16) << 4) | ((f[l.l4 + 12] ?? 0) & 0x0f))
+      ? 'tcp-data-offset'
+      : null,
+  (rng, f, l) =>
+    l.proto === 6 && write8(f, (l.l4 ?? -100) + 13, rng.chance(0.5) ? rng.pick(TCP_FLAG_CHOICES) : rng.int(256)) ? 'tcp-flags' : null,
+  (rng, f, l) =>
+    l.proto === 17 && l.l4 !== undefined && write16(f, l.l4 + 4, lengthValue(rng, read16(f, l.l4 + 4))) ? 'udp-length' : null,
   (rng, f, l) => (l.tags.length > 0 && write16(f, rng.pick(l.tags), rng.pick([0, 0xfff, 0xffff, rng.int(65536)])) ? 'vlan-id' : null),
-  (rng, f, l) => (write16(f, rng.chance(0.7) || l.tags.length === 0 ? l.etherType : rng.pick(l.tags) - 2, rng.pick([0x0800, 0x86dd, 0x8100, 0x88a8, 0x0806, 0x9100, 0x88cc, rng.int(65536)])) ? 'ethertype' : null),
+  (rng, f, l) =>
+    write16(
+      f,
+      rng.chance(0.7) || l.tags.length === 0 ? l.etherType : rng.pick(l.tags) - 2,
+      rng.pick([0x0800, 0x86dd, 0x8100, 0x88a8, 0x0806, 0x9100, 0x88cc, rng.int(65536)]),
+    )
+      ? 'ethertype'
+      : null,
   // Steer a frame towards a VIP or a tunnel endpoint: malformed frames that look like they are for one.
   (rng, f, l) => {
     if (l.version === 4 && l.l3 !== undefined && l.l3 + 20 <= f.length) {
-      v4(rng.chance(0.7) ? rng.pick(FUZZ_CONFIG.vips.filter((v) => v.family === 4)).address : rng.pick(FUZZ_CONFIG.decapEndpoints.filter((e) => !e.includes(':')))).copy(f, l.l3 + 16);
+      v4(
+        rng.chance(0.7)
+          ? rng.pick(FUZZ_CONFIG.vips.filter((v) => v.family === 4)).address
+          : rng.pick(FUZZ_CONFIG.decapEndpoints.filter((e) => !e.includes(':'))),
+      ).copy(f, l.l3 + 16);
       return 'to-vip-address';
     }
     if (l.version === 6 && l.l3 !== undefined && l.l3 + 40 <= f.length) {
@@ -733,9 +1007,11 @@ const FIELD_MUTATIONS: ReadonlyArray<(rng: Rng, f: Buffer, l: Layout) => string 
     }
     return null;
   },
-  (rng, f, l) => ((l.proto === 6 || l.proto === 17) && write16(f, (l.l4 ?? -100) + 2, rng.pick(FUZZ_CONFIG.vips).port) ? 'to-vip-port' : null),
+  (rng, f, l) =>
+    (l.proto === 6 || l.proto === 17) && write16(f, (l.l4 ?? -100) + 2, rng.pick(FUZZ_CONFIG.vips).port) ? 'to-vip-port' : null,
   (rng, f, l) => (l.inner && write8(f, l.inner.l3, (rng.pick([4, 6, 0, 5]) << 4) | rng.int(16)) ? 'inner-version-ihl' : null),
-  (rng, f, l) => (l.inner?.version === 4 && write16(f, l.inner.l3 + 2, lengthValue(rng, read16(f, l.inner.l3 + 2))) ? 'inner-total-length' : null),
+  (rng, f, l) =>
+    l.inner?.version === 4 && write16(f, l.inner.l3 + 2, lengthValue(rng, read16(f, l.inner.l3 + 2))) ? 'inner-total-length' : null,
 ];
 
 /** Offsets of header bytes (for byte sets): the first 64 bytes and around each known header. */
@@ -760,9 +1036,20 @@ function mutate(rng: Rng, seed: Seed): { frame: Buffer; mutations: string[] } {
   let f: Buffer = Buffer.from(seed.frame);
   const l = seed.layout;
   const mutations: string[] = [];
-  const rounds = rng.weighted([[6, 1], [3, 2], [1, 3]] as const);
+  const rounds = rng.weighted([
+    [6, 1],
+    [3, 2],
+    [1, 3],
+  ] as const);
   for (let r = 0; r < rounds; r++) {
-    const which = rng.weighted([[3, 'flip'], [3, 'set'], [5, 'field'], [2, 'truncate'], [1, 'extend'], [1, 'shift']] as const);
+    const which = rng.weighted([
+      [3, 'flip'],
+      [3, 'set'],
+      [5, 'field'],
+      [2, 'truncate'],
+      [1, 'extend'],
+      [1, 'shift'],
+    ] as const);
     switch (which) {
       case 'flip': {
         const flips = rng.range(1, 3);
@@ -802,11 +1089,14 @@ function mutate(rng: Rng, seed: Seed): { frame: Buffer; mutations: string[] } {
         mutations.push(`extend:${tail.length}`);
         break;
       }
-      case 'shift': { // insert or remove bytes at a header boundary: every later header moves
+      case 'shift': {
+        // insert or remove bytes at a header boundary: every later header moves
         const anchors = [12, l.l3, l.l4, l.inner?.l3, ...l.ext].filter((o): o is number => o !== undefined && o <= f.length);
         const at = rng.pick(anchors);
         const n = rng.range(1, 8);
-        f = rng.chance(0.5) ? concat(f.subarray(0, at), rng.bytes(n), f.subarray(at)) : concat(f.subarray(0, at), f.subarray(Math.min(f.length, at + n)));
+        f = rng.chance(0.5)
+          ? concat(f.subarray(0, at), rng.bytes(n), f.subarray(at))
+          : concat(f.subarray(0, at), f.subarray(Math.min(f.length, at + n)));
         mutations.push(`shift@${at}`);
         break;
       }
@@ -857,16 +1147,16 @@ function parseL2(f: Buffer): ParsedL2 | string {
 
 export interface ParsedIp {
   version: Family;
-  start: number;      // offset of the IP header in the frame
+  start: number; // offset of the IP header in the frame
   headerLength: number; // IPv4 header, or IPv6 header + extension headers
-  length: number;     // the IP packet: total length / 40 + payload length
-  proto: number;      // the upper-layer protocol
+  length: number; // the IP packet: total length / 40 + payload length
+  proto: number; // the upper-layer protocol
   src: Buffer;
   dst: Buffer;
-  fragment: boolean;  // a piece of a bigger packet (atomic IPv6 fragments are not)
+  fragment: boolean; // a piece of a bigger packet (atomic IPv6 fragments are not)
   checksumValid: boolean; // IPv4 header checksum (IPv6: true)
-  optionsValid: boolean;  // IPv4 options well-formed (IPv6: true); the reserved flag is ignored, as Linux does
-  routed: boolean;    // IPv6 routing header with segments left: dst is not the final destination
+  optionsValid: boolean; // IPv4 options well-formed (IPv6: true); the reserved flag is ignored, as Linux does
+  routed: boolean; // IPv6 routing header with segments left: dst is not the final destination
 }
 
 function ipv4OptionsValid(f: Buffer, start: number, end: number): boolean {
@@ -902,10 +1192,17 @@ function parseIp(f: Buffer, start: number, etherType: number): ParsedIp | string
     if (start + length > f.length) return `total length ${length} beyond the frame (${f.length - start} bytes)`;
     const frag = f.readUInt16BE(start + 6);
     return {
-      version: 4, start, headerLength: hlen, length, proto: f[start + 9]!,
-      src: f.subarray(start + 12, start + 16), dst: f.subarray(start + 16, start + 20),
-      fragment: (frag & 0x3fff) !== 0, checksumValid: checksumValid(f, start, start + hlen),
-      optionsValid: ipv4OptionsValid(f, start + 20, start + hlen), routed: false,
+      version: 4,
+      start,
+      headerLength: hlen,
+      length,
+      proto: f[start + 9]!,
+      src: f.subarray(start + 12, start + 16),
+      dst: f.subarray(start + 16, start + 20),
+      fragment: (frag & 0x3fff) !== 0,
+      checksumValid: checksumValid(f, start, start + hlen),
+      optionsValid: ipv4OptionsValid(f, start + 20, start + hlen),
+      routed: false,
     };
   }
   if (etherType === 0x86dd) {
@@ -931,8 +1228,17 @@ function parseIp(f: Buffer, start: number, etherType: number): ParsedIp | string
       at += hlen;
     }
     return {
-      version: 6, start, headerLength: at - start, length, proto: next, src: f.subarray(start + 8, start + 24), dst: f.subarray(start + 24, start + 40),
-      fragment, checksumValid: true, optionsValid: true, routed,
+      version: 6,
+      start,
+      headerLength: at - start,
+      length,
+      proto: next,
+      src: f.subarray(start + 8, start + 24),
+      dst: f.subarray(start + 24, start + 40),
+      fragment,
+      checksumValid: true,
+      optionsValid: true,
+      routed,
     };
   }
   return `EtherType 0x${etherType.toString(16).padStart(4, '0')} is not IP`;
@@ -951,12 +1257,20 @@ function parseL4(f: Buffer, ip: ParsedIp): ParsedL4 | string {
   if (ip.proto === 6) {
     if (at + 20 > end) return 'TCP header beyond the IP packet';
     const doff = (f[at + 12]! >> 4) * 4;
-    return { sport: f.readUInt16BE(at), dport: f.readUInt16BE(at + 2), strictError: doff < 20 || at + doff > end ? `TCP data offset ${doff / 4} (segment of ${end - at} bytes)` : null };
+    return {
+      sport: f.readUInt16BE(at),
+      dport: f.readUInt16BE(at + 2),
+      strictError: doff < 20 || at + doff > end ? `TCP data offset ${doff / 4} (segment of ${end - at} bytes)` : null,
+    };
   }
   if (ip.proto === 17) {
     if (at + 8 > end) return 'UDP header beyond the IP packet';
     const length = f.readUInt16BE(at + 4);
-    return { sport: f.readUInt16BE(at), dport: f.readUInt16BE(at + 2), strictError: length < 8 || at + length > end ? `UDP length ${length} (datagram of ${end - at} bytes)` : null };
+    return {
+      sport: f.readUInt16BE(at),
+      dport: f.readUInt16BE(at + 2),
+      strictError: length < 8 || at + length > end ? `UDP length ${length} (datagram of ${end - at} bytes)` : null,
+    };
   }
   return `protocol ${ip.proto} has no ports`;
 }
@@ -980,7 +1294,7 @@ export interface Strictness {
 export const DEFAULT_STRICTNESS: Strictness = { inputChecksums: true, strictHeaders: true };
 
 export type Outcome =
-  | 'passed' | 'decapsulated' | 'dropped' | 'forwarded-l2dsr' | 'forwarded-ipip' | 'redirected-l2dsr' | 'redirected-ipip' | 'icmp-answer';
+  'passed' | 'decapsulated' | 'dropped' | 'forwarded-l2dsr' | 'forwarded-ipip' | 'redirected-l2dsr' | 'redirected-ipip' | 'icmp-answer';
 
 export type CheckResult = { ok: true; outcome: Outcome; notes: string[] } | { ok: false; invariant: string; detail: string };
 
@@ -1105,15 +1419,19 @@ function forwardedError(input: Buffer, output: Buffer, p: VipPacket, b: FuzzBack
   if (outer.proto !== innerProto) return `outer protocol ${outer.proto} for an IPv${p.ip.version} packet`;
   if (outer.fragment) return 'outer header says fragment';
   if (!outer.checksumValid) return 'outer IPv4 header checksum wrong';
-  if (!outer.src.equals(b.family === 4 ? v4(b.tunnelSource) : v6(b.tunnelSource))) return `outer source ${hex(outer.src)} is not the tunnel source`;
-  if (!outer.dst.equals(b.family === 4 ? v4(b.address) : v6(b.address))) return `outer destination ${hex(outer.dst)} is not backend ${b.id}`;
-  if (outer.length !== outer.headerLength + p.ip.length) return `outer length ${outer.length} for ${outer.headerLength} + ${p.ip.length} bytes`;
+  if (!outer.src.equals(b.family === 4 ? v4(b.tunnelSource) : v6(b.tunnelSource)))
+    return `outer source ${hex(outer.src)} is not the tunnel source`;
+  if (!outer.dst.equals(b.family === 4 ? v4(b.address) : v6(b.address)))
+    return `outer destination ${hex(outer.dst)} is not backend ${b.id}`;
+  if (outer.length !== outer.headerLength + p.ip.length)
+    return `outer length ${outer.length} for ${outer.headerLength} + ${p.ip.length} bytes`;
   const innerStart = l2.l3 + outer.headerLength;
   const inner = output.subarray(innerStart, innerStart + p.ip.length);
   if (!inner.equals(input.subarray(p.ip.start, p.ip.start + p.ip.length))) return 'inner packet differs from the input IP packet';
   // Bytes after the IP packet (Ethernet padding, junk): kept as they came, or trimmed.
   const tail = output.subarray(innerStart + p.ip.length);
-  if (tail.length > 0 && !tail.equals(input.subarray(p.ip.start + p.ip.length))) return 'bytes after the inner packet are neither the input\'s nor trimmed';
+  if (tail.length > 0 && !tail.equals(input.subarray(p.ip.start + p.ip.length)))
+    return "bytes after the inner packet are neither the input's nor trimmed";
   return null;
 }
 
@@ -1135,17 +1453,18 @@ function icmpAnswerError(input: Buffer, output: Buffer, action: ActionName, inde
   const inAt = inIp.start + inIp.headerLength;
   const echoRequest = (inIp.proto === 1 && input[inAt] === 8) || (inIp.proto === 58 && input[inAt] === 128);
   const echo = echoRequest && !inIp.fragment && index.vipAddresses.has(inIp.dst.toString('hex'));
-  const tooBig = typeof vp !== 'string' && vp.via === 'destination' && vp.vip.backends.some((id) => index.backends.get(id)?.forward === 'ipip');
+  const tooBig =
+    typeof vp !== 'string' && vp.via === 'destination' && vp.vip.backends.some((id) => index.backends.get(id)?.forward === 'ipip');
   if (!echo && !tooBig) return 'an answer to neither an echo request to a VIP address nor a packet for an ipip VIP';
 
   const l2 = parseL2(output);
   if (typeof l2 === 'string') return `answer: ${l2}`;
-  if (!output.subarray(0, 6).equals(input.subarray(6, 12))) return 'answer not sent to the sender\'s MAC address';
+  if (!output.subarray(0, 6).equals(input.subarray(6, 12))) return "answer not sent to the sender's MAC address";
   const ip = parseIp(output, l2.l3, l2.etherType);
   if (typeof ip === 'string') return `answer: ${ip}`;
   if (ip.version !== inIp.version) return 'answer of another IP version';
   if (!ip.dst.equals(inIp.src) || !ip.src.equals(inIp.dst)) return 'answer not addressed back from the VIP to the sender';
-  if (!ip.checksumValid) return 'answer\'s IPv4 header checksum wrong';
+  if (!ip.checksumValid) return "answer's IPv4 header checksum wrong";
   const at = ip.start + ip.headerLength;
   const end = ip.start + ip.length;
   const expectedProto = ip.version === 4 ? 1 : 58;
@@ -1156,27 +1475,39 @@ function icmpAnswerError(input: Buffer, output: Buffer, action: ActionName, inde
   if (echo && (type === 0 || type === 129)) {
     const inPseudo = inIp.version === 4 ? 0 : pseudoSum(inIp.src, inIp.dst, 58, inIp.start + inIp.length - inAt);
     const inputValid = checksumValid(input, inAt, inIp.start + inIp.length, inPseudo);
-    if (inputValid && !icmpValid) return 'echo reply\'s ICMP checksum wrong';
-    if (!output.subarray(at + 4, end).equals(input.subarray(inAt + 4, inIp.start + inIp.length))) return 'echo reply does not carry the request\'s identifier, sequence and data';
+    if (inputValid && !icmpValid) return "echo reply's ICMP checksum wrong";
+    if (!output.subarray(at + 4, end).equals(input.subarray(inAt + 4, inIp.start + inIp.length)))
+      return "echo reply does not carry the request's identifier, sequence and data";
     return null;
   }
   if (tooBig && ((ip.version === 4 && type === 3 && output[at + 1] === 4) || (ip.version === 6 && type === 2))) {
-    if (!icmpValid) return 'too-big answer\'s ICMP checksum wrong';
+    if (!icmpValid) return "too-big answer's ICMP checksum wrong";
     const quote = output.subarray(at + 8, end);
-    if (quote.length < 8 || !quote.equals(input.subarray(inIp.start, inIp.start + Math.min(quote.length, inIp.length)))) return 'too-big answer does not quote the start of the packet';
+    if (quote.length < 8 || !quote.equals(input.subarray(inIp.start, inIp.start + Math.min(quote.length, inIp.length))))
+      return 'too-big answer does not quote the start of the packet';
     return null;
   }
   return `ICMP type ${type} is not the answer expected`;
 }
 
 /** The invariants for one frame through xdp_balancer. */
-export function checkBalancer(input: Buffer, actionCode: number, output: Buffer, index: ConfigIndex, strict: Strictness = DEFAULT_STRICTNESS): CheckResult {
+export function checkBalancer(
+  input: Buffer,
+  actionCode: number,
+  output: Buffer,
+  index: ConfigIndex,
+  strict: Strictness = DEFAULT_STRICTNESS,
+): CheckResult {
   const action = actionName(actionCode);
   switch (action) {
-    case 'skipped': return { ok: true, outcome: 'passed', notes: [] };
-    case 'aborted': return fail('never aborted', 'XDP_ABORTED');
-    case 'not-an-action': return fail('a valid XDP action', `return value ${actionCode}`);
-    case 'drop': return { ok: true, outcome: 'dropped', notes: [] };
+    case 'skipped':
+      return { ok: true, outcome: 'passed', notes: [] };
+    case 'aborted':
+      return fail('never aborted', 'XDP_ABORTED');
+    case 'not-an-action':
+      return fail('a valid XDP action', `return value ${actionCode}`);
+    case 'drop':
+      return { ok: true, outcome: 'dropped', notes: [] };
     case 'pass':
       return output.equals(input) ? { ok: true, outcome: 'passed', notes: [] } : fail('passes unchanged', 'XDP_PASS with a changed frame');
     case 'tx':
@@ -1187,14 +1518,17 @@ export function checkBalancer(input: Buffer, actionCode: number, output: Buffer,
   if (typeof p === 'string') {
     const answer = icmpAnswerError(input, output, action, index);
     if (answer === null) return { ok: true, outcome: 'icmp-answer', notes: [] };
-    if (looksLikeAnswer(input, output)) return fail('ICMP answers only echo requests to a VIP address and packets too big for an ipip VIP', answer);
+    if (looksLikeAnswer(input, output))
+      return fail('ICMP answers only echo requests to a VIP address and packets too big for an ipip VIP', answer);
     return fail('transmits only packets for a VIP whose headers parse', p);
   }
   const notes: string[] = [];
   if (p.strictError) {
     if (p.strictError.includes('checksum') ? strict.inputChecksums : strict.strictHeaders) {
-      return fail(p.strictError.includes('checksum') ? 'no output with a wrong IP checksum' : 'transmits only packets whose headers parse',
-        `forwarded a packet for ${p.vip.address}:${p.vip.port}/${p.vip.protocol}: ${p.strictError}`);
+      return fail(
+        p.strictError.includes('checksum') ? 'no output with a wrong IP checksum' : 'transmits only packets whose headers parse',
+        `forwarded a packet for ${p.vip.address}:${p.vip.port}/${p.vip.protocol}: ${p.strictError}`,
+      );
     }
     notes.push(`forwarded although ${p.strictError}`);
   }
@@ -1215,7 +1549,11 @@ export function checkBalancer(input: Buffer, actionCode: number, output: Buffer,
   // Could it be an ICMP answer instead (an echo to a VIP address, too big for an ipip VIP)?
   const answer = icmpAnswerError(input, output, action, index);
   if (answer === null) return { ok: true, outcome: 'icmp-answer', notes };
-  if (looksLikeAnswer(input, output)) return fail('ICMP answers only echo requests to a VIP address and packets too big for an ipip VIP', `${answer} (input ${p.via === 'icmp-error' ? 'an ICMP error about' : 'for'} ${p.vip.address}:${p.vip.port}/${p.vip.protocol})`);
+  if (looksLikeAnswer(input, output))
+    return fail(
+      'ICMP answers only echo requests to a VIP address and packets too big for an ipip VIP',
+      `${answer} (input ${p.via === 'icmp-error' ? 'an ICMP error about' : 'for'} ${p.vip.address}:${p.vip.port}/${p.vip.protocol})`,
+    );
   return fail('a forwarded packet is the input, re-addressed', errors.join('; '));
 }
 
@@ -1230,23 +1568,40 @@ function looksLikeAnswer(input: Buffer, output: Buffer): boolean {
 }
 
 /** The invariants for one frame through xdp_decap. */
-export function checkDecap(input: Buffer, actionCode: number, output: Buffer, index: ConfigIndex, strict: Strictness = DEFAULT_STRICTNESS): CheckResult {
+export function checkDecap(
+  input: Buffer,
+  actionCode: number,
+  output: Buffer,
+  index: ConfigIndex,
+  strict: Strictness = DEFAULT_STRICTNESS,
+): CheckResult {
   const action = actionName(actionCode);
   switch (action) {
-    case 'skipped': return { ok: true, outcome: 'passed', notes: [] };
-    case 'aborted': return fail('never aborted', 'XDP_ABORTED');
-    case 'not-an-action': return fail('a valid XDP action', `return value ${actionCode}`);
-    case 'drop': return { ok: true, outcome: 'dropped', notes: [] };
+    case 'skipped':
+      return { ok: true, outcome: 'passed', notes: [] };
+    case 'aborted':
+      return fail('never aborted', 'XDP_ABORTED');
+    case 'not-an-action':
+      return fail('a valid XDP action', `return value ${actionCode}`);
+    case 'drop':
+      return { ok: true, outcome: 'dropped', notes: [] };
     // Nothing defines what xdp_decap may transmit yet: every transmit is a finding.
     case 'tx':
-    case 'redirect': return fail('xdp_decap only passes or drops', `XDP_${action.toUpperCase()}`);
-    case 'pass': break;
+    case 'redirect':
+      return fail('xdp_decap only passes or drops', `XDP_${action.toUpperCase()}`);
+    case 'pass':
+      break;
   }
   if (output.equals(input)) return { ok: true, outcome: 'passed', notes: [] };
   const error = decapsulatedError(input, output, index, strict);
   if (error === null) return { ok: true, outcome: 'decapsulated', notes: [] };
   if (typeof error !== 'string') return { ok: true, outcome: 'decapsulated', notes: [error.note] };
-  return fail(error.startsWith('outer IPv4 header checksum') ? 'no output with a wrong IP checksum' : 'passes unchanged, or exactly the inner packet of a tunnel to an endpoint', error);
+  return fail(
+    error.startsWith('outer IPv4 header checksum')
+      ? 'no output with a wrong IP checksum'
+      : 'passes unchanged, or exactly the inner packet of a tunnel to an endpoint',
+    error,
+  );
 }
 
 /**
@@ -1273,10 +1628,17 @@ function decapsulatedError(input: Buffer, output: Buffer, index: ConfigIndex, st
   const expected = concat(head, input.subarray(innerStart));
   // Trimming what follows the inner packet (Ethernet padding) is fine too.
   const innerIp = parseIp(expected, l2.l3, expectedVersion === 4 ? 0x0800 : 0x86dd);
-  const trimmed = typeof innerIp !== 'string' && output.length >= innerIp.start + innerIp.length && output.length < expected.length && output.equals(expected.subarray(0, output.length));
+  const trimmed =
+    typeof innerIp !== 'string' &&
+    output.length >= innerIp.start + innerIp.length &&
+    output.length < expected.length &&
+    output.equals(expected.subarray(0, output.length));
   if (!output.equals(expected) && !trimmed) return 'the output is not the input with exactly its outer IP header removed';
   // A corrupt outer header (the kernel's tunnel drivers drop those) is no tunnel to trust.
-  if (!outer.checksumValid) return strict.inputChecksums ? 'outer IPv4 header checksum wrong: decapsulated a corrupt packet' : { note: 'decapsulated although the outer IPv4 header checksum is wrong' };
+  if (!outer.checksumValid)
+    return strict.inputChecksums
+      ? 'outer IPv4 header checksum wrong: decapsulated a corrupt packet'
+      : { note: 'decapsulated although the outer IPv4 header checksum is wrong' };
   return null;
 }
 
@@ -1294,7 +1656,7 @@ export interface Violation {
   readonly invariant: string;
   readonly detail: string;
   readonly action: ActionName;
-  readonly input: string;  // hex
+  readonly input: string; // hex
   readonly output: string; // hex
 }
 
@@ -1348,9 +1710,13 @@ export function runBatch(programFd: number, frames: readonly Buffer[]): BatchRun
   const outputs = Buffer.alloc(count * OUT_STRIDE);
   const outLengths = new Uint32Array(count);
   const actions = Buffer.alloc(count);
-  check(native.testRunBatch(programFd, packed, offsets, lengths, count, outputs, OUT_STRIDE, outLengths, actions) as number, 'BPF_PROG_TEST_RUN batch');
+  check(
+    native.testRunBatch(programFd, packed, offsets, lengths, count, outputs, OUT_STRIDE, outLengths, actions) as number,
+    'BPF_PROG_TEST_RUN batch',
+  );
   for (let i = 0; i < count; i++) {
-    if (actions[i] === 0xfe) throw new Error(`BPF_PROG_TEST_RUN refused frame ${i} of a batch (errno ${outLengths[i]}): ${hex(frames[i]!)}`);
+    if (actions[i] === 0xfe)
+      throw new Error(`BPF_PROG_TEST_RUN refused frame ${i} of a batch (errno ${outLengths[i]}): ${hex(frames[i]!)}`);
   }
   return { actions, outLengths, outputs };
 }
@@ -1367,7 +1733,11 @@ export class FuzzHarness {
   /** The first violation of each invariant, in order of discovery. */
   readonly violations: Violation[] = [];
 
-  constructor(readonly seed: number, readonly config: FuzzConfig = FUZZ_CONFIG, readonly strict: Strictness = DEFAULT_STRICTNESS) {
+  constructor(
+    readonly seed: number,
+    readonly config: FuzzConfig = FUZZ_CONFIG,
+    readonly strict: Strictness = DEFAULT_STRICTNESS,
+  ) {
     this.index = new ConfigIndex(config);
     this.balancer = BalancerDataplane.load({ maxVips: 16, maxBackends: 64, flowTableSize: 4096 });
     try {
@@ -1378,8 +1748,15 @@ export class FuzzHarness {
       throw error;
     }
     this.stats = {
-      frames: 0, mutated: 0, skipped: 0, actions: { xdp_balancer: {}, xdp_decap: {} }, outcomes: { xdp_balancer: {}, xdp_decap: {} },
-      roundTrip: { frames: 0, decapsulated: 0 }, kinds: {}, notes: {}, violations: {},
+      frames: 0,
+      mutated: 0,
+      skipped: 0,
+      actions: { xdp_balancer: {}, xdp_decap: {} },
+      outcomes: { xdp_balancer: {}, xdp_decap: {} },
+      roundTrip: { frames: 0, decapsulated: 0 },
+      kinds: {},
+      notes: {},
+      violations: {},
     };
   }
 
@@ -1397,8 +1774,16 @@ export class FuzzHarness {
     bump(this.stats.violations, key);
     if (this.stats.violations[key] === 1) {
       this.violations.push({
-        seed: this.seed, index: frame.index, program, kind: frame.kind, mutations: frame.mutations, invariant: result.invariant,
-        detail: result.detail, action: actionName(actionCode), input: hex(input), output: hex(output),
+        seed: this.seed,
+        index: frame.index,
+        program,
+        kind: frame.kind,
+        mutations: frame.mutations,
+        invariant: result.invariant,
+        detail: result.detail,
+        action: actionName(actionCode),
+        input: hex(input),
+        output: hex(output),
       });
     }
   }
@@ -1441,7 +1826,10 @@ export class FuzzHarness {
     // Round trip: what the balancer encapsulates to a backend that is a tunnel
     // endpoint, xdp_decap turns back into the client's packet.
     if (tunnelled.length === 0) return;
-    const back = runBatch(this.decap.programFd, tunnelled.map((t) => t.encapsulated));
+    const back = runBatch(
+      this.decap.programFd,
+      tunnelled.map((t) => t.encapsulated),
+    );
     tunnelled.forEach(({ frame, encapsulated }, i) => {
       const out = outputOf(back, i);
       this.stats.roundTrip.frames++;
@@ -1451,7 +1839,10 @@ export class FuzzHarness {
         const restored = concat(encapsulated.subarray(0, 12), frame.frame.subarray(12));
         const trimmed = out.length < restored.length && out.equals(restored.subarray(0, out.length));
         if (!(result.outcome === 'decapsulated' && (out.equals(restored) || trimmed))) {
-          result = fail('a tunnelled packet comes out of xdp_decap as the client sent it', `xdp_decap ${result.outcome} the balancer's output (action ${actionName(back.actions[i]!)})`);
+          result = fail(
+            'a tunnelled packet comes out of xdp_decap as the client sent it',
+            `xdp_decap ${result.outcome} the balancer's output (action ${actionName(back.actions[i]!)})`,
+          );
         }
       }
       this.record('round trip', frame, result, back.actions[i]!, encapsulated, out);

@@ -25,7 +25,9 @@ function fetchOnce(url: string): Promise<LabAnswer> {
     const req = request(url, { agent: false, headers: { connection: 'close' }, timeout: TIMEOUT_MS }, (res) => {
       let body = '';
       res.setEncoding('utf8');
-      res.on('data', (chunk: string) => { body += chunk; });
+      res.on('data', (chunk: string) => {
+        body += chunk;
+      });
       res.on('end', () => {
         const match = /^backend=(\S+) client=(\S+) port=(\d+)/.exec(body);
         if (res.statusCode !== 200 || !match) reject(new Error(`HTTP ${res.statusCode}: ${body.slice(0, 80)}`));

@@ -7,7 +7,7 @@
  *
  *   node long-lived.js HOST PORT CONNECTIONS DURATION_MS INTERVAL_MS
  */
-import { connect, Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 
 export interface ConnectionReport {
   readonly port: number;
@@ -20,7 +20,13 @@ export interface ConnectionReport {
 
 const ANSWER_TIMEOUT_MS = 2000;
 
-function runConnection(host: string, port: number, durationMs: number, intervalMs: number, onFirstAnswer: () => void): Promise<ConnectionReport> {
+function runConnection(
+  host: string,
+  port: number,
+  durationMs: number,
+  intervalMs: number,
+  onFirstAnswer: () => void,
+): Promise<ConnectionReport> {
   return new Promise((resolve) => {
     const socket: Socket = connect({ host, port });
     let backend: string | null = null;
@@ -85,7 +91,9 @@ function runConnection(host: string, port: number, durationMs: number, intervalM
       });
     });
     socket.on('error', (error: NodeJS.ErrnoException) => fail(error.code ?? error.message));
-    socket.on('close', () => { if (!done) fail('closed by the other end'); });
+    socket.on('close', () => {
+      if (!done) fail('closed by the other end');
+    });
   });
 }
 
@@ -97,7 +105,11 @@ if (process.argv[1]?.endsWith('long-lived.js')) {
   }
   let waiting = Number(connections);
   // Every connection has its backend: tell the parent, which then changes backends.
-  const opened = () => { if (--waiting === 0) process.stderr.write('open\n'); };
-  const runs = Array.from({ length: Number(connections) }, () => runConnection(host, Number(port), Number(durationMs), Number(intervalMs), opened));
+  const opened = () => {
+    if (--waiting === 0) process.stderr.write('open\n');
+  };
+  const runs = Array.from({ length: Number(connections) }, () =>
+    runConnection(host, Number(port), Number(durationMs), Number(intervalMs), opened),
+  );
   void Promise.all(runs).then((reports) => process.stdout.write(`${JSON.stringify(reports)}\n`));
 }

@@ -24,6 +24,9 @@ if (parentPort && workerData) {
   const request = workerData as LoopRequest;
   const actions = new Uint8Array(request.iterations);
   const macs = new Uint8Array(request.iterations * 6);
-  check(native.testRunOutputs(request.programFd, request.packets, request.packetLength, request.count, request.iterations, actions, macs, 6), 'packet loop');
+  check(
+    native.testRunOutputs(request.programFd, request.packets, request.packetLength, request.count, request.iterations, actions, macs, 6),
+    'packet loop',
+  );
   parentPort.postMessage({ actions, macs } satisfies LoopResult);
 }

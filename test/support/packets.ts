@@ -58,9 +58,22 @@ export function internetChecksum(...parts: Buffer[]): number {
   return ~sum & 0xffff;
 }
 
-export function ipv4Header(spec: { src: string; dst: string; protocol: number; payloadLength: number; ttl?: number; tos?: number; id?: number; dontFragment?: boolean; fragmentOffset?: number; moreFragments?: boolean; options?: Buffer }): Buffer {
+export function ipv4Header(spec: {
+  src: string;
+  dst: string;
+  protocol: number;
+  payloadLength: number;
+  ttl?: number;
+  tos?: number;
+  id?: number;
+  dontFragment?: boolean;
+  fragmentOffset?: number;
+  moreFragments?: boolean;
+  options?: Buffer;
+}): Buffer {
   const options = spec.options ?? Buffer.alloc(0);
-  if (options.length % 4 !== 0 || options.length > 40) throw new Error(`IPv4 options of ${options.length} bytes: a multiple of 4, at most 40`);
+  if (options.length % 4 !== 0 || options.length > 40)
+    throw new Error(`IPv4 options of ${options.length} bytes: a multiple of 4, at most 40`);
   const ip = Buffer.alloc(20 + options.length);
   ip[0] = 0x40 | (ip.length / 4);
   ip[1] = spec.tos ?? 0;
@@ -120,7 +133,8 @@ export interface SegmentSpec {
 /** A TCP segment with a valid checksum (sequence 1000, window 64240). */
 export function tcpSegment(spec: SegmentSpec & { flags?: number; options?: Buffer }): Buffer {
   const options = spec.options ?? Buffer.alloc(0);
-  if (options.length % 4 !== 0 || options.length > 40) throw new Error(`TCP options of ${options.length} bytes: a multiple of 4, at most 40`);
+  if (options.length % 4 !== 0 || options.length > 40)
+    throw new Error(`TCP options of ${options.length} bytes: a multiple of 4, at most 40`);
   const tcp = Buffer.alloc(20 + options.length);
   tcp.writeUInt16BE(spec.srcPort ?? 40000, 0);
   tcp.writeUInt16BE(spec.dstPort ?? 80, 2);
@@ -142,7 +156,8 @@ export function udpDatagram(spec: SegmentSpec & { zeroChecksum?: boolean }): Buf
   udp.writeUInt16BE(spec.dstPort ?? 53, 2);
   udp.writeUInt16BE(8 + payload.length, 4);
   const segment = Buffer.concat([udp, payload]);
-  if (!spec.zeroChecksum) segment.writeUInt16BE(internetChecksum(pseudoHeader(spec.src, spec.dst, 17, segment.length), segment) || 0xffff, 6);
+  if (!spec.zeroChecksum)
+    segment.writeUInt16BE(internetChecksum(pseudoHeader(spec.src, spec.dst, 17, segment.length), segment) || 0xffff, 6);
   return segment;
 }
 
@@ -204,9 +219,29 @@ export function withMacs(frame: Buffer, dst: string, src: string): Buffer {
   return Buffer.concat([macBytes(dst), macBytes(src), frame.subarray(12)]);
 }
 
-export const IPPROTO_NUMBER = { HOPOPTS: 0, ICMP: 1, IPIP: 4, TCP: 6, UDP: 17, IPV6: 41, ROUTING: 43, FRAGMENT: 44, ICMPV6: 58, NONE: 59, DSTOPTS: 60 } as const;
+export const IPPROTO_NUMBER = {
+  HOPOPTS: 0,
+  ICMP: 1,
+  IPIP: 4,
+  TCP: 6,
+  UDP: 17,
+  IPV6: 41,
+  ROUTING: 43,
+  FRAGMENT: 44,
+  ICMPV6: 58,
+  NONE: 59,
+  DSTOPTS: 60,
+} as const;
 
-export function ipv6Header(spec: { src: string; dst: string; nextHeader: number; payloadLength: number; hopLimit?: number; trafficClass?: number; flowLabel?: number }): Buffer {
+export function ipv6Header(spec: {
+  src: string;
+  dst: string;
+  nextHeader: number;
+  payloadLength: number;
+  hopLimit?: number;
+  trafficClass?: number;
+  flowLabel?: number;
+}): Buffer {
   const ip = Buffer.alloc(40);
   ip.writeUInt32BE(((6 << 28) | ((spec.trafficClass ?? 0) << 20) | ((spec.flowLabel ?? 0) & 0xfffff)) >>> 0, 0);
   ip.writeUInt16BE(spec.payloadLength, 4);
@@ -281,12 +316,23 @@ export interface Ipv6PacketSpec {
 
 /** A complete frame: Ethernet + IPv6 + extension headers + TCP/UDP/ICMPv6 (checksums valid). */
 export function ipv6Frame(spec: Ipv6PacketSpec): Buffer {
-  const protocol = spec.protocol === undefined || spec.protocol === 'tcp' ? 6 : spec.protocol === 'udp' ? 17 : spec.protocol === 'icmpv6' ? 58 : spec.protocol;
+  const protocol =
+    spec.protocol === undefined || spec.protocol === 'tcp'
+      ? 6
+      : spec.protocol === 'udp'
+        ? 17
+        : spec.protocol === 'icmpv6'
+          ? 58
+          : spec.protocol;
   const payload = spec.payload ?? Buffer.alloc(0);
-  const upper = protocol === 6 ? tcpSegment({ ...spec, flags: spec.tcpFlags, options: spec.tcpOptions, payload })
-    : protocol === 17 ? udpDatagram({ ...spec, payload, zeroChecksum: spec.udpZeroChecksum })
-      : protocol === 58 ? icmpMessage(spec.icmp?.type ?? ICMPV6.ECHO_REQUEST, spec.icmp?.code ?? 0, spec.icmp?.rest ?? 0, payload, spec)
-        : payload;
+  const upper =
+    protocol === 6
+      ? tcpSegment({ ...spec, flags: spec.tcpFlags, options: spec.tcpOptions, payload })
+      : protocol === 17
+        ? udpDatagram({ ...spec, payload, zeroChecksum: spec.udpZeroChecksum })
+        : protocol === 58
+          ? icmpMessage(spec.icmp?.type ?? ICMPV6.ECHO_REQUEST, spec.icmp?.code ?? 0, spec.icmp?.rest ?? 0, payload, spec)
+          : payload;
   const extensions = spec.extensions ?? [];
   const chained = extensions.map((h, i) => {
     const bytes = Buffer.from(h.bytes);
