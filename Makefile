@@ -16,7 +16,7 @@ SHIM := build/native/liblbctl.so
 TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
 TS_STAMP := dist/.stamp
 
-.PHONY: all bpf native ts deps deps-demo deps-bench demo lint test bench install uninstall clean
+.PHONY: all bpf native ts deps deps-demo deps-bench demo lint unit test bench install uninstall clean
 
 all: bpf native ts
 
@@ -53,6 +53,10 @@ demo: deps-demo all
 # Formatting (prettier) and lint rules (eslint); `npm run format` fixes most.
 lint:
 	npm run --silent lint
+
+# The unit tests alone: no root, no kernel, seconds (only the TypeScript is built).
+unit: ts
+	node --test dist/test/unit/*.test.js
 
 # Lint, then unit and packet tests first (fast, precise failures), then the lab.
 test: deps all lint

@@ -16,7 +16,6 @@ export interface AbRequest {
 async function main(root: string): Promise<void> {
   const load = (module: string) => import(pathToFileURL(resolve(root, 'dist', module)).href);
   const { BalancerDataplane, KILL_SWITCH_NEVER } = await load('src/dataplane/balancer.js');
-  const { Reconciler } = await load('src/daemon/reconciler.js');
   const { parseVip } = await load('src/model/address.js');
   const { check, native } = await load('src/dataplane/libbpf.js');
   const dataplane = BalancerDataplane.load({ maxVips: 64, maxBackends: 1024, flowTableSize: 1_048_576 });
@@ -35,7 +34,15 @@ async function main(root: string): Promise<void> {
       ...(t.forward === 'ipip' ? { tunnelSrc: '10.10.0.2' } : {}),
     },
   });
-  new Reconciler(dataplane, pino({ level: 'silent' })).apply({ vips: [vip('10.100.0.100', 'l2dsr'), vip('10.100.0.101', 'ipip')] }, paths);
+  const desired = { vips: [vip('10.100.0.100', 'l2dsr'), vip('10.100.0.101', 'ipip')] };
+  // Builds before the control core (src/core) had src/daemon/reconciler.js, applied with (desired, paths).
+  const core = await load('src/core/reconciler.js').catch(() => undefined);
+  if (core) {
+    new core.Reconciler(dataplane, pino({ level: 'silent' })).apply({ desired, paths, health: () => undefined });
+  } else {
+    const { Reconciler } = await load('src/daemon/reconciler.js');
+    new Reconciler(dataplane, pino({ level: 'silent' })).apply(desired, paths);
+  }
 
   process.on('message', (request: AbRequest) => {
     const packets = Buffer.from(request.packets);

@@ -20,7 +20,7 @@ import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.
 import { loadBpfObject } from '../src/dataplane/bpf-object.js';
 import { check, native } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
-import { Reconciler } from '../src/daemon/reconciler.js';
+import { Reconciler } from '../src/core/reconciler.js';
 import { parseVip } from '../src/model/address.js';
 import { type BackendSpec, type DesiredState, type VipSpec, vipSettings } from '../src/model/desired-state.js';
 import { type PathTarget, type PathResult } from '../src/net/forwarding-paths.js';
@@ -158,7 +158,7 @@ function balancer(): BalancerDataplane {
       ...(t.forward === 'ipip' ? { tunnelSrc: tunnelSource.get(t.address)! } : {}),
     },
   });
-  new Reconciler(dataplane, pino({ level: 'silent' })).apply(desired, paths);
+  new Reconciler(dataplane, pino({ level: 'silent' })).apply({ desired, paths, health: () => undefined });
   return dataplane;
 }
 

@@ -1,6 +1,8 @@
 #!/bin/sh
-# The whole suite in one `node --test` run (one summary): unit and packet
-# tests, then the network-namespace lab tests. Needs root and `make`.
+# The whole suite in one `node --test` run (one summary): unit tests (no
+# root, no kernel), kernel tests (BPF programs through BPF_PROG_TEST_RUN,
+# the reconciler against real maps), then the network-namespace lab tests.
+# Needs root and `make`.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -27,7 +29,7 @@ host_objects >"$before"
 
 status=0
 # shellcheck disable=SC2086
-node --test $serial dist/test/*.test.js || status=$?
+node --test $serial dist/test/unit/*.test.js dist/test/kernel/*.test.js dist/test/lab/*.test.js || status=$?
 
 left=$(host_objects | comm -13 "$before" -)
 if [ -n "$left" ]; then

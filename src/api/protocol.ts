@@ -5,11 +5,40 @@
  */
 import type { ForwardMethod } from '../model/address.js';
 import type { AllDownPolicy, CheckOptions } from '../model/check.js';
-import type { ChangePreview } from '../daemon/preview.js';
-import type { KillSwitchStatus } from '../daemon/kill-switch.js';
 import type { Reason, ReasonFate } from '../dataplane/abi.js';
 
-export type { ChangePreview, KillSwitchStatus };
+export interface KillSwitchStatus {
+  /** Engaged by an operator (not just tripped by a silent daemon). */
+  readonly engaged: boolean;
+  readonly engagedSince: string | null;
+  readonly timeoutMs: number;
+  /** Seconds until the data plane would stop balancing; zero or less: it has. */
+  readonly secondsLeft: number;
+  readonly passedPackets: string;
+}
+
+export interface BackendPreview {
+  readonly address: string;
+  readonly before: { readonly weight: number; readonly share: number; readonly draining: boolean } | null;
+  readonly after: { readonly weight: number; readonly share: number; readonly draining: boolean } | null;
+}
+
+/** What a backend change would do (a dry run): shares, slots that change owner, tracked flows affected. */
+export interface ChangePreview {
+  readonly vip: string;
+  readonly tableSize: number;
+  readonly backends: readonly BackendPreview[];
+  /** Slots whose owner changes: new flows hashing there go elsewhere. */
+  readonly slotsMoved: number;
+  readonly fractionMoved: number;
+  readonly trackedFlows: number;
+  /** Tracked flows whose backend goes away: they are moved (their connections break). */
+  readonly flowsToMove: number;
+  /** Of flowsToMove, the live connections (not closed by the client, a packet within the drain idle time): what the change breaks. */
+  readonly activeFlowsToMove: number;
+  /** Tracked flows whose slot changes owner: they stay on their backend while tracked. */
+  readonly flowsOnMovedSlots: number;
+}
 
 export interface Request<M extends MethodName = MethodName> {
   readonly id: number;

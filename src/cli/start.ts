@@ -1,5 +1,5 @@
 /** `lbctl start --foreground`: settings from flags, config file and defaults, then the daemon. */
-import { DEFAULT_LIMITS } from '../dataplane/balancer.js';
+import { DEFAULT_LIMITS } from '../model/limits.js';
 import { runDaemon } from '../daemon/run.js';
 import { createLogger } from '../log.js';
 import { loadConfigFile, type LOG_LEVELS } from '../model/config.js';

@@ -1,85 +1,47 @@
 /**
  * The API's methods: parse and validate parameters (never trusting the
- * CLI to have done it), then ask the daemon for a change or read its state.
+ * CLI to have done it) into a change for the control core, or read the
+ * core's views and the data plane's counters.
  */
-import {
-  type BackendSummary,
-  type ChangeResult,
-  type ExplainResult,
-  type KillSwitchStatus,
-  type StatsResult,
-  type StatusResult,
-  type VipSummary,
-} from '../api/protocol.js';
-import { IPPROTO } from '../dataplane/abi.js';
-import { type BalancerDataplane } from '../dataplane/balancer.js';
-import { type DataplaneClock } from '../dataplane/clock.js';
-import { flowHash, tableSlot } from '../dataplane/flow-hash.js';
+import type { BackendSummary, ChangeResult, KillSwitchStatus, StatsResult, StatusResult, VipSummary } from '../api/protocol.js';
+import { type ControlLoop, DEFAULT_DRAIN_IDLE_SECONDS } from '../core/control-loop.js';
+import { explainFlow, parseClientEndpoint } from '../core/explain.js';
+import type { FlowClock } from '../core/flows.js';
+import type { HealthLookup } from '../core/views.js';
+import type { BalancerDataplane } from '../dataplane/balancer.js';
 import { validateTableSize } from '../maglev/maglev.js';
 import { type CheckSettings, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { formatDuration } from '../model/duration.js';
 import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
-import {
-  addBackend,
-  addVip,
-  DEFAULT_WEIGHT,
-  type DesiredState,
-  type DrainSpec,
-  findVip,
-  removeBackend,
-  removeVip,
-  type RuntimeChanges,
-  setBackend,
-  vipSettings,
-  effectiveCheck,
-} from '../model/desired-state.js';
+import { DEFAULT_WEIGHT, type DrainSpec, effectiveCheck, findVip, vipSettings } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
-import { type PathTarget } from '../net/forwarding-paths.js';
-import type { BackendHealth } from '../health/checker.js';
-import { type Handlers } from './api-server.js';
-import { lookupFlow } from './flows.js';
-import { type Reconciler } from './reconciler.js';
-import { collectStats } from './stats.js';
+import type { Handlers } from './api-server.js';
 
-export type Edit = (config: DesiredState, changes: RuntimeChanges) => RuntimeChanges;
-
-export interface ChangeOptions {
-  /** A backend being added: refuse it if its path can never work. */
-  readonly check?: PathTarget;
-  /** Work out and return what the change would do, without doing it. */
-  readonly dryRun?: boolean;
-  /** The VIP whose table a preview describes. */
-  readonly vip?: string;
-}
-
-/** What the handlers need from the daemon. */
-export interface DaemonControl {
-  readonly dataplane: BalancerDataplane;
-  readonly reconciler: Reconciler;
-  readonly clock: DataplaneClock;
-  desired(): DesiredState;
-  readonly killSwitch: { status(): KillSwitchStatus };
+/** What the handlers need of the daemon. */
+export interface DaemonApi {
+  readonly core: Pick<ControlLoop, 'change' | 'desired' | 'views' | 'tableOwner' | 'backendById'>;
+  readonly dataplane: Pick<BalancerDataplane, 'vipCounters' | 'backendCounters' | 'lookupFlow'>;
+  readonly clock: FlowClock;
+  readonly health: HealthLookup;
   status(): Promise<StatusResult>;
+  stats(): StatsResult;
   requestStop(options: { keepDataplane: boolean }): void;
   reload(): Promise<ChangeResult>;
   setKillSwitch(engaged: boolean): KillSwitchStatus;
-  change(describe: string, edit: Edit, options?: ChangeOptions): Promise<ChangeResult>;
-  /** Counts kept by the daemon itself (the data plane's are in its maps). */
-  daemonStats(): StatsResult['daemon'];
-  /** The live health-check state of a backend of a VIP, if it is checked. */
-  health(vipKey: string, address: string): BackendHealth | undefined;
+  killSwitchStatus(): KillSwitchStatus;
 }
 
 export const DEFAULT_DRAIN_TIMEOUT_SECONDS = 300;
-export const DEFAULT_DRAIN_IDLE_SECONDS = 30;
 const MAX_DRAIN_SECONDS = 7 * 24 * 3600;
 
-export function createHandlers(daemon: DaemonControl): Handlers {
+export function createHandlers(daemon: DaemonApi): Handlers {
+  const { core } = daemon;
   const backendOf = (p: { vip: unknown; address: unknown }) => {
-    const key = vipKey(p.vip);
+    const vip = vipKey(p.vip);
     const { address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
-    return { key, address };
+    return { vip, address };
   };
+  const dryRun = (p: { dryRun?: unknown }) => ({ dryRun: p.dryRun === true });
 
   return {
     status: () => daemon.status(),
@@ -92,7 +54,7 @@ export function createHandlers(daemon: DaemonControl): Handlers {
     reload: () => daemon.reload(),
     'killswitch.engage': async () => daemon.setKillSwitch(true),
     'killswitch.release': async () => daemon.setKillSwitch(false),
-    'killswitch.status': async () => daemon.killSwitch.status(),
+    'killswitch.status': async () => daemon.killSwitchStatus(),
 
     'vip.add': async (p) => {
       const vip = parseVip(requireString(p.vip, 'vip'));
@@ -102,21 +64,15 @@ export function createHandlers(daemon: DaemonControl): Handlers {
         ...(p.check !== undefined ? { check: checkOverrides(requireObject(p.check, 'check')) } : {}),
         ...(p.onAllDown !== undefined ? { onAllDown: parseAllDownPolicy(String(p.onAllDown)) } : {}),
       });
-      return daemon.change(
-        `vip add ${formatVip(vip)} (${settings.forward}, check ${formatCheck(settings.check.spec)})`,
-        (config, changes) => addVip(config, changes, vip, settings),
-      );
+      return core.change({ op: 'vip.add', vip, settings });
     },
 
-    'vip.remove': async (p) => {
-      const key = vipKey(p.vip);
-      return daemon.change(`vip remove ${key}`, (config, changes) => removeVip(config, changes, key));
-    },
+    'vip.remove': async (p) => core.change({ op: 'vip.remove', vip: vipKey(p.vip) }),
 
     'vip.list': async (): Promise<VipSummary[]> =>
-      daemon.reconciler.view.map((v) => {
+      core.views.map((v) => {
         const counters = daemon.dataplane.vipCounters(v.vipId);
-        const spec = findVip(daemon.desired(), v.key);
+        const spec = findVip(core.desired, v.key);
         return {
           vip: v.key,
           forward: v.forward,
@@ -134,70 +90,35 @@ export function createHandlers(daemon: DaemonControl): Handlers {
       }),
 
     'backend.add': async (p) => {
-      const key = vipKey(p.vip);
+      const vip = vipKey(p.vip);
       const { family, address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
       const weight = p.weight === undefined ? DEFAULT_WEIGHT : parseWeight(p.weight);
       const forward = p.forward === undefined ? undefined : parseForward(String(p.forward));
       const check = p.check === undefined ? undefined : checkOverrides(requireObject(p.check, 'check'));
-      const vip = findVip(daemon.desired(), key);
-      return daemon.change(
-        `backend add ${key} ${address} weight ${weight}${forward ? ` (${forward})` : ''}`,
-        (config, changes) =>
-          addBackend(config, changes, key, { address, family, weight, ...(forward ? { forward } : {}), ...(check ? { check } : {}) }),
-        { ...(vip ? { check: { address, forward: forward ?? vip.forward } } : {}), dryRun: p.dryRun === true, vip: key },
-      );
+      const backend = { address, family, weight, ...(forward ? { forward } : {}), ...(check ? { check } : {}) };
+      return core.change({ op: 'backend.add', vip, backend }, dryRun(p));
     },
 
-    'backend.remove': async (p) => {
-      const { key, address } = backendOf(p);
-      return daemon.change(`backend remove ${key} ${address}`, (config, changes) => removeBackend(config, changes, key, address), {
-        dryRun: p.dryRun === true,
-        vip: key,
-      });
-    },
+    'backend.remove': async (p) => core.change({ op: 'backend.remove', ...backendOf(p) }, dryRun(p)),
 
-    'backend.weight': async (p) => {
-      const { key, address } = backendOf(p);
-      const weight = parseWeight(p.weight);
-      return daemon.change(
-        `backend weight ${key} ${address} ${weight}`,
-        (config, changes) => setBackend(config, changes, key, address, { weight }),
-        { dryRun: p.dryRun === true, vip: key },
-      );
-    },
+    'backend.weight': async (p) => core.change({ op: 'backend.set', ...backendOf(p), patch: { weight: parseWeight(p.weight) } }, dryRun(p)),
 
     'backend.drain': async (p) => {
-      const { key, address } = backendOf(p);
       const drain: DrainSpec = {
         since: new Date().toISOString(),
         timeoutSeconds: seconds(p.timeoutSeconds, 'drain timeout', DEFAULT_DRAIN_TIMEOUT_SECONDS),
         idleSeconds: seconds(p.idleSeconds, 'drain idle time', DEFAULT_DRAIN_IDLE_SECONDS),
       };
-      const current = findVip(daemon.desired(), key)?.backends.find((b) => b.address === address);
-      if (current?.drain) throw new InputError(`backend ${address} of VIP ${key} is already draining (since ${current.drain.since})`);
-      return daemon.change(
-        `backend drain ${key} ${address} (timeout ${drain.timeoutSeconds} s, flows idle for ${drain.idleSeconds} s count as ended)`,
-        (config, changes) => setBackend(config, changes, key, address, { drain }),
-        { dryRun: p.dryRun === true, vip: key },
-      );
+      return core.change({ op: 'backend.set', ...backendOf(p), patch: { drain } }, dryRun(p));
     },
 
-    'backend.undrain': async (p) => {
-      const { key, address } = backendOf(p);
-      const current = findVip(daemon.desired(), key)?.backends.find((b) => b.address === address);
-      if (current && !current.drain) throw new InputError(`backend ${address} of VIP ${key} is not draining`);
-      return daemon.change(
-        `backend undrain ${key} ${address}`,
-        (config, changes) => setBackend(config, changes, key, address, { drain: null }),
-        { vip: key },
-      );
-    },
+    'backend.undrain': async (p) => core.change({ op: 'backend.set', ...backendOf(p), patch: { drain: null } }),
 
     'backend.list': async (p): Promise<BackendSummary[]> => {
       const key = vipKey(p.vip);
-      const vip = daemon.reconciler.view.find((v) => v.key === key);
+      const vip = core.views.find((v) => v.key === key);
       if (!vip) throw new InputError(`unknown VIP ${key}`);
-      const spec = findVip(daemon.desired(), key);
+      const spec = findVip(core.desired, key);
       return vip.backends.map((b) => {
         const counters = daemon.dataplane.backendCounters(b.id);
         const backendSpec = spec?.backends.find((x) => x.address === b.address);
@@ -231,54 +152,21 @@ export function createHandlers(daemon: DaemonControl): Handlers {
       });
     },
 
-    explain: async (p) => explain(daemon, requireString(p.client, 'client'), vipKey(p.vip)),
+    explain: async (p) =>
+      explainFlow(
+        {
+          views: core.views,
+          tableOwner: (key, slot) => core.tableOwner(key, slot),
+          backendById: (id) => core.backendById(id),
+          lookupFlow: (flow) => daemon.dataplane.lookupFlow(flow),
+          secondsSince: (jiffies) => daemon.clock.secondsSince(jiffies),
+        },
+        parseClientEndpoint(requireString(p.client, 'client')),
+        vipKey(p.vip),
+      ),
 
-    stats: async () => collectStats(daemon),
+    stats: async () => daemon.stats(),
   };
-}
-
-/** Which backend a client's flow goes to, and why. */
-function explain(daemon: DaemonControl, clientText: string, key: string): ExplainResult {
-  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(clientText.trim());
-  if (!match) throw new InputError(`invalid client "${clientText}": expected ADDRESS:PORT, e.g. 192.0.2.7:40000 or [2001:db8::7]:40000`);
-  const { address: saddr, family } = parseIpAddress(match[1] ?? match[2]!, 'client address');
-  const sport = Number(match[3]);
-  if (sport < 1 || sport > 65535) throw new InputError(`invalid client "${clientText}": port must be from 1 to 65535`);
-  const view = daemon.reconciler.view.find((v) => v.key === key);
-  if (!view) throw new InputError(`unknown VIP ${key}`);
-  if (family !== view.vip.family) throw new InputError(`client ${saddr} is IPv${family} but VIP ${key} is IPv${view.vip.family}`);
-
-  const flow = { saddr, daddr: view.vip.address, sport, dport: view.vip.port, proto: IPPROTO[view.vip.protocol] };
-  const hash = flowHash(flow);
-  const slot = tableSlot(hash, view.tableSize);
-  const ownerId = daemon.reconciler.tableOwner(key, slot);
-  const owner = ownerId === undefined ? undefined : view.backends.find((b) => b.id === ownerId);
-  const table = {
-    hash: `0x${hash.toString(16).padStart(8, '0')}`,
-    slot,
-    tableSize: view.tableSize,
-    owner: owner?.address ?? null,
-    ownerShare: owner ? owner.slots / view.tableSize : 0,
-  };
-
-  const tracked = lookupFlow(daemon.dataplane, flow);
-  const trackedBackend = tracked && view.backends.find((b) => b.id === tracked.backendId);
-  const result = { vip: key, client: family === 6 ? `[${saddr}]:${sport}` : `${saddr}:${sport}`, table };
-  if (tracked) {
-    const usable =
-      trackedBackend !== undefined &&
-      trackedBackend.state !== 'unresolved' &&
-      (trackedBackend.state !== 'down' || trackedBackend.keptWhileAllDown === true);
-    const trackedView = {
-      backend: trackedBackend?.address ?? daemon.reconciler.backendById(tracked.backendId)?.address ?? `#${tracked.backendId}`,
-      state: trackedBackend?.state ?? ('removed' as const),
-      lastSeenSecondsAgo: Math.max(0, Math.round(daemon.clock.secondsSince(tracked.lastSeen))),
-      closing: tracked.closing,
-    };
-    if (usable) return { ...result, backend: trackedView.backend, decidedBy: 'tracked flow', tracked: trackedView };
-    return { ...result, backend: table.owner, decidedBy: table.owner ? 'maglev table' : 'no usable backend', tracked: trackedView };
-  }
-  return { ...result, backend: table.owner, decidedBy: table.owner ? 'maglev table' : 'no usable backend' };
 }
 
 /** "http:/healthz every 2s, timeout 1s, rise 2, fall 3" */

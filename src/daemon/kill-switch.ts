@@ -5,21 +5,12 @@
  * operator can also engage it on purpose (lbctl kill-switch engage).
  */
 import type { Logger } from 'pino';
+import type { KillSwitchStatus } from '../api/protocol.js';
 import { type BalancerDataplane } from '../dataplane/balancer.js';
 import { type DataplaneClock } from '../dataplane/clock.js';
 
 export const DEFAULT_KILL_SWITCH_TIMEOUT_MS = 30_000;
 const MIN_REFRESH_MS = 250;
-
-export interface KillSwitchStatus {
-  /** Engaged by an operator (not just tripped by a silent daemon). */
-  readonly engaged: boolean;
-  readonly engagedSince: string | null;
-  readonly timeoutMs: number;
-  /** Seconds until the data plane would stop balancing; zero or less: it has. */
-  readonly secondsLeft: number;
-  readonly passedPackets: string;
-}
 
 export class KillSwitch {
   private timer?: NodeJS.Timeout;

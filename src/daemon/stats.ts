@@ -1,9 +1,16 @@
 /** The counters of the data plane and the daemon in one snapshot: `lbctl stats`, `lbctl top`, the metrics and the status page. */
 import type { StatsResult } from '../api/protocol.js';
 import { REASON_INFO, REASONS, type TrafficCounters } from '../dataplane/abi.js';
-import type { DaemonControl } from './handlers.js';
+import type { VipView, HealthLookup } from '../core/views.js';
+import type { BalancerDataplane } from '../dataplane/balancer.js';
 
-type StatsSource = Pick<DaemonControl, 'dataplane' | 'reconciler' | 'health' | 'daemonStats'>;
+export interface StatsSource {
+  readonly views: readonly VipView[];
+  readonly dataplane: Pick<BalancerDataplane, 'reasonCounters' | 'vipCounters' | 'backendCounters'>;
+  readonly health: HealthLookup;
+  /** Counts kept by the daemon itself (the data plane's are in its maps). */
+  readonly daemon: StatsResult['daemon'];
+}
 
 function traffic(c: TrafficCounters) {
   return {
@@ -15,26 +22,26 @@ function traffic(c: TrafficCounters) {
   };
 }
 
-export function collectStats(daemon: StatsSource): StatsResult {
-  const reasons = daemon.dataplane.reasonCounters();
+export function collectStats(source: StatsSource): StatsResult {
+  const reasons = source.dataplane.reasonCounters();
   return {
     at: new Date().toISOString(),
-    vips: daemon.reconciler.view.map((v) => ({
+    vips: source.views.map((v) => ({
       vip: v.key,
-      ...traffic(daemon.dataplane.vipCounters(v.vipId)),
+      ...traffic(source.dataplane.vipCounters(v.vipId)),
       backends: v.backends.map((b) => {
-        const health = daemon.health(v.key, b.address);
+        const health = source.health(v.key, b.address);
         return {
           address: b.address,
           state: b.state,
           health: health?.state ?? null,
           ...(health?.state === 'down' && health.lastError ? { healthError: health.lastError } : {}),
           share: b.slots / v.tableSize,
-          ...traffic(daemon.dataplane.backendCounters(b.id)),
+          ...traffic(source.dataplane.backendCounters(b.id)),
         };
       }),
     })),
     reasons: REASONS.map((reason) => ({ reason, ...REASON_INFO[reason], packets: reasons[reason].toString() })),
-    daemon: daemon.daemonStats(),
+    daemon: source.daemon,
   };
 }

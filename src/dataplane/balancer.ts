@@ -1,11 +1,13 @@
 /**
  * xdp_balancer loaded into the kernel, with typed access to its maps. Only
- * the reconciler (src/daemon/reconciler.ts) writes through this.
+ * the reconciler (src/core/reconciler.ts) writes through this: it is the
+ * BalancerMaps it plans for.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfObjectPath } from '../paths.js';
+import { type BalancerLimits, DEFAULT_LIMITS } from '../model/limits.js';
 import { addressBytes, type Family, formatAddressBytes, type VipAddress } from '../model/address.js';
 import {
   backendInfo,
@@ -26,7 +28,14 @@ import {
   vipKeyV6,
   IPPROTO,
   PROTOCOL_BY_NUMBER,
+  flowKeyV4,
+  flowKeyV6,
+  flowState,
+  FLOW_FLAG_CLOSING,
 } from './abi.js';
+import type { TrackedFlow } from '../core/flows.js';
+import type { BalancerMaps } from '../core/reconciler.js';
+import type { Flow } from './flow-hash.js';
 import { type BpfMap, type PerCpuBpfMap } from './bpf-map.js';
 import { loadBpfObject, type LoadedObject, mapDefinitions } from './bpf-object.js';
 import { readBtfStructs } from './btf.js';
@@ -38,12 +47,6 @@ import { BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_MAP_TYPE, check, closeFd, errnoTex
  * the template in bpf/lib/maps.h.
  */
 const MAGLEV_TABLE_FLAGS = BPF_F_INNER_MAP | BPF_F_MMAPABLE;
-
-export interface BalancerLimits {
-  readonly maxVips: number;
-  readonly maxBackends: number;
-  readonly flowTableSize: number;
-}
 
 const OBJECT = bpfObjectPath('xdp_balancer');
 
@@ -75,9 +78,7 @@ function encodeVipKey(vip: VipAddress): Buffer {
 
 export const KILL_SWITCH_NEVER = 0xffff_ffff_ffff_ffffn;
 
-export const DEFAULT_LIMITS: BalancerLimits = { maxVips: 4096, maxBackends: 65536, flowTableSize: 1_048_576 };
-
-export class BalancerDataplane {
+export class BalancerDataplane implements BalancerMaps {
   readonly vipsV4: BpfMap;
   readonly vipsV6: BpfMap;
   readonly vipAddrsV4: BpfMap;
@@ -205,23 +206,24 @@ export class BalancerDataplane {
     return lbSettings.decode(this.settings.lookup(u32Key(0))!).kill_switch_deadline;
   }
 
-  putVip(vip: VipAddress, info: VipInfo): void {
-    this.vipMap(vip.family).update(encodeVipKey(vip), vipInfo.encode(info));
+  /** An entry as encoded by the planner, or its fields (tests). */
+  putVip(vip: VipAddress, entry: Buffer | VipInfo): void {
+    this.vipMap(vip.family).update(encodeVipKey(vip), Buffer.isBuffer(entry) ? entry : vipInfo.encode(entry));
   }
 
   deleteVip(vip: VipAddress): void {
     this.vipMap(vip.family).delete(encodeVipKey(vip));
   }
 
-  /** Every VIP entry, both families. */
-  *vipEntries(): Generator<[VipAddress, VipInfo]> {
+  /** Every VIP entry, both families, encoded. */
+  *vipEntries(): Generator<[VipAddress, Buffer]> {
     for (const [key, value] of this.vipsV4.entries()) {
       const k = vipKeyV4.decode(key);
-      yield [{ family: 4, address: k.addr, port: k.port, protocol: PROTOCOL_BY_NUMBER[k.proto] ?? 'tcp' }, vipInfo.decode(value)];
+      yield [{ family: 4, address: k.addr, port: k.port, protocol: PROTOCOL_BY_NUMBER[k.proto] ?? 'tcp' }, value];
     }
     for (const [key, value] of this.vipsV6.entries()) {
       const k = vipKeyV6.decode(key);
-      yield [{ family: 6, address: k.addr, port: k.port, protocol: PROTOCOL_BY_NUMBER[k.proto] ?? 'tcp' }, vipInfo.decode(value)];
+      yield [{ family: 6, address: k.addr, port: k.port, protocol: PROTOCOL_BY_NUMBER[k.proto] ?? 'tcp' }, value];
     }
   }
 
@@ -294,8 +296,14 @@ export class BalancerDataplane {
     }
   }
 
-  putBackend(id: number, info: BackendInfo): void {
-    this.backends.update(u32Key(id), backendInfo.encode(info));
+  /** An entry as encoded by the planner, or its fields (tests). */
+  putBackend(id: number, entry: Buffer | BackendInfo): void {
+    this.backends.update(u32Key(id), Buffer.isBuffer(entry) ? entry : backendInfo.encode(entry));
+  }
+
+  /** Every backend entry by id, encoded (cleared ones too). */
+  *backendEntries(): Generator<[number, Buffer]> {
+    for (const [key, value] of this.backends.entries()) yield [readU32(key), value];
   }
 
   /** Array entries cannot be deleted: zeroing clears the active flag. */
@@ -326,4 +334,32 @@ export class BalancerDataplane {
     });
     return out;
   }
+
+  /** Every tracked flow, both families. */
+  *trackedFlows(): Generator<TrackedFlow> {
+    for (const [key, value] of this.flowsV4.entries()) yield trackedFlow(flowKeyV4.decode(key), value);
+    for (const [key, value] of this.flowsV6.entries()) yield trackedFlow(flowKeyV6.decode(key), value);
+  }
+
+  lookupFlow(key: Flow): TrackedFlow | undefined {
+    const value = this.flowMap(key).lookup(encodeFlowKey(key));
+    return value ? trackedFlow(key, value) : undefined;
+  }
+
+  deleteFlow(key: Flow): boolean {
+    return this.flowMap(key).delete(encodeFlowKey(key));
+  }
+
+  private flowMap(key: Flow): BpfMap {
+    return key.saddr.includes(':') ? this.flowsV6 : this.flowsV4;
+  }
+}
+
+function encodeFlowKey(key: Flow): Buffer {
+  return key.saddr.includes(':') ? flowKeyV6.encode(key) : flowKeyV4.encode(key);
+}
+
+function trackedFlow(key: Flow, value: Buffer): TrackedFlow {
+  const state = flowState.decode(value);
+  return { key, backendId: state.backend_id, closing: (state.flags & FLOW_FLAG_CLOSING) !== 0, lastSeen: state.last_seen };
 }

@@ -18,7 +18,7 @@ import type { Logger } from '../log.js';
 import { formatVip, type VipAddress } from '../model/address.js';
 import { formatCheck, type CheckSettings } from '../model/check.js';
 import { runProbe, type ProbeResult } from './probes.js';
-import type { DsrPath } from './dsr-probe.js';
+import type { DsrPath, DsrProbeTarget } from './dsr-probe.js';
 
 export interface CheckTarget {
   /** Unique per (VIP, backend), e.g. `${vipKey} ${address}`. */
@@ -81,9 +81,15 @@ export class HealthChecker {
   private readonly entries = new Map<string, Entry>();
   private stopped = false;
 
+  /**
+   * dsrProbe: how a DSR-path probe is sent; the real one (an AF_PACKET
+   * socket through the native library) is loaded on first use.
+   */
   constructor(
     private readonly log: Logger,
     private readonly onTransition: (t: Transition) => void,
+    private readonly dsrProbe: (target: DsrProbeTarget) => Promise<ProbeResult> = async (target) =>
+      (await import('./dsr-probe.js')).dsrProbe(target),
   ) {}
 
   /** The full set of backends to check; starts new ones (first probe at once), stops removed ones, restarts changed settings (keeping state when only timings changed). */
@@ -228,9 +234,7 @@ export class HealthChecker {
       }
       return regular;
     }
-    const { dsrProbe } = await import('./dsr-probe.js');
-    if (signal.aborted) return { ok: false, reason: 'cancelled' };
-    return dsrProbe({ ...path, vip, port: settings.port ?? vip.port, backend: address, timeoutMs: settings.timeoutMs });
+    return this.dsrProbe({ ...path, vip, port: settings.port ?? vip.port, backend: address, timeoutMs: settings.timeoutMs });
   }
 
   private record(entry: Entry, result: ProbeResult): void {

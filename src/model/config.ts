@@ -40,6 +40,7 @@ import {
   withCheckOverrides,
 } from './check.js';
 import { InputError } from './errors.js';
+import { DEFAULT_LIMITS } from './limits.js';
 
 /** The same list as XDP_MODES in src/dataplane/xdp.ts, which cannot be imported here: it loads native code. */
 export const CONFIG_XDP_MODES = ['native', 'generic'] as const;
@@ -66,9 +67,6 @@ export interface LoadedConfig {
   readonly state: DesiredState;
   readonly path: string;
 }
-
-export const DEFAULT_MAX_VIPS = 4096;
-export const DEFAULT_MAX_BACKENDS = 65536;
 
 /** [min, max] of the integer settings. */
 const LIMITS = {
@@ -215,11 +213,11 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   }
 
   const byDefault = (set: number | undefined) => (set === undefined ? ' (the default)' : '');
-  const maxVips = settings.maxVips ?? DEFAULT_MAX_VIPS;
+  const maxVips = settings.maxVips ?? DEFAULT_LIMITS.maxVips;
   if (vips.length > maxVips) {
     top.vips!.fail(`too many VIPs: ${vips.length}, but max_vips is ${maxVips}${byDefault(settings.maxVips)}`);
   }
-  const maxBackends = settings.maxBackends ?? DEFAULT_MAX_BACKENDS;
+  const maxBackends = settings.maxBackends ?? DEFAULT_LIMITS.maxBackends;
   if (backendCount > maxBackends - 1) {
     top.vips!.fail(
       `too many backends: ${backendCount} across all VIPs, but max_backends ${maxBackends}${byDefault(settings.maxBackends)}` +

@@ -169,13 +169,6 @@ function patchBackend(backend: BackendSpec, patch: BackendPatch): BackendSpec {
   return { ...rest, ...(patch.weight !== undefined ? { weight: patch.weight } : {}), ...(drain ? { drain } : {}) };
 }
 
-/** Operations requested at runtime; each validates against the current state. */
-export function addVip(config: DesiredState, changes: RuntimeChanges, vip: VipAddress, settings: VipSettings): RuntimeChanges {
-  const key = formatVip(vip);
-  if (findVip(applyChanges(config, changes), key)) throw new InputError(`VIP ${key} already exists`);
-  return withVip(changes, key, { op: 'add', ...settings, backends: {} });
-}
-
 /** A VIP's settings with the defaults for what was not given. */
 export function vipSettings(
   vip: VipAddress,
@@ -194,54 +187,92 @@ export function effectiveCheck(vip: VipSpec, backend: BackendSpec): CheckSetting
   return backend.check ? withCheckOverrides(vip.check, backend.check) : vip.check;
 }
 
+/** A change requested at runtime (CLI, API, a finished drain). */
+export type Change =
+  | { readonly op: 'vip.add'; readonly vip: VipAddress; readonly settings: VipSettings }
+  | { readonly op: 'vip.remove'; readonly vip: string }
+  | { readonly op: 'backend.add'; readonly vip: string; readonly backend: BackendSpec }
+  | { readonly op: 'backend.remove'; readonly vip: string; readonly address: string }
+  | { readonly op: 'backend.set'; readonly vip: string; readonly address: string; readonly patch: BackendPatch };
+
+export interface Changed {
+  readonly changes: RuntimeChanges;
+  /** The config with the new runtime changes applied, validated as a whole. */
+  readonly desired: DesiredState;
+}
+
+/**
+ * Lays one more change over the runtime changes. `current` is the state
+ * they produce now (the caller keeps it); the change is checked against it
+ * and the result as a whole, so an InputError means nothing changed.
+ */
+export function withChange(
+  config: DesiredState,
+  changes: RuntimeChanges,
+  change: Change,
+  current = applyChanges(config, changes),
+): Changed {
+  const next = nextChanges(config, changes, current, change);
+  const desired = applyChanges(config, next);
+  validateDesired(desired);
+  return { changes: next, desired };
+}
+
+function nextChanges(config: DesiredState, changes: RuntimeChanges, current: DesiredState, change: Change): RuntimeChanges {
+  if (change.op === 'vip.add') {
+    const key = formatVip(change.vip);
+    if (findVip(current, key)) throw new InputError(`VIP ${key} already exists`);
+    return withVip(changes, key, { op: 'add', ...change.settings, backends: {} });
+  }
+  const key = change.vip;
+  const vip = findVip(current, key);
+  if (!vip) throw new InputError(`unknown VIP ${key}`);
+  switch (change.op) {
+    case 'vip.remove':
+      return removeVip(config, changes, key);
+    case 'backend.add':
+      if (vip.backends.some((b) => b.address === change.backend.address)) {
+        throw new InputError(`backend ${change.backend.address} already exists in VIP ${key}`);
+      }
+      return withBackend(changes, key, change.backend.address, { op: 'add', backend: change.backend });
+    case 'backend.remove':
+      if (!vip.backends.some((b) => b.address === change.address)) throw new InputError(`VIP ${key} has no backend ${change.address}`);
+      return removeBackend(config, changes, key, change.address);
+    case 'backend.set': {
+      const backend = vip.backends.find((b) => b.address === change.address);
+      if (!backend) throw new InputError(`VIP ${key} has no backend ${change.address}`);
+      if (change.patch.drain && backend.drain) {
+        throw new InputError(`backend ${change.address} of VIP ${key} is already draining (since ${backend.drain.since})`);
+      }
+      if (change.patch.drain === null && !backend.drain) throw new InputError(`backend ${change.address} of VIP ${key} is not draining`);
+      return setBackend(config, changes, key, backend, change.patch);
+    }
+  }
+}
+
 /** A removal of something the config defines is recorded; of anything else, forgotten. */
-export function removeVip(config: DesiredState, changes: RuntimeChanges, key: string): RuntimeChanges {
-  if (!findVip(applyChanges(config, changes), key)) throw new InputError(`unknown VIP ${key}`);
+function removeVip(config: DesiredState, changes: RuntimeChanges, key: string): RuntimeChanges {
   const { [key]: _dropped, ...others } = changes.vips;
   const withoutChange: RuntimeChanges = { vips: others };
   return findVip(config, key) ? withVip(withoutChange, key, { op: 'remove' }) : withoutChange;
 }
 
-export function addBackend(config: DesiredState, changes: RuntimeChanges, key: string, backend: BackendSpec): RuntimeChanges {
-  const vip = findVip(applyChanges(config, changes), key);
-  if (!vip) throw new InputError(`unknown VIP ${key}`);
-  if (vip.backends.some((b) => b.address === backend.address))
-    throw new InputError(`backend ${backend.address} already exists in VIP ${key}`);
-  checkFamilies(vip.vip, backend, vip.forward);
-  if (backend.check) validateCheckSettings(effectiveCheck(vip, backend), vip.vip);
-  return withBackend(changes, key, backend.address, { op: 'add', backend });
-}
-
-export function removeBackend(config: DesiredState, changes: RuntimeChanges, key: string, address: string): RuntimeChanges {
-  const vip = findVip(applyChanges(config, changes), key);
-  if (!vip) throw new InputError(`unknown VIP ${key}`);
-  if (!vip.backends.some((b) => b.address === address)) throw new InputError(`VIP ${key} has no backend ${address}`);
-  const current = changes.vips[key];
-  if (current && current.op !== 'remove' && address in current.backends) {
-    const { [address]: _dropped, ...backends } = current.backends;
-    // A 'modify' left with no backend changes is dropped too: no trace remains.
-    const { [key]: _emptied, ...others } = changes.vips;
-    const forgotten =
-      current.op === 'modify' && Object.keys(backends).length === 0 ? { vips: others } : withVip(changes, key, { ...current, backends });
-    if (!findVip(applyChanges(config, forgotten), key)?.backends.some((b) => b.address === address)) return forgotten;
+function removeBackend(config: DesiredState, changes: RuntimeChanges, key: string, address: string): RuntimeChanges {
+  const vipChange = changes.vips[key];
+  if (vipChange && vipChange.op !== 'remove' && address in vipChange.backends) {
+    // Forgetting the runtime change removes the backend, unless the config
+    // defines one at that address (under a VIP the runtime only modifies).
+    const revealed = vipChange.op === 'modify' && findVip(config, key)?.backends.some((b) => b.address === address);
+    if (!revealed) return forgetBackendChange(changes, key, address);
   }
   return withBackend(changes, key, address, { op: 'remove' });
 }
 
 /** Changes a backend's weight or drain state, wherever the backend was defined. */
-export function setBackend(
-  config: DesiredState,
-  changes: RuntimeChanges,
-  key: string,
-  address: string,
-  patch: BackendPatch,
-): RuntimeChanges {
-  const vip = findVip(applyChanges(config, changes), key);
-  if (!vip) throw new InputError(`unknown VIP ${key}`);
-  const backend = vip.backends.find((b) => b.address === address);
-  if (!backend) throw new InputError(`VIP ${key} has no backend ${address}`);
-  const current = changes.vips[key];
-  const change = current && current.op !== 'remove' ? current.backends[address] : undefined;
+function setBackend(config: DesiredState, changes: RuntimeChanges, key: string, backend: BackendSpec, patch: BackendPatch): RuntimeChanges {
+  const address = backend.address;
+  const vipChange = changes.vips[key];
+  const change = vipChange && vipChange.op !== 'remove' ? vipChange.backends[address] : undefined;
   if (change?.op === 'add') return withBackend(changes, key, address, { op: 'add', backend: patchBackend(change.backend, patch) });
 
   // Patch what the config defines; a patch that changes nothing is forgotten.
@@ -256,15 +287,16 @@ export function setBackend(
   return withBackend(changes, key, address, set);
 }
 
+/** Drops a backend's runtime change; a 'modify' left with no backend changes is dropped too: no trace remains. */
 function forgetBackendChange(changes: RuntimeChanges, key: string, address: string): RuntimeChanges {
-  const current = changes.vips[key];
-  if (!current || current.op === 'remove' || !(address in current.backends)) return changes;
-  const { [address]: _dropped, ...backends } = current.backends;
-  if (current.op === 'modify' && Object.keys(backends).length === 0) {
+  const vipChange = changes.vips[key];
+  if (!vipChange || vipChange.op === 'remove' || !(address in vipChange.backends)) return changes;
+  const { [address]: _dropped, ...backends } = vipChange.backends;
+  if (vipChange.op === 'modify' && Object.keys(backends).length === 0) {
     const { [key]: _emptied, ...others } = changes.vips;
     return { vips: others };
   }
-  return withVip(changes, key, { ...current, backends });
+  return withVip(changes, key, { ...vipChange, backends });
 }
 
 function withVip(changes: RuntimeChanges, key: string, change: VipChange): RuntimeChanges {
@@ -272,10 +304,10 @@ function withVip(changes: RuntimeChanges, key: string, change: VipChange): Runti
 }
 
 function withBackend(changes: RuntimeChanges, key: string, address: string, change: BackendChange): RuntimeChanges {
-  const current = changes.vips[key];
-  const vipChange: VipChange =
-    current && current.op !== 'remove'
-      ? { ...current, backends: { ...current.backends, [address]: change } }
+  const vipChange = changes.vips[key];
+  const next: VipChange =
+    vipChange && vipChange.op !== 'remove'
+      ? { ...vipChange, backends: { ...vipChange.backends, [address]: change } }
       : { op: 'modify', backends: { [address]: change } };
-  return withVip(changes, key, vipChange);
+  return withVip(changes, key, next);
 }

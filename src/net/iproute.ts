@@ -24,17 +24,6 @@ export interface InterfaceAddress {
   readonly secondary: boolean;
 }
 
-export interface Route {
-  readonly dev: string;
-  readonly gateway?: string;
-  readonly prefsrc?: string;
-}
-
-export interface Neighbour {
-  readonly mac?: string;
-  readonly state: readonly string[];
-}
-
 async function ipJson<T>(args: string[]): Promise<T> {
   const { stdout } = await run('ip', ['-j', ...args], { maxBuffer: 64 * 1024 * 1024 });
   return (stdout.trim() === '' ? [] : JSON.parse(stdout)) as T;
@@ -63,20 +52,6 @@ export async function getLink(name: string): Promise<Link> {
   };
 }
 
-export async function getLinkByIndex(ifindex: number): Promise<Link | undefined> {
-  const links = await ipJson<Array<{ ifindex: number; ifname: string; address?: string; mtu: number; flags: string[] }>>(['link', 'show']);
-  const link = links.find((l) => l.ifindex === ifindex);
-  return (
-    link && {
-      ifindex: link.ifindex,
-      name: link.ifname,
-      mac: link.address ?? '00:00:00:00:00:00',
-      mtu: link.mtu,
-      up: link.flags.includes('UP'),
-    }
-  );
-}
-
 export async function getAddresses(name: string): Promise<InterfaceAddress[]> {
   const links = await ipJson<
     Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string; secondary?: boolean }> }>
@@ -94,28 +69,4 @@ export async function getAddresses(name: string): Promise<InterfaceAddress[]> {
 export async function primaryAddress(name: string, family: 4 | 6): Promise<string | undefined> {
   const addresses = await getAddresses(name);
   return addresses.find((a) => a.family === family && a.scope === 'global' && !a.secondary)?.address;
-}
-
-/** How the kernel would send to an address; undefined when unreachable. */
-export async function routeTo(address: string): Promise<Route | undefined> {
-  try {
-    const routes = await ipJson<Array<{ dev: string; gateway?: string; prefsrc?: string; type?: string }>>(['route', 'get', address]);
-    const route = routes[0];
-    if (!route || (route.type && route.type !== 'unicast')) return undefined;
-    return { dev: route.dev, ...(route.gateway ? { gateway: route.gateway } : {}), ...(route.prefsrc ? { prefsrc: route.prefsrc } : {}) };
-  } catch (error) {
-    if (/unreachable|No route|prohibited/i.test(stderrOf(error))) return undefined;
-    throw error;
-  }
-}
-
-export async function getNeighbour(address: string, dev: string): Promise<Neighbour | undefined> {
-  const entries = await ipJson<Array<{ dst: string; lladdr?: string; state?: string[] }>>(['neigh', 'show', 'to', address, 'dev', dev]);
-  const entry = entries.find((e) => e.dst === address);
-  return entry && { ...(entry.lladdr ? { mac: entry.lladdr } : {}), state: entry.state ?? [] };
-}
-
-/** Asks the kernel to (re)resolve a neighbour, as if a packet were waiting for it. */
-export async function probeNeighbour(address: string, dev: string): Promise<void> {
-  await run('ip', ['neigh', 'replace', address, 'dev', dev, 'use']);
 }

@@ -1664,7 +1664,7 @@ export function describeViolation(v: Violation): string {
   return [
     `${v.program} broke "${v.invariant}": ${v.detail}`,
     `  seed ${v.seed}, frame ${v.index} (${v.kind}${v.mutations.length ? `, mutated: ${v.mutations.join(' ')}` : ''}), action ${v.action}`,
-    `  reproduce: LBCTL_FUZZ_SEED=${v.seed} LBCTL_FUZZ_FRAMES=${v.index + 1} node --test dist/test/fuzz.test.js  (or fuzzFrame(${v.seed}, ${v.index}))`,
+    `  reproduce: LBCTL_FUZZ_SEED=${v.seed} LBCTL_FUZZ_FRAMES=${v.index + 1} node --test dist/test/kernel/fuzz.test.js  (or fuzzFrame(${v.seed}, ${v.index}))`,
     `  input  (${v.input.length / 2} bytes): ${v.input}`,
     `  output (${v.output.length / 2} bytes): ${v.output}`,
   ].join('\n');
