@@ -7,6 +7,15 @@ import type { ForwardMethod } from '../model/address.js';
 import type { AllDownPolicy, CheckOptions } from '../model/check.js';
 import type { Reason, ReasonFate } from '../dataplane/abi.js';
 
+/**
+ * active: in the Maglev table; quiesced: weight 0, out of the table, its
+ * tracked flows still forwarded (as HAProxy and IPVS do); draining: the same
+ * until its flows end, then removed; down: failing its health check;
+ * unresolved: no usable path.
+ */
+export const BACKEND_STATES = ['active', 'quiesced', 'draining', 'down', 'unresolved'] as const;
+export type BackendState = (typeof BACKEND_STATES)[number];
+
 export interface KillSwitchStatus {
   /** Engaged by an operator (not just tripped by a silent daemon). */
   readonly engaged: boolean;
@@ -96,7 +105,7 @@ export interface BackendSummary {
   readonly address: string;
   readonly weight: number;
   readonly forward: ForwardMethod;
-  readonly state: 'active' | 'draining' | 'down' | 'unresolved';
+  readonly state: BackendState;
   readonly reason?: string;
   readonly slots: number;
   /** Fraction of the VIP's Maglev table this backend owns (0..1). */
@@ -184,7 +193,7 @@ export interface ExplainResult {
   readonly decidedBy: 'tracked flow' | 'maglev table' | 'no usable backend';
   readonly tracked?: {
     readonly backend: string;
-    readonly state: 'active' | 'draining' | 'down' | 'unresolved' | 'removed';
+    readonly state: BackendState | 'removed';
     readonly lastSeenSecondsAgo: number;
     readonly closing: boolean;
   };

@@ -240,7 +240,9 @@ export function buildProgram(): Command {
   const dryRun = () => new Option('--dry-run', 'show what the change would do, change nothing');
   withCheckOptions(backend.command('add <vip> <address>'), "for this backend, overriding the VIP's")
     .description('add a backend to a VIP')
-    .option('--weight <n>', 'share relative to the other backends (1-65535)', (text) => parseWeight(text))
+    .option('--weight <n>', 'share relative to the other backends (0-65535; 0 quiesces: no new flows, its flows continue)', (text) =>
+      parseWeight(text),
+    )
     .addOption(forwardOption("overriding the VIP's"))
     .addOption(dryRun())
     .addOption(socketOption())
@@ -251,7 +253,7 @@ export function buildProgram(): Command {
         vip: vipText,
         address,
         dryRun: opts.dryRun === true,
-        ...(opts.weight ? { weight: opts.weight as number } : {}),
+        ...(opts.weight !== undefined ? { weight: opts.weight as number } : {}),
         ...(opts.forward ? { forward: opts.forward as ForwardMethod } : {}),
         ...(check ? { check } : {}),
       };

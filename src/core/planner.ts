@@ -182,13 +182,21 @@ export function plan(current: MapState, { desired, paths, health }: PlanInputs):
         else backendsCleared.push(id);
       }
       backends.set(bkey, { id, entry });
-      if (entry && !backend.drain) members.push({ address: backend.address, weight: backend.weight, id });
+      if (entry && takesNewFlows(backend)) members.push({ address: backend.address, weight: backend.weight, id });
       backendViews.push({
         address: backend.address,
         weight: backend.weight,
         forward,
         id,
-        state: !path.ok ? 'unresolved' : checked?.state === 'down' ? 'down' : backend.drain ? 'draining' : 'active',
+        state: !path.ok
+          ? 'unresolved'
+          : checked?.state === 'down'
+            ? 'down'
+            : backend.drain
+              ? 'draining'
+              : backend.weight === 0
+                ? 'quiesced'
+                : 'active',
         ...(backend.drain ? { drain: backend.drain } : {}),
         ...(checked ? { health: checked } : {}),
         ...(keptWhileAllDown?.has(id) ? { keptWhileAllDown: true } : {}),
@@ -317,7 +325,7 @@ export interface PlannedTable {
 }
 
 export function plannedTable(spec: VipSpec, paths: (target: PathTarget) => PathResult): PlannedTable {
-  const usable = spec.backends.filter((b) => !b.drain && paths({ address: b.address, forward: effectiveForward(spec, b) }).ok);
+  const usable = spec.backends.filter((b) => takesNewFlows(b) && paths({ address: b.address, forward: effectiveForward(spec, b) }).ok);
   return {
     tableSize: spec.tableSize,
     owners: usable.map((b) => b.address),
@@ -329,6 +337,11 @@ export function plannedTable(spec: VipSpec, paths: (target: PathTarget) => PathR
           )
         : undefined,
   };
+}
+
+/** In the Maglev table when its path works: neither draining nor quiesced (weight 0). */
+function takesNewFlows(backend: BackendSpec): boolean {
+  return !backend.drain && backend.weight > 0;
 }
 
 function checkCapacity(current: MapState, desired: DesiredState): void {

@@ -3,17 +3,13 @@
  * ids, states and shares as written to the maps. The API, metrics and
  * event sources read these; nothing writes through them.
  */
+import type { BackendState } from '../api/protocol.js';
 import type { BackendHealth } from '../health/checker.js';
 import type { ForwardMethod, VipAddress } from '../model/address.js';
 import type { DrainSpec } from '../model/desired-state.js';
 import type { ForwardingPath } from '../net/forwarding-paths.js';
 
-/**
- * active: in the Maglev table; draining: out of the table, its tracked
- * flows still forwarded; down: failing its health check; unresolved: no
- * usable path (reason says why).
- */
-export type BackendState = 'active' | 'draining' | 'down' | 'unresolved';
+export type { BackendState };
 
 export interface BackendView {
   readonly address: string;

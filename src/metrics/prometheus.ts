@@ -4,7 +4,7 @@
  * own); series of VIPs and backends that are gone disappear with them.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { KillSwitchStatus, StatsResult } from '../api/protocol.js';
+import { BACKEND_STATES, type KillSwitchStatus, type StatsResult } from '../api/protocol.js';
 
 export interface MetricsSnapshot {
   readonly stats: StatsResult;
@@ -28,7 +28,6 @@ const TRAFFIC = [
   ['tracked_packets', 'trackedPackets', 'Packets that found their flow in connection tracking'],
 ] as const;
 
-const BACKEND_STATES = ['active', 'draining', 'down', 'unresolved'] as const;
 const HEALTH_STATES = ['unknown', 'up', 'down'] as const;
 
 export function createMetrics(): BalancerMetrics {

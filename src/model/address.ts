@@ -17,6 +17,9 @@ export interface VipAddress {
 }
 
 export function parseIpAddress(text: string, what = 'address'): { family: Family; address: string } {
+  // Node accepts "fe80::1%eth0"; an address here is a global one, and a zone
+  // would otherwise be dropped silently (or mangle an embedded IPv4 part).
+  if (text.includes('%')) throw new InputError(`invalid ${what} "${text}": zone IDs (%INTERFACE) are not accepted`);
   if (isIPv4(text)) return { family: 4, address: canonicalIPv4(text) };
   if (isIPv6(text)) return { family: 6, address: canonicalIPv6(text) };
   throw new InputError(`invalid ${what} "${text}": expected an IPv4 or IPv6 address`);
@@ -37,6 +40,8 @@ export function parseVip(text: string): VipAddress {
     throw new InputError(`invalid VIP "${text}": "${plain}" is not an IPv4 address (write IPv6 as [ADDRESS]:PORT)`);
   }
   const { family, address } = parseIpAddress(host, 'VIP address');
+  const special = specialAddress(family, address);
+  if (special) throw new InputError(`invalid VIP "${text}": ${address} is ${special}, not an address clients can be balanced to`);
   const port = Number(portText);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new InputError(`invalid VIP "${text}": port must be from 1 to 65535`);
@@ -46,6 +51,27 @@ export function parseVip(text: string): VipAddress {
     throw new InputError(`invalid VIP "${text}": protocol must be tcp or udp`);
   }
   return { family, address, port, protocol: protocol as Protocol };
+}
+
+/** What makes an address unfit for a VIP: unspecified, broadcast, multicast, loopback; or undefined. */
+function specialAddress(family: Family, address: string): string | undefined {
+  if (family === 4) {
+    const [a, b, c, d] = address.split('.').map(Number) as [number, number, number, number];
+    if (a === 0 && b === 0 && c === 0 && d === 0) return 'the unspecified address';
+    if (a === 255 && b === 255 && c === 255 && d === 255) return 'the broadcast address';
+    if (a >= 224 && a <= 239) return 'a multicast address';
+    if (a === 127) return 'a loopback address';
+    return undefined;
+  }
+  const words = ipv6ToWords(address);
+  if (words.every((w) => w === 0)) return 'the unspecified address';
+  if (words.slice(0, 7).every((w) => w === 0) && words[7] === 1) return 'the loopback address';
+  if (words[0]! >> 8 === 0xff) return 'a multicast address';
+  // IPv4-mapped (::ffff:a.b.c.d): the IPv4 rules apply to the embedded address.
+  if (words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff) {
+    return specialAddress(4, [words[6]! >> 8, words[6]! & 255, words[7]! >> 8, words[7]! & 255].join('.'));
+  }
+  return undefined;
 }
 
 export function formatVip(vip: VipAddress): string {
@@ -58,7 +84,8 @@ export function parseForward(text: string): ForwardMethod {
   throw new InputError(`invalid forwarding method "${text}": expected ${FORWARD_METHODS.join(' or ')}`);
 }
 
-export const MIN_WEIGHT = 1;
+/** Weight 0 quiesces a backend: no new flows, its tracked flows continue (HAProxy, IPVS). */
+export const MIN_WEIGHT = 0;
 export const MAX_WEIGHT = 65535;
 
 export function parseWeight(value: string | number): number {

@@ -2,7 +2,7 @@
  * The daemon's config file: YAML (so JSON too), validated field by field.
  * Every error is one line naming the file, line, column and field path:
  *
- *   /etc/lbctl/config.yaml:12:17: vips[1].backends[0].weight: invalid weight "0": must be an integer from 1 to 65535
+ *   /etc/lbctl/config.yaml:12:17: vips[1].backends[0].weight: invalid weight "65536": must be an integer from 0 to 65535
  *
  * yaml's document nodes carry source ranges, so validation walks the nodes
  * (not the plain JS value) and always knows where it is in the file.
@@ -197,11 +197,10 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   /** The health-check keys of a VIP or a backend, as overrides; undefined when there are none. */
   function readCheck(fields: Partial<Record<(typeof CHECK_FIELDS)[number], Cursor>>): Partial<CheckSettings> | undefined {
     if (!CHECK_FIELDS.some((name) => fields[name] !== undefined)) return undefined;
-    const ms = (text: string) => parseDuration(text);
     const options: CheckOptions = {
       ...(fields.check ? { check: fields.check.string() } : {}),
-      ...(fields.check_interval ? { intervalMs: fields.check_interval.duration(ms) } : {}),
-      ...(fields.check_timeout ? { timeoutMs: fields.check_timeout.duration(ms) } : {}),
+      ...(fields.check_interval ? { intervalMs: fields.check_interval.duration((text) => parseDuration(text, 'check interval')) } : {}),
+      ...(fields.check_timeout ? { timeoutMs: fields.check_timeout.duration((text) => parseDuration(text, 'check timeout')) } : {}),
       ...(fields.rise ? { rise: fields.rise.integer(CHECK_LIMITS.count.min, CHECK_LIMITS.count.max) } : {}),
       ...(fields.fall ? { fall: fields.fall.integer(CHECK_LIMITS.count.min, CHECK_LIMITS.count.max) } : {}),
       ...(fields.check_dsr ? { dsr: fields.check_dsr.boolean() } : {}),
@@ -305,10 +304,10 @@ class Cursor {
     return this.guard(() => parser(texts));
   }
 
-  /** A duration: "500ms", "2s", "5m", or a bare number of seconds. */
+  /** A duration: "500ms", "2s", "5m", "1h30m" (a YAML number is read as the bare number it is: refused unless 0). */
   duration<T>(parser: (text: string) => T): T {
     const value = isScalar(this.node) ? this.node.value : undefined;
-    if (typeof value === 'number') return this.guard(() => parser(`${value}s`));
+    if (typeof value === 'number') return this.guard(() => parser(String(value)));
     return this.parse(parser);
   }
 

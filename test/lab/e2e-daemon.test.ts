@@ -80,12 +80,12 @@ describe('the daemon and the CLI', () => {
     assert.equal(noInterface.stderr, 'lbctl: no such interface: nope0\n');
 
     const config = join(lab.runtimeDir, 'bad.yaml');
-    await writeFile(config, 'vips:\n  - vip: 10.100.0.100:80/tcp\n    backends:\n      - address: 10.10.0.11\n        weight: 0\n');
+    await writeFile(config, 'vips:\n  - vip: 10.100.0.100:80/tcp\n    backends:\n      - address: 10.10.0.11\n        weight: 65536\n');
     const badConfig = await lb.cli(['start', '--interface', 'eth0', '--state-dir', lb.stateDir, '--config', config]);
     assert.equal(badConfig.code, 1);
     assert.equal(
       badConfig.stderr,
-      `lbctl: ${config}:5:17: vips[0].backends[0].weight: invalid weight "0": must be an integer from 1 to 65535\n`,
+      `lbctl: ${config}:5:17: vips[0].backends[0].weight: invalid weight "65536": must be an integer from 0 to 65535\n`,
     );
 
     const status = await lb.cli(['status']);
@@ -124,7 +124,7 @@ describe('the daemon and the CLI', () => {
       [['vip', 'remove', OTHER_VIP], /unknown VIP 10.100.0.101:80\/tcp/],
       [['backend', 'add', OTHER_VIP, '10.10.0.12'], /unknown VIP 10.100.0.101:80\/tcp/],
       [['backend', 'add', VIP, '10.10.0'], /invalid backend address "10.10.0"/],
-      [['backend', 'add', VIP, '10.10.0.12', '--weight', '0'], /invalid weight "0"/],
+      [['backend', 'add', VIP, '10.10.0.12', '--weight', '70000'], /invalid weight "70000"/],
       [['backend', 'add', VIP, '10.10.0.12', '--weight', '70000'], /invalid weight "70000"/],
       [['backend', 'add', VIP, '10.10.0.12', '--weight', 'six'], /invalid weight "six"/],
       [['backend', 'add', VIP, '10.10.0.11'], /backend 10.10.0.11 already exists in VIP 10.100.0.100:80\/tcp/],

@@ -162,10 +162,13 @@ describe('restarts and the kill-switch', () => {
   });
 
   test('reload applies a changed config; a config that does not validate changes nothing', async () => {
-    await writeFile(config, `interface: eth0\nvips:\n  - vip: ${VIP}\n    backends:\n      - address: 10.10.0.11\n        weight: 0\n`);
+    await writeFile(config, `interface: eth0\nvips:\n  - vip: ${VIP}\n    backends:\n      - address: 10.10.0.11\n        weight: 65536\n`);
     const bad = await lb.cli(['reload']);
     assert.equal(bad.code, 1);
-    assert.equal(bad.stderr, `lbctl: ${config}:6:17: vips[0].backends[0].weight: invalid weight "0": must be an integer from 1 to 65535\n`);
+    assert.equal(
+      bad.stderr,
+      `lbctl: ${config}:6:17: vips[0].backends[0].weight: invalid weight "65536": must be an integer from 0 to 65535\n`,
+    );
     assert.equal((await lb.json<BackendSummary[]>(['backend', 'list', VIP])).length, 4, 'unchanged');
 
     await writeFile(

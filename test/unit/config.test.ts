@@ -237,10 +237,10 @@ describe('parseConfig: errors name the file, line, column and field', () => {
 
   test('bad weights', () => {
     const backend = (weight: string) => `${VIP}      - address: 10.10.0.1\n        weight: ${weight}\n`;
-    assertFails(backend('0'), 5, 17, 'vips[0].backends[0].weight', 'invalid weight "0": must be an integer from 1 to 65535');
-    assertFails(backend('1.5'), 5, 17, 'vips[0].backends[0].weight', 'invalid weight "1.5": must be an integer from 1 to 65535');
-    assertFails(backend('"x"'), 5, 17, 'vips[0].backends[0].weight', 'invalid weight "x": must be an integer from 1 to 65535');
-    assertFails(backend('65536'), 5, 17, 'vips[0].backends[0].weight', 'invalid weight "65536": must be an integer from 1 to 65535');
+    assert.equal(parseConfig(backend('0'), FILE).state.vips[0]!.backends[0]!.weight, 0, 'weight 0 quiesces');
+    assertFails(backend('1.5'), 5, 17, 'vips[0].backends[0].weight', 'invalid weight "1.5": must be an integer from 0 to 65535');
+    assertFails(backend('"x"'), 5, 17, 'vips[0].backends[0].weight', 'invalid weight "x": must be an integer from 0 to 65535');
+    assertFails(backend('65536'), 5, 17, 'vips[0].backends[0].weight', 'invalid weight "65536": must be an integer from 0 to 65535');
     assertFails(backend('true'), 5, 17, 'vips[0].backends[0].weight', 'expected an integer weight, got boolean true');
     assertFails(backend('~'), 5, 17, 'vips[0].backends[0].weight', 'expected an integer weight, got an empty value (null)');
   });
@@ -365,10 +365,16 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       1,
       22,
       'kill_switch_timeout',
-      'invalid kill-switch timeout "soon": expected a number with a unit, e.g. 500ms, 2s, 5m',
+      'invalid kill-switch timeout "soon": expected a number with a unit (ms, s, m, h, d), e.g. 500ms, 2s, 5m, 1h30m',
     );
     assert.equal(parseConfig('kill_switch_timeout: 45s\n', FILE).settings.killSwitchTimeoutMs, 45_000);
-    assert.equal(parseConfig('kill_switch_timeout: 10\n', FILE).settings.killSwitchTimeoutMs, 10_000, 'a bare number is seconds');
+    assertFails(
+      'kill_switch_timeout: 10\n',
+      1,
+      22,
+      'kill_switch_timeout',
+      'invalid kill-switch timeout "10": give a unit, e.g. 10s or 10ms (a bare number is ambiguous)',
+    );
     assertFails('tunnel_source: 10.0.0\n', 1, 16, 'tunnel_source', 'invalid tunnel source "10.0.0": expected an IPv4 or IPv6 address');
     assertFails(
       'tunnel_source: [10.0.0.1, 10.0.0.2]\n',

@@ -253,6 +253,23 @@ describe('plan', () => {
     assert.equal(viewOf(p, WEB).backends[1]!.state, 'draining');
   });
 
+  test('weight 0 quiesces a backend: its entry stays (tracked flows continue), it leaves the table', () => {
+    const first = planFrom(empty, state(vip(WEB, [be('10.10.0.11'), be('10.10.0.12')])));
+    const quiesced = planFrom(first.next, state(vip(WEB, [be('10.10.0.11'), be('10.10.0.12', 0)])));
+    assert.deepEqual(writeLog(quiesced), ['tables 0']);
+    assert.deepEqual(tableOf(quiesced, 0), buildMaglevTable([{ name: '10.10.0.11', weight: 1, id: 1 }], 251));
+    assert.deepEqual(
+      viewOf(quiesced, WEB).backends.map((b) => [b.state, b.slots]),
+      [
+        ['active', 251],
+        ['quiesced', 0],
+      ],
+    );
+    const allZero = planFrom(quiesced.next, state(vip(WEB, [be('10.10.0.11', 0), be('10.10.0.12', 0)])));
+    assert.deepEqual(writeLog(allZero), ['tables 0:empty'], 'no backend takes new flows; both keep their entries');
+    assert.equal(viewOf(allZero, WEB).allDown, false, 'quiesced is not down');
+  });
+
   test('a removed backend is cleared last and its id quarantined: not reused until its flows are swept', () => {
     const first = planFrom(empty, state(vip(WEB, [be('10.10.0.11'), be('10.10.0.12')])));
     const removed = planFrom(first.next, state(vip(WEB, [be('10.10.0.12')])));

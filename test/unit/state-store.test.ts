@@ -128,14 +128,14 @@ describe('runtime state file', () => {
       /backend 10\.10\.0\.11: unknown op "drain"/,
     ],
     [
-      'a weight of 0',
+      'a weight of 70000',
       valid({
         '10.100.0.100:80/tcp': {
           op: 'modify',
-          backends: { '10.10.0.11': { op: 'add', backend: { address: '10.10.0.11', family: 4, weight: 0 } } },
+          backends: { '10.10.0.11': { op: 'add', backend: { address: '10.10.0.11', family: 4, weight: 70000 } } },
         },
       }),
-      /invalid weight "0"/,
+      /invalid weight "70000"/,
     ],
     [
       'a weight too large',
@@ -220,9 +220,9 @@ describe('runtime state file', () => {
       /drain\.timeoutSeconds must be a positive number/,
     ],
     [
-      'a patched weight of 0',
-      valid({ '10.100.0.100:80/tcp': { op: 'modify', backends: { '10.10.0.11': { op: 'set', weight: 0 } } } }),
-      /invalid weight "0"/,
+      'a patched weight of -1',
+      valid({ '10.100.0.100:80/tcp': { op: 'modify', backends: { '10.10.0.11': { op: 'set', weight: -1 } } } }),
+      /invalid weight "-1"/,
     ],
     [
       'a table size that is not prime',
