@@ -143,6 +143,19 @@ describe('in a namespace', () => {
     await h.ok('close');
   });
 
+  test('withdraw-all before anything was announced: the table does not exist yet, nothing to do', async () => {
+    const h = await holder({ interface: 'eth7', table: 4242 });
+    assert.deepEqual((await h.ok('withdraw-all')).list, []);
+    await h.ok(`announce ${VIP}`);
+    assert.deepEqual(
+      (await tableRoutes(4, 4242)).map((r) => r.dst),
+      [VIP],
+    );
+    await h.ok('withdraw-all');
+    assert.deepEqual(await tableRoutes(4, 4242), []);
+    await h.kill();
+  });
+
   test('the descriptor that holds the device is close-on-exec', async () => {
     const h = await holder({ interface: 'eth1' });
     const fdinfo = readFileSync(`/proc/${h.ready.pid}/fdinfo/${h.ready.fd}`, 'utf8');

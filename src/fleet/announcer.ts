@@ -181,7 +181,8 @@ export class Announcer {
     this.assertOpen();
     return this.serially(async () => {
       for (const family of [4, 6] as const) {
-        await this.ip(family, ['route', 'flush', 'table', String(this.table), 'dev', this.device], 'withdraw all', /Cannot find device/);
+        // A table nothing was ever put in does not exist yet: nothing to withdraw.
+        await this.ip(family, ['route', 'flush', 'table', String(this.table), 'dev', this.device], 'withdraw all', /table does not exist/);
       }
       this.announced.clear();
     });

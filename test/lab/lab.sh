@@ -30,8 +30,8 @@
 # on the bridge of its segment.
 #
 # up        creates the namespaces, bridges and veth pairs (checksum offload
-#           off on both ends, xdp_pass on the switch port of the balancer so
-#           that frames the balancer XDP_TXes reach the bridge), then runs each
+#           off on both ends, xdp_pass on the switch port of each balancer so
+#           that frames a balancer XDP_TXes reach the bridge), then runs each
 #           host's role script (vagrant/provision/ROLE.sh) in its namespace with
 #           the arguments derived from the topology plus the lab's own
 #           (--gateway, --mtu, --runtime-dir, --root, --decap xdp). The
