@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -222,7 +222,10 @@ describe('in a namespace', () => {
       const socket = join(dir, 'bird.ctl');
       const [nsenter, ...birdArgs] = inNs(['bird', '-c', join(dir, 'bird.conf'), '-s', socket, '-P', join(dir, 'bird.pid')]);
       await execFileP(nsenter!, birdArgs);
-      const bird = Number(readFileSync(join(dir, 'bird.pid'), 'utf8'));
+      // BIRD's daemon writes its pid file after the command that started it returned.
+      const pidFile = join(dir, 'bird.pid');
+      for (const deadline = Date.now() + 5000; !existsSync(pidFile) && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 10));
+      const bird = Number(readFileSync(pidFile, 'utf8'));
       strays.push(bird);
       const learned = async () => {
         const { stdout } = await execFileP('birdc', ['-s', socket, 'show', 'route']);
