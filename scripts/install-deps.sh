@@ -29,9 +29,11 @@ for arg in "$@"; do
 	esac
 done
 
-# jq: test/lab/lab.sh reads vagrant/topology.json with it.
+# jq: test/lab/lab.sh reads vagrant/topology.json with it. bird2: the lab's
+# fleet (`lab.sh up --fleet`: BGP between the balancers and the router), which
+# the tests and the demo run; lbctl itself never needs BIRD.
 DEBS="clang llvm libbpf-dev libelf-dev zlib1g-dev libc6-dev gcc make pkg-config \
-iproute2 ethtool procps iputils-ping nginx curl tcpdump ca-certificates jq"
+iproute2 ethtool procps iputils-ping nginx curl tcpdump ca-certificates jq bird2"
 # test/vagrant.test.ts runs `vagrant validate` (with the libvirt provider's
 # checks too; no VM is ever started by the tests); test/e2e-observability
 # renders the status page in chromium and plays systemd's notify socket with
@@ -71,12 +73,14 @@ if [ "$(node_major)" -lt 18 ]; then
 	exit 1
 fi
 
-# nginx serves the lab's backends inside namespaces, and the benchmark runs
-# its own haproxy there: the copies the packages start on this host are not
-# ours to leave running.
-for svc in nginx haproxy; do
-	case "$missing" in
-	*" $svc"*)
+# nginx serves the lab's backends inside namespaces, the benchmark runs its
+# own haproxy there, and the fleet lab runs one BIRD per namespace: the copies
+# the packages start on this host are not ours to leave running (Debian's
+# bird2 starts bird.service, a BGP speaker on the host's own routing tables).
+for pair in nginx:nginx haproxy:haproxy bird2:bird; do
+	deb=${pair%%:*} svc=${pair#*:}
+	case "$missing " in
+	*" $deb "*)
 		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
 			systemctl disable --now "$svc" >/dev/null 2>&1 || true
 		else

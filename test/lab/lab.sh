@@ -4,7 +4,7 @@
 # addresses, routes and VIPs come from vagrant/topology.json, which the
 # Vagrantfile reads too (test/lab/topology.jq turns it into the lab's shape).
 #
-#   lab.sh up PREFIX [--no-decap] [--vips A,B,C] [--vips6 A,B,C|none] [--mtu N] [--owner PID]
+#   lab.sh up PREFIX [--no-decap] [--fleet] [--vips A,B,C] [--vips6 A,B,C|none] [--mtu N] [--owner PID]
 #   lab.sh down PREFIX
 #   lab.sh list
 #
@@ -19,14 +19,19 @@
 #   PREFIX-router  eth0 10.10.0.1, eth1 10.20.0.1, IPv4 and IPv6 forwarding
 #   PREFIX-be1..3  eth0 10.10.0.11-13  default via 10.10.0.1, nginx, VIPs on lo
 #   PREFIX-be4..5  eth0 10.20.0.14-15  default via 10.20.0.1, nginx, VIPs on lo
+# and with --fleet:
+#   PREFIX-lb2     eth0 10.10.0.3    a second balancer
+#   PREFIX-fclient eth0 10.20.0.10   a client behind the router: VIPs via 10.20.0.1
+# with BIRD on both balancers and the router (BGP; the router installs each
+# VIP the balancers announce as an ECMP route over them; docs/fleet.md).
 # Each host of the topology is a namespace PREFIX-<namespace>; its interfaces
 # are eth0, eth1, ... in topology order, each a veth to a port of the switch
 # namespace (named after the host; <host>0, <host>1 for a host with several)
 # on the bridge of its segment.
 #
 # up        creates the namespaces, bridges and veth pairs (checksum offload
-#           off on both ends, xdp_pass on the switch port of the balancer so
-#           that frames the balancer XDP_TXes reach the bridge), then runs each
+#           off on both ends, xdp_pass on the switch port of each balancer so
+#           that frames a balancer XDP_TXes reach the bridge), then runs each
 #           host's role script (vagrant/provision/ROLE.sh) in its namespace with
 #           the arguments derived from the topology plus the lab's own
 #           (--gateway, --mtu, --runtime-dir, --root, --decap xdp). The
@@ -36,6 +41,10 @@
 #           Fails if a lab with PREFIX exists; on any failure it tears down
 #           what it created and exits non-zero.
 # --no-decap  do not run `lbctl decap attach` on the backends
+# --fleet   also the topology's "fleet" hosts, and BIRD on every balancer
+#           and the router (--bgp-* arguments, --bird-dir
+#           /run/lbctl-lab/PREFIX/NAME: config, control socket bird.ctl, pid
+#           file); xdp_pass on the switch port of every balancer
 # --vips    IPv4 VIPs the backends hold on lo (default: the topology's "vips")
 # --vips6   IPv6 VIPs the backends hold on lo (default: the topology's "vips6";
 #           "none" for none)
@@ -185,13 +194,14 @@ on_up_exit() {
 	exit "$rc"
 }
 
-# load_topology VIPS VIPS6: defines the TOPO_* variables (see
+# load_topology VIPS VIPS6 FLEET: defines the TOPO_* variables (see
 # test/lab/topology.jq) from the topology file; VIPS and VIPS6
-# (comma-separated) replace its "vips" and "vips6" when set.
+# (comma-separated) replace its "vips" and "vips6" when set; FLEET 1 adds
+# the fleet's hosts and BGP arguments.
 load_topology() {
 	local code
 	[ -f "$TOPOLOGY" ] || die "topology $TOPOLOGY is missing"
-	code=$(jq -r --arg vips "$1" --arg vips6 "$2" -f "$TOPOLOGY_JQ" "$TOPOLOGY") || die "cannot read the topology $TOPOLOGY"
+	code=$(jq -r --arg vips "$1" --arg vips6 "$2" --arg fleet "$3" -f "$TOPOLOGY_JQ" "$TOPOLOGY") || die "cannot read the topology $TOPOLOGY"
 	eval "$code"
 	[ ${#TOPO_NS[@]} -gt 0 ] || die "topology $TOPOLOGY has no hosts"
 }
@@ -221,16 +231,17 @@ wait_provision() {
 }
 
 cmd_up() {
-	local p="" decap=1 vips="" vips6="" mtu="" owner=""
+	local p="" decap=1 fleet=0 vips="" vips6="" mtu="" owner=""
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--no-decap) decap=0; shift ;;
 		--decap) decap=1; shift ;;
+		--fleet) fleet=1; shift ;;
 		--vips) [ $# -ge 2 ] || die "--vips needs a value"; vips=$2; shift 2 ;;
 		--vips6) [ $# -ge 2 ] || die "--vips6 needs a value"; vips6=$2; shift 2 ;;
 		--mtu) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] || die "--mtu needs a number"; mtu=$2; shift 2 ;;
 		--owner) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] || die "--owner needs a PID"; owner=$2; shift 2 ;;
-		-*) die "unknown option $1 (lab.sh up PREFIX [--no-decap] [--vips A,B,C] [--vips6 A,B,C|none] [--mtu N] [--owner PID])" ;;
+		-*) die "unknown option $1 (lab.sh up PREFIX [--no-decap] [--fleet] [--vips A,B,C] [--vips6 A,B,C|none] [--mtu N] [--owner PID])" ;;
 		*) [ -z "$p" ] || die "unexpected argument $1"; p=$1; shift ;;
 		esac
 	done
@@ -247,7 +258,7 @@ cmd_up() {
 	if [ "$decap" = 1 ] && [ ! -x "$ROOT/bin/lbctl" ]; then
 		die "$ROOT/bin/lbctl is missing (needed to attach the decapsulator; pass --no-decap to skip it)"
 	fi
-	load_topology "$vips" "$vips6"
+	load_topology "$vips" "$vips6" "$fleet"
 	vips=$TOPO_VIPS${TOPO_VIPS6:+,$TOPO_VIPS6}
 	mtu=${mtu:-$TOPO_MTU_INTERIOR}
 
@@ -272,13 +283,13 @@ cmd_up() {
 
 	UP_STEP="creating bridges and veth pairs"
 	# TOPO_LINKS: "NS IFNAME PORT BRIDGE": IFNAME in host NS, PORT on the switch.
-	local link ifname port bridge host_mtu ports=() lb_port=""
+	local link ifname port bridge host_mtu ports=() lb_ports=()
 	for link in "${TOPO_LINKS[@]}"; do
 		read -r ns ifname port bridge <<<"$link"
 		ports+=("$port")
-		[ "${TOPO_ROLE[$ns]}" != balancer ] || [ -n "$lb_port" ] || lb_port=$port
+		[ "${TOPO_ROLE[$ns]}" != balancer ] || lb_ports+=("$port")
 	done
-	[ -n "$lb_port" ] || die "the topology has no balancer"
+	[ ${#lb_ports[@]} -gt 0 ] || die "the topology has no balancer"
 	{
 		for link in "${TOPO_LINKS[@]}"; do
 			read -r ns ifname port bridge <<<"$link"
@@ -313,10 +324,12 @@ cmd_up() {
 		in_ns "$p-$ns" sh -ec "for d in ${host_ifs[$ns]}; do ethtool -K \$d rx off tx off >/dev/null; done"
 	done
 
-	UP_STEP="attaching xdp_pass to the switch port $lb_port"
-	# veth delivers frames that the balancer XDP_TXes out of its eth0 only if
-	# the peer (this port) runs an XDP program; xdp_pass just passes them on.
-	ip -n "$sw" link set dev "$lb_port" xdpdrv obj "$XDP_PASS" sec xdp
+	UP_STEP="attaching xdp_pass to the switch ports ${lb_ports[*]}"
+	# veth delivers frames that a balancer XDP_TXes out of its eth0 only if
+	# the peer (its port) runs an XDP program; xdp_pass just passes them on.
+	for port in "${lb_ports[@]}"; do
+		ip -n "$sw" link set dev "$port" xdpdrv obj "$XDP_PASS" sec xdp
+	done
 
 	UP_STEP="bringing the switch up"
 	{
@@ -332,7 +345,7 @@ cmd_up() {
 	UP_STEP="provisioning the hosts"
 	# The topology's arguments, then the lab's: the default gateways, one per
 	# family (a VM keeps Vagrant's), MTUs, where the lab's files go, the XDP
-	# decapsulator.
+	# decapsulator, BIRD's files.
 	local topo_args extra gw
 	for ns in "${TOPO_NS[@]}"; do
 		eval "topo_args=(\"\${TOPO_ARGS_${ns}[@]}\")" # ns: [a-z][a-z0-9]* (topology.jq checks)
@@ -346,6 +359,10 @@ cmd_up() {
 			extra+=(--mtu "$mtu" --runtime-dir "$rundir/${TOPO_NAME[$ns]}" --root "$ROOT")
 			if [ "$decap" = 1 ]; then extra+=(--decap xdp); else extra+=(--no-decap); fi ;;
 		esac
+		# A BIRD of its own per namespace, beside the host's other lab files.
+		if [ "$fleet" = 1 ] && [[ ${TOPO_ROLE[$ns]} == balancer || ${TOPO_ROLE[$ns]} == router ]]; then
+			extra+=(--bird-dir "$rundir/${TOPO_NAME[$ns]}")
+		fi
 		provision "$ns" "${topo_args[@]}" "${extra[@]}"
 	done
 	wait_provision
@@ -353,7 +370,8 @@ cmd_up() {
 	UP_DONE=1
 	trap - EXIT INT TERM
 	local ms=$(( (${EPOCHREALTIME/./} - ${started/./}) / 1000 ))
-	printf 'lab.sh: lab %s up in %d ms (decap %s, VIPs %s)\n' "$p" "$ms" "$([ "$decap" = 1 ] && echo on || echo off)" "$vips" >&2
+	printf 'lab.sh: lab %s up in %d ms (decap %s, fleet %s, VIPs %s)\n' "$p" "$ms" "$([ "$decap" = 1 ] && echo on || echo off)" \
+		"$([ "$fleet" = 1 ] && echo on || echo off)" "$vips" >&2
 }
 
 cmd_list() {

@@ -5,7 +5,8 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { LAB, LAB_SH, Lab, ROOT, TOPOLOGY, segmentPrefixLength, topologyArgs, type TopologyHost } from './lab.js';
+import { LAB, LAB_SH, Lab, ROOT, TOPOLOGY, labHosts, segmentPrefixLength, topologyArgs, type TopologyHost } from './lab.js';
+import { birdc, birdProtocols, establishedSessions, nextHops, waitUntil } from '../support/fleet.js';
 
 const execFileP = promisify(execFile);
 
@@ -35,16 +36,17 @@ function labShDown(prefix: string): void {
   }
 }
 
-/** The arguments lab.sh adds to the topology's for a host (lab.sh up, with --mtu MTU when given). */
-function labExtras(host: TopologyHost, runtimeDir: string, decap: boolean, mtu: number = LAB.mtu.interior): string[] {
+/** The arguments lab.sh adds to the topology's for a host (lab.sh up, with --mtu MTU when given; --fleet: BIRD's directory). */
+function labExtras(host: TopologyHost, runtimeDir: string, decap: boolean, mtu: number = LAB.mtu.interior, fleet = false): string[] {
   const extra = [host.gateway, host.gateway6].flatMap((g) => (g ? ['--gateway', g] : []));
+  const bird = fleet ? ['--bird-dir', `${runtimeDir}/${host.name}`] : [];
   switch (host.role) {
     case 'client':
       return [...extra, '--mtu', String(LAB.mtu.client)];
     case 'balancer':
-      return [...extra, '--mtu', String(mtu), '--root', ROOT];
+      return [...extra, '--mtu', String(mtu), '--root', ROOT, ...bird];
     case 'router':
-      return [...extra, '--mtu', String(mtu)];
+      return [...extra, '--mtu', String(mtu), ...bird];
     case 'backend':
       return [
         ...extra,
@@ -59,6 +61,15 @@ function labExtras(host: TopologyHost, runtimeDir: string, decap: boolean, mtu: 
   }
 }
 
+/** "14:04:23.012" (BIRD's `show protocols` since column) -> ms since midnight. */
+function sinceMs(since: string): number {
+  const [h, m, sec] = since.split(':').map(Number) as [number, number, number];
+  return Math.round(((h * 60 + m) * 60 + sec) * 1000);
+}
+
+/** How long the plain lab took to come up, for the fleet lab's comparison. */
+let plainUpMs = 0;
+
 describe('lab topology (no decap)', () => {
   let lab: Lab | undefined;
   let upMs = 0;
@@ -67,6 +78,7 @@ describe('lab topology (no decap)', () => {
     const started = Date.now();
     lab = await Lab.up({ decap: false });
     upMs = Date.now() - started;
+    plainUpMs = upMs;
   });
 
   after(async () => {
@@ -102,12 +114,33 @@ describe('lab topology (no decap)', () => {
     }
   });
 
+  test('without the fleet option: no fleet hosts, no BGP arguments, no BIRD', async () => {
+    const fleetOnly = TOPOLOGY.hosts.filter((h) => h.fleet);
+    assert.ok(fleetOnly.length >= 2, 'the topology has fleet hosts');
+    assert.deepEqual(
+      (await labNamespaces(lab!.prefix)).filter((n) => fleetOnly.some((h) => n === `${lab!.prefix}-${h.namespace}`)),
+      [],
+    );
+    assert.throws(() => lab!.ns(fleetOnly[0]!.namespace), /exists only in a fleet lab/);
+    for (const host of labHosts()) assert.ok(!(await lab!.provisionArgs(host.namespace)).some((a) => a.startsWith('--bgp')), host.name);
+    for (const role of ['router', 'lb']) {
+      const { stdout } = await execFileP('ip', ['netns', 'pids', lab!.ns(role)]);
+      const commands = stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((pid) => readFileSync(`/proc/${pid}/comm`, 'utf8').trim());
+      assert.ok(!commands.includes('bird'), `BIRD runs in ${role}`);
+    }
+  });
+
   test('every host was configured by its role script, with the arguments derived from vagrant/topology.json', async () => {
     assert.deepEqual(
       LAB.backends.map((b) => [b.name, b.address]),
-      TOPOLOGY.hosts.filter((h) => h.role === 'backend').map((h) => [h.name, h.interfaces[0]!.address]),
+      labHosts()
+        .filter((h) => h.role === 'backend')
+        .map((h) => [h.name, h.interfaces[0]!.address]),
     );
-    for (const host of TOPOLOGY.hosts) {
+    for (const host of labHosts()) {
       const args = await lab!.provisionArgs(host.namespace);
       assert.deepEqual(
         args,
@@ -122,7 +155,7 @@ describe('lab topology (no decap)', () => {
   });
 
   test('the addresses and routes in every namespace are those of vagrant/topology.json (both families)', async () => {
-    for (const host of TOPOLOGY.hosts) {
+    for (const host of labHosts()) {
       // Global addresses only: every interface also has its IPv6 link-local one
       // (iproute2's JSON leaves an empty {} in addr_info for each address the
       // filter skipped).
@@ -157,7 +190,7 @@ describe('lab topology (no decap)', () => {
   test('no address is left tentative: duplicate address detection is off, IPv6 works at once', async () => {
     // Right after up (this lab came up moments ago): with DAD, a fresh
     // namespace would hold its IPv6 addresses "tentative" for 1-2 s.
-    for (const host of TOPOLOGY.hosts) {
+    for (const host of labHosts()) {
       const r = await lab!.exec(host.namespace, ['ip', '-6', '-o', 'addr', 'show', 'tentative']);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, '', `${host.name}: tentative addresses`);
@@ -330,6 +363,165 @@ describe('lab topology (no decap)', () => {
   });
 });
 
+describe('fleet lab (Lab.up({ fleet: true })): a second balancer, a client behind the router, BIRD', () => {
+  let lab: Lab | undefined;
+  let upMs = 0;
+  let upAt = 0;
+
+  before(async () => {
+    const started = Date.now();
+    lab = await Lab.up({ decap: false, fleet: true });
+    upAt = Date.now();
+    upMs = upAt - started;
+  });
+
+  after(async () => {
+    await lab?.down();
+  });
+
+  test("every host, the fleet's too, was configured with the topology's arguments and BGP on the balancers and the router", async (t) => {
+    t.diagnostic(`fleet lab ${lab!.prefix} up in ${upMs} ms (the plain lab: ${plainUpMs} ms)`);
+    const hosts = labHosts(true);
+    assert.deepEqual(
+      hosts.filter((h) => h.role === 'balancer').map((h) => h.namespace),
+      LAB.fleet.balancers.map((b) => b.namespaceSuffix),
+    );
+    assert.ok(LAB.fleet.balancers.length >= 2, 'two balancers or more');
+    for (const host of hosts) {
+      const args = await lab!.provisionArgs(host.namespace);
+      assert.deepEqual(
+        args,
+        [
+          ...topologyArgs(host, (i) => `eth${i}`, TOPOLOGY.vips, TOPOLOGY.vips6, true),
+          ...labExtras(host, lab!.runtimeDir, false, undefined, true),
+        ],
+        `${host.name}: arguments`,
+      );
+      assert.equal(args.includes('--bgp-as'), host.role === 'balancer' || host.role === 'router', `${host.name}: BGP`);
+      const log = await lab!.provisionLog(host.namespace);
+      const label = host.role === 'backend' ? `backend ${host.name}` : host.role;
+      assert.equal(log.at(-1), `${label}: provisioned with: ${args.join(' ')}`, `${host.name}: ${log.join('\n')}`);
+      if (args.includes('--bgp-as')) assert.match(log.at(-2)!, /bird started with /, host.name);
+    }
+  });
+
+  test('BGP comes up: the router peers with every balancer in both families', async (t) => {
+    const balancers = LAB.fleet.balancers.map((b) => b.name);
+    const waited = await waitUntil(
+      async () => {
+        const router = await establishedSessions(lab!, 'router');
+        const nodes = await Promise.all(balancers.map((b) => establishedSessions(lab!, b)));
+        return router.length === 2 * balancers.length && nodes.every((n) => n.sort().join() === 'router4,router6');
+      },
+      15_000,
+      'every BGP session established',
+      50,
+    );
+    // BIRD's own clock: from the first BIRD's start to the last session up.
+    const protocols = await Promise.all(['router', ...balancers].map((h) => birdProtocols(lab!, h)));
+    const started = Math.min(...protocols.map((list) => sinceMs(list.find((p) => p.proto === 'Device')!.since)));
+    const established = Math.max(...protocols[0]!.filter((p) => p.proto === 'BGP' && p.name.includes('_')).map((p) => sinceMs(p.since)));
+    t.diagnostic(
+      `all ${2 * balancers.length} sessions established ${established - started} ms after the first BIRD started` +
+        ` (seen ${waited.toFixed(0)} ms after the test began, ${Date.now() - upAt} ms after the lab was up)`,
+    );
+    const router = (await establishedSessions(lab!, 'router')).sort();
+    assert.deepEqual(
+      router.map((n) => n.replace(/_\d+$/, '')),
+      [...balancers.map(() => 'node4'), ...balancers.map(() => 'node6')],
+    );
+  });
+
+  test("a host route in the announce table with lbctl's proto reaches the router as one route over both balancers; nothing else does", async (t) => {
+    const { announceTable: table, announceProto: proto } = LAB.fleet;
+    const [vip, vip6] = [LAB.vips[0]!, LAB.vips6[0]!];
+    const balancers = LAB.fleet.balancers;
+    const ip = async (role: string, args: string[]) => {
+      const r = await lab!.exec(role, ['ip', ...args]);
+      assert.equal(r.code, 0, `ip ${args.join(' ')} in ${role}: ${r.stderr}`);
+    };
+    // Decoys on the first balancer, which BIRD's filters keep: another
+    // proto, a prefix that is not a host route, another table.
+    const first = balancers[0]!.namespaceSuffix;
+    await ip(first, ['route', 'add', 'blackhole', `${LAB.vips[1]}/32`, 'table', String(table), 'proto', String(proto + 1)]);
+    await ip(first, ['route', 'add', 'blackhole', '10.100.0.128/25', 'table', String(table), 'proto', String(proto)]);
+    await ip(first, ['route', 'add', 'blackhole', `${LAB.vips[2]}/32`, 'table', String(table + 1), 'proto', String(proto)]);
+    const started = performance.now();
+    for (const b of balancers) {
+      await ip(b.namespaceSuffix, ['route', 'add', 'blackhole', `${vip}/32`, 'table', String(table), 'proto', String(proto)]);
+      await ip(b.namespaceSuffix, ['-6', 'route', 'add', 'blackhole', `${vip6}/128`, 'table', String(table), 'proto', String(proto)]);
+    }
+    const want = balancers.map((b) => b.address).sort();
+    const want6 = balancers.map((b) => b.address6).sort();
+    await waitUntil(async () => (await nextHops(lab!, 'router', `${vip}/32`)).join() === want.join(), 5000, `ECMP route to ${vip}`);
+    await waitUntil(async () => (await nextHops(lab!, 'router', `${vip6}/128`)).join() === want6.join(), 5000, `ECMP route to ${vip6}`);
+    t.diagnostic(
+      `announced on ${balancers.length} balancers -> ECMP route on the router (both families) in ${(performance.now() - started).toFixed(0)} ms`,
+    );
+
+    // What the first balancer's BIRD took from the table: the two host routes only.
+    const taken = await birdc(lab!, balancers[0]!.name, ['show', 'route']);
+    const prefixes = [...taken.matchAll(/^(\S+\/\d+)\s/gm)].map((m) => m[1]).sort();
+    assert.deepEqual(prefixes, [`${vip}/32`, `${vip6}/128`], taken);
+    const router = await lab!.exec('router', ['ip', '-4', 'route', 'show', 'proto', 'bird']);
+    assert.deepEqual(router.stdout.match(/^\S+/gm), [vip], router.stdout);
+
+    // Withdrawn on one balancer: one next hop left; on both: no route.
+    const [one, ...rest] = balancers;
+    await ip(one!.namespaceSuffix, ['route', 'del', `${vip}/32`, 'table', String(table)]);
+    await waitUntil(
+      async () =>
+        (await nextHops(lab!, 'router', `${vip}/32`)).join() ===
+        rest
+          .map((b) => b.address)
+          .sort()
+          .join(),
+      5000,
+      `${one!.name} withdrawn`,
+    );
+    for (const b of rest) await ip(b.namespaceSuffix, ['route', 'del', `${vip}/32`, 'table', String(table)]);
+    await waitUntil(async () => (await nextHops(lab!, 'router', `${vip}/32`)).length === 0, 5000, `${vip} withdrawn everywhere`);
+  });
+
+  test('the BIRD configurations the lab runs are those docs/fleet.md shows', async () => {
+    const doc = readFileSync(`${ROOT}/docs/fleet.md`, 'utf8');
+    for (const host of ['router', LAB.fleet.balancers[0]!.name]) {
+      const conf = readFileSync(`${lab!.runtimeDir}/${host}/bird.conf`, 'utf8');
+      assert.ok(doc.includes(`\`\`\`\n${conf}\`\`\``), `docs/fleet.md does not show ${host}'s bird.conf as the lab renders it:\n${conf}`);
+    }
+  });
+
+  test('the fleet client reaches the VIPs through the router, keeps its hash; the router spreads by ports', async () => {
+    const client = LAB.fleet.clientNamespace;
+    for (const [family, vip, via] of [
+      ['-4', LAB.vips[0]!, LAB.router.remote],
+      ['-6', LAB.vips6[0]!, LAB.router.remote6],
+    ] as const) {
+      const r = await lab!.exec(client, ['ip', family, '-o', 'route', 'get', vip]);
+      assert.match(r.stdout, new RegExp(`via ${via.replace(/\./g, '\\.')} dev eth0`), r.stdout);
+    }
+    const sysctl = async (role: string, key: string) =>
+      (await lab!.exec(role, ['cat', `/proc/sys/${key.replace(/\./g, '/')}`])).stdout.trim();
+    assert.equal(await sysctl(client, 'net.core.txrehash'), '0');
+    assert.equal(await sysctl('router', 'net.ipv4.fib_multipath_hash_policy'), '1');
+    assert.equal(await sysctl('router', 'net.ipv6.fib_multipath_hash_policy'), '1');
+    for (const b of LAB.fleet.balancers) {
+      const r = await lab!.exec('sw', ['ip', '-j', '-d', 'link', 'show', 'dev', b.namespaceSuffix]);
+      const [link] = JSON.parse(r.stdout) as { xdp?: { mode: number; prog?: { name: string } } }[];
+      assert.equal(link!.xdp?.prog?.name, 'xdp_pass', `switch port of ${b.name}`);
+    }
+  });
+
+  test('down() stops every BIRD of the lab', async () => {
+    const hosts = ['router', ...LAB.fleet.balancers.map((b) => b.name)];
+    const pids = hosts.map((h) => Number(readFileSync(`${lab!.runtimeDir}/${h}/bird.pid`, 'utf8')));
+    assert.ok(pids.every(alive), `BIRD runs: ${pids.join(' ')}`);
+    await lab!.down();
+    assert.deepEqual(pids.filter(alive), []);
+    assert.deepEqual(await labNamespaces(lab!.prefix), []);
+  });
+});
+
 describe('lab with the decapsulator and every link at 1500 (Lab.up({ mtu: 1500 }))', () => {
   // What the path-MTU tests (e2e-ipv6) build on: no room for a tunnel header
   // anywhere, and xdp_decap on every backend for both of its addresses.
@@ -346,7 +538,7 @@ describe('lab with the decapsulator and every link at 1500 (Lab.up({ mtu: 1500 }
   test('every interface of every host and every switch port has MTU 1500', async () => {
     assert.equal(LAB.mtu.client, 1500, 'the client keeps 1500 in every lab');
     const mtus: string[] = [];
-    for (const role of ['sw', ...TOPOLOGY.hosts.map((h) => h.namespace)]) {
+    for (const role of ['sw', ...labHosts().map((h) => h.namespace)]) {
       const r = await lab!.exec(role, ['ip', '-j', 'link', 'show']);
       assert.equal(r.code, 0, r.stderr);
       for (const link of JSON.parse(r.stdout) as { ifname: string; mtu: number }[]) {
@@ -354,7 +546,7 @@ describe('lab with the decapsulator and every link at 1500 (Lab.up({ mtu: 1500 }
       }
     }
     // Per host one veth per interface, on the switch its peer, plus the bridges.
-    const links = TOPOLOGY.hosts.reduce((n, h) => n + h.interfaces.length, 0) * 2 + Object.keys(TOPOLOGY.segments).length;
+    const links = labHosts().reduce((n, h) => n + h.interfaces.length, 0) * 2 + Object.keys(TOPOLOGY.segments).length;
     assert.equal(mtus.length, links, mtus.join('\n'));
     assert.deepEqual(
       mtus.filter((m) => !m.endsWith(' 1500')),
@@ -364,7 +556,7 @@ describe('lab with the decapsulator and every link at 1500 (Lab.up({ mtu: 1500 }
   });
 
   test('the backends were provisioned with --mtu 1500 --decap xdp; xdp_decap runs natively for both of their addresses', async () => {
-    for (const host of TOPOLOGY.hosts) {
+    for (const host of labHosts()) {
       assert.deepEqual(
         await lab!.provisionArgs(host.namespace),
         [...topologyArgs(host, (i) => `eth${i}`), ...labExtras(host, lab!.runtimeDir, true, 1500)],

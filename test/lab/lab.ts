@@ -54,6 +54,8 @@ export interface TopologyHost {
   namespace: string;
   /** Backends: how the balancer reaches them. */
   forward?: 'l2dsr' | 'ipip';
+  /** Only in a fleet lab (Lab.up({ fleet: true })) and the VMs. */
+  fleet?: boolean;
   /** In order: eth0, eth1, ... in the lab; address6 in the segment's subnet6. */
   interfaces: { segment: string; address: string; address6?: string }[];
   /** Both families. */
@@ -71,6 +73,8 @@ export interface Topology {
   vip_subnet6?: string;
   vips6?: string[];
   backend_port: number;
+  /** BGP numbers of a fleet: BIRD on every balancer and the router (docs/fleet.md). */
+  fleet: { router_as: number; node_as: number; announce_table: number; announce_proto: number };
   mtu: Record<'lab' | 'vagrant', { client: number | null; interior: number | null }>;
   vagrant: { box: string; project_dir: string; memory: number; cpus: number };
   hosts: TopologyHost[];
@@ -78,9 +82,15 @@ export interface Topology {
 
 export const TOPOLOGY = JSON.parse(readFileSync(TOPOLOGY_FILE, 'utf8')) as Topology;
 
+/** The hosts of a lab: with `fleet`, also those marked "fleet" (a second balancer, a client behind the router). */
+export function labHosts(fleet = false): TopologyHost[] {
+  return TOPOLOGY.hosts.filter((h) => fleet || !h.fleet);
+}
+
+/** The one host of a role outside the fleet's own. */
 function onlyHost(role: Role): TopologyHost {
-  const hosts = TOPOLOGY.hosts.filter((h) => h.role === role);
-  if (hosts.length !== 1) throw new Error(`lab: ${TOPOLOGY_FILE} must have exactly one ${role}, has ${hosts.length}`);
+  const hosts = labHosts().filter((h) => h.role === role);
+  if (hosts.length !== 1) throw new Error(`lab: ${TOPOLOGY_FILE} must have exactly one ${role} outside the fleet, has ${hosts.length}`);
   return hosts[0]!;
 }
 
@@ -150,18 +160,50 @@ export function insidePrefix(address: string, cidr: string): boolean {
 }
 
 /**
+ * A fleet's BGP arguments: a balancer peers with the router's addresses on
+ * its segment, the router with any node on the balancers' segments.
+ */
+function fleetArgs(host: TopologyHost): string[] {
+  const { fleet } = TOPOLOGY;
+  const router = TOPOLOGY.hosts.find((h) => h.role === 'router')!;
+  if (host.role === 'balancer') {
+    const gateway = router.interfaces.find((i) => i.segment === host.interfaces[0]!.segment)!;
+    return [
+      ...['--bgp-as', String(fleet.node_as), '--bgp-peer', gateway.address],
+      ...(gateway.address6 ? ['--bgp-peer', gateway.address6] : []),
+      ...['--bgp-peer-as', String(fleet.router_as)],
+      ...['--announce-table', String(fleet.announce_table), '--announce-proto', String(fleet.announce_proto)],
+    ];
+  }
+  if (host.role === 'router') {
+    const segments = [...new Set(TOPOLOGY.hosts.filter((h) => h.role === 'balancer').map((h) => h.interfaces[0]!.segment))].sort();
+    return [
+      ...['--bgp-as', String(fleet.router_as)],
+      ...segments.flatMap((name) => {
+        const s = TOPOLOGY.segments[name]!;
+        return ['--bgp-nodes', s.subnet, ...(s.subnet6 ? ['--bgp-nodes', s.subnet6] : [])];
+      }),
+      ...['--bgp-peer-as', String(fleet.node_as)],
+    ];
+  }
+  return [];
+}
+
+/**
  * The role script's arguments that come from the topology (test/lab/topology.jq
  * and the Vagrantfile derive the same): --name (backends), per interface
  * --interface and --address (IPv4, then IPv6), --route per route (both
  * families; then /32 and /128 routes for VIPs outside the VIP subnets, on
- * hosts that route those), --vips (backends: IPv4 then IPv6 VIPs). `iface`
- * names the interface at an index: eth0, eth1 in the lab; "auto" in a VM.
+ * hosts that route those), --vips (backends: IPv4 then IPv6 VIPs), and in a
+ * fleet the BGP arguments of balancers and the router. `iface` names the
+ * interface at an index: eth0, eth1 in the lab; "auto" in a VM.
  */
 export function topologyArgs(
   host: TopologyHost,
   iface: (index: number) => string,
   vips: readonly string[] = TOPOLOGY.vips,
   vips6: readonly string[] = TOPOLOGY.vips6 ?? [],
+  fleet = false,
 ): string[] {
   const args: string[] = [];
   if (host.role === 'backend') args.push('--name', host.name);
@@ -175,6 +217,7 @@ export function topologyArgs(
   const vipRoute6 = TOPOLOGY.vip_subnet6 ? host.routes.find((r) => r.to === TOPOLOGY.vip_subnet6) : undefined;
   if (vipRoute6) for (const v of vips6) if (!insidePrefix(v, TOPOLOGY.vip_subnet6!)) args.push('--route', `${v}/128=${vipRoute6.via}`);
   if (host.role === 'backend') args.push('--vips', [...vips, ...vips6].join(','));
+  if (fleet) args.push(...fleetArgs(host));
   return args;
 }
 
@@ -219,7 +262,28 @@ export const LAB = {
   mtu: { client: TOPOLOGY.mtu.lab.client ?? 1500, interior: TOPOLOGY.mtu.lab.interior ?? 1600 },
   backendPort: TOPOLOGY.backend_port,
   runtimeBase: '/run/lbctl-lab',
+  /** What a fleet lab (Lab.up({ fleet: true })) adds. */
+  fleet: {
+    /** Every balancer, the lab's first one (namespace lb) included. */
+    balancers: TOPOLOGY.hosts
+      .filter((h) => h.role === 'balancer')
+      .map((h) => ({ name: h.name, namespaceSuffix: h.namespace, address: h.interfaces[0]!.address, address6: address6(h) })),
+    /** The client behind the router, which reaches the VIPs through it. */
+    client: fleetClient().interfaces[0]!.address,
+    client6: address6(fleetClient()),
+    clientNamespace: fleetClient().namespace,
+    routerAs: TOPOLOGY.fleet.router_as,
+    nodeAs: TOPOLOGY.fleet.node_as,
+    announceTable: TOPOLOGY.fleet.announce_table,
+    announceProto: TOPOLOGY.fleet.announce_proto,
+  },
 } as const;
+
+function fleetClient(): TopologyHost {
+  const clients = TOPOLOGY.hosts.filter((h) => h.fleet && h.role === 'client');
+  if (clients.length !== 1) throw new Error(`lab: ${TOPOLOGY_FILE} must have exactly one fleet client, has ${clients.length}`);
+  return clients[0]!;
+}
 
 export interface LabBackend {
   readonly name: string;
@@ -253,6 +317,12 @@ export interface LabOptions {
   mtu?: number;
   /** Give up bringing the lab up after this long (it is then torn down). Default 60 s. */
   timeoutMs?: number;
+  /**
+   * Also the topology's fleet hosts (a second balancer, a client behind the
+   * router) and BIRD on every balancer and the router (lab.sh up --fleet).
+   * Default false.
+   */
+  fleet?: boolean;
 }
 
 export interface ExecOptions {
@@ -409,6 +479,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class Lab {
   readonly prefix: string;
   readonly decap: boolean;
+  /** Brought up with the fleet's hosts and BIRD (LabOptions.fleet). */
+  readonly fleet: boolean;
   readonly vips: readonly string[];
   readonly vips6: readonly string[];
   /** /run/lbctl-lab/PREFIX: per-backend nginx prefixes (be1/…), provisioning logs. */
@@ -416,9 +488,10 @@ export class Lab {
   private readonly children = new Set<ChildProcess>();
   private downPromise: Promise<void> | undefined;
 
-  private constructor(prefix: string, decap: boolean, vips: readonly string[], vips6: readonly string[]) {
+  private constructor(prefix: string, decap: boolean, fleet: boolean, vips: readonly string[], vips6: readonly string[]) {
     this.prefix = prefix;
     this.decap = decap;
+    this.fleet = fleet;
     this.vips = vips;
     this.vips6 = vips6;
     this.runtimeDir = join(LAB.runtimeBase, prefix);
@@ -437,6 +510,7 @@ export class Lab {
 
     const args = ['up', prefix, '--owner', String(process.pid)];
     if (!decap) args.push('--no-decap');
+    if (options.fleet) args.push('--fleet');
     if (options.vips) args.push('--vips', vips.join(','));
     if (options.vips6) args.push('--vips6', vips6.length > 0 ? vips6.join(',') : 'none');
     if (options.mtu !== undefined) args.push('--mtu', String(options.mtu));
@@ -463,7 +537,7 @@ export class Lab {
       forget(prefix);
       throw new Error(`lab: up ${prefix} failed (exit ${result.code}):\n${result.stderr.trim()}`);
     }
-    return new Lab(prefix, decap, vips, vips6);
+    return new Lab(prefix, decap, options.fleet ?? false, vips, vips6);
   }
 
   /** Namespace name of a role: sw, client, lb, router, be1..be5 (aliases: switch, and the host names of topology.json, e.g. balancer). */
@@ -471,6 +545,9 @@ export class Lab {
     const r = ROLE_ALIASES[role] ?? role;
     if (!(ROLES as readonly string[]).includes(r)) {
       throw new Error(`lab: unknown role "${role}" (one of ${ROLES.join(', ')})`);
+    }
+    if (!this.fleet && TOPOLOGY.hosts.some((h) => h.namespace === r && h.fleet)) {
+      throw new Error(`lab: ${role} exists only in a fleet lab (Lab.up({ fleet: true }))`);
     }
     return `${this.prefix}-${r}`;
   }

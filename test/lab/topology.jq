@@ -5,9 +5,12 @@
 # --arg vips A,B,C     the IPv4 VIPs the backends hold (empty: the topology's "vips")
 # --arg vips6 A,B,C    the IPv6 VIPs the backends hold (empty: the topology's "vips6";
 #                      "none": no IPv6 VIP)
+# --arg fleet 1|0      1: the hosts marked "fleet" too, and BGP on the balancers
+#                      and the router (topology "fleet"); 0: neither
 #
 # Defines (every value quoted with @sh):
 #   TOPO_NS=(client lb ...)                 namespace suffixes, in topology order
+#                                           (without the fleet's unless --arg fleet 1)
 #   TOPO_NAME[ns] TOPO_ROLE[ns]             host name (the Vagrant machine) and role
 #   TOPO_GATEWAY[ns]                        the host's default gateways (lab only):
 #                                           "gateway", then "gateway6", space-separated
@@ -37,6 +40,23 @@ def ip6groups:
   else split(":") end
   | if . != null and length == 8 and all(test("^[0-9A-Fa-f]{1,4}$")) then map(hex2n) else null end;
 def prefixlen: split("/")[1] | tonumber;
+# fleet_args($t; $host): a fleet's BGP arguments (BIRD on every balancer and the
+# router; docs/fleet.md): a balancer peers with the router's addresses on its
+# segment, the router with any node on the balancers' segments.
+def fleet_args($t; $host):
+  ($t.hosts[] | select(.role == "router")) as $router
+  | if $host.role == "balancer" then
+      ($router.interfaces[] | select(.segment == $host.interfaces[0].segment)) as $gw
+      | ["--bgp-as", ($t.fleet.node_as | tostring), "--bgp-peer", $gw.address]
+        + (if $gw.address6 then ["--bgp-peer", $gw.address6] else [] end)
+        + ["--bgp-peer-as", ($t.fleet.router_as | tostring),
+           "--announce-table", ($t.fleet.announce_table | tostring), "--announce-proto", ($t.fleet.announce_proto | tostring)]
+    elif $host.role == "router" then
+      ["--bgp-as", ($t.fleet.router_as | tostring)]
+      + ([$t.hosts[] | select(.role == "balancer") | .interfaces[0].segment] | unique
+         | map($t.segments[.] | "--bgp-nodes", .subnet, (if .subnet6 then "--bgp-nodes", .subnet6 else empty end)))
+      + ["--bgp-peer-as", ($t.fleet.node_as | tostring)]
+    else [] end;
 # inside("10.100.0.0/24"), inside("fd00:100::/64"): the input address lies in
 # the prefix (false for an address of the other family).
 def inside($cidr):
@@ -54,25 +74,27 @@ def inside($cidr):
     end;
 
 . as $t
+| ($fleet == "1") as $in_fleet
+| ($t.hosts | map(select(.fleet != true or $in_fleet))) as $hosts
 | (if $vips == "" then $t.vips else ($vips | split(",")) end) as $vips_list
 | (if $vips6 == "" then ($t.vips6 // []) elif $vips6 == "none" then [] else ($vips6 | split(",")) end) as $vips6_list
 | [$t.segments | to_entries[] | {key, value: .value.bridge}] | from_entries as $bridge_of
-| ($t.hosts | map(select(.namespace | test("^[a-z][a-z0-9]*$") | not) | .namespace)) as $bad
+| ($hosts | map(select(.namespace | test("^[a-z][a-z0-9]*$") | not) | .namespace)) as $bad
 | if ($bad | length) > 0 then error("topology: bad namespace suffixes: \($bad)") else . end
 | (
-    "TOPO_NS=(\($t.hosts | map(.namespace) | @sh))",
-    "declare -gA TOPO_NAME=(\($t.hosts | map("[\(.namespace)]=\(.name | @sh)") | join(" ")))",
-    "declare -gA TOPO_ROLE=(\($t.hosts | map("[\(.namespace)]=\(.role | @sh)") | join(" ")))",
-    "declare -gA TOPO_GATEWAY=(\($t.hosts | map(select(.gateway or .gateway6) | "[\(.namespace)]=\([.gateway, .gateway6 | values] | join(" ") | @sh)") | join(" ")))",
+    "TOPO_NS=(\($hosts | map(.namespace) | @sh))",
+    "declare -gA TOPO_NAME=(\($hosts | map("[\(.namespace)]=\(.name | @sh)") | join(" ")))",
+    "declare -gA TOPO_ROLE=(\($hosts | map("[\(.namespace)]=\(.role | @sh)") | join(" ")))",
+    "declare -gA TOPO_GATEWAY=(\($hosts | map(select(.gateway or .gateway6) | "[\(.namespace)]=\([.gateway, .gateway6 | values] | join(" ") | @sh)") | join(" ")))",
     "TOPO_BRIDGES=(\([$t.segments[].bridge] | @sh))",
-    "TOPO_LINKS=(\([$t.hosts[] | . as $h | .interfaces | to_entries[]
+    "TOPO_LINKS=(\([$hosts[] | . as $h | .interfaces | to_entries[]
         | "\($h.namespace) eth\(.key) \(if ($h.interfaces | length) == 1 then $h.namespace else "\($h.namespace)\(.key)" end) \($bridge_of[.value.segment])"]
         | @sh))",
     "TOPO_VIPS=\($vips_list | join(",") | @sh)",
     "TOPO_VIPS6=\($vips6_list | join(",") | @sh)",
     "TOPO_MTU_CLIENT=\($t.mtu.lab.client | tostring | @sh)",
     "TOPO_MTU_INTERIOR=\($t.mtu.lab.interior | tostring | @sh)",
-    ($t.hosts[] | . as $h
+    ($hosts[] | . as $h
       | ([.routes[] | select(.to == $t.vip_subnet) | .via] | first) as $vip_via
       | ([.routes[] | select($t.vip_subnet6 and .to == $t.vip_subnet6) | .via] | first) as $vip_via6
       | (if .role == "backend" then ["--name", .name] else [] end)
@@ -84,5 +106,6 @@ def inside($cidr):
         + (if $vip_via then [$vips_list[] | select(inside($t.vip_subnet) | not) | "--route", "\(.)/32=\($vip_via)"] else [] end)
         + (if $vip_via6 then [$vips6_list[] | select(inside($t.vip_subnet6) | not) | "--route", "\(.)/128=\($vip_via6)"] else [] end)
         + (if .role == "backend" then ["--vips", ($vips_list + $vips6_list | join(","))] else [] end)
+        + (if $in_fleet then fleet_args($t; $h) else [] end)
       | "TOPO_ARGS_\($h.namespace)=(\(@sh))")
   )

@@ -114,6 +114,7 @@ const WORLD_OPTIONS = new Set([
   '--socket',
   '--state-dir',
   '--xdp-mode',
+  '--bird-dir',
 ]);
 const WORLD_FLAGS = new Set(['--no-decap', '--install', '--start']);
 
@@ -263,6 +264,13 @@ describe('the machines of the Vagrantfile are the hosts of vagrant/topology.json
     );
     const started = list.filter((m) => m.autostart).map((m) => m.name);
     assert.ok(started.includes('balancer') && started.includes('client') && started.includes('router'));
+    // The fleet (docs/fleet.md): a second balancer on the first one's segment
+    // and a client behind the router, both started on demand.
+    const balancers = TOPOLOGY.hosts.filter((h) => h.role === 'balancer');
+    assert.ok(balancers.length >= 2 && balancers.every((h) => h.interfaces[0]!.segment === balancerSegment), 'two balancers');
+    const fleetClient = TOPOLOGY.hosts.find((h) => h.fleet && h.role === 'client')!;
+    assert.notEqual(fleetClient.interfaces[0]!.segment, balancerSegment, 'the fleet client is behind the router');
+    for (const h of TOPOLOGY.hosts.filter((x) => x.fleet)) assert.ok(!started.includes(h.name), `${h.name} starts on demand`);
     assert.ok(
       backends.filter((h) => h.forward === 'l2dsr' && started.includes(h.name)).length >= 2,
       'vagrant up starts two l2dsr backends',
@@ -284,6 +292,9 @@ describe('the machines of the Vagrantfile are the hosts of vagrant/topology.json
         `${m.name}: --interface auto per network`,
       );
       if (m.role === 'balancer') assert.ok(m.provision_args.includes('--start'), 'the balancer starts lbctl');
+      // Every VM is part of the fleet: BIRD on the balancers and the router.
+      assert.equal(m.provision_args.includes('--bgp-as'), m.role === 'balancer' || m.role === 'router', `${m.name}: BGP`);
+      assert.ok(!m.provision_args.includes('--bird-dir'), `${m.name}: the VM's BIRD is bird.service`);
       if (m.role === 'backend') assert.equal(optionValue(m.provision_args, '--decap'), 'auto', `${m.name}: kernel ipip or lbctl decap`);
     }
   });
@@ -291,15 +302,19 @@ describe('the machines of the Vagrantfile are the hosts of vagrant/topology.json
 
 describe('the Vagrant provisioning in the lab', () => {
   let lab: Lab;
+  /** One lbctl per balancer (the VMs' --start starts each), by host name; lb is the first's. */
+  let balancers: Map<string, LabBalancer>;
   let lb: LabBalancer;
 
   before(async () => {
-    lab = await Lab.up({ decap: false });
-    lb = new LabBalancer(lab);
+    // The VMs are a fleet: the lab's fleet has every host of the topology.
+    lab = await Lab.up({ decap: false, fleet: true });
+    balancers = new Map(TOPOLOGY.hosts.filter((h) => h.role === 'balancer').map((h) => [h.name, new LabBalancer(lab, h.namespace)]));
+    lb = balancers.get('balancer')!;
   });
 
   after(async () => {
-    await lb?.stop().catch(() => undefined);
+    for (const b of balancers?.values() ?? []) await b.stop().catch(() => undefined);
     await lab?.down();
   });
 
@@ -311,7 +326,7 @@ describe('the Vagrant provisioning in the lab', () => {
       assert.deepEqual(topologyPart(labArgs), topologyPart(m.provision_args), `${host.name}: lab vs Vagrantfile`);
       assert.deepEqual(
         topologyPart(m.provision_args),
-        topologyPart(topologyArgs(host, () => 'auto')),
+        topologyPart(topologyArgs(host, () => 'auto', TOPOLOGY.vips, TOPOLOGY.vips6, true)),
         `${host.name}: Vagrantfile vs topology.json`,
       );
     }
@@ -324,8 +339,11 @@ describe('the Vagrant provisioning in the lab', () => {
     const runs = TOPOLOGY.hosts.map(async (host) => {
       const m = list.find((x) => x.name === host.name)!;
       const args = m.provision_args.filter((a) => a !== '--install').map((a, i, all) => (all[i - 1] === '--root' ? ROOT : a));
-      if (host.role === 'balancer') args.push('--socket', lb.socket, '--state-dir', lb.stateDir);
+      const balancer = balancers.get(host.name);
+      if (balancer) args.push('--socket', balancer.socket, '--state-dir', balancer.stateDir);
       if (host.role === 'backend') args.push('--runtime-dir', join(lab.runtimeDir, host.name));
+      // The lab's BIRD of this host (a VM's is bird.service): it re-reads the file.
+      if (host.role === 'balancer' || host.role === 'router') args.push('--bird-dir', join(lab.runtimeDir, host.name));
       const r = await lab.exec(host.namespace, [join(ROOT, 'vagrant', 'provision', `${host.role}.sh`), ...args], { timeoutMs: 60_000 });
       assert.equal(r.code, 0, `${host.name}: ${host.role}.sh ${args.join(' ')}\n${r.stderr}`);
       const label = host.role === 'backend' ? `backend ${host.name}` : host.role;
@@ -373,9 +391,12 @@ describe('the Vagrant provisioning in the lab', () => {
       lb.socket,
       '--state-dir',
       lb.stateDir,
+      '--bird-dir',
+      join(lab.runtimeDir, 'balancer'),
     ]);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stderr, /lbctl runs already/);
+    assert.match(again.stderr, /bird \(pid \d+\) reconfigured/);
     assert.equal((await lb.json<StatusResult>(['status'])).pid, status.pid);
   });
 });

@@ -1,4 +1,4 @@
-/** An lbctl daemon in a lab's balancer namespace, driven through the real CLI. */
+/** An lbctl daemon in one of a lab's balancer namespaces, driven through the real CLI. */
 import { join } from 'node:path';
 import { type Lab, ROOT } from '../lab/lab.js';
 import { buildMaglevTable, DEFAULT_TABLE_SIZE } from '../../src/maglev/maglev.js';
@@ -18,15 +18,20 @@ export class LabBalancer {
   readonly socket: string;
   readonly stateDir: string;
 
-  constructor(readonly lab: Lab) {
-    this.socket = join(lab.runtimeDir, 'lbctl.sock');
-    this.stateDir = join(lab.runtimeDir, 'lbctl-state');
+  /** `role`: the balancer's namespace (lb; a fleet lab's second one is lb2). */
+  constructor(
+    readonly lab: Lab,
+    readonly role = 'lb',
+  ) {
+    const suffix = role === 'lb' ? '' : `-${role}`;
+    this.socket = join(lab.runtimeDir, `lbctl${suffix}.sock`);
+    this.stateDir = join(lab.runtimeDir, `lbctl-state${suffix}`);
   }
 
-  /** Runs `lbctl ARGS --socket ...` in the balancer namespace. */
+  /** Runs `lbctl ARGS --socket ...` in the balancer's namespace. */
   cli(args: readonly string[], options: { socket?: boolean } = {}): Promise<CliResult> {
     const socketArgs = options.socket === false ? [] : ['--socket', this.socket];
-    return this.lab.exec('lb', [LBCTL, ...args, ...socketArgs], { timeoutMs: 30_000 });
+    return this.lab.exec(this.role, [LBCTL, ...args, ...socketArgs], { timeoutMs: 30_000 });
   }
 
   /** Like cli() but throws unless the command succeeded. */
@@ -49,9 +54,9 @@ export class LabBalancer {
     return JSON.parse(await this.ok([...args, '--json'])) as T;
   }
 
-  /** N new HTTP connections from the client namespace to url. */
-  async httpFromClient(url: string, connections: number, concurrency = 16): Promise<LoadResult> {
-    const r = await this.lab.exec('client', [process.execPath, HTTP_LOAD, url, String(connections), String(concurrency)], {
+  /** N new HTTP connections to url from the client namespace (`from`: another one, e.g. a fleet lab's fclient). */
+  async httpFromClient(url: string, connections: number, concurrency = 16, from = 'client'): Promise<LoadResult> {
+    const r = await this.lab.exec(from, [process.execPath, HTTP_LOAD, url, String(connections), String(concurrency)], {
       timeoutMs: 120_000,
     });
     if (r.code !== 0) throw new Error(`http-load failed: ${r.stderr}`);

@@ -10,6 +10,8 @@
 #               [--root DIR] [--install]
 #               [--start [--xdp-mode native|generic|auto] [--lbctl PATH]
 #                        [--socket PATH] [--state-dir DIR]]
+#               [--bgp-as N --bgp-peer ADDR --bgp-peer ADDR6 --bgp-peer-as N
+#                [--announce-table N] [--announce-proto N] [--bird-dir DIR]]
 #
 # --address     one per family (IPv4, IPv6); lbctl takes each family's as the
 #               default tunnel source of ipip backends of that family
@@ -32,12 +34,24 @@
 # --lbctl PATH  the lbctl command (default /usr/local/bin/lbctl with
 #               --install, else ROOT/bin/lbctl)
 # --socket PATH, --state-dir DIR   passed to `lbctl start` (default: lbctl's)
+# --bgp-as N    this node is part of a fleet (docs/fleet.md): run BIRD with
+#               packaging/bird/node.conf.in, which announces from AS N to the
+#               router over BGP every VIP that lbctl announces here
+# --bgp-peer A  the router: one address of each family
+# --bgp-peer-as N  the router's AS
+# --announce-table N, --announce-proto N  where lbctl announces VIPs: the
+#               kernel routing table and route protocol number BIRD learns
+#               (default 100 and 201, lbctl's defaults)
+# --bird-dir DIR  BIRD's configuration, control socket and pid file, for one
+#               BIRD per network namespace (the lab); default: /etc/bird and
+#               the bird.service of a VM
 # shellcheck source=vagrant/provision/common.sh
 . "$(dirname "$0")/common.sh"
 
 
 mtu="" iface=eth0 addresses=() gateways=() routes=() forward=0 root=$PROJECT_ROOT install=0
 start=0 xdp_mode=auto lbctl="" socket="" state_dir=""
+bgp_as="" bgp_peers=() bgp_peer_as="" announce_table=100 announce_proto=201 bird_dir=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--interface) need_value "$@"; check_ifname "$1" "$2"; iface=$2; shift 2 ;;
@@ -56,11 +70,25 @@ while [ $# -gt 0 ]; do
 	--lbctl) need_value "$@"; lbctl=$2; shift 2 ;;
 	--socket) need_value "$@"; socket=$2; shift 2 ;;
 	--state-dir) need_value "$@"; state_dir=$2; shift 2 ;;
+	--bgp-as) need_value "$@"; check_asn "$1" "$2"; bgp_as=$2; shift 2 ;;
+	--bgp-peer) need_value "$@"; check_ip "$1" "$2"; check_family_once "$1" "$2" "${bgp_peers[@]}"; bgp_peers+=("$2"); shift 2 ;;
+	--bgp-peer-as) need_value "$@"; check_asn "$1" "$2"; bgp_peer_as=$2; shift 2 ;;
+	--announce-table)
+		need_value "$@"; check_number "$1" "$2" 1 4294967295
+		case $2 in 253 | 254 | 255) die "$1: table $2 is the kernel's (default, main, local)" ;; esac
+		announce_table=$2; shift 2 ;;
+	--announce-proto) need_value "$@"; check_number "$1" "$2" 1 255; announce_proto=$2; shift 2 ;;
+	--bird-dir) need_value "$@"; bird_dir=$2; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument: $1 (see --help)" ;;
 	esac
 done
 [ ${#addresses[@]} -gt 0 ] || die "--address is required"
+if [ -n "$bgp_as" ] || [ ${#bgp_peers[@]} -gt 0 ] || [ -n "$bgp_peer_as" ]; then
+	[ -n "$bgp_as" ] && [ ${#bgp_peers[@]} -eq 2 ] && [ -n "$bgp_peer_as" ] ||
+		die "BGP needs --bgp-as, --bgp-peer-as and one --bgp-peer per family (the configuration announces both)"
+	router_id=$(first_of_family 4 "${addresses[@]}") || die "BGP needs an IPv4 --address (BIRD's router id)"
+fi
 if [ -z "$lbctl" ]; then
 	if [ "$install" = 1 ]; then lbctl=/usr/local/bin/lbctl; else lbctl=$root/bin/lbctl; fi
 fi
@@ -101,11 +129,6 @@ native_xdp_works() {
 	# loader leaves tc/globals directories in whatever bpffs it finds.
 	unshare --mount sh -c 'mount -t bpf bpf /sys/fs/bpf && ip link set dev "$1" xdpdrv obj "$2" sec xdp' sh "$iface" "$obj" 2>/dev/null || return 1
 	ip link set dev "$iface" xdpdrv off
-}
-
-# use_systemd: a VM (this process in the initial network namespace) booted with systemd.
-use_systemd() {
-	in_init_netns && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
 }
 
 # start_service MODE: the unit `make install` put in /usr/local/lib/systemd/system
@@ -155,4 +178,13 @@ if [ "$start" = 1 ]; then
 		fi
 	fi
 fi
-provisioned "configured $iface ${addresses[*]}${mtu:+ mtu $mtu}, routes ${routes[*]:-none}$started"
+# ------------------------------------------------------------------ BIRD
+
+bird=""
+if [ -n "$bgp_as" ]; then
+	config=$(bird_config node ROUTER_ID="${router_id%/*}" LOCAL_AS="$bgp_as" PEER_AS="$bgp_peer_as" \
+		PEER4="$(first_of_family 4 "${bgp_peers[@]}")" PEER6="$(first_of_family 6 "${bgp_peers[@]}")" \
+		TABLE="$announce_table" PROTO="$announce_proto")
+	bird=", $(bird_run "$config" "$bird_dir")"
+fi
+provisioned "configured $iface ${addresses[*]}${mtu:+ mtu $mtu}, routes ${routes[*]:-none}$started$bird"

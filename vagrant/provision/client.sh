@@ -45,4 +45,8 @@ routes_set "${routes[@]}"
 # Replies from backends come straight from the VIPs (direct server return),
 # not from the address the request went to: no reverse-path filtering.
 ipv4_conf_all rp_filter 0
+# A connection keeps its hash: TCP otherwise re-randomises it after a
+# retransmission timeout, and a router in the same host (the lab) spreads
+# ECMP paths by that hash, so the connection would move to another node.
+[ ! -e /proc/sys/net/core/txrehash ] || sysctl_set net.core.txrehash 0
 provisioned "configured $iface ${addresses[*]}${mtu:+ mtu $mtu}, routes ${routes[*]:-none}"

@@ -231,6 +231,80 @@ routes_set() {
 	for r in "$@"; do route_set "${r%%=*}" "${r#*=}"; done
 }
 
+# ---------------------------------------------------------------------- BIRD
+
+check_number() {
+	[[ $2 =~ ^[0-9]{1,10}$ ]] && [ "$2" -ge "$3" ] && [ "$2" -le "$4" ] || die "$1: \"$2\" is not a number from $3 to $4"
+}
+
+check_asn() { check_number "$1" "$2" 1 4294967295; }
+
+# first_of_family FAMILY ITEM...: the first ITEM (an address or prefix) of
+# FAMILY (4 or 6); fails when there is none.
+first_of_family() {
+	local family=$1 item
+	shift
+	for item in "$@"; do
+		if [ "$(ip_family "$item")" = "$family" ]; then
+			printf '%s\n' "$item"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# bird_config NAME KEY=VALUE...: packaging/bird/NAME.conf.in with every @KEY@
+# replaced by VALUE (the one source of the BIRD configurations that the lab,
+# the VMs and docs/fleet.md use). Fails if a placeholder is left.
+bird_config() {
+	local template=$PROJECT_ROOT/packaging/bird/$1.conf.in text pair
+	shift
+	[ -f "$template" ] || die "no BIRD template $template"
+	text=$(<"$template")
+	shopt -u patsub_replacement 2>/dev/null || true # "&" in a value stays "&"
+	for pair in "$@"; do text=${text//@${pair%%=*}@/${pair#*=}}; done
+	if [[ $text =~ @[A-Z0-9_]+@ ]]; then die "$template: no value for ${BASH_REMATCH[0]}"; fi
+	printf '%s\n' "$text"
+}
+
+# bird_run CONFIG [DIR]: runs BIRD with the configuration text CONFIG.
+# With DIR (the lab: one BIRD per namespace): DIR/bird.conf, its own control
+# socket DIR/bird.ctl and pid file DIR/bird.pid; a BIRD already running from
+# DIR re-reads the file (no session flaps), else one is started. Without DIR
+# (a VM): /etc/bird/bird.conf and Debian's bird.service. Prints what it did.
+bird_run() {
+	local config=$1 dir=${2:-} pid
+	command -v bird >/dev/null 2>&1 || die "bird is missing (Debian package bird2; scripts/install-deps.sh installs it)"
+	if [ -z "$dir" ]; then
+		use_systemd || die "BIRD without --bird-dir runs as bird.service: that needs a VM booted with systemd (the lab passes --bird-dir)"
+		printf '%s\n' "$config" >/etc/bird/bird.conf.new
+		bird -p -c /etc/bird/bird.conf.new || die "BIRD rejects /etc/bird/bird.conf.new"
+		chown bird:bird /etc/bird/bird.conf.new && chmod 640 /etc/bird/bird.conf.new
+		mv /etc/bird/bird.conf.new /etc/bird/bird.conf
+		systemctl enable bird.service >/dev/null 2>&1
+		systemctl reload-or-restart bird.service
+		echo "bird.service with /etc/bird/bird.conf"
+		return 0
+	fi
+	mkdir -p "$dir"
+	printf '%s\n' "$config" >"$dir/bird.conf.new"
+	bird -p -c "$dir/bird.conf.new" || die "BIRD rejects $dir/bird.conf.new"
+	mv "$dir/bird.conf.new" "$dir/bird.conf"
+	pid=$(cat "$dir/bird.pid" 2>/dev/null || true)
+	if [[ $pid =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = bird ]; then
+		birdc -s "$dir/bird.ctl" configure >/dev/null || die "birdc -s $dir/bird.ctl configure failed"
+		echo "bird (pid $pid) reconfigured from $dir/bird.conf"
+	else
+		bird -c "$dir/bird.conf" -s "$dir/bird.ctl" -P "$dir/bird.pid" || die "bird -c $dir/bird.conf failed to start"
+		echo "bird started with $dir/bird.conf (control socket $dir/bird.ctl)"
+	fi
+}
+
+# use_systemd: a VM (this process in the initial network namespace) booted with systemd.
+use_systemd() {
+	in_init_netns && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+}
+
 # ----------------------------------------------------- VM-only install steps
 
 # in_init_netns: true when this process shares the network namespace of PID 1,
