@@ -170,7 +170,7 @@ export class HealthChecker {
     if (before.settings.intervalMs !== target.settings.intervalMs && entry.timer && entry.lastStart !== undefined) {
       this.schedule(entry, entry.lastStart + target.settings.intervalMs - Date.now(), false);
     }
-    if (target.path) entry.dsrSkipNoted = false;
+    if (target.path?.source !== undefined) entry.dsrSkipNoted = false;
   }
 
   /** Stops an entry's timer and in-flight probe; their results are dropped. */
@@ -224,12 +224,19 @@ export class HealthChecker {
     const regular = await runProbe(vip, address, settings, signal);
     if (!regular.ok || !settings.dsr || signal.aborted) return regular;
     const path = target.path;
-    if (!path) {
+    // Without a path, or an address of the VIP's family to send from, there is
+    // no SYN to send: skipped (and said once), never a reason to take the backend out.
+    const skipped = !path
+      ? 'no forwarding path to the backend yet'
+      : path.source === undefined
+        ? `the balancer has no IPv${vip.family} address to send it from`
+        : undefined;
+    if (skipped || !path) {
       if (!entry.dsrSkipNoted) {
         entry.dsrSkipNoted = true;
         this.log.warn(
-          { event: 'health.dsr_check_skipped', vip: formatVip(vip), backend: address },
-          'DSR-path check skipped: no forwarding path to the backend yet',
+          { event: 'health.dsr_check_skipped', vip: formatVip(vip), backend: address, reason: skipped },
+          `DSR-path check skipped: ${skipped}`,
         );
       }
       return regular;

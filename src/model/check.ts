@@ -42,7 +42,6 @@ export const CHECK_DEFAULTS = {
   timeoutMs: 1000,
   rise: 2,
   fall: 3,
-  dsr: false,
 } as const;
 
 export const CHECK_LIMITS = {
@@ -108,7 +107,10 @@ export function formatCheck(spec: CheckSpec): string {
 /** TCP VIPs: a TCP connect; UDP VIPs: a DNS query for "." on port 53, else a UDP datagram. */
 export function defaultCheck(vip: VipAddress): CheckSettings {
   const spec: CheckSpec = vip.protocol === 'tcp' ? { kind: 'tcp' } : vip.port === 53 ? { kind: 'dns', name: '.' } : { kind: 'udp' };
-  return { spec, ...CHECK_DEFAULTS };
+  // The DSR-path check is on for TCP VIPs: a backend without the VIP on lo
+  // passes a check of its own address and silently drops its share of
+  // connections, the most common DSR mistake.
+  return { spec, ...CHECK_DEFAULTS, dsr: vip.protocol === 'tcp' };
 }
 
 /**

@@ -78,16 +78,16 @@ describe('parseCheck and formatCheck', () => {
 });
 
 describe('defaultCheck', () => {
-  const timings = { intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, dsr: false };
+  const timings = { intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3 };
 
-  test('a TCP VIP gets a TCP connect', () => {
-    assert.deepEqual(defaultCheck(TCP_VIP), { spec: { kind: 'tcp' }, ...timings });
-    assert.deepEqual(defaultCheck(V6_VIP), { spec: { kind: 'tcp' }, ...timings });
+  test('a TCP VIP gets a TCP connect and, by default, the DSR-path check (the most common DSR mistake is a backend without the VIP on lo)', () => {
+    assert.deepEqual(defaultCheck(TCP_VIP), { spec: { kind: 'tcp' }, ...timings, dsr: true });
+    assert.deepEqual(defaultCheck(V6_VIP), { spec: { kind: 'tcp' }, ...timings, dsr: true });
   });
 
-  test('a UDP VIP gets a UDP datagram, on port 53 a DNS query for the root', () => {
-    assert.deepEqual(defaultCheck(UDP_VIP), { spec: { kind: 'udp' }, ...timings });
-    assert.deepEqual(defaultCheck(DNS_VIP), { spec: { kind: 'dns', name: '.' }, ...timings });
+  test('a UDP VIP gets a UDP datagram, on port 53 a DNS query for the root, and no DSR-path check (it sends a TCP SYN)', () => {
+    assert.deepEqual(defaultCheck(UDP_VIP), { spec: { kind: 'udp' }, ...timings, dsr: false });
+    assert.deepEqual(defaultCheck(DNS_VIP), { spec: { kind: 'dns', name: '.' }, ...timings, dsr: false });
     assert.deepEqual(defaultCheck(parseVip('10.0.0.100:53/tcp')).spec, { kind: 'tcp' });
   });
 

@@ -97,6 +97,8 @@ describe('HealthChecker', () => {
 
   const settings = (over: Partial<CheckSettings> = {}): CheckSettings => ({
     ...defaultCheck(VIP),
+    // The state machine on its own; the DSR-path check has tests of its own below.
+    dsr: false,
     intervalMs: INTERVAL,
     timeoutMs: 50,
     rise: 2,
@@ -344,6 +346,30 @@ describe('HealthChecker', () => {
     const skipped = log.lines.filter((l) => /DSR-path check skipped/.test(l.msg));
     assert.equal(skipped.length, 1);
     assert.equal(skipped[0]!.level, 40);
+    assert.deepEqual(states(), ['unknown->up']);
+  });
+
+  test('dsr with a path but no balancer address of the VIP family: skipped and said once, the backend stays up', async () => {
+    const path = { forward: 'l2dsr' as const, ifindex: 7, srcMac: '02:00:00:00:00:02', dstMac: '02:00:00:00:00:11' };
+    let probes = 0;
+    checker.stop();
+    checker = new HealthChecker(
+      createLogger('debug', false, log.stream),
+      (t) => transitions.push(t),
+      async () => {
+        probes++;
+        return { ok: false, reason: 'never sent' };
+      },
+    );
+    checker.update([{ ...target({ dsr: true }), path }]);
+    await waitFor('up', () => checker.health('vip be')?.state === 'up', 1000);
+    await sleep(INTERVAL * 3);
+    assert.equal(probes, 0);
+    const skipped = log.lines.filter((l) => /DSR-path check skipped/.test(l.msg));
+    assert.deepEqual(
+      skipped.map((l) => l.msg),
+      ['DSR-path check skipped: the balancer has no IPv4 address to send it from'],
+    );
     assert.deepEqual(states(), ['unknown->up']);
   });
 
