@@ -3,7 +3,7 @@ import type { ExplainResult } from '../api/protocol.js';
 import { IPPROTO } from '../dataplane/abi.js';
 import { type Flow, flowHash, tableSlot } from '../dataplane/flow-hash.js';
 import { type Family, parseIpAddress } from '../model/address.js';
-import { InputError } from '../model/errors.js';
+import { InputError, quote } from '../model/errors.js';
 import type { TrackedFlow } from './flows.js';
 import type { VipView } from './views.js';
 
@@ -26,10 +26,10 @@ export interface ClientEndpoint {
 /** "192.0.2.7:40000" or "[2001:db8::7]:40000". */
 export function parseClientEndpoint(text: string): ClientEndpoint {
   const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(text.trim());
-  if (!match) throw new InputError(`invalid client "${text}": expected ADDRESS:PORT, e.g. 192.0.2.7:40000 or [2001:db8::7]:40000`);
+  if (!match) throw new InputError(`invalid client ${quote(text)}: expected ADDRESS:PORT, e.g. 192.0.2.7:40000 or [2001:db8::7]:40000`);
   const { address, family } = parseIpAddress(match[1] ?? match[2]!, 'client address');
   const port = Number(match[3]);
-  if (port < 1 || port > 65535) throw new InputError(`invalid client "${text}": port must be from 1 to 65535`);
+  if (port < 1 || port > 65535) throw new InputError(`invalid client ${quote(text)}: port must be from 1 to 65535`);
   return { address, family, port };
 }
 

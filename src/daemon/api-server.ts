@@ -4,7 +4,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { MAX_LINE_BYTES, METHOD_NAMES, type MethodName, type Methods, type Response } from '../api/protocol.js';
-import { InputError } from '../model/errors.js';
+import { InputError, quote } from '../model/errors.js';
 
 export type Handlers = { [M in MethodName]: (params: Methods[M]['params']) => Promise<Methods[M]['result']> };
 
@@ -96,7 +96,7 @@ function parseRequest(line: string, onId: (id: number) => void): { id: number; m
   if (typeof id !== 'number' || !Number.isInteger(id)) throw new InputError('request id must be an integer');
   onId(id);
   if (typeof method !== 'string' || !METHOD_NAMES.includes(method as MethodName))
-    throw new InputError(`unknown method ${JSON.stringify(method)}`);
+    throw new InputError(`unknown method ${typeof method === 'string' ? quote(method) : quote(JSON.stringify(method) ?? String(method))}`);
   if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params)))
     throw new InputError('params must be a JSON object');
   return { id, method: method as MethodName, params: params ?? {} };

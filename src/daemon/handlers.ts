@@ -14,7 +14,7 @@ import { type CheckSettings, checkOverrides, formatCheck, parseAllDownPolicy } f
 import { formatDuration } from '../model/duration.js';
 import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
 import { DEFAULT_WEIGHT, type DrainSpec, effectiveCheck, findVip, vipSettings } from '../model/desired-state.js';
-import { InputError } from '../model/errors.js';
+import { InputError, quote } from '../model/errors.js';
 import type { Handlers } from './api-server.js';
 
 /** What the handlers need of the daemon. */
@@ -41,13 +41,13 @@ export function createHandlers(daemon: DaemonApi): Handlers {
     const { address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
     return { vip, address };
   };
-  const dryRun = (p: { dryRun?: unknown }) => ({ dryRun: p.dryRun === true });
+  const dryRun = (p: { dryRun?: unknown }) => ({ dryRun: optionalFlag(p.dryRun, 'dryRun') });
 
   return {
     status: () => daemon.status(),
 
     stop: async (p) => {
-      daemon.requestStop({ keepDataplane: p.keepDataplane === true });
+      daemon.requestStop({ keepDataplane: optionalFlag(p.keepDataplane, 'keepDataplane') });
       return { stopping: true as const };
     },
 
@@ -59,10 +59,10 @@ export function createHandlers(daemon: DaemonApi): Handlers {
     'vip.add': async (p) => {
       const vip = parseVip(requireString(p.vip, 'vip'));
       const settings = vipSettings(vip, {
-        ...(p.forward !== undefined ? { forward: parseForward(String(p.forward)) } : {}),
-        ...(p.tableSize !== undefined ? { tableSize: validateTableSize(Number(p.tableSize)) } : {}),
+        ...(p.forward !== undefined ? { forward: parseForward(requireString(p.forward, 'forward')) } : {}),
+        ...(p.tableSize !== undefined ? { tableSize: validateTableSize(requireNumber(p.tableSize, 'tableSize')) } : {}),
         ...(p.check !== undefined ? { check: checkOverrides(requireObject(p.check, 'check')) } : {}),
-        ...(p.onAllDown !== undefined ? { onAllDown: parseAllDownPolicy(String(p.onAllDown)) } : {}),
+        ...(p.onAllDown !== undefined ? { onAllDown: parseAllDownPolicy(requireString(p.onAllDown, 'onAllDown')) } : {}),
       });
       return core.change({ op: 'vip.add', vip, settings });
     },
@@ -93,7 +93,7 @@ export function createHandlers(daemon: DaemonApi): Handlers {
       const vip = vipKey(p.vip);
       const { family, address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
       const weight = p.weight === undefined ? DEFAULT_WEIGHT : parseWeight(p.weight);
-      const forward = p.forward === undefined ? undefined : parseForward(String(p.forward));
+      const forward = p.forward === undefined ? undefined : parseForward(requireString(p.forward, 'forward'));
       const check = p.check === undefined ? undefined : checkOverrides(requireObject(p.check, 'check'));
       const backend = { address, family, weight, ...(forward ? { forward } : {}), ...(check ? { check } : {}) };
       return core.change({ op: 'backend.add', vip, backend }, dryRun(p));
@@ -183,19 +183,36 @@ function vipKey(value: unknown): string {
 }
 
 function requireObject(value: unknown, field: string): Record<string, never> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new InputError(`${field} must be an object`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new InputError(`${field} must be an object, not ${typeName(value)}`);
   return value as Record<string, never>;
 }
 
 function requireString(value: unknown, field: string): string {
-  if (typeof value !== 'string' || value === '') throw new InputError(`${field} is required`);
+  if (value === undefined || value === '') throw new InputError(`${field} is required`);
+  if (typeof value !== 'string') throw new InputError(`${field} must be a string, not ${typeName(value)}`);
   return value;
+}
+
+function requireNumber(value: unknown, field: string): number {
+  if (typeof value !== 'number') throw new InputError(`${field} must be a number, not ${typeName(value)}`);
+  return value;
+}
+
+function optionalFlag(value: unknown, field: string): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') throw new InputError(`${field} must be true or false, not ${typeName(value)}`);
+  return value;
+}
+
+function typeName(value: unknown): string {
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
 }
 
 function seconds(value: unknown, what: string, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_DRAIN_SECONDS) {
-    throw new InputError(`invalid ${what} ${JSON.stringify(value)}: must be more than 0 and at most ${MAX_DRAIN_SECONDS} seconds`);
+    throw new InputError(`invalid ${what} ${quote(JSON.stringify(value))}: must be more than 0 and at most ${MAX_DRAIN_SECONDS} seconds`);
   }
   return value;
 }

@@ -140,10 +140,11 @@ function validateCheck(value: unknown, where: string): Partial<CheckSettings> {
     ...(rest as CheckOptions),
     ...(spec !== undefined ? { check: formatCheck(object(spec, `${where}.check.spec`) as unknown as CheckSpec) } : {}),
   };
-  const known = ['check', 'intervalMs', 'timeoutMs', 'rise', 'fall', 'dsr', 'port', 'expectStatus'];
-  const unknown = Object.keys(options).find((k) => !known.includes(k));
-  if (unknown) throw new Error(`${where}.check: unknown field ${unknown}`);
-  return checkOverrides(options);
+  try {
+    return checkOverrides(options);
+  } catch (error) {
+    throw new Error(`${where}.check: ${(error as Error).message}`);
+  }
 }
 
 function validateDrain(value: unknown, address: string): DrainSpec {

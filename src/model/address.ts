@@ -1,5 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net';
-import { InputError } from './errors.js';
+import { InputError, quote } from './errors.js';
 
 export type Family = 4 | 6;
 export type Protocol = 'tcp' | 'udp';
@@ -19,36 +19,36 @@ export interface VipAddress {
 export function parseIpAddress(text: string, what = 'address'): { family: Family; address: string } {
   // Node accepts "fe80::1%eth0"; an address here is a global one, and a zone
   // would otherwise be dropped silently (or mangle an embedded IPv4 part).
-  if (text.includes('%')) throw new InputError(`invalid ${what} "${text}": zone IDs (%INTERFACE) are not accepted`);
+  if (text.includes('%')) throw new InputError(`invalid ${what} ${quote(text)}: zone IDs (%INTERFACE) are not accepted`);
   if (isIPv4(text)) return { family: 4, address: canonicalIPv4(text) };
   if (isIPv6(text)) return { family: 6, address: canonicalIPv6(text) };
-  throw new InputError(`invalid ${what} "${text}": expected an IPv4 or IPv6 address`);
+  throw new InputError(`invalid ${what} ${quote(text)}: expected an IPv4 or IPv6 address`);
 }
 
 /** Parses `10.0.0.100:80/tcp` or `[2001:db8::10]:80/udp`. */
 export function parseVip(text: string): VipAddress {
   const match = /^(?:\[([^\]]+)\]|([^:/[\]]+)):(\d+)\/([a-z]+)$/i.exec(text.trim());
   if (!match) {
-    throw new InputError(`invalid VIP "${text}": expected ADDRESS:PORT/PROTOCOL, e.g. 10.0.0.100:80/tcp or [2001:db8::10]:80/tcp`);
+    throw new InputError(`invalid VIP ${quote(text)}: expected ADDRESS:PORT/PROTOCOL, e.g. 10.0.0.100:80/tcp or [2001:db8::10]:80/tcp`);
   }
   const [, bracketed, plain, portText, protocolText] = match;
   const host = bracketed ?? plain!;
   if (bracketed !== undefined && !isIPv6(bracketed)) {
-    throw new InputError(`invalid VIP "${text}": only IPv6 addresses go in brackets`);
+    throw new InputError(`invalid VIP ${quote(text)}: only IPv6 addresses go in brackets`);
   }
   if (plain !== undefined && !isIPv4(plain)) {
-    throw new InputError(`invalid VIP "${text}": "${plain}" is not an IPv4 address (write IPv6 as [ADDRESS]:PORT)`);
+    throw new InputError(`invalid VIP ${quote(text)}: ${quote(plain)} is not an IPv4 address (write IPv6 as [ADDRESS]:PORT)`);
   }
   const { family, address } = parseIpAddress(host, 'VIP address');
   const special = specialAddress(family, address);
-  if (special) throw new InputError(`invalid VIP "${text}": ${address} is ${special}, not an address clients can be balanced to`);
+  if (special) throw new InputError(`invalid VIP ${quote(text)}: ${address} is ${special}, not an address clients can be balanced to`);
   const port = Number(portText);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new InputError(`invalid VIP "${text}": port must be from 1 to 65535`);
+    throw new InputError(`invalid VIP ${quote(text)}: port must be from 1 to 65535`);
   }
   const protocol = protocolText!.toLowerCase();
   if (!PROTOCOLS.includes(protocol as Protocol)) {
-    throw new InputError(`invalid VIP "${text}": protocol must be tcp or udp`);
+    throw new InputError(`invalid VIP ${quote(text)}: protocol must be tcp or udp`);
   }
   return { family, address, port, protocol: protocol as Protocol };
 }
@@ -81,17 +81,19 @@ export function formatVip(vip: VipAddress): string {
 
 export function parseForward(text: string): ForwardMethod {
   if (FORWARD_METHODS.includes(text as ForwardMethod)) return text as ForwardMethod;
-  throw new InputError(`invalid forwarding method "${text}": expected ${FORWARD_METHODS.join(' or ')}`);
+  throw new InputError(`invalid forwarding method ${quote(text)}: expected ${FORWARD_METHODS.join(' or ')}`);
 }
 
 /** Weight 0 quiesces a backend: no new flows, its tracked flows continue (HAProxy, IPVS). */
 export const MIN_WEIGHT = 0;
 export const MAX_WEIGHT = 65535;
 
-export function parseWeight(value: string | number): number {
-  const weight = typeof value === 'number' ? value : /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+export function parseWeight(value: unknown): number {
+  const weight = typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : NaN;
   if (!Number.isInteger(weight) || weight < MIN_WEIGHT || weight > MAX_WEIGHT) {
-    throw new InputError(`invalid weight "${value}": must be an integer from ${MIN_WEIGHT} to ${MAX_WEIGHT}`);
+    throw new InputError(
+      `invalid weight ${quote(typeof value === 'string' ? value : JSON.stringify(value))}: must be an integer from ${MIN_WEIGHT} to ${MAX_WEIGHT}`,
+    );
   }
   return weight;
 }
@@ -188,10 +190,10 @@ export interface ListenAddress {
 /** "127.0.0.1:9640", "[::1]:9640": where an HTTP endpoint listens. */
 export function parseListenAddress(text: string, what = 'listen address'): ListenAddress {
   const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(text.trim());
-  if (!match) throw new InputError(`invalid ${what} "${text}": expected ADDRESS:PORT, e.g. 127.0.0.1:9640 or [::1]:9640`);
+  if (!match) throw new InputError(`invalid ${what} ${quote(text)}: expected ADDRESS:PORT, e.g. 127.0.0.1:9640 or [::1]:9640`);
   const { address } = parseIpAddress(match[1] ?? match[2]!, what);
   const port = Number(match[3]);
-  if (port < 1 || port > 65535) throw new InputError(`invalid ${what} "${text}": the port must be from 1 to 65535`);
+  if (port < 1 || port > 65535) throw new InputError(`invalid ${what} ${quote(text)}: the port must be from 1 to 65535`);
   return { host: address, port };
 }
 

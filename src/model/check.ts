@@ -4,7 +4,7 @@
  * parsing, defaults, overrides and validation, no I/O (src/health/ probes).
  */
 import { formatDuration } from './duration.js';
-import { InputError } from './errors.js';
+import { InputError, quote } from './errors.js';
 import { formatVip, type VipAddress } from './address.js';
 
 export type CheckKind = 'tcp' | 'http' | 'https' | 'dns' | 'udp' | 'none';
@@ -62,30 +62,30 @@ export function parseCheck(text: string): CheckSpec {
   const kindText = (colon < 0 ? trimmed : trimmed.slice(0, colon)).toLowerCase();
   const argument = colon < 0 ? undefined : trimmed.slice(colon + 1);
   if (!CHECK_KINDS.includes(kindText as CheckKind)) {
-    throw new InputError(`invalid check "${text}": expected ${EXAMPLES}`);
+    throw new InputError(`invalid check ${quote(text)}: expected ${EXAMPLES}`);
   }
   const kind = kindText as CheckKind;
   switch (kind) {
     case 'http':
     case 'https': {
       if (argument === undefined || argument === '') {
-        throw new InputError(`invalid check "${text}": ${kind} needs a path, e.g. ${kind}:/healthz`);
+        throw new InputError(`invalid check ${quote(text)}: ${kind} needs a path, e.g. ${kind}:/healthz`);
       }
       const reason = pathProblem(argument);
-      if (reason) throw new InputError(`invalid check "${text}": ${reason}`);
+      if (reason) throw new InputError(`invalid check ${quote(text)}: ${reason}`);
       return { kind, path: argument };
     }
     case 'dns': {
       if (argument === undefined || argument === '') {
-        throw new InputError(`invalid check "${text}": dns needs a query name, e.g. dns:example.com or dns:.`);
+        throw new InputError(`invalid check ${quote(text)}: dns needs a query name, e.g. dns:example.com or dns:.`);
       }
       const reason = dnsNameProblem(argument);
-      if (reason) throw new InputError(`invalid check "${text}": ${reason}`);
+      if (reason) throw new InputError(`invalid check ${quote(text)}: ${reason}`);
       return { kind, name: argument };
     }
     default:
       if (argument !== undefined) {
-        throw new InputError(`invalid check "${text}": ${kind} takes no argument (expected "${kind}")`);
+        throw new InputError(`invalid check ${quote(text)}: ${kind} takes no argument (expected ${quote(kind)})`);
       }
       return { kind };
   }
@@ -135,7 +135,7 @@ export function validateCheckSettings(settings: CheckSettings, vip: VipAddress):
   const where = `check of ${formatVip(vip)}`;
   const { spec } = settings;
   if (!CHECK_KINDS.includes(spec.kind)) {
-    throw new InputError(`invalid ${where}: unknown kind "${String(spec.kind)}": expected ${EXAMPLES}`);
+    throw new InputError(`invalid ${where}: unknown kind ${quote(String(spec.kind))}: expected ${EXAMPLES}`);
   }
   if (isHttp(spec.kind)) {
     const reason = spec.path === undefined ? `${spec.kind} needs a path, e.g. ${spec.kind}:/healthz` : pathProblem(spec.path);
@@ -168,19 +168,21 @@ export function validateCheckSettings(settings: CheckSettings, vip: VipAddress):
     const value = settings[field];
     const { min, max } = CHECK_LIMITS.count;
     if (!Number.isInteger(value) || value < min || value > max) {
-      throw new InputError(`invalid check ${field} "${value}" for ${formatVip(vip)}: must be an integer from ${min} to ${max}`);
+      throw new InputError(`invalid check ${field} ${quote(value)} for ${formatVip(vip)}: must be an integer from ${min} to ${max}`);
     }
   }
   if (settings.port !== undefined) {
     const { min, max } = CHECK_LIMITS.port;
     if (!Number.isInteger(settings.port) || settings.port < min || settings.port > max) {
-      throw new InputError(`invalid check port "${settings.port}" for ${formatVip(vip)}: must be from ${min} to ${max}`);
+      throw new InputError(`invalid check port ${quote(settings.port)} for ${formatVip(vip)}: must be from ${min} to ${max}`);
     }
   }
   if (settings.expectStatus !== undefined) {
     const { min, max } = CHECK_LIMITS.status;
     if (!Number.isInteger(settings.expectStatus) || settings.expectStatus < min || settings.expectStatus > max) {
-      throw new InputError(`invalid expected HTTP status "${settings.expectStatus}" for ${formatVip(vip)}: must be from ${min} to ${max}`);
+      throw new InputError(
+        `invalid expected HTTP status ${quote(settings.expectStatus)} for ${formatVip(vip)}: must be from ${min} to ${max}`,
+      );
     }
     if (!isHttp(spec.kind)) {
       throw new InputError(`invalid ${where}: an expected HTTP status needs an http or https check, not ${formatCheck(spec)}`);
@@ -200,15 +202,15 @@ function isHttp(kind: CheckKind): boolean {
 }
 
 function msText(ms: number): string {
-  return Number.isFinite(ms) && ms > 0 ? `"${formatDuration(ms)}"` : `"${ms}"`;
+  return Number.isFinite(ms) && ms > 0 ? quote(formatDuration(ms)) : quote(ms);
 }
 
 /** Why a path cannot go in a request line, or undefined. */
 function pathProblem(path: string): string | undefined {
-  if (!path.startsWith('/')) return `the path "${path}" must start with "/"`;
+  if (!path.startsWith('/')) return `the path ${quote(path)} must start with "/"`;
   if (path.length > CHECK_LIMITS.pathLength) return `the path is longer than ${CHECK_LIMITS.pathLength} characters`;
-  if (/[\s\x00-\x1f\x7f]/.test(path)) return `the path "${path}" contains a space or a control character (percent-encode it)`;
-  if (/[^\x21-\x7e]/.test(path)) return `the path "${path}" contains a non-ASCII character (percent-encode it)`;
+  if (/[\s\x00-\x1f\x7f]/.test(path)) return `the path ${quote(path)} contains a space or a control character (percent-encode it)`;
+  if (/[^\x21-\x7e]/.test(path)) return `the path ${quote(path)} contains a non-ASCII character (percent-encode it)`;
   return undefined;
 }
 
@@ -216,12 +218,12 @@ function pathProblem(path: string): string | undefined {
 function dnsNameProblem(name: string): string | undefined {
   if (name === '.') return undefined;
   const bare = name.endsWith('.') ? name.slice(0, -1) : name;
-  if (bare.length === 0 || bare.length > 253) return `invalid DNS name "${name}": must have 1 to 253 characters`;
+  if (bare.length === 0 || bare.length > 253) return `invalid DNS name ${quote(name)}: must have 1 to 253 characters`;
   for (const label of bare.split('.')) {
-    if (label.length === 0) return `invalid DNS name "${name}": empty label`;
-    if (label.length > 63) return `invalid DNS name "${name}": a label is longer than 63 characters`;
+    if (label.length === 0) return `invalid DNS name ${quote(name)}: empty label`;
+    if (label.length > 63) return `invalid DNS name ${quote(name)}: a label is longer than 63 characters`;
     if (!/^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?$/.test(label)) {
-      return `invalid DNS name "${name}": labels are letters, digits, "-" and "_", not starting or ending with "-"`;
+      return `invalid DNS name ${quote(name)}: labels are letters, digits, "-" and "_", not starting or ending with "-"`;
     }
   }
   return undefined;
@@ -239,10 +241,26 @@ export interface CheckOptions {
   readonly expectStatus?: number;
 }
 
+const CHECK_OPTION_NAMES: ReadonlyArray<keyof CheckOptions> = [
+  'check',
+  'intervalMs',
+  'timeoutMs',
+  'rise',
+  'fall',
+  'dsr',
+  'port',
+  'expectStatus',
+];
+
 /** The options given, as overrides of a VIP's (or the defaults'). Validate the result with validateCheckSettings. */
 export function checkOverrides(options: CheckOptions): Partial<CheckSettings> {
   const overrides: { -readonly [K in keyof CheckSettings]?: CheckSettings[K] } = {};
-  if (options.check !== undefined) overrides.spec = parseCheck(options.check);
+  const unknown = Object.keys(options).find((key) => !CHECK_OPTION_NAMES.includes(key as keyof CheckOptions));
+  if (unknown !== undefined) throw new InputError(`unknown check option ${quote(unknown)} (expected ${CHECK_OPTION_NAMES.join(', ')})`);
+  if (options.check !== undefined) {
+    if (typeof options.check !== 'string') throw new InputError(`invalid check ${quote(JSON.stringify(options.check))}: expected a string`);
+    overrides.spec = parseCheck(options.check);
+  }
   const numbers = [
     ['intervalMs', 'check interval'],
     ['timeoutMs', 'check timeout'],
@@ -255,12 +273,12 @@ export function checkOverrides(options: CheckOptions): Partial<CheckSettings> {
     const value = options[key];
     if (value === undefined) continue;
     if (typeof value !== 'number' || !Number.isFinite(value))
-      throw new InputError(`invalid ${what} ${JSON.stringify(value)}: expected a number`);
+      throw new InputError(`invalid ${what} ${quote(JSON.stringify(value))}: expected a number`);
     overrides[key] = value;
   }
   if (options.dsr !== undefined) {
     if (typeof options.dsr !== 'boolean')
-      throw new InputError(`invalid DSR-path check setting ${JSON.stringify(options.dsr)}: expected true or false`);
+      throw new InputError(`invalid DSR-path check setting ${quote(JSON.stringify(options.dsr))}: expected true or false`);
     overrides.dsr = options.dsr;
   }
   return overrides;
@@ -274,5 +292,5 @@ export const DEFAULT_ALL_DOWN: AllDownPolicy = 'keep';
 
 export function parseAllDownPolicy(text: string): AllDownPolicy {
   if (ALL_DOWN_POLICIES.includes(text as AllDownPolicy)) return text as AllDownPolicy;
-  throw new InputError(`invalid all-backends-down policy "${text}": expected keep (the last healthy backends) or drop`);
+  throw new InputError(`invalid all-backends-down policy ${quote(text)}: expected keep (the last healthy backends) or drop`);
 }

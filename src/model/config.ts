@@ -39,7 +39,7 @@ import {
   validateCheckSettings,
   withCheckOverrides,
 } from './check.js';
-import { InputError } from './errors.js';
+import { InputError, quote } from './errors.js';
 import { DEFAULT_LIMITS } from './limits.js';
 
 /** The same list as XDP_MODES in src/dataplane/xdp.ts, which cannot be imported here: it loads native code. */
@@ -267,7 +267,12 @@ class Cursor {
       const keyAt: Cursor = this.child(pair.key, this.path, this.offset);
       const name = isScalar(keyAt.node) ? keyAt.node.value : undefined;
       if (typeof name !== 'string') keyAt.fail(`field names must be strings, got ${keyAt.kind()}`);
-      if (!(allowed as readonly string[]).includes(name)) keyAt.fail(`unknown field "${name}" (expected ${allowed.join(', ')})`);
+      if (!(allowed as readonly string[]).includes(name)) {
+        // A misspelt field is worth naming; anything else may be a line of
+        // whatever file the path points to, and is not echoed.
+        const named = /^[A-Za-z_][A-Za-z0-9_-]{0,40}$/.test(name) ? `unknown field ${quote(name)}` : 'a field that is not an lbctl setting';
+        keyAt.fail(`${named} (expected ${allowed.join(', ')})`);
+      }
       fields[name] = this.child(pair.value, this.path ? `${this.path}.${name}` : name, keyAt.offset);
     }
     return fields;
@@ -275,7 +280,7 @@ class Cursor {
 
   /** A field this mapping must have; the error points at the mapping. */
   require<K extends string>(fields: Partial<Record<K, Cursor>>, name: K): Cursor {
-    return fields[name] ?? this.fail(`missing required field "${name}"`);
+    return fields[name] ?? this.fail(`missing required field ${quote(name)}`);
   }
 
   /** The entries of a sequence; an empty value (every entry commented out) is an empty sequence. */
@@ -339,14 +344,14 @@ class Cursor {
 
   oneOf<T extends string>(choices: readonly T[], what: string): T {
     const value = this.string();
-    if (!(choices as readonly string[]).includes(value)) this.fail(`invalid ${what} "${value}": expected ${choices.join(' or ')}`);
+    if (!(choices as readonly string[]).includes(value)) this.fail(`invalid ${what} ${quote(value)}: expected ${choices.join(' or ')}`);
     return value as T;
   }
 
   interfaceName(): string {
     const value = this.string();
     // Linux allows IFNAMSIZ - 1 = 15 bytes, without "/" or whitespace.
-    if (!/^[^\s/]{1,15}$/.test(value)) this.fail(`invalid interface name "${value}": expected a network interface name such as eth0`);
+    if (!/^[^\s/]{1,15}$/.test(value)) this.fail(`invalid interface name ${quote(value)}: expected a network interface name such as eth0`);
     return value;
   }
 
@@ -368,7 +373,10 @@ class Cursor {
     if (!isScalar(node)) return 'nothing';
     const value = node.value;
     if (value === null || value === undefined) return 'an empty value (null)';
-    if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
-    return `${typeof value} ${String(value)}`;
+    // The file as a whole is never echoed: it may be anything a path points
+    // to (a symlink to /etc/shadow), and errors travel back to the caller.
+    if (this.path === '' && typeof value === 'string') return 'a string (is this an lbctl config file?)';
+    if (typeof value === 'string') return `the string ${quote(value)}`;
+    return `${typeof value} ${quote(String(value)).slice(1, -1)}`;
   }
 }

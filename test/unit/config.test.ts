@@ -175,7 +175,28 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       1,
       1,
       undefined,
-      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, vips, got the string "hello"',
+      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, vips, got a string (is this an lbctl config file?)',
+    );
+  });
+
+  test('an error never echoes the file it points to, nor more than a few dozen characters of a value', () => {
+    const shadow = 'root:$y$j9T$Zp1Dd8.9Xx/secret-hash-value:19700:0:99999:7:::\ndaemon:*:19700:0:99999:7:::\n';
+    assert.throws(
+      () => parseConfig(shadow, FILE),
+      (e: Error) =>
+        !e.message.includes('secret') &&
+        !e.message.includes('root') &&
+        /: a field that is not an lbctl setting \(expected interface, /.test(e.message),
+    );
+    assert.throws(
+      () => parseConfig('root:x:0:0:root:/root:/bin/bash\n', FILE),
+      (e: Error) => !e.message.includes('root') && /got a string/.test(e.message),
+    );
+    const long = `vips:\n  - vip: x${'9'.repeat(100_000)}\n`;
+    assert.throws(
+      () => parseConfig(long, FILE),
+      (e: Error) =>
+        e.message.length < 300 && /invalid VIP "x9{40,60}…" \(100001 characters\): expected ADDRESS:PORT\/PROTOCOL/.test(e.message),
     );
   });
 
