@@ -12,7 +12,11 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
 BENCH_BPF_OBJ := $(patsubst bench/%.bpf.c,build/bench/%.bpf.o,$(wildcard bench/*.bpf.c))
 BPF_HDR := $(wildcard bpf/lib/*.h)
-SHIM := build/native/liblbctl.so
+# The shipped native library: libbpf adapters and the DSR probe. What only
+# tests and benchmarks call is a library of its own, never installed.
+NATIVE_LIB := build/native/liblbctl.so
+NATIVE_TESTING_LIB := build/native/liblbctl-testing.so
+NATIVE_CFLAGS := -shared -fPIC -O2 -Wall -Wextra -Werror
 TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
 TS_STAMP := dist/.stamp
 
@@ -21,7 +25,7 @@ TS_STAMP := dist/.stamp
 all: bpf native ts
 
 bpf: $(BPF_OBJ) $(BENCH_BPF_OBJ)
-native: $(SHIM)
+native: $(NATIVE_LIB) $(NATIVE_TESTING_LIB)
 ts: $(TS_STAMP)
 
 build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
@@ -32,9 +36,13 @@ build/bench/%.bpf.o: bench/%.bpf.c
 	@mkdir -p $(@D)
 	$(CLANG) -O2 -g -Wall -Werror -target bpf -I$(ARCH_INCLUDE) -c $< -o $@
 
-$(SHIM): native/lbctl_shim.c
+$(NATIVE_LIB): native/libbpf_adapters.c native/dsr_probe.c
 	@mkdir -p $(@D)
-	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $< -lbpf
+	$(CC) $(NATIVE_CFLAGS) -o $@ $^ -lbpf
+
+$(NATIVE_TESTING_LIB): native/testing.c
+	@mkdir -p $(@D)
+	$(CC) $(NATIVE_CFLAGS) -pthread -o $@ $^ -lbpf
 
 $(TS_STAMP): $(TS_SRC) tsconfig.json package.json
 	node_modules/.bin/tsc -p tsconfig.json
