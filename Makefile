@@ -76,10 +76,11 @@ deps-bench:
 bench: deps-bench all
 	node dist/bench/run.js
 
+# Only what runs (scripts/install-tree.sh): no tests, benchmarks or testing
+# library, production packages only, koffi's binary for this platform only.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin
-	cp -r bin build dist node_modules package.json package-lock.json README.md $(DESTDIR)$(PREFIX)/lib/lbctl/
-	cd $(DESTDIR)$(PREFIX)/lib/lbctl && npm prune --omit=dev --no-audit --no-fund >/dev/null
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin
+	scripts/install-tree.sh $(DESTDIR)$(PREFIX)/lib/lbctl
 	ln -sf $(PREFIX)/lib/lbctl/bin/lbctl $(DESTDIR)$(PREFIX)/bin/lbctl
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/lbctl
 	sed 's|@PREFIX@|$(PREFIX)|g' packaging/lbctl.service.in > $(DESTDIR)$(UNITDIR)/lbctl.service
