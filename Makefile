@@ -89,7 +89,7 @@ install: all
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 uninstall:
-	rm -rf $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin/lbctl $(DESTDIR)$(UNITDIR)/lbctl.service $(DESTDIR)$(SYSCONFDIR)/lbctl/lbctl.example.yaml
+	rm -rf $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/lib/lbctl.new $(DESTDIR)$(PREFIX)/lib/lbctl.old $(DESTDIR)$(PREFIX)/bin/lbctl $(DESTDIR)$(UNITDIR)/lbctl.service $(DESTDIR)$(SYSCONFDIR)/lbctl/lbctl.example.yaml
 
 clean:
 	rm -rf build dist
