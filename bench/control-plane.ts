@@ -18,7 +18,8 @@
  *    N backends, M = 65537, the two sizes interleaved, median ms per table.
  * 4. A CLI call, wall time from spawn to exit: `lbctl --version`, `lbctl
  *    --help` and `lbctl backend weight` (a change the daemon of 1. applies),
- *    beside `node -e 0` (a Node process that does nothing: the floor),
+ *    beside `node -e 0` (a Node process that does nothing: the floor) and
+ *    the same change as a request on the socket (the daemon's share),
  *    interleaved run by run.
  */
 import { spawnSync } from 'node:child_process';
@@ -88,6 +89,8 @@ export interface CliCalls {
   readonly runs: number;
   /** `node -e 0` first (the floor), then the lbctl commands; median and fastest wall ms, spawn to exit. */
   readonly rows: ReadonlyArray<{ readonly command: string; readonly medianMs: number; readonly minMs: number }>;
+  /** The same change as a request on an open socket, sent to answer: the daemon's share of the CLI's change. */
+  readonly socketChange: { readonly medianMs: number; readonly minMs: number };
 }
 
 export interface MaglevBuild {
@@ -128,13 +131,14 @@ export function measureMaglevBuild(builds = 21, cases: readonly number[] = MAGLE
 export const CLI_COMMANDS = ['node -e 0', 'lbctl --version', 'lbctl --help', 'lbctl backend weight VIP ADDRESS N'] as const;
 
 /**
- * Wall time of CLI calls, spawn to exit, interleaved run by run. The
- * change sets the backend's weight to 2 and back to 1, so every call
- * changes something. NODE_EXTRA_CA_CERTS is left out of the environment:
- * it makes every Node process read a certificate file at start, and the CLI
- * makes no TLS connection.
+ * Wall time of CLI calls, spawn to exit, interleaved run by run, and of the
+ * same change sent on the socket. The CLI sets the backend's weight to 1 or
+ * 2 and the socket request to 3, so every call changes something.
+ * NODE_EXTRA_CA_CERTS is left out of the environment: it makes every Node
+ * process read a certificate file at start, and the CLI makes no TLS
+ * connection.
  */
-export function measureCliCalls(socket: string, vip: string, backend: string, runs: number): CliCalls {
+export async function measureCliCalls(socket: string, vip: string, backend: string, runs: number): Promise<CliCalls> {
   const env = { ...process.env };
   delete env.NODE_EXTRA_CA_CERTS;
   const commands: Array<(run: number) => string[]> = [
@@ -144,7 +148,8 @@ export function measureCliCalls(socket: string, vip: string, backend: string, ru
     (run) => [LBCTL, 'backend', 'weight', vip, backend, run & 1 ? '2' : '1', '--socket', socket],
   ];
   const times = commands.map(() => [] as number[]);
-  // Run -1 warms the file cache and sets the weight to 2 (from 1): each timed change then flips it.
+  const socketTimes: number[] = [];
+  // Run -1 is not timed: it warms the file cache.
   for (let run = -1; run < runs; run++) {
     commands.forEach((command, i) => {
       const [file, ...args] = command(run);
@@ -154,8 +159,15 @@ export function measureCliCalls(socket: string, vip: string, backend: string, ru
       if (r.status !== 0) throw new Error(`${command(run).join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}`);
       if (run >= 0) times[i]!.push(ms);
     });
+    const start = nowNs();
+    await call(socket, 'backend.weight', { vip, address: backend, weight: 3 });
+    if (run >= 0) socketTimes.push(Number(nowNs() - start) / 1e6);
   }
-  return { runs, rows: CLI_COMMANDS.map((command, i) => ({ command, medianMs: median(times[i]!), minMs: Math.min(...times[i]!) })) };
+  return {
+    runs,
+    rows: CLI_COMMANDS.map((command, i) => ({ command, medianMs: median(times[i]!), minMs: Math.min(...times[i]!) })),
+    socketChange: { medianMs: median(socketTimes), minMs: Math.min(...socketTimes) },
+  };
 }
 
 const PORT = 9;
@@ -281,7 +293,7 @@ export async function measureControlPlane(options: ControlOptions = {}): Promise
       `backend add -> first packet at the new backend: CLI ${cli.map((s) => s.afterReturnMs.toFixed(2)).join(', ')} ms after it exited; API ${api.map((s) => s.afterReturnMs.toFixed(2)).join(', ')} ms after the answer`,
     );
     // --- 4. CLI calls against this daemon, the generator stopped
-    const cliCalls = measureCliCalls(lb.socket, vip, address('be1'), options.cliRuns ?? 30);
+    const cliCalls = await measureCliCalls(lb.socket, vip, address('be1'), options.cliRuns ?? 30);
     log(`CLI calls, median of ${cliCalls.runs}: ${cliCalls.rows.map((r) => `${r.command} ${r.medianMs.toFixed(1)} ms`).join(', ')}`);
     await lb.stop();
 
@@ -434,5 +446,6 @@ export function controlTable(r: ControlResult): string {
       const above = i === 0 ? '' : `, ${(row.medianMs - floor).toFixed(1)} ms above the floor`;
       return `| ${what}, spawn to exit, median of ${r.cliCalls.runs} (fastest) | ${row.medianMs.toFixed(1)} ms (${row.minMs.toFixed(1)} ms)${above} |`;
     }),
+    `| the same change as a \`backend.weight\` request on the socket: request to answer (the daemon's share), median of ${r.cliCalls.runs} (fastest) | ${r.cliCalls.socketChange.medianMs.toFixed(1)} ms (${r.cliCalls.socketChange.minMs.toFixed(1)} ms) |`,
   ].join('\n');
 }

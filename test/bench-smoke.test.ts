@@ -125,11 +125,13 @@ describe('benchmarks (quick smoke run)', () => {
       positive(r.medianMs, `${r.command} median`);
       positive(r.minMs, `${r.command} fastest`);
     }
+    positive(control.cliCalls.socketChange.medianMs, 'backend.weight on the socket');
     const table = controlTable(control);
     assert.match(table, /lbctl start --config/);
     assert.match(table, /Maglev table build alone .*N = 1000 backends, M = 65537/);
     assert.match(table, /Maglev table build alone .*N = 10 backends, M = 65537/);
     assert.match(table, /CLI call floor: `node -e 0`/);
+    assert.match(table, /the same change as a `backend.weight` request on the socket/);
     assert.match(
       table,
       /CLI call: `lbctl backend weight VIP ADDRESS N`, spawn to exit, median of 2 \(fastest\) \| [\d.]+ ms \([\d.]+ ms\), [-\d.]+ ms above the floor \|/,
