@@ -12,7 +12,11 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
 BENCH_BPF_OBJ := $(patsubst bench/%.bpf.c,build/bench/%.bpf.o,$(wildcard bench/*.bpf.c))
 BPF_HDR := $(wildcard bpf/lib/*.h)
-SHIM := build/native/liblbctl.so
+# The shipped native library: libbpf adapters and the DSR probe. What only
+# tests and benchmarks call is a library of its own, never installed.
+NATIVE_LIB := build/native/liblbctl.so
+NATIVE_TESTING_LIB := build/native/liblbctl-testing.so
+NATIVE_CFLAGS := -shared -fPIC -O2 -Wall -Wextra -Werror
 TS_SRC := $(shell find src test bench -name '*.ts' 2>/dev/null)
 TS_STAMP := dist/.stamp
 
@@ -21,7 +25,7 @@ TS_STAMP := dist/.stamp
 all: bpf native ts
 
 bpf: $(BPF_OBJ) $(BENCH_BPF_OBJ)
-native: $(SHIM)
+native: $(NATIVE_LIB) $(NATIVE_TESTING_LIB)
 ts: $(TS_STAMP)
 
 build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
@@ -32,9 +36,13 @@ build/bench/%.bpf.o: bench/%.bpf.c
 	@mkdir -p $(@D)
 	$(CLANG) -O2 -g -Wall -Werror -target bpf -I$(ARCH_INCLUDE) -c $< -o $@
 
-$(SHIM): native/lbctl_shim.c
+$(NATIVE_LIB): native/libbpf_adapters.c native/dsr_probe.c
 	@mkdir -p $(@D)
-	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $< -lbpf
+	$(CC) $(NATIVE_CFLAGS) -o $@ $^ -lbpf
+
+$(NATIVE_TESTING_LIB): native/testing.c
+	@mkdir -p $(@D)
+	$(CC) $(NATIVE_CFLAGS) -pthread -o $@ $^ -lbpf
 
 $(TS_STAMP): $(TS_SRC) tsconfig.json package.json
 	node_modules/.bin/tsc -p tsconfig.json
@@ -72,10 +80,11 @@ deps-bench:
 bench: deps-bench all
 	node dist/bench/run.js
 
+# Only what runs (scripts/install-tree.sh): no tests, benchmarks or testing
+# library, production packages only, koffi's binary for this platform only.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin
-	cp -r bin build dist node_modules package.json package-lock.json README.md $(DESTDIR)$(PREFIX)/lib/lbctl/
-	cd $(DESTDIR)$(PREFIX)/lib/lbctl && npm prune --omit=dev --no-audit --no-fund >/dev/null
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin
+	scripts/install-tree.sh $(DESTDIR)$(PREFIX)/lib/lbctl
 	ln -sf $(PREFIX)/lib/lbctl/bin/lbctl $(DESTDIR)$(PREFIX)/bin/lbctl
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/lbctl
 	sed 's|@PREFIX@|$(PREFIX)|g' packaging/lbctl.service.in > $(DESTDIR)$(UNITDIR)/lbctl.service
@@ -84,7 +93,7 @@ install: all
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 uninstall:
-	rm -rf $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/bin/lbctl $(DESTDIR)$(UNITDIR)/lbctl.service $(DESTDIR)$(SYSCONFDIR)/lbctl/lbctl.example.yaml
+	rm -rf $(DESTDIR)$(PREFIX)/lib/lbctl $(DESTDIR)$(PREFIX)/lib/lbctl.new $(DESTDIR)$(PREFIX)/lib/lbctl.old $(DESTDIR)$(PREFIX)/bin/lbctl $(DESTDIR)$(UNITDIR)/lbctl.service $(DESTDIR)$(SYSCONFDIR)/lbctl/lbctl.example.yaml
 
 clean:
 	rm -rf build dist

@@ -16,7 +16,13 @@
  *    attached and the daemon answers), then the daemon's RSS.
  * 3. Maglev table build time alone (src/maglev/maglev.ts, no lab, no maps):
  *    N backends, M = 65537, the two sizes interleaved, median ms per table.
+ * 4. A CLI call, wall time from spawn to exit: `lbctl --version`, `lbctl
+ *    --help` and `lbctl backend weight` (a change the daemon of 1. applies),
+ *    beside `node -e 0` (a Node process that does nothing: the floor) and
+ *    the same change as a request on the socket (the daemon's share),
+ *    interleaved run by run.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, LAB } from '../test/lab/lab.js';
@@ -35,6 +41,8 @@ export interface ControlOptions {
   packetsPerSecond?: number;
   /** Timed builds per Maglev case (default 21). */
   maglevBuilds?: number;
+  /** Timed runs of each CLI command (default 30). */
+  cliRuns?: number;
   /** How long `lbctl start --config` may take before the daemon is killed and the load reported as not done (default 120 s). */
   loadDeadlineMs?: number;
   log?: Log;
@@ -74,6 +82,15 @@ export interface ControlResult {
   readonly peakRssMiB: number;
   readonly idleRssMiB: number;
   readonly maglev: MaglevBuild[];
+  readonly cliCalls: CliCalls;
+}
+
+export interface CliCalls {
+  readonly runs: number;
+  /** `node -e 0` first (the floor), then the lbctl commands; median and fastest wall ms, spawn to exit. */
+  readonly rows: ReadonlyArray<{ readonly command: string; readonly medianMs: number; readonly minMs: number }>;
+  /** The same change as a request on an open socket, sent to answer: the daemon's share of the CLI's change. */
+  readonly socketChange: { readonly medianMs: number; readonly minMs: number };
 }
 
 export interface MaglevBuild {
@@ -108,6 +125,49 @@ export function measureMaglevBuild(builds = 21, cases: readonly number[] = MAGLE
     });
   }
   return cases.map((n, i) => ({ backends: n, tableSize, builds, medianMs: median(times[i]!), minMs: Math.min(...times[i]!) }));
+}
+
+/** The commands of measureCliCalls, as reported. */
+export const CLI_COMMANDS = ['node -e 0', 'lbctl --version', 'lbctl --help', 'lbctl backend weight VIP ADDRESS N'] as const;
+
+/**
+ * Wall time of CLI calls, spawn to exit, interleaved run by run, and of the
+ * same change sent on the socket. The CLI sets the backend's weight to 1 or
+ * 2 and the socket request to 3, so every call changes something.
+ * NODE_EXTRA_CA_CERTS is left out of the environment: it makes every Node
+ * process read a certificate file at start, and the CLI makes no TLS
+ * connection.
+ */
+export async function measureCliCalls(socket: string, vip: string, backend: string, runs: number): Promise<CliCalls> {
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  const commands: Array<(run: number) => string[]> = [
+    () => [process.execPath, '-e', '0'],
+    () => [LBCTL, '--version'],
+    () => [LBCTL, '--help'],
+    (run) => [LBCTL, 'backend', 'weight', vip, backend, run & 1 ? '2' : '1', '--socket', socket],
+  ];
+  const times = commands.map(() => [] as number[]);
+  const socketTimes: number[] = [];
+  // Run -1 is not timed: it warms the file cache.
+  for (let run = -1; run < runs; run++) {
+    commands.forEach((command, i) => {
+      const [file, ...args] = command(run);
+      const start = nowNs();
+      const r = spawnSync(file!, args, { env, encoding: 'utf8' });
+      const ms = Number(nowNs() - start) / 1e6;
+      if (r.status !== 0) throw new Error(`${command(run).join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}`);
+      if (run >= 0) times[i]!.push(ms);
+    });
+    const start = nowNs();
+    await call(socket, 'backend.weight', { vip, address: backend, weight: 3 });
+    if (run >= 0) socketTimes.push(Number(nowNs() - start) / 1e6);
+  }
+  return {
+    runs,
+    rows: CLI_COMMANDS.map((command, i) => ({ command, medianMs: median(times[i]!), minMs: Math.min(...times[i]!) })),
+    socketChange: { medianMs: median(socketTimes), minMs: Math.min(...socketTimes) },
+  };
 }
 
 const PORT = 9;
@@ -232,6 +292,9 @@ export async function measureControlPlane(options: ControlOptions = {}): Promise
     log(
       `backend add -> first packet at the new backend: CLI ${cli.map((s) => s.afterReturnMs.toFixed(2)).join(', ')} ms after it exited; API ${api.map((s) => s.afterReturnMs.toFixed(2)).join(', ')} ms after the answer`,
     );
+    // --- 4. CLI calls against this daemon, the generator stopped
+    const cliCalls = await measureCliCalls(lb.socket, vip, address('be1'), options.cliRuns ?? 30);
+    log(`CLI calls, median of ${cliCalls.runs}: ${cliCalls.rows.map((r) => `${r.command} ${r.medianMs.toFixed(1)} ms`).join(', ')}`);
     await lb.stop();
 
     // --- 2. VIPS × 10 backends from a config file
@@ -256,6 +319,7 @@ export async function measureControlPlane(options: ControlOptions = {}): Promise
       ...load,
       idleRssMiB: idle.rss,
       maglev,
+      cliCalls,
     };
   } finally {
     await lb.stop().catch(() => undefined);
@@ -376,5 +440,12 @@ export function controlTable(r: ControlResult): string {
       (m) =>
         `| Maglev table build alone (src/maglev/maglev.ts): N = ${m.backends} backends, M = ${m.tableSize}, median of ${m.builds} (fastest) | ${m.medianMs.toFixed(2)} ms (${m.minMs.toFixed(2)} ms) |`,
     ),
+    ...r.cliCalls.rows.map((row, i) => {
+      const floor = r.cliCalls.rows[0]!.medianMs;
+      const what = i === 0 ? `CLI call floor: \`${row.command}\` (a Node process that does nothing)` : `CLI call: \`${row.command}\``;
+      const above = i === 0 ? '' : `, ${(row.medianMs - floor).toFixed(1)} ms above the floor`;
+      return `| ${what}, spawn to exit, median of ${r.cliCalls.runs} (fastest) | ${row.medianMs.toFixed(1)} ms (${row.minMs.toFixed(1)} ms)${above} |`;
+    }),
+    `| the same change as a \`backend.weight\` request on the socket: request to answer (the daemon's share), median of ${r.cliCalls.runs} (fastest) | ${r.cliCalls.socketChange.medianMs.toFixed(1)} ms (${r.cliCalls.socketChange.minMs.toFixed(1)} ms) |`,
   ].join('\n');
 }

@@ -18,13 +18,14 @@ import { pino } from 'pino';
 import { join } from 'node:path';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
 import { loadBpfObject } from '../src/dataplane/bpf-object.js';
-import { check, native } from '../src/dataplane/libbpf.js';
+import { check } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import { Reconciler } from '../src/core/reconciler.js';
 import { parseVip } from '../src/model/address.js';
 import { type BackendSpec, type DesiredState, type VipSpec, vipSettings } from '../src/model/desired-state.js';
 import { type PathTarget, type PathResult } from '../src/net/forwarding-paths.js';
 import { PROJECT_ROOT, bpfObjectPath } from '../src/paths.js';
+import { nativeTesting } from '../test/support/native-testing.js';
 import { ETHERTYPE, IPPROTO_NUMBER, TCP_FLAGS, ipv4Frame, ipv6Frame } from '../test/support/packets.js';
 
 export interface CostRow {
@@ -107,7 +108,7 @@ function flows(f: FamilySpec, vip: string, count: number, flags: number): Buffer
 
 function runDurations(programFd: number, packets: Buffer, count: number, iterations: number): Uint32Array {
   const durations = new Uint32Array(iterations);
-  check(native.testRunDurations(programFd, packets, packets.length / count, count, iterations, durations), 'BPF_PROG_TEST_RUN loop');
+  check(nativeTesting.testRunDurations(programFd, packets, packets.length / count, count, iterations, durations), 'BPF_PROG_TEST_RUN loop');
   return durations;
 }
 

@@ -89,7 +89,10 @@ export function readmeSection(
         ? `\`lbctl start --config\` returned after ${(c.loadMs / 1000).toFixed(1)} s`
         : `\`lbctl start --config\` had **not returned within ${(c.loadDeadlineMs / 1000).toFixed(0)} s**`;
     out.push(
-      `**Control plane**: a backend added through the API reached the data plane ${c.api.afterStartMs.toFixed(0)} ms after the request was sent (${Math.abs(c.api.afterReturnMs).toFixed(0)} ms ${c.api.afterReturnMs < 0 ? 'before' : 'after'} the answer). ${c.vips} VIPs × ${c.backendsPerVip} backends (M = ${c.tableSize}) from a config file: every map written after ${c.writtenMs !== undefined ? `${(c.writtenMs / 1000).toFixed(1)} s` : '(not logged)'}, ${load}; daemon RSS ${c.rssMiB.toFixed(0)} MiB (${c.idleRssMiB.toFixed(0)} MiB with no VIPs). One Maglev table, M = ${c.tableSize}: ${c.maglev.map((m) => `${m.medianMs.toFixed(1)} ms for ${m.backends} backends`).join(', ')}.`,
+      `**Control plane**: a backend added through the API reached the data plane ${c.api.afterStartMs.toFixed(0)} ms after the request was sent (${Math.abs(c.api.afterReturnMs).toFixed(0)} ms ${c.api.afterReturnMs < 0 ? 'before' : 'after'} the answer). ${c.vips} VIPs × ${c.backendsPerVip} backends (M = ${c.tableSize}) from a config file: every map written after ${c.writtenMs !== undefined ? `${(c.writtenMs / 1000).toFixed(1)} s` : '(not logged)'}, ${load}; daemon RSS ${c.rssMiB.toFixed(0)} MiB (${c.idleRssMiB.toFixed(0)} MiB with no VIPs). One Maglev table, M = ${c.tableSize}: ${c.maglev.map((m) => `${m.medianMs.toFixed(1)} ms for ${m.backends} backends`).join(', ')}. A CLI call, spawn to exit: ${c.cliCalls.rows
+        .slice(1)
+        .map((row) => `\`${row.command}\` ${row.medianMs.toFixed(0)} ms`)
+        .join(', ')} (\`${c.cliCalls.rows[0]!.command}\`: ${c.cliCalls.rows[0]!.medianMs.toFixed(0)} ms).`,
       '',
     );
   }

@@ -74,6 +74,10 @@ export function targets(r: BenchResults): string[] {
     lines.push(
       `| a backend change visible in the data plane within 10 ms (of the command returning) | first packet ${f2(r.control.cli.afterReturnMs)} ms after \`lbctl\` exited, ${f2(r.control.api.afterReturnMs)} ms after the API answered; ${f1(r.control.api.afterStartMs)} ms after the API request was sent | ${yes(r.control.cli.afterReturnMs <= 10 && r.control.api.afterReturnMs <= 10)} |`,
     );
+    const [floor, ...calls] = r.control.cliCalls.rows;
+    lines.push(
+      `| \`lbctl --help\`, \`--version\` and a change answer within 100 ms (wall, median) | ${calls.map((c) => `${c.command.split(' ').slice(0, 3).join(' ')} ${f1(c.medianMs)} ms`).join(', ')}; \`${floor!.command}\` ${f1(floor!.medianMs)} ms; the change on the socket ${f1(r.control.cliCalls.socketChange.medianMs)} ms | ${yes(calls.every((c) => c.medianMs < 100))} |`,
+    );
   }
   return lines;
 }
@@ -149,6 +153,7 @@ export function renderReport(r: BenchResults, meta: ReportMeta): string {
       `Backend change: the generator sends ${r.control.packetsPerSecond.toLocaleString('en-US')} UDP packets/s to a VIP with be1 and be2, each packet a new flow, so each is placed by the current Maglev table; \`backend add\` then adds be3, and bench/xdp_count.bpf.c on be3 notes its first packet to the VIP (bpf_ktime_get_ns, the same clock as the benchmark's process.hrtime). Median of ${r.control.trials} trials each through the CLI (\`lbctl backend add\`, a new Node process) and through the daemon's socket API (what the CLI sends). Negative: the packet arrived before the command had returned.`,
       `Config load: a YAML file with ${r.control.vips} VIPs × ${r.control.backendsPerVip} ipip backends (${(r.control.vips * r.control.backendsPerVip).toLocaleString('en-US')} distinct addresses behind the lab's router, where nothing answers, so \`check: none\`: what is timed is loading the config, not that many health checks failing), Maglev table size ${r.control.tableSize}; wall time of \`lbctl start --config\`, which returns once every map is written, XDP is attached and the daemon answers. RSS from /proc/PID/status of the daemon (kernel memory of the maps is not in it).`,
       `Maglev build: the daemon's table builder (src/maglev/maglev.ts) alone, in the benchmark's process, before any lab is up: N backends of weight 1, M = ${r.control.maglev[0]?.tableSize ?? 65537}, the cases interleaved after two untimed builds each; median ms per table.`,
+      `CLI calls: wall time from spawn to exit of \`lbctl --version\`, \`lbctl --help\` and \`lbctl backend weight\` (a change, applied by the daemon above, each call flipping the weight between 1 and 2), beside \`node -e 0\` (a Node process that does nothing: no CLI can start faster) and the same change sent as a request on the socket (what the daemon takes), interleaved, ${r.control.cliCalls.runs} runs each, without NODE_EXTRA_CA_CERTS in the environment (it makes every Node process read a certificate file at start).`,
       '',
       controlTable(r.control),
       '',

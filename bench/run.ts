@@ -7,7 +7,7 @@
  *   1 cost     data-plane cost per packet (BPF_PROG_TEST_RUN)
  *   2 rate     packet rate through the balancer in the lab
  *   3 http     HTTP through lbctl and the alternatives (wrk)
- *   4 control  backend change to data plane, loading 1000 VIPs, RSS
+ *   4 control  backend change to data plane, loading 1000 VIPs, RSS, CLI calls
  *
  * Knobs (environment):
  *   BENCH_QUICK=1          a ~2-minute smoke run of every part (writes quick.*)
@@ -18,7 +18,8 @@
  *   BENCH_RATE_ROUNDS, BENCH_RATE_SECONDS, BENCH_RATE_THREADS   part 2 (3, 3, 1)
  *   BENCH_RATE_SWITCH=bridge  part 2 through the lab's Linux bridge instead of bench/xdp_switch.bpf.c
  *   BENCH_HTTP_ROUNDS, BENCH_HTTP_SECONDS, BENCH_HTTP_CONNECTIONS  part 3 (5, 6, 64)
- *   BENCH_CONTROL_TRIALS, BENCH_CONTROL_VIPS, BENCH_CONTROL_DEADLINE (s), BENCH_MAGLEV_BUILDS  part 4 (5, 1000, 120, 21)
+ *   BENCH_CONTROL_TRIALS, BENCH_CONTROL_VIPS, BENCH_CONTROL_DEADLINE (s), BENCH_MAGLEV_BUILDS, BENCH_CLI_RUNS
+ *                          part 4 (5, 1000, 120, 21, 30)
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -118,6 +119,7 @@ async function main(): Promise<void> {
         vips: num('BENCH_CONTROL_VIPS', 1000, 100),
         loadDeadlineMs: num('BENCH_CONTROL_DEADLINE', 120, 60) * 1000,
         maglevBuilds: num('BENCH_MAGLEV_BUILDS', 21, 5),
+        cliRuns: num('BENCH_CLI_RUNS', 30, 10),
         log,
       }),
     );

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { loadBpfObject } from '../src/dataplane/bpf-object.js';
 import { XDP_FLAGS, check, native } from '../src/dataplane/libbpf.js';
 import { PROJECT_ROOT } from '../src/paths.js';
+import { nativeTesting } from '../test/support/native-testing.js';
 
 export interface GeneratorOptions {
   /** Interface the frames leave by (XDP_TX out of the "ingress" interface). */
@@ -112,7 +113,7 @@ export function generate(o: GeneratorOptions, onReady: () => void = () => undefi
     const result = Buffer.alloc(16);
     const frame = Buffer.alloc(FRAME_LEN);
     onReady();
-    const err = native.xdpLiveRun(
+    const err = nativeTesting.xdpLiveRun(
       object.programFd,
       frame,
       frame.length,

@@ -1,7 +1,11 @@
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The project root: dist/src/paths.js lives two levels below it. */
+/**
+ * The project root: dist/src/paths.js lives two levels below it, in the
+ * repository and in the installed tree (PREFIX/lib/lbctl, scripts/install-tree.sh)
+ * alike, each with build/bpf and build/native beside dist.
+ */
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export const BPF_OBJECT_DIR = resolve(PROJECT_ROOT, 'build', 'bpf');

@@ -1,7 +1,7 @@
 /** Talking to the daemon over its Unix socket. */
 import { connect } from 'node:net';
 import { InputError } from '../model/errors.js';
-import { type MethodName, type Methods, type Response } from './protocol.js';
+import type { MethodName, Methods, Response } from './protocol.js';
 
 /** Answers can be large (stats of every backend), but not unbounded. */
 const MAX_ANSWER_BYTES = 256 * 1024 * 1024;

@@ -1,4 +1,13 @@
-import type { ChangePreview, ExplainResult, KillSwitchStatus, StatsResult, TrafficStats } from '../api/protocol.js';
+import type {
+  BackendSummary,
+  ChangePreview,
+  ExplainResult,
+  KillSwitchStatus,
+  StatsResult,
+  StatusResult,
+  TrafficStats,
+  VipSummary,
+} from '../api/protocol.js';
 
 /** Plain-text tables for terminals: columns padded, numbers right-aligned. */
 export function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
@@ -118,5 +127,85 @@ export function formatStats(s: StatsResult): string {
     '',
     `daemon: ${d.reconciles} reconciles (last ${d.lastReconcileMs.toFixed(1)} ms, average ${average.toFixed(1)} ms), ` +
       `${d.tablesBuilt} Maglev tables built, ${d.tablesWritten} written; health transitions: ${d.healthTransitions.down} down, ${d.healthTransitions.up} up`,
+  ].join('\n');
+}
+
+export function formatStatus(s: StatusResult): string {
+  return [
+    `lbctl ${s.version}: running, pid ${s.pid}, since ${s.startedAt}`,
+    `interface  ${s.interface} (ifindex ${s.ifindex}), ${s.xdpMode} XDP, program id ${s.programId}`,
+    `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}`,
+    `flows      up to ${s.flowTableSize} tracked`,
+    `metrics    ${s.metricsAddress ? `http://${s.metricsAddress}/metrics, status page http://${s.metricsAddress}/` : '(off: lbctl start --metrics-address ADDRESS:PORT)'}`,
+    `kill-switch ${formatKillSwitch(s.killSwitch)}`,
+    `tunnels    from ${s.tunnelSources.join(', ') || '(no address on the interface: ipip backends unusable)'}`,
+    `config     ${s.configPath ?? '(none)'}`,
+    `state      ${s.stateDir}`,
+    `pins       ${s.pinDir}`,
+    `socket     ${s.socket}`,
+  ].join('\n');
+}
+
+export function formatVips(vips: readonly VipSummary[]): string {
+  if (vips.length === 0) return 'no VIPs';
+  const rows = vips.map((v) => [
+    v.vip,
+    v.forward,
+    `${v.activeBackends}/${v.backends}`,
+    String(v.tableSize),
+    v.check.split(' ')[0]!,
+    v.onAllDown,
+    compact(v.packets),
+    compact(v.bytes),
+    compact(v.newFlows),
+    compact(v.movedFlows),
+  ]);
+  const notes = vips
+    .filter((v) => v.allDown)
+    .map(
+      (v) =>
+        `${v.vip}: every backend fails its check: ${v.onAllDown === 'drop' ? 'dropping its packets' : 'still sending to the last healthy ones'}`,
+    );
+  return [
+    table(['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'CHECK', 'ALL DOWN', 'PACKETS', 'BYTES', 'NEW FLOWS', 'MOVED'], rows),
+    ...notes,
+  ].join('\n');
+}
+
+export function formatBackends(backends: readonly BackendSummary[]): string {
+  if (backends.length === 0) return 'no backends';
+  const now = Date.now();
+  const rows = backends.map((b) => [
+    b.address,
+    String(b.weight),
+    b.forward,
+    b.state,
+    b.health ? `${b.health.state} ${age(b.health.since, now)}` : '-',
+    percent(b.share),
+    String(b.slots),
+    b.nextHop ? `${b.nextHop} ${b.nextHopMac}` : '-',
+    compact(b.packets),
+    compact(b.bytes),
+  ]);
+  const checks = new Set(backends.map((b) => b.check));
+  const notes = [
+    ...(checks.size === 1 ? [`check: ${[...checks][0]}`] : backends.map((b) => `${b.address}: check ${b.check}`)),
+    ...backends.filter((b) => b.reason).map((b) => `${b.address}: ${b.reason}`),
+    ...backends
+      .filter((b) => b.health?.lastError && b.health.state !== 'up')
+      .map((b) => `${b.address}: ${b.health!.state} since ${b.health!.since}: ${b.health!.lastError}`),
+    ...backends
+      .filter((b) => b.keptWhileAllDown)
+      .map((b) => `${b.address}: down, kept in the table because every backend of the VIP is down (on-all-down keep)`),
+    ...backends
+      .filter((b) => b.drain)
+      .map(
+        (b) =>
+          `${b.address}: draining since ${b.drain!.since}, removed when its flows end (idle ${b.drain!.idleSeconds} s) or after ${b.drain!.timeoutSeconds} s`,
+      ),
+  ];
+  return [
+    table(['BACKEND', 'WEIGHT', 'FORWARD', 'STATE', 'HEALTH', 'SHARE', 'SLOTS', 'NEXT HOP', 'PACKETS', 'BYTES'], rows),
+    ...notes,
   ].join('\n');
 }

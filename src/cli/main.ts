@@ -1,20 +1,29 @@
-/** lbctl: the command line. Daemon commands talk to it over its socket. */
+/**
+ * lbctl: the command line. Daemon commands talk to it over its socket.
+ * Each call is a new process, so this module loads only what defines the
+ * commands (commander and the small parsers of src/model); an action loads
+ * what it needs when it runs (the socket client, the formatting, the daemon).
+ */
 import { fork, spawnSync } from 'node:child_process';
 import { mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { call, DaemonUnreachableError } from '../api/client.js';
-import { type BackendSummary, type ChangeResult, type VipSummary } from '../api/protocol.js';
+import type { ChangeResult, MethodName, Methods } from '../api/protocol.js';
+import type * as Format from './format.js';
 import { DEFAULT_BPFFS, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
 import { FORWARD_METHODS, type ForwardMethod, parseForward, parseListenAddress, parseWeight } from '../model/address.js';
-import { LOG_LEVELS } from '../model/config.js';
+import { LOG_LEVELS } from '../log-levels.js';
 import { InputError } from '../model/errors.js';
 import { parseDuration, parseKillSwitchTimeout } from '../model/duration.js';
 import { ALL_DOWN_POLICIES, CHECK_LIMITS, type CheckOptions, DEFAULT_ALL_DOWN, parseAllDownPolicy, parseCheck } from '../model/check.js';
 import { VERSION } from '../version.js';
-import { underSystemd } from '../daemon/systemd.js';
-import { age, compact, formatExplain, formatKillSwitch, formatPreview, formatStats, percent, table } from './format.js';
+
+/** One request to the daemon; the socket client is loaded by the commands that talk to it. */
+async function call<M extends MethodName>(socket: string, method: M, params: Methods[M]['params']): Promise<Methods[M]['result']> {
+  const client = await import('../api/client.js');
+  return client.call(socket, method, params);
+}
 
 const socketOption = () => new Option('--socket <path>', 'daemon socket').env('LBCTL_SOCKET').default(DEFAULT_SOCKET);
 const jsonOption = () => new Option('--json', 'machine-readable output');
@@ -69,8 +78,9 @@ function checkOptions(opts: Record<string, unknown>): CheckOptions | undefined {
   return Object.keys(options).length > 0 ? options : undefined;
 }
 
-function print(json: boolean | undefined, data: unknown, text: () => string): void {
-  process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${text()}\n`);
+/** The answer as JSON, or as text made by format.ts (loaded only then). */
+async function print(json: boolean | undefined, data: unknown, text: (format: typeof Format) => string): Promise<void> {
+  process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${text(await import('./format.js'))}\n`);
 }
 
 function requireRoot(what: string): void {
@@ -110,6 +120,7 @@ export function buildProgram(): Command {
       if (opts.killSwitchTimeout) parseKillSwitchTimeout(opts.killSwitchTimeout);
       if (opts.metricsAddress) parseListenAddress(opts.metricsAddress, 'metrics address');
       // Under systemd the service manager is the supervisor: no fork.
+      const { underSystemd } = await import('../daemon/systemd.js');
       if (opts.foreground || underSystemd()) {
         const { startForeground } = await import('./start.js');
         const args = process.argv.slice(process.argv.indexOf('start') + 1).filter((a) => a !== '--foreground');
@@ -169,7 +180,7 @@ export function buildProgram(): Command {
       .addOption(jsonOption())
       .action(async (opts) => {
         const status = await call(opts.socket, method, {});
-        print(opts.json, status, () => formatKillSwitch(status));
+        await print(opts.json, status, (f) => f.formatKillSwitch(status));
       });
   }
 
@@ -180,21 +191,7 @@ export function buildProgram(): Command {
     .addOption(jsonOption())
     .action(async (opts) => {
       const s = await call(opts.socket, 'status', {});
-      print(opts.json, s, () =>
-        [
-          `lbctl ${s.version}: running, pid ${s.pid}, since ${s.startedAt}`,
-          `interface  ${s.interface} (ifindex ${s.ifindex}), ${s.xdpMode} XDP, program id ${s.programId}`,
-          `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}`,
-          `flows      up to ${s.flowTableSize} tracked`,
-          `metrics    ${s.metricsAddress ? `http://${s.metricsAddress}/metrics, status page http://${s.metricsAddress}/` : '(off: lbctl start --metrics-address ADDRESS:PORT)'}`,
-          `kill-switch ${formatKillSwitch(s.killSwitch)}`,
-          `tunnels    from ${s.tunnelSources.join(', ') || '(no address on the interface: ipip backends unusable)'}`,
-          `config     ${s.configPath ?? '(none)'}`,
-          `state      ${s.stateDir}`,
-          `pins       ${s.pinDir}`,
-          `socket     ${s.socket}`,
-        ].join('\n'),
-      );
+      await print(opts.json, s, (f) => f.formatStatus(s));
     });
 
   const vip = program.command('vip').description('virtual services');
@@ -218,7 +215,7 @@ export function buildProgram(): Command {
         ...(opts.tableSize ? { tableSize: opts.tableSize } : {}),
         ...(check ? { check } : {}),
       });
-      reportChange(result, opts.json);
+      await reportChange(result, opts.json);
     });
   vip
     .command('remove <vip>')
@@ -233,7 +230,7 @@ export function buildProgram(): Command {
     .addOption(jsonOption())
     .action(async (opts) => {
       const vips = await call(opts.socket, 'vip.list', {});
-      print(opts.json, vips, () => formatVips(vips));
+      await print(opts.json, vips, (f) => f.formatVips(vips));
     });
 
   const backend = program.command('backend').description('backends of a VIP');
@@ -257,7 +254,7 @@ export function buildProgram(): Command {
         ...(opts.forward ? { forward: opts.forward as ForwardMethod } : {}),
         ...(check ? { check } : {}),
       };
-      reportChange(await call(opts.socket, 'backend.add', params), opts.json);
+      await reportChange(await call(opts.socket, 'backend.add', params), opts.json);
     });
   backend
     .command('remove <vip> <address>')
@@ -275,7 +272,7 @@ export function buildProgram(): Command {
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (vipText: string, address: string, weight: string, opts) => {
-      reportChange(
+      await reportChange(
         await call(opts.socket, 'backend.weight', { vip: vipText, address, weight: parseWeight(weight), dryRun: opts.dryRun === true }),
         opts.json,
       );
@@ -291,7 +288,7 @@ export function buildProgram(): Command {
     .action(async (vipText: string, address: string, opts) => {
       const timeoutSeconds = parseDuration(opts.timeout, 'drain timeout') / 1000;
       const idleSeconds = parseDuration(opts.idle, 'idle time') / 1000;
-      reportChange(
+      await reportChange(
         await call(opts.socket, 'backend.drain', { vip: vipText, address, timeoutSeconds, idleSeconds, dryRun: opts.dryRun === true }),
         opts.json,
       );
@@ -311,7 +308,7 @@ export function buildProgram(): Command {
     .addOption(jsonOption())
     .action(async (vipText: string, opts) => {
       const backends = await call(opts.socket, 'backend.list', { vip: vipText });
-      print(opts.json, backends, () => formatBackends(backends));
+      await print(opts.json, backends, (f) => f.formatBackends(backends));
     });
 
   program
@@ -321,7 +318,7 @@ export function buildProgram(): Command {
     .addOption(jsonOption())
     .action(async (opts) => {
       const stats = await call(opts.socket, 'stats', {});
-      print(opts.json, stats, () => formatStats(stats));
+      await print(opts.json, stats, (f) => f.formatStats(stats));
     });
 
   program
@@ -344,7 +341,7 @@ export function buildProgram(): Command {
     .addOption(jsonOption())
     .action(async (client: string, vipText: string, opts) => {
       const result = await call(opts.socket, 'explain', { client, vip: vipText });
-      print(opts.json, result, () => formatExplain(result));
+      await print(opts.json, result, (f) => f.formatExplain(result));
     });
 
   const decap = program.command('decap').description('IP-in-IP decapsulation on a backend host');
@@ -377,78 +374,17 @@ export function buildProgram(): Command {
   return program;
 }
 
-function reportChange(result: ChangeResult, json?: boolean): void {
+async function reportChange(result: ChangeResult, json?: boolean): Promise<void> {
   if (json) {
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     return;
   }
   process.stdout.write(`lbctl: ${result.message}\n`);
-  if (result.preview) process.stdout.write(`${formatPreview(result.preview)}\n`);
+  if (result.preview) {
+    const { formatPreview } = await import('./format.js');
+    process.stdout.write(`${formatPreview(result.preview)}\n`);
+  }
   for (const warning of result.warnings) process.stderr.write(`lbctl: warning: ${warning}\n`);
-}
-
-function formatVips(vips: readonly VipSummary[]): string {
-  if (vips.length === 0) return 'no VIPs';
-  const rows = vips.map((v) => [
-    v.vip,
-    v.forward,
-    `${v.activeBackends}/${v.backends}`,
-    String(v.tableSize),
-    v.check.split(' ')[0]!,
-    v.onAllDown,
-    compact(v.packets),
-    compact(v.bytes),
-    compact(v.newFlows),
-    compact(v.movedFlows),
-  ]);
-  const notes = vips
-    .filter((v) => v.allDown)
-    .map(
-      (v) =>
-        `${v.vip}: every backend fails its check: ${v.onAllDown === 'drop' ? 'dropping its packets' : 'still sending to the last healthy ones'}`,
-    );
-  return [
-    table(['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'CHECK', 'ALL DOWN', 'PACKETS', 'BYTES', 'NEW FLOWS', 'MOVED'], rows),
-    ...notes,
-  ].join('\n');
-}
-
-function formatBackends(backends: readonly BackendSummary[]): string {
-  if (backends.length === 0) return 'no backends';
-  const now = Date.now();
-  const rows = backends.map((b) => [
-    b.address,
-    String(b.weight),
-    b.forward,
-    b.state,
-    b.health ? `${b.health.state} ${age(b.health.since, now)}` : '-',
-    percent(b.share),
-    String(b.slots),
-    b.nextHop ? `${b.nextHop} ${b.nextHopMac}` : '-',
-    compact(b.packets),
-    compact(b.bytes),
-  ]);
-  const checks = new Set(backends.map((b) => b.check));
-  const notes = [
-    ...(checks.size === 1 ? [`check: ${[...checks][0]}`] : backends.map((b) => `${b.address}: check ${b.check}`)),
-    ...backends.filter((b) => b.reason).map((b) => `${b.address}: ${b.reason}`),
-    ...backends
-      .filter((b) => b.health?.lastError && b.health.state !== 'up')
-      .map((b) => `${b.address}: ${b.health!.state} since ${b.health!.since}: ${b.health!.lastError}`),
-    ...backends
-      .filter((b) => b.keptWhileAllDown)
-      .map((b) => `${b.address}: down, kept in the table because every backend of the VIP is down (on-all-down keep)`),
-    ...backends
-      .filter((b) => b.drain)
-      .map(
-        (b) =>
-          `${b.address}: draining since ${b.drain!.since}, removed when its flows end (idle ${b.drain!.idleSeconds} s) or after ${b.drain!.timeoutSeconds} s`,
-      ),
-  ];
-  return [
-    table(['BACKEND', 'WEIGHT', 'FORWARD', 'STATE', 'HEALTH', 'SHARE', 'SLOTS', 'NEXT HOP', 'PACKETS', 'BYTES'], rows),
-    ...notes,
-  ].join('\n');
 }
 
 /** Re-runs this CLI as `start --foreground` in the background; waits for it to be ready. */
@@ -497,11 +433,8 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (error) {
-    const known =
-      error instanceof InputError ||
-      error instanceof DaemonUnreachableError ||
-      (error as Error).name === 'BpfError' ||
-      (error as Error).name === 'DaemonError';
+    // By name: the modules that define the other kinds are loaded only by the commands that need them.
+    const known = error instanceof InputError || ['DaemonUnreachableError', 'DaemonError', 'BpfError'].includes((error as Error).name);
     process.stderr.write(`lbctl: ${known ? (error as Error).message : ((error as Error).stack ?? String(error))}\n`);
     process.exitCode = 1;
   }

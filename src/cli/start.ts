@@ -2,7 +2,8 @@
 import { DEFAULT_LIMITS } from '../model/limits.js';
 import { runDaemon } from '../daemon/run.js';
 import { createLogger } from '../log.js';
-import { loadConfigFile, type LOG_LEVELS } from '../model/config.js';
+import { loadConfigFile } from '../model/config.js';
+import type { LogLevel } from '../log-levels.js';
 import { EMPTY_STATE } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import { parseListenAddress, parseTunnelSources } from '../model/address.js';
@@ -23,13 +24,13 @@ export interface StartFlags {
   maxBackends?: number;
   killSwitchTimeout?: string;
   metricsAddress?: string;
-  logLevel?: (typeof LOG_LEVELS)[number];
+  logLevel?: LogLevel;
 }
 
 /** startArgs: the `lbctl start` arguments as given, kept for `lbctl restart`. */
 export async function startForeground(flags: StartFlags, startArgs: readonly string[]): Promise<number> {
   let options;
-  let logLevel: (typeof LOG_LEVELS)[number];
+  let logLevel: LogLevel;
   try {
     const config = flags.config ? await loadConfigFile(flags.config) : undefined;
     const settings = config?.settings ?? {};

@@ -3,7 +3,7 @@
  * read from user space by running lb_clock once, and its rate.
  */
 import { readU64 } from './abi.js';
-import { check, native } from './libbpf.js';
+import { testRun } from './xdp.js';
 
 const KNOWN_HZ = [100, 250, 300, 1000];
 const CALIBRATION_MS = 200;
@@ -41,12 +41,7 @@ export class DataplaneClock {
   }
 }
 
+/** lb_clock writes bpf_jiffies64() over the first 8 bytes of the packet. */
 function readJiffies(programFd: number): bigint {
-  const packet = Buffer.alloc(64);
-  const out = Buffer.alloc(64);
-  const outLen = [out.length];
-  const retval = [0];
-  const duration = [0];
-  check(native.testRun(programFd, packet, packet.length, out, outLen, retval, 1, duration, 0), 'reading the data-plane clock');
-  return readU64(out, 0);
+  return readU64(testRun(programFd, Buffer.alloc(64)).output, 0);
 }

@@ -1,7 +1,9 @@
 /**
  * The system libbpf (libbpf.so.1), called through koffi, plus the few
- * helpers of native/lbctl_shim.c. Functions here return raw results; the
- * typed wrappers in this folder turn them into exceptions.
+ * adapters of native/libbpf_adapters.c (build/native/liblbctl.so).
+ * Functions here return raw results; the typed wrappers in this folder turn
+ * them into exceptions. What only tests and benchmarks call is bound in
+ * test/support/native-testing.ts, from a library that is not installed.
  */
 import koffi from 'koffi';
 import { constants as osConstants } from 'node:os';
@@ -65,14 +67,9 @@ export const native = {
   mapLookupBatch: shim.func(
     'int lbctl_map_lookup_batch(int fd, const void *in_batch, _Out_ uint8_t *out_batch, _Out_ uint8_t *keys, _Out_ uint8_t *values, _Inout_ uint32_t *count)',
   ),
+  /** One BPF_PROG_TEST_RUN, repeat 1 (src/dataplane/xdp.ts testRun). */
   testRun: shim.func(
-    'int lbctl_test_run(int prog_fd, const void *in, uint32_t in_len, _Out_ uint8_t *out, _Inout_ uint32_t *out_len, _Out_ uint32_t *retval, int repeat, _Out_ uint32_t *duration_ns, uint32_t flags)',
-  ),
-  testRunDurations: shim.func(
-    'int lbctl_test_run_durations(int prog_fd, const uint8_t *packets, uint32_t len, uint32_t count, uint32_t iterations, _Out_ uint32_t *durations_ns)',
-  ),
-  testRunOutputs: shim.func(
-    'int lbctl_test_run_outputs(int prog_fd, const uint8_t *packets, uint32_t len, uint32_t count, uint32_t iterations, _Out_ uint8_t *actions, _Out_ uint8_t *heads, uint32_t head_len)',
+    'int lbctl_test_run(int prog_fd, const void *in, uint32_t in_len, _Out_ uint8_t *out, _Inout_ uint32_t *out_len, _Out_ uint32_t *retval)',
   ),
   xdpAttach: shim.func('int lbctl_xdp_attach(int ifindex, int prog_fd, uint32_t flags, int old_prog_fd)'),
   xdpQuery: shim.func(
@@ -81,19 +78,7 @@ export const native = {
   progInfo: shim.func('int lbctl_prog_info(int fd, _Out_ uint32_t *id, _Out_ uint8_t *name, uint32_t name_capacity)'),
   mapInfo: shim.func('int lbctl_map_info(int fd, _Out_ uint32_t *fields, _Out_ uint8_t *name, uint32_t name_capacity)'),
   mapFlags: libbpf.func('uint32_t bpf_map__map_flags(bpf_map *map)'),
-  /** Benchmarks only (bench/traffic-gen.ts): live-frame traffic generator; result: a 16-byte buffer, u64 frames sent then u64 ns elapsed. */
-  xdpLiveRun: shim.func(
-    'int lbctl_xdp_live_run(int prog_fd, const void *frame, uint32_t len, int ingress_ifindex, uint32_t rx_queues, uint32_t repeat, uint32_t batch_size, uint32_t threads, uint32_t duration_ms, uint32_t interval_us, void *result)',
-  ),
   close: koffi.load('libc.so.6').func('int close(int fd)'),
-  /** Health checks (src/health/dsr-probe.ts): sends a frame, waits for the SYN-ACK (1) or RST (2) of vip:port to source:port, of the VIP's family (4 or 6; addresses 4 or 16 bytes, network order; ports host order); 0 timeout, -errno. Blocks: call with .async. */
-  dsrProbe: shim.func(
-    'int lbctl_dsr_probe(int ifindex, const void *frame, uint32_t len, int family, const void *vip, uint16_t vip_port, const void *source, uint16_t source_port, uint32_t timeout_ms)',
-  ),
-  /** Fuzzing (test/support/fuzz.ts): one BPF_PROG_TEST_RUN (repeat 1) per frame of a batch of variable-length frames, each output in its own slot of out_stride bytes; action 0xff: skipped (< 14 bytes), 0xfe: refused (errno in out_lengths), 0xfd: no XDP action. Returns the frames run or -errno. */
-  testRunBatch: shim.func(
-    'int lbctl_test_run_batch(int prog_fd, const uint8_t *frames, const uint32_t *offsets, const uint32_t *lengths, uint32_t count, _Out_ uint8_t *outputs, uint32_t out_stride, _Out_ uint32_t *out_lengths, _Out_ uint8_t *actions)',
-  ),
 };
 
 native.logCapture();

@@ -77,17 +77,15 @@ export function detachXdp(ifindex: number, programFd: number, mode: XdpMode): vo
 export interface TestRunResult {
   readonly action: XdpAction;
   readonly output: Buffer;
-  readonly durationNs: number;
 }
 
-/** One packet through the program with BPF_PROG_TEST_RUN. */
-export function testRun(programFd: number, packet: Buffer, repeat = 1): TestRunResult {
+/** One packet through the program with BPF_PROG_TEST_RUN (repeat 1). */
+export function testRun(programFd: number, packet: Buffer): TestRunResult {
   const out = Buffer.alloc(packet.length + 256);
   const outLen = [out.length];
   const retval = [0];
-  const duration = [0];
-  check(native.testRun(programFd, packet, packet.length, out, outLen, retval, repeat, duration, 0), 'BPF_PROG_TEST_RUN');
+  check(native.testRun(programFd, packet, packet.length, out, outLen, retval), 'BPF_PROG_TEST_RUN');
   const action = XDP_ACTION[retval[0]!];
   if (!action) throw new BpfError(`program returned unknown XDP action ${retval[0]}`);
-  return { action, output: out.subarray(0, outLen[0]), durationNs: duration[0]! };
+  return { action, output: out.subarray(0, outLen[0]) };
 }

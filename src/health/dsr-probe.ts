@@ -11,15 +11,18 @@
  * nothing listens); the balancer's kernel, which has no socket for it,
  * resets the half-open connection by itself.
  *
- * The frame goes out through native/lbctl_shim.c's lbctl_dsr_probe (an
- * AF_PACKET socket) on a libuv worker thread, which it occupies until the
- * answer or the timeout: at most MAX_CONCURRENT probes run at once so that
- * the pool keeps threads for file system and DNS work.
+ * The frame goes out through native/dsr_probe.c's lbctl_dsr_probe (an
+ * AF_PACKET socket; in build/native/liblbctl.so) on a libuv worker thread,
+ * which it occupies until the answer or the timeout: at most
+ * MAX_CONCURRENT probes run at once so that the pool keeps threads for file
+ * system and DNS work.
  */
 import { randomInt } from 'node:crypto';
 import { isIP } from 'node:net';
+import koffi, { type KoffiFunction } from 'koffi';
 import { addressBytes, type Family, type VipAddress } from '../model/address.js';
-import { errnoText, native } from '../dataplane/libbpf.js';
+import { errnoText } from '../dataplane/libbpf.js';
+import { NATIVE_SHIM } from '../paths.js';
 import type { ProbeResult } from './probes.js';
 
 /** How the probe reaches a backend: what the data plane's forwarding path gives it. */
@@ -215,6 +218,18 @@ function macBytes(mac: string): Buffer {
   return Buffer.from(octets.map((o) => parseInt(o, 16)));
 }
 
+let nativeProbe: KoffiFunction | undefined;
+
+/** Bound on first use. Returns SYN-ACK (1) or RST (2) of vip:port to source:port, of the VIP's family (4 or 6; addresses 4 or 16 bytes, network order; ports host order); 0 timeout, -errno. */
+function lbctlDsrProbe(): KoffiFunction {
+  nativeProbe ??= koffi
+    .load(NATIVE_SHIM)
+    .func(
+      'int lbctl_dsr_probe(int ifindex, const void *frame, uint32_t len, int family, const void *vip, uint16_t vip_port, const void *source, uint16_t source_port, uint32_t timeout_ms)',
+    );
+  return nativeProbe;
+}
+
 function callNative(
   ifindex: number,
   frame: Buffer,
@@ -228,7 +243,7 @@ function callNative(
   const sourceBytes = addressBytes(vip.family, source);
   return new Promise((resolve, reject) => {
     // The buffers stay referenced by this closure until the call returns.
-    native.dsrProbe.async(
+    lbctlDsrProbe().async(
       ifindex,
       frame,
       frame.length,

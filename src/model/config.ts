@@ -41,6 +41,7 @@ import {
 } from './check.js';
 import { InputError, quote } from './errors.js';
 import { DEFAULT_LIMITS } from './limits.js';
+import { LOG_LEVELS, type LogLevel } from '../log-levels.js';
 
 /** The same list as XDP_MODES in src/dataplane/xdp.ts, which cannot be imported here: it loads native code. */
 export const CONFIG_XDP_MODES = ['native', 'generic'] as const;
@@ -57,10 +58,8 @@ export interface DaemonSettings {
   maxBackends?: number;
   /** Where the Prometheus endpoint and the status page listen; off without it. */
   metricsAddress?: string;
-  logLevel?: (typeof LOG_LEVELS)[number];
+  logLevel?: LogLevel;
 }
-
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
 
 export interface LoadedConfig {
   readonly settings: DaemonSettings;

@@ -9,7 +9,7 @@ import { describe, test } from 'node:test';
 import { costTable, measureDataplaneCost } from '../../bench/dataplane-cost.js';
 import { RATE_SYSTEMS, measurePacketRate, rateTable } from '../../bench/packet-rate.js';
 import { HTTP_SYSTEMS, HTTP_VARIANTS, httpSvg, httpTable, measureHttp } from '../../bench/http.js';
-import { MAGLEV_CASES, controlTable, measureControlPlane } from '../../bench/control-plane.js';
+import { CLI_COMMANDS, MAGLEV_CASES, controlTable, measureControlPlane } from '../../bench/control-plane.js';
 import { type BenchResults, renderReport } from '../../bench/report.js';
 import { README_START, README_END, readmeSection, replaceSection } from '../../bench/readme.js';
 
@@ -100,7 +100,7 @@ describe('benchmarks (quick smoke run)', () => {
   });
 
   test('4. control plane', async () => {
-    const control = await measureControlPlane({ trials: 1, vips: 5, maglevBuilds: 3 });
+    const control = await measureControlPlane({ trials: 1, vips: 5, maglevBuilds: 3, cliRuns: 2 });
     results.control = control;
     positive(control.cli.commandMs, 'lbctl backend add duration');
     positive(control.api.commandMs, 'API backend.add duration');
@@ -116,10 +116,26 @@ describe('benchmarks (quick smoke run)', () => {
       MAGLEV_CASES.map((n) => [n, 65537, 3]),
     );
     for (const m of control.maglev) positive(m.medianMs, `Maglev build N = ${m.backends}`);
+    assert.equal(control.cliCalls.runs, 2);
+    assert.deepEqual(
+      control.cliCalls.rows.map((r) => r.command),
+      [...CLI_COMMANDS],
+    );
+    for (const r of control.cliCalls.rows) {
+      positive(r.medianMs, `${r.command} median`);
+      positive(r.minMs, `${r.command} fastest`);
+    }
+    positive(control.cliCalls.socketChange.medianMs, 'backend.weight on the socket');
     const table = controlTable(control);
     assert.match(table, /lbctl start --config/);
     assert.match(table, /Maglev table build alone .*N = 1000 backends, M = 65537/);
     assert.match(table, /Maglev table build alone .*N = 10 backends, M = 65537/);
+    assert.match(table, /CLI call floor: `node -e 0`/);
+    assert.match(table, /the same change as a `backend.weight` request on the socket/);
+    assert.match(
+      table,
+      /CLI call: `lbctl backend weight VIP ADDRESS N`, spawn to exit, median of 2 \(fastest\) \| [\d.]+ ms \([\d.]+ ms\), [-\d.]+ ms above the floor \|/,
+    );
   });
 
   test('the results file has every section', () => {

@@ -4,7 +4,8 @@
  * the program did with each: its action and the destination MAC it wrote.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { check, native } from '../../src/dataplane/libbpf.js';
+import { check } from '../../src/dataplane/libbpf.js';
+import { nativeTesting } from './native-testing.js';
 
 export interface LoopRequest {
   readonly programFd: number;
@@ -25,7 +26,16 @@ if (parentPort && workerData) {
   const actions = new Uint8Array(request.iterations);
   const macs = new Uint8Array(request.iterations * 6);
   check(
-    native.testRunOutputs(request.programFd, request.packets, request.packetLength, request.count, request.iterations, actions, macs, 6),
+    nativeTesting.testRunOutputs(
+      request.programFd,
+      request.packets,
+      request.packetLength,
+      request.count,
+      request.iterations,
+      actions,
+      macs,
+      6,
+    ),
     'packet loop',
   );
   parentPort.postMessage({ actions, macs } satisfies LoopResult);
