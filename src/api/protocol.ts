@@ -16,6 +16,12 @@ import type { Reason, ReasonFate } from '../dataplane/abi.js';
 export const BACKEND_STATES = ['active', 'quiesced', 'draining', 'down', 'unresolved'] as const;
 export type BackendState = (typeof BACKEND_STATES)[number];
 
+/*
+ * Counters (packets, bytes, flows) are JSON numbers: exact up to 2^53 (9e15:
+ * 8 days of bytes at 100 Gbit/s), beyond that as precise as a double, as in
+ * Prometheus.
+ */
+
 export interface KillSwitchStatus {
   /** Engaged by an operator (not just tripped by a silent daemon). */
   readonly engaged: boolean;
@@ -23,7 +29,7 @@ export interface KillSwitchStatus {
   readonly timeoutMs: number;
   /** Seconds until the data plane would stop balancing; zero or less: it has. */
   readonly secondsLeft: number;
-  readonly passedPackets: string;
+  readonly passedPackets: number;
 }
 
 export interface BackendPreview {
@@ -94,11 +100,11 @@ export interface VipSummary {
   readonly onAllDown: 'keep' | 'drop';
   /** Every reachable backend fails its health check. */
   readonly allDown: boolean;
-  readonly packets: string;
-  readonly bytes: string;
+  readonly packets: number;
+  readonly bytes: number;
   /** Flows given a backend from the table, and of those, tracked flows moved because their backend was gone. */
-  readonly newFlows: string;
-  readonly movedFlows: string;
+  readonly newFlows: number;
+  readonly movedFlows: number;
 }
 
 export interface BackendSummary {
@@ -123,21 +129,21 @@ export interface BackendSummary {
   };
   /** Down, but kept in the table because every backend of the VIP is down (policy keep). */
   readonly keptWhileAllDown?: boolean;
-  readonly packets: string;
-  readonly bytes: string;
-  readonly newFlows: string;
+  readonly packets: number;
+  readonly bytes: number;
+  readonly newFlows: number;
 }
 
 export interface TrafficStats {
-  readonly packets: string;
+  readonly packets: number;
   /** IP bytes, client to server. */
-  readonly bytes: string;
+  readonly bytes: number;
   /** Flows given a backend by the Maglev table. */
-  readonly newFlows: string;
+  readonly newFlows: number;
   /** Of those, tracked flows moved because their backend was gone. */
-  readonly movedFlows: string;
+  readonly movedFlows: number;
   /** Packets that found their flow in connection tracking. */
-  readonly trackedPackets: string;
+  readonly trackedPackets: number;
 }
 
 export interface StatsResult {
@@ -164,7 +170,7 @@ export interface StatsResult {
     readonly reason: Reason;
     readonly fate: ReasonFate;
     readonly meaning: string;
-    readonly packets: string;
+    readonly packets: number;
   }>;
   readonly daemon: {
     readonly startedAt: string;

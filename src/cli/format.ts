@@ -26,7 +26,7 @@ export function percent(fraction: number): string {
 }
 
 /** 1234567 -> "1.2M": counters stay readable at any size. */
-export function compact(value: string | bigint | number): string {
+export function compact(value: number): string {
   const n = Number(value);
   if (n < 1000) return String(value);
   const units = ['k', 'M', 'G', 'T', 'P'];

@@ -18,6 +18,11 @@ import { InputError } from '../model/errors.js';
 import { parseDuration, parseKillSwitchTimeout } from '../model/duration.js';
 import { ALL_DOWN_POLICIES, CHECK_LIMITS, type CheckOptions, DEFAULT_ALL_DOWN, parseAllDownPolicy, parseCheck } from '../model/check.js';
 import { VERSION } from '../version.js';
+import { EXIT, EXIT_BY_KIND, errorKind } from '../api/exit-codes.js';
+import type { StartOutcome } from '../daemon/run.js';
+
+const EXIT_CODES_HELP = `
+Exit codes: ${EXIT.ok} done; ${EXIT.internal} internal error; ${EXIT.usage} usage error (command line); ${EXIT.invalid} invalid input or refused (nothing changed); ${EXIT.unreachable} no daemon answers.`;
 
 /** One request to the daemon; the socket client is loaded by the commands that talk to it. */
 async function call<M extends MethodName>(socket: string, method: M, params: Methods[M]['params']): Promise<Methods[M]['result']> {
@@ -60,7 +65,11 @@ function withCheckOptions(command: Command, whose: string): Command {
       'http(s): the status expected (default any 2xx or 3xx)',
       integer('expected status', CHECK_LIMITS.status.min, CHECK_LIMITS.status.max),
     )
-    .option('--check-dsr', 'also check through the VIP path (the forwarding the data plane does): finds a backend without the VIP on lo');
+    .option(
+      '--check-dsr',
+      'also check through the VIP path (the forwarding the data plane does): finds a backend without the VIP on lo (default for TCP VIPs)',
+    )
+    .option('--no-check-dsr', 'only probe the backend itself, not through the VIP path');
 }
 
 function checkOptions(opts: Record<string, unknown>): CheckOptions | undefined {
@@ -72,7 +81,7 @@ function checkOptions(opts: Record<string, unknown>): CheckOptions | undefined {
     ...(opts.fall !== undefined ? { fall: opts.fall as number } : {}),
     ...(opts.checkPort !== undefined ? { port: opts.checkPort as number } : {}),
     ...(opts.checkStatus !== undefined ? { expectStatus: opts.checkStatus as number } : {}),
-    ...(opts.checkDsr ? { dsr: true } : {}),
+    ...(opts.checkDsr !== undefined ? { dsr: opts.checkDsr as boolean } : {}),
   };
   if (options.check !== undefined) parseCheck(options.check);
   return Object.keys(options).length > 0 ? options : undefined;
@@ -87,11 +96,15 @@ function requireRoot(what: string): void {
   if (process.getuid?.() !== 0) throw new InputError(`${what} must run as root`);
 }
 
-export function buildProgram(): Command {
+/** json: errors are reported by main() as JSON on stdout, so commander prints none itself. */
+export function buildProgram(json = false): Command {
   const program = new Command('lbctl')
     .description('XDP layer-4 load balancer with Maglev hashing and direct server return')
     .version(VERSION)
-    .configureOutput({ outputError: (text, write) => write(`lbctl: ${text.replace(/^error: /, '')}`) });
+    .addHelpText('after', EXIT_CODES_HELP)
+    // Errors become exceptions for main() (exit codes, --json); subcommands inherit both settings.
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => (json ? undefined : write(`lbctl: ${text.replace(/^error: /, '')}`)) });
 
   program
     .command('start')
@@ -122,7 +135,7 @@ export function buildProgram(): Command {
       // Under systemd the service manager is the supervisor: no fork.
       const { underSystemd } = await import('../daemon/systemd.js');
       if (opts.foreground || underSystemd()) {
-        const { startForeground } = await import('./start.js');
+        const { startForeground } = await import('../daemon/start.js');
         const args = process.argv.slice(process.argv.indexOf('start') + 1).filter((a) => a !== '--foreground');
         process.exitCode = await startForeground(opts, args);
         return;
@@ -344,6 +357,19 @@ export function buildProgram(): Command {
       await print(opts.json, result, (f) => f.formatExplain(result));
     });
 
+  const config = program.command('config').description('the config file, and how the running state differs from it');
+  config
+    .command('check <file>')
+    .description('validate a config file without a daemon (like haproxy -c): exit 0 if lbctl start or reload would take it')
+    .addOption(jsonOption())
+    .action(async (file: string, opts) => {
+      const { loadConfigFile } = await import('../model/config.js');
+      const loaded = await loadConfigFile(file);
+      const backends = loaded.state.vips.reduce((n, v) => n + v.backends.length, 0);
+      const summary = { file, valid: true, vips: loaded.state.vips.length, backends };
+      await print(opts.json, summary, () => `lbctl: ${file}: valid, ${summary.vips} VIPs with ${backends} backends`);
+    });
+
   const decap = program.command('decap').description('IP-in-IP decapsulation on a backend host');
   decap
     .command('attach')
@@ -398,13 +424,20 @@ async function startInBackground(opts: { stateDir: string; socket: string }): Pr
     stdio: ['ignore', log, log, 'ipc'],
     env: { ...process.env, LBCTL_SOCKET: opts.socket },
   });
-  const outcome = await new Promise<{ type: 'ready'; pid: number } | { type: 'failed'; message: string }>((done) => {
+  const outcome = await new Promise<StartOutcome>((done) => {
     child.once('message', (message) => done(message as never));
     child.once('exit', (code, signal) =>
-      done({ type: 'failed', message: `the daemon exited before it was ready (${signal ?? `code ${code}`}); see ${logPath}` }),
+      done({
+        type: 'failed',
+        kind: 'internal',
+        message: `the daemon exited before it was ready (${signal ?? `code ${code}`}); see ${logPath}`,
+      }),
     );
   });
-  if (outcome.type === 'failed') throw new InputError(outcome.message);
+  if (outcome.type === 'failed') {
+    if (outcome.kind === 'input') throw new InputError(outcome.message);
+    throw Object.assign(new Error(outcome.message), { name: 'DaemonError' }); // the message is for the user, the CLI's stack is not
+  }
   child.unref();
   child.disconnect();
   process.stdout.write(`lbctl: started (pid ${outcome.pid}), socket ${resolve(opts.socket)}, log ${logPath}\n`);
@@ -430,13 +463,26 @@ function isRunning(pid: number): boolean {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // With --json, an error is a JSON object on stdout too, not a line on stderr.
+  const json = argv.includes('--json');
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram(json).parseAsync(argv);
   } catch (error) {
-    // By name: the modules that define the other kinds are loaded only by the commands that need them.
-    const known = error instanceof InputError || ['DaemonUnreachableError', 'DaemonError', 'BpfError'].includes((error as Error).name);
-    process.stderr.write(`lbctl: ${known ? (error as Error).message : ((error as Error).stack ?? String(error))}\n`);
-    process.exitCode = 1;
+    // --help and --version end as "errors" with exit code 0 once they have printed.
+    if (errorKind(error) === 'usage' && (error as { exitCode?: number }).exitCode === 0) {
+      process.exitCode = EXIT.ok;
+      return;
+    }
+    const kind = errorKind(error);
+    process.exitCode = EXIT_BY_KIND[kind];
+    const message = (error as Error).message.replace(/^error: /, '');
+    if (json) {
+      process.stdout.write(`${JSON.stringify({ error: { kind, message, exitCode: process.exitCode } }, null, 2)}\n`);
+    } else if (kind === 'internal' && (error as Error).name !== 'DaemonError' && (error as Error).name !== 'BpfError') {
+      process.stderr.write(`lbctl: internal error: ${(error as Error).stack ?? String(error)}\n`);
+    } else if (kind !== 'usage') {
+      process.stderr.write(`lbctl: ${message}\n`); // commander has printed usage errors itself
+    }
   }
 }
 

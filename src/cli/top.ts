@@ -27,7 +27,7 @@ const HOME_AND_CLEAR = '\x1b[H\x1b[2J';
 /** Per-second rates of a counter set between two samples; '-' until there are two. */
 function rates(now: TrafficStats, before: TrafficStats | undefined, seconds: number): string[] {
   if (!before || seconds <= 0) return ['-', '-', '-'];
-  const per = (field: keyof TrafficStats) => Math.max(0, Number(BigInt(now[field]) - BigInt(before[field]))) / seconds;
+  const per = (field: keyof TrafficStats) => Math.max(0, now[field] - before[field]) / seconds;
   return [compact(Math.round(per('packets'))), compact(Math.round(per('bytes') * 8)), compact(Math.round(per('newFlows')))];
 }
 
@@ -58,11 +58,11 @@ export function renderFrame(
       ]);
     }
   }
-  const oldReasons = new Map((previous?.stats.reasons ?? []).map((r) => [r.reason, BigInt(r.packets)]));
+  const oldReasons = new Map((previous?.stats.reasons ?? []).map((r) => [r.reason, r.packets]));
   const notBalanced =
     seconds > 0
       ? stats.reasons
-          .map((r) => ({ reason: r.reason, rate: Number(BigInt(r.packets) - (oldReasons.get(r.reason) ?? 0n)) / seconds }))
+          .map((r) => ({ reason: r.reason, rate: (r.packets - (oldReasons.get(r.reason) ?? 0)) / seconds }))
           .filter((r) => r.rate > 0)
           .map((r) => `${r.reason} ${compact(Math.round(r.rate))}/s`)
       : [];

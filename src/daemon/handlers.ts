@@ -82,10 +82,10 @@ export function createHandlers(daemon: DaemonApi): Handlers {
           check: spec ? describeCheck(spec.check) : '-',
           onAllDown: spec?.onAllDown ?? 'keep',
           allDown: v.allDown,
-          packets: counters.packets.toString(),
-          bytes: counters.bytes.toString(),
-          newFlows: counters.new_flows.toString(),
-          movedFlows: counters.moved_flows.toString(),
+          packets: Number(counters.packets),
+          bytes: Number(counters.bytes),
+          newFlows: Number(counters.new_flows),
+          movedFlows: Number(counters.moved_flows),
         };
       }),
 
@@ -145,9 +145,9 @@ export function createHandlers(daemon: DaemonApi): Handlers {
           share: b.slots / vip.tableSize,
           ...(b.path ? { nextHop: b.path.nextHop, nextHopMac: b.path.dstMac } : {}),
           ...(b.drain ? { drain: b.drain } : {}),
-          packets: counters.packets.toString(),
-          bytes: counters.bytes.toString(),
-          newFlows: counters.new_flows.toString(),
+          packets: Number(counters.packets),
+          bytes: Number(counters.bytes),
+          newFlows: Number(counters.new_flows),
         };
       });
     },

@@ -59,7 +59,7 @@ export class KillSwitch {
       engagedSince: this.engagedSince,
       timeoutMs: this.timeoutMs,
       secondsLeft: deadline > now ? Number(deadline - now) / this.clock.hz : -this.clock.secondsSince(deadline, now),
-      passedPackets: this.dataplane.reasonCounters().kill_switch.toString(),
+      passedPackets: Number(this.dataplane.reasonCounters().kill_switch),
     };
   }
 

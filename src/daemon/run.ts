@@ -6,8 +6,11 @@
 import type { Logger } from 'pino';
 import { Daemon, type DaemonOptions } from './daemon.js';
 import { notifySystemd } from './systemd.js';
+import { EXIT } from '../api/exit-codes.js';
+import { InputError } from '../model/errors.js';
 
-type StartMessage = { type: 'ready'; pid: number } | { type: 'failed'; message: string };
+/** What a daemon started in the background tells `lbctl start`; kind input: refused as asked (exit code 3). */
+export type StartOutcome = { type: 'ready'; pid: number } | { type: 'failed'; kind: 'input' | 'internal'; message: string };
 
 export async function runDaemon(options: DaemonOptions, log: Logger): Promise<number> {
   let daemon: Daemon;
@@ -15,10 +18,14 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
     daemon = await Daemon.start(options, log);
   } catch (error) {
     const message = (error as Error).message;
-    log.error({ event: 'daemon.failed', err: error }, 'lbctl daemon failed to start');
-    report({ type: 'failed', message });
+    const refused = error instanceof InputError;
+    // A refused start (bad config, a daemon already running) is one line, not
+    // a stack trace: it may land in the log of the daemon that is running.
+    if (refused) log.error({ event: 'daemon.refused', reason: message }, 'lbctl daemon refused to start');
+    else log.error({ event: 'daemon.failed', err: error }, 'lbctl daemon failed to start');
+    report({ type: 'failed', kind: refused ? 'input' : 'internal', message });
     if (!process.send) process.stderr.write(`lbctl: ${message}\n`);
-    return 1;
+    return refused ? EXIT.invalid : EXIT.internal;
   }
   // SIGTERM (a service manager, an upgrade) stops the daemon but leaves the
   // data plane balancing for the next daemon to take over; SIGINT (Ctrl-C at
@@ -46,7 +53,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
   return 0;
 }
 
-function report(message: StartMessage): void {
+function report(message: StartOutcome): void {
   process.send?.(message);
 }
 

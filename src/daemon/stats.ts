@@ -14,11 +14,11 @@ export interface StatsSource {
 
 function traffic(c: TrafficCounters) {
   return {
-    packets: c.packets.toString(),
-    bytes: c.bytes.toString(),
-    newFlows: c.new_flows.toString(),
-    movedFlows: c.moved_flows.toString(),
-    trackedPackets: (c.packets - c.new_flows).toString(),
+    packets: Number(c.packets),
+    bytes: Number(c.bytes),
+    newFlows: Number(c.new_flows),
+    movedFlows: Number(c.moved_flows),
+    trackedPackets: Number(c.packets - c.new_flows),
   };
 }
 
@@ -41,7 +41,7 @@ export function collectStats(source: StatsSource): StatsResult {
         };
       }),
     })),
-    reasons: REASONS.map((reason) => ({ reason, ...REASON_INFO[reason], packets: reasons[reason].toString() })),
+    reasons: REASONS.map((reason) => ({ reason, ...REASON_INFO[reason], packets: Number(reasons[reason]) })),
     daemon: source.daemon,
   };
 }

@@ -72,24 +72,24 @@ describe('the daemon and the CLI', () => {
       '--socket',
       lb.socket,
     ]);
-    assert.equal(notRoot.code, 1);
+    assert.equal(notRoot.code, 3);
     assert.equal(notRoot.stderr, 'lbctl: lbctl start must run as root\n');
 
     const noInterface = await lb.cli(['start', '--interface', 'nope0', '--state-dir', lb.stateDir]);
-    assert.equal(noInterface.code, 1);
+    assert.equal(noInterface.code, 3);
     assert.equal(noInterface.stderr, 'lbctl: no such interface: nope0\n');
 
     const config = join(lab.runtimeDir, 'bad.yaml');
     await writeFile(config, 'vips:\n  - vip: 10.100.0.100:80/tcp\n    backends:\n      - address: 10.10.0.11\n        weight: 65536\n');
     const badConfig = await lb.cli(['start', '--interface', 'eth0', '--state-dir', lb.stateDir, '--config', config]);
-    assert.equal(badConfig.code, 1);
+    assert.equal(badConfig.code, 3);
     assert.equal(
       badConfig.stderr,
       `lbctl: ${config}:5:17: vips[0].backends[0].weight: invalid weight "65536": must be an integer from 0 to 65535\n`,
     );
 
     const status = await lb.cli(['status']);
-    assert.equal(status.code, 1);
+    assert.equal(status.code, 4, 'no daemon answers');
     assert.match(status.stderr, /^lbctl: no lbctl daemon is listening on .*\n$/);
     const xdp = JSON.parse((await lab.exec('lb', ['ip', '-j', 'link', 'show', 'eth0'])).stdout)[0];
     assert.equal(xdp.xdp, undefined, 'nothing attached after failed starts');
@@ -106,7 +106,7 @@ describe('the daemon and the CLI', () => {
     assert.ok(existsSync(join(status.pinDir, 'vips_v4')), 'maps are pinned');
 
     const again = await lb.cli(['start', '--interface', 'eth0', '--state-dir', lb.stateDir]);
-    assert.equal(again.code, 1);
+    assert.equal(again.code, 3);
     assert.match(again.stderr, new RegExp(`^lbctl: an lbctl daemon \\(pid ${status.pid}, interface eth0\\) already listens on .*\\n$`));
   });
 
@@ -114,17 +114,17 @@ describe('the daemon and the CLI', () => {
     await lb.ok(['vip', 'add', VIP]);
     await lb.ok(['backend', 'add', VIP, '10.10.0.11', '--weight', '3']);
     const before = await snapshot(lb);
-    const cases: Array<[string[], RegExp]> = [
+    // Exit code 3 (refused, nothing changed) unless given: 2 is a command-line (usage) error.
+    const cases: Array<[string[], RegExp, number?]> = [
       [['vip', 'add', '10.100.0.300:80/tcp'], /invalid VIP "10.100.0.300:80\/tcp"/],
       [['vip', 'add', '10.100.0.100:99999/tcp'], /port must be from 1 to 65535/],
       [['vip', 'add', '10.100.0.100:80/sctp'], /protocol must be tcp or udp/],
       [['vip', 'add', VIP], /VIP 10.100.0.100:80\/tcp already exists/],
-      [['vip', 'add', '10.100.0.105:80/tcp', '--forward', 'gre'], /argument 'gre' is invalid/],
+      [['vip', 'add', '10.100.0.105:80/tcp', '--forward', 'gre'], /argument 'gre' is invalid/, 2],
       [['vip', 'add', '10.100.0.105:80/tcp', '--table-size', '65536'], /invalid Maglev table size 65536/],
       [['vip', 'remove', OTHER_VIP], /unknown VIP 10.100.0.101:80\/tcp/],
       [['backend', 'add', OTHER_VIP, '10.10.0.12'], /unknown VIP 10.100.0.101:80\/tcp/],
       [['backend', 'add', VIP, '10.10.0'], /invalid backend address "10.10.0"/],
-      [['backend', 'add', VIP, '10.10.0.12', '--weight', '70000'], /invalid weight "70000"/],
       [['backend', 'add', VIP, '10.10.0.12', '--weight', '70000'], /invalid weight "70000"/],
       [['backend', 'add', VIP, '10.10.0.12', '--weight', 'six'], /invalid weight "six"/],
       [['backend', 'add', VIP, '10.10.0.11'], /backend 10.10.0.11 already exists in VIP 10.100.0.100:80\/tcp/],
@@ -136,14 +136,18 @@ describe('the daemon and the CLI', () => {
       [['backend', 'remove', VIP, '10.10.0.13'], /VIP 10.100.0.100:80\/tcp has no backend 10.10.0.13/],
       [['backend', 'list', OTHER_VIP], /unknown VIP/],
     ];
-    for (const [args, reason] of cases) {
+    for (const [args, reason, code = 3] of cases) {
       const r = await lb.cli(args);
-      assert.equal(r.code, 1, `lbctl ${args.join(' ')} exits 1`);
+      assert.equal(r.code, code, `lbctl ${args.join(' ')} exits ${code}`);
       assert.equal(r.stdout, '', `lbctl ${args.join(' ')} prints nothing on stdout`);
       assert.equal(r.stderr.split('\n').length, 2, `one line: ${r.stderr}`);
       assert.match(r.stderr, /^lbctl: /);
       assert.match(r.stderr, reason);
     }
+    const asJson = await lb.cli(['vip', 'remove', OTHER_VIP, '--json']);
+    assert.equal(asJson.code, 3);
+    assert.equal(asJson.stderr, '', 'with --json the error is on stdout only');
+    assert.deepEqual(JSON.parse(asJson.stdout), { error: { kind: 'input', message: `unknown VIP ${OTHER_VIP}`, exitCode: 3 } });
     assert.equal(await snapshot(lb), before, 'VIPs, backends and saved state are unchanged');
   });
 

@@ -44,7 +44,7 @@ describe('a fleet of two lbctl nodes behind ECMP (announcer held by a helper)', 
   /** New flows each node's data plane gave a backend, per VIP key. */
   const newFlows = async (node: Node, key: string) => {
     const stats = await call(node.lb.socket, 'stats', {});
-    return Number((stats as StatsResult).vips.find((v) => v.vip === key)?.newFlows ?? NaN);
+    return (stats as StatsResult).vips.find((v) => v.vip === key)?.newFlows ?? NaN;
   };
   const explain = (node: Node, client: string, key: string) => call(node.lb.socket, 'explain', { client, vip: key });
   const load = (url: string, connections: number) => nodes[0]!.lb.httpFromClient(url, connections, 16, LAB.fleet.clientNamespace);

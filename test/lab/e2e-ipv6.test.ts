@@ -233,14 +233,14 @@ describe('IPv6 through the balancer', () => {
 
   test('the balancer counted every request it balanced and dropped none', async () => {
     const stats = await ctx.lb.json<StatsResult>(['stats']);
-    const dropped = stats.reasons.filter((r) => r.fate === 'dropped' && r.packets !== '0');
+    const dropped = stats.reasons.filter((r) => r.fate === 'dropped' && r.packets !== 0);
     assert.deepEqual(dropped, [], 'packets dropped by the data plane');
     for (const vip of [LAB.vips6[0]!, LAB.vips6[1]!, LAB.vips[2]!, LAB.vips6[2]!]) {
       const v = stats.vips.find((x) => x.vip === key(vip));
       assert.ok(v, `${key(vip)} in stats`);
-      assert.ok(BigInt(v.newFlows) >= BigInt(CONNECTIONS), `${key(vip)}: ${v.newFlows} new flows`);
+      assert.ok(v.newFlows >= CONNECTIONS, `${key(vip)}: ${v.newFlows} new flows`);
       assert.ok(
-        v.backends.every((b) => BigInt(b.packets) > 0n),
+        v.backends.every((b) => b.packets > 0),
         `${key(vip)}: every backend got packets`,
       );
     }
@@ -259,7 +259,7 @@ describe('path MTU discovery through the balancer (every link 1500: no room for 
   });
 
   const tooBigReplied = async () =>
-    BigInt((await ctx.lb.json<StatsResult>(['stats'])).reasons.find((r) => r.reason === 'too_big_replied')!.packets);
+    (await ctx.lb.json<StatsResult>(['stats'])).reasons.find((r) => r.reason === 'too_big_replied')!.packets;
 
   /** The path MTU the client's kernel holds for an address (its route cache), if any. */
   const learnedMtu = async (address: string): Promise<number | undefined> => {
@@ -317,7 +317,7 @@ describe('path MTU discovery through the balancer (every link 1500: no room for 
       t.diagnostic(
         `${c.name}: ${backend} stored ${stored.length} bytes; too_big_replied +${replied}; client's path MTU to ${c.vip}: ${pmtu}`,
       );
-      assert.ok(replied > 0n, 'the balancer answered too-big packets with ICMP');
+      assert.ok(replied > 0, 'the balancer answered too-big packets with ICMP');
       assert.equal(pmtu, c.pmtu, `the client's route cache for ${c.vip}`);
     });
   }

@@ -125,10 +125,10 @@ describe('following the network', () => {
     assert.deepEqual((await lb.httpFromClient(`http://${LAB.vips[1]}/`, 10, 2)).failures, []);
 
     const foreign = await lbctlOn('lb', ['decap', 'detach', '--interface', 'eth0']);
-    assert.equal(foreign.code, 1);
+    assert.equal(foreign.code, 3, 'refused');
     assert.equal(foreign.stderr, 'lbctl: interface eth0 runs XDP program xdp_balancer, not xdp_decap: not detaching it\n');
     const busy = await lbctlOn('lb', ['decap', 'attach', '--interface', 'eth0']);
-    assert.equal(busy.code, 1);
+    assert.equal(busy.code, 3, 'refused');
     assert.match(busy.stderr, /^lbctl: interface eth0 already runs XDP program xdp_balancer \(id \d+\): detach it first\n$/);
   });
 });

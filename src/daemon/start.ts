@@ -1,6 +1,7 @@
-/** `lbctl start --foreground`: settings from flags, config file and defaults, then the daemon. */
+/** `lbctl start --foreground`: settings from flags, config file and defaults, then the daemon in this process. */
 import { DEFAULT_LIMITS } from '../model/limits.js';
-import { runDaemon } from '../daemon/run.js';
+import { runDaemon, type StartOutcome } from './run.js';
+import { EXIT } from '../api/exit-codes.js';
 import { createLogger } from '../log.js';
 import { loadConfigFile } from '../model/config.js';
 import type { LogLevel } from '../log-levels.js';
@@ -8,7 +9,7 @@ import { EMPTY_STATE } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import { parseListenAddress, parseTunnelSources } from '../model/address.js';
 import { parseKillSwitchTimeout } from '../model/duration.js';
-import { DEFAULT_KILL_SWITCH_TIMEOUT_MS } from '../daemon/kill-switch.js';
+import { DEFAULT_KILL_SWITCH_TIMEOUT_MS } from './kill-switch.js';
 
 export interface StartFlags {
   interface?: string;
@@ -62,9 +63,9 @@ export async function startForeground(flags: StartFlags, startArgs: readonly str
     } as const;
   } catch (error) {
     if (!(error instanceof InputError)) throw error;
-    process.send?.({ type: 'failed', message: error.message });
+    process.send?.({ type: 'failed', kind: 'input', message: error.message } satisfies StartOutcome);
     if (!process.send) process.stderr.write(`lbctl: ${error.message}\n`);
-    return 1;
+    return EXIT.invalid;
   }
   return runDaemon(options, createLogger(logLevel));
 }
