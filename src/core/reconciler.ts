@@ -69,6 +69,8 @@ export class Reconciler {
   readonly stats: ReconcilerStats = { applies: 0, tablesBuilt: 0, tablesWritten: 0, lastApplyMs: 0, applyMsTotal: 0 };
   /** Called after every apply (metrics). */
   onApplied?: (result: ApplyResult) => void;
+  /** Backends (`${vipKey} ${address}`) that were in service in the maps taken over at start. */
+  readonly takenOverBackends: ReadonlySet<string>;
 
   constructor(
     private readonly maps: BalancerMaps,
@@ -76,6 +78,7 @@ export class Reconciler {
     state: MapState = emptyMapState(maps.limits),
   ) {
     this.state = state;
+    this.takenOverBackends = new Set([...state.backends].filter(([, b]) => b.entry).map(([key]) => key));
   }
 
   /**

@@ -90,7 +90,12 @@ export class Daemon implements DaemonApi {
     private readonly checker: HealthChecker,
     readonly core: ControlLoop,
   ) {
-    core.onCheckTargets = (targets) => checker.update(targets);
+    // A restart keeps the backends it found in service up until `fall` checks fail (one slow first probe must not move flows).
+    let takenOver: ReadonlySet<string> = reconciler.takenOverBackends;
+    core.onCheckTargets = (targets) => {
+      checker.update(takenOver.size > 0 ? targets.map((t) => (takenOver.has(t.key) ? { ...t, assumeUp: true } : t)) : targets);
+      takenOver = new Set();
+    };
     this.network = new NetworkFollower({ pathsChanged: () => this.core.pathsChanged(), probeNextHops: () => paths.probeAll() }, log);
     this.drains = new DrainWatcher(this.core, dataplane, clock, log);
   }

@@ -29,6 +29,12 @@ export interface CheckTarget {
   readonly settings: CheckSettings;
   /** How the data plane reaches the backend; needed for settings.dsr (without it the DSR probe is skipped and says so). */
   readonly path?: DsrPath;
+  /**
+   * Start up rather than unknown, so that `fall` failures are needed to take
+   * it out (as HAProxy starts its servers): a backend a restarted daemon
+   * found serving, whose flows one slow first probe must not move.
+   */
+  readonly assumeUp?: boolean;
 }
 
 export type HealthState = 'unknown' | 'up' | 'down';
@@ -132,7 +138,7 @@ export class HealthChecker {
   private start(target: CheckTarget): void {
     const entry: Entry = {
       target,
-      state: 'unknown',
+      state: target.assumeUp ? 'up' : 'unknown',
       since: new Date().toISOString(),
       consecutive: 0,
       decisive: false,

@@ -214,6 +214,17 @@ describe('HealthChecker', () => {
     assert.equal(checker.health('vip be')!.lastError, 'connection refused', 'the last failure is remembered');
   });
 
+  test('assumeUp (a backend a restarted daemon found in service): up at once, down only after `fall` failures', async () => {
+    await backend.stop();
+    checker.update([{ ...target({ fall: 3 }), assumeUp: true }]);
+    assert.equal(checker.health('vip be')?.state, 'up', 'up before any probe');
+    await waitFor('two failures', () => checker.health('vip be')!.consecutive === 2, 1000);
+    assert.equal(checker.health('vip be')!.state, 'up', 'one or two failed probes do not take it out');
+    await waitFor('down', () => checker.health('vip be')?.state === 'down', 1000);
+    assert.deepEqual(states(), ['up->down']);
+    assert.equal(transitions[0]!.reason, 'connection refused (3 checks in a row)');
+  });
+
   test('rise: down comes up after `rise` successes in a row; a failure in between restarts the count', async () => {
     await backend.stop();
     checker.update([target({ rise: 3 })]);
