@@ -1,4 +1,12 @@
-import type { ChangePreview, ExplainResult, KillSwitchStatus, StatsResult, TrafficStats } from '../api/protocol.js';
+import type {
+  AnnounceStatus,
+  ChangePreview,
+  ExplainResult,
+  KillSwitchStatus,
+  StatsResult,
+  TrafficStats,
+  VipSummary,
+} from '../api/protocol.js';
 
 /** Plain-text tables for terminals: columns padded, numbers right-aligned. */
 export function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
@@ -119,4 +127,62 @@ export function formatStats(s: StatsResult): string {
     `daemon: ${d.reconciles} reconciles (last ${d.lastReconcileMs.toFixed(1)} ms, average ${average.toFixed(1)} ms), ` +
       `${d.tablesBuilt} Maglev tables built, ${d.tablesWritten} written; health transitions: ${d.healthTransitions.down} down, ${d.healthTransitions.up} up`,
   ].join('\n');
+}
+
+/** `lbctl vip list`: a row per VIP; on a fleet node, whether it is announced, and why not. */
+export function formatVips(vips: readonly VipSummary[]): string {
+  if (vips.length === 0) return 'no VIPs';
+  const announcing = vips.some((v) => v.announce.reason?.code !== 'off');
+  const rows = vips.map((v) => [
+    v.vip,
+    ...(announcing ? [v.announce.announced ? 'yes' : 'no'] : []),
+    v.forward,
+    `${v.activeBackends}/${v.backends}`,
+    String(v.tableSize),
+    v.check.split(' ')[0]!,
+    v.onAllDown,
+    compact(v.packets),
+    compact(v.bytes),
+    compact(v.newFlows),
+    compact(v.movedFlows),
+  ]);
+  const notes = vips
+    .filter((v) => v.allDown)
+    .map(
+      (v) =>
+        `${v.vip}: every backend fails its check: ${v.onAllDown === 'drop' && !announcing ? 'dropping its packets' : 'still sending to the last healthy ones'}`,
+    );
+  if (announcing) {
+    for (const v of vips) if (v.announce.reason) notes.push(`${v.vip}: not announced: ${v.announce.reason.text}`);
+  }
+  return [
+    table(
+      [
+        'VIP',
+        ...(announcing ? ['ANNOUNCED'] : []),
+        'FORWARD',
+        'BACKENDS',
+        'TABLE',
+        'CHECK',
+        'ALL DOWN',
+        'PACKETS',
+        'BYTES',
+        'NEW FLOWS',
+        'MOVED',
+      ],
+      rows,
+    ),
+    ...notes,
+  ].join('\n');
+}
+
+/** `lbctl status`: how the node announces its VIPs to a fleet's router. */
+export function formatAnnounce(a: AnnounceStatus | null): string {
+  if (!a) return '(off: lbctl start --announce, or announce in the config)';
+  const device = a.device ?? '(none: the watchdog withdrew every VIP)';
+  const announced = a.announced.length > 0 ? a.announced.join(', ') : 'nothing';
+  return (
+    `${announced} through ${device} (table ${a.table}, proto ${a.proto}); need ${a.need}, hold-down ${a.holdDownMs / 1000} s, ` +
+    `withdraw delay ${a.withdrawDelayMs / 1000} s, watchdog ${a.watchdogStallMs / 1000} s${a.interfaceUp ? '' : '; the interface is down'}`
+  );
 }

@@ -5,16 +5,28 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { call, DaemonUnreachableError } from '../api/client.js';
-import { type BackendSummary, type ChangeResult, type VipSummary } from '../api/protocol.js';
+import { type BackendSummary, type ChangeResult } from '../api/protocol.js';
 import { DEFAULT_BPFFS, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
 import { FORWARD_METHODS, type ForwardMethod, parseForward, parseListenAddress, parseWeight } from '../model/address.js';
 import { LOG_LEVELS } from '../model/config.js';
+import { NEED_LIMITS, checkAnnounceProto, checkAnnounceTable, checkNeed } from '../model/announce.js';
 import { InputError } from '../model/errors.js';
 import { parseDuration, parseKillSwitchTimeout } from '../model/duration.js';
 import { ALL_DOWN_POLICIES, CHECK_LIMITS, type CheckOptions, DEFAULT_ALL_DOWN, parseAllDownPolicy, parseCheck } from '../model/check.js';
 import { VERSION } from '../version.js';
 import { underSystemd } from '../daemon/systemd.js';
-import { age, compact, formatExplain, formatKillSwitch, formatPreview, formatStats, percent, table } from './format.js';
+import {
+  age,
+  compact,
+  formatAnnounce,
+  formatExplain,
+  formatKillSwitch,
+  formatPreview,
+  formatStats,
+  formatVips,
+  percent,
+  table,
+} from './format.js';
 
 const socketOption = () => new Option('--socket <path>', 'daemon socket').env('LBCTL_SOCKET').default(DEFAULT_SOCKET);
 const jsonOption = () => new Option('--json', 'machine-readable output');
@@ -103,6 +115,13 @@ export function buildProgram(): Command {
     .option('--max-backends <n>', 'backend capacity across all VIPs', integer('backend capacity', 16, 1_048_576))
     .option('--kill-switch-timeout <duration>', 'stop balancing (fail open) when the daemon is silent this long (default 30s)')
     .option('--metrics-address <address>', 'serve Prometheus metrics and a status page here, e.g. 127.0.0.1:9640 (default: off)')
+    .option('--announce', "announce the VIPs to a fleet's router through the routing daemon (docs/fleet.md; default: off)")
+    .option('--announce-table <n>', 'kernel table of the announced host routes (implies --announce; default 100)', (text: string) =>
+      checkAnnounceTable(integer('announce table', 1, 0xffffffff)(text)),
+    )
+    .option('--announce-proto <n>', 'route protocol number of the announced routes (implies --announce; default 201)', (text: string) =>
+      checkAnnounceProto(integer('announce proto', 1, 255)(text)),
+    )
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
     .option('--foreground', 'stay in the foreground, logging to stdout (the default under systemd)')
     .action(async (opts) => {
@@ -188,6 +207,7 @@ export function buildProgram(): Command {
           `flows      up to ${s.flowTableSize} tracked`,
           `metrics    ${s.metricsAddress ? `http://${s.metricsAddress}/metrics, status page http://${s.metricsAddress}/` : '(off: lbctl start --metrics-address ADDRESS:PORT)'}`,
           `kill-switch ${formatKillSwitch(s.killSwitch)}`,
+          `announce   ${formatAnnounce(s.announce)}`,
           `tunnels    from ${s.tunnelSources.join(', ') || '(no address on the interface: ipip backends unusable)'}`,
           `config     ${s.configPath ?? '(none)'}`,
           `state      ${s.stateDir}`,
@@ -207,6 +227,9 @@ export function buildProgram(): Command {
         .choices(ALL_DOWN_POLICIES)
         .default(DEFAULT_ALL_DOWN),
     )
+    .option('--need <n>', "fewest healthy backends to announce it (a fleet node; default the daemon's announce need)", (text: string) =>
+      checkNeed(integer('need', 1, NEED_LIMITS.max)(text)),
+    )
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (vipText: string, opts) => {
@@ -216,6 +239,7 @@ export function buildProgram(): Command {
         forward: parseForward(opts.forward),
         onAllDown: parseAllDownPolicy(opts.onAllDown),
         ...(opts.tableSize ? { tableSize: opts.tableSize } : {}),
+        ...(opts.need ? { need: opts.need as number } : {}),
         ...(check ? { check } : {}),
       });
       reportChange(result, opts.json);
@@ -385,32 +409,6 @@ function reportChange(result: ChangeResult, json?: boolean): void {
   process.stdout.write(`lbctl: ${result.message}\n`);
   if (result.preview) process.stdout.write(`${formatPreview(result.preview)}\n`);
   for (const warning of result.warnings) process.stderr.write(`lbctl: warning: ${warning}\n`);
-}
-
-function formatVips(vips: readonly VipSummary[]): string {
-  if (vips.length === 0) return 'no VIPs';
-  const rows = vips.map((v) => [
-    v.vip,
-    v.forward,
-    `${v.activeBackends}/${v.backends}`,
-    String(v.tableSize),
-    v.check.split(' ')[0]!,
-    v.onAllDown,
-    compact(v.packets),
-    compact(v.bytes),
-    compact(v.newFlows),
-    compact(v.movedFlows),
-  ]);
-  const notes = vips
-    .filter((v) => v.allDown)
-    .map(
-      (v) =>
-        `${v.vip}: every backend fails its check: ${v.onAllDown === 'drop' ? 'dropping its packets' : 'still sending to the last healthy ones'}`,
-    );
-  return [
-    table(['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'CHECK', 'ALL DOWN', 'PACKETS', 'BYTES', 'NEW FLOWS', 'MOVED'], rows),
-    ...notes,
-  ].join('\n');
 }
 
 function formatBackends(backends: readonly BackendSummary[]): string {
