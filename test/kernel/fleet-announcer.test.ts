@@ -144,6 +144,29 @@ describe('in a namespace', () => {
     await h.ok('close');
   });
 
+  test('update: many VIPs of both families with one ip process, withdrawals first; a failure names the VIP', async (t) => {
+    const h = await holder({ interface: 'eth3' });
+    const many = Array.from({ length: 50 }, (_, i) => `10.100.1.${i + 1}`);
+    const started = performance.now();
+    const answer = await h.ok(`update ${[...many, VIP6].map((a) => `+${a}`).join(' ')}`);
+    t.diagnostic(`51 routes in ${(performance.now() - started).toFixed(1)} ms (one ip -batch)`);
+    assert.equal(answer.list!.length, 51);
+    assert.equal((await tableRoutes(4)).length, 50);
+    // A withdrawal of something not announced is fine; withdraw and announce together.
+    assert.deepEqual((await h.ok(`update -10.100.1.1 -10.100.9.9 -${VIP6} +${VIP}`)).list!.includes(VIP), true);
+    assert.deepEqual(
+      (await tableRoutes(4)).map((r) => r.dst).filter((d) => d === '10.100.1.1' || d === VIP),
+      [VIP],
+    );
+    assert.deepEqual(await tableRoutes(6), []);
+    // The device deleted under the announcer: every line fails, the error names the first.
+    await ip('link', 'del', 'lbv-eth3');
+    const failed = await h.command('update +10.100.2.1 +10.100.2.2');
+    assert.equal(failed.ok, false);
+    assert.match(failed.error!, /^announcer: cannot announce 10\.100\.2\.1: Cannot find device "lbv-eth3"$/);
+    await h.kill();
+  });
+
   test('withdraw-all before anything was announced: the table does not exist yet, nothing to do', async () => {
     const h = await holder({ interface: 'eth7', table: 4242 });
     assert.deepEqual((await h.ok('withdraw-all')).list, []);
