@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { costTable } from './dataplane-cost.js';
+import { fleetTable } from './fleet.js';
 import { type BenchResults, targets } from './report.js';
 
 export const README_START = '<!-- bench:start -->';
@@ -46,7 +47,7 @@ export function readmeSection(
       `Parts that failed in that run (missing below): ${saved.failures.map((f) => `${f.part} (${f.message.split('\n')[0]})`).join('; ')}.`,
       '',
     );
-  if (r.cost || r.http || r.control) {
+  if (r.cost || r.http || r.control || r.fleet) {
     out.push('**Against the targets of issue 7** (targets, not assertions; not met is shown as not met):', '', ...targets(r), '');
   }
   if (r.cost) {
@@ -90,6 +91,14 @@ export function readmeSection(
         : `\`lbctl start --config\` had **not returned within ${(c.loadDeadlineMs / 1000).toFixed(0)} s**`;
     out.push(
       `**Control plane**: a backend added through the API reached the data plane ${c.api.afterStartMs.toFixed(0)} ms after the request was sent (${Math.abs(c.api.afterReturnMs).toFixed(0)} ms ${c.api.afterReturnMs < 0 ? 'before' : 'after'} the answer). ${c.vips} VIPs × ${c.backendsPerVip} backends (M = ${c.tableSize}) from a config file: every map written after ${c.writtenMs !== undefined ? `${(c.writtenMs / 1000).toFixed(1)} s` : '(not logged)'}, ${load}; daemon RSS ${c.rssMiB.toFixed(0)} MiB (${c.idleRssMiB.toFixed(0)} MiB with no VIPs). One Maglev table, M = ${c.tableSize}: ${c.maglev.map((m) => `${m.medianMs.toFixed(1)} ms for ${m.backends} backends`).join(', ')}.`,
+      '',
+    );
+  }
+  if (r.fleet) {
+    out.push(
+      '**Fleet failover** (two nodes behind ECMP, 50 long-lived connections and a new request every 50 ms while one node leaves and comes back):',
+      '',
+      fleetTable(r.fleet),
       '',
     );
   }
