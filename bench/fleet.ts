@@ -88,6 +88,7 @@ function summarize(way: FailoverWay, runs: readonly FailoverResult[]): FleetWayR
 
 const WAY_TEXT: Record<FailoverWay, string> = {
   stop: '`lbctl stop` (the API request; withdraw, 0.5 s delay, detach)',
+  restart: '`lbctl restart` (the stop keeping the data plane: withdraw, no delay; the next daemon takes it over)',
   sigkill: 'SIGKILL of the daemon (the kernel deletes its announce device)',
   'kill-switch': '`lbctl kill-switch engage` (the API request)',
   stall: 'event loop stuck (main thread stopped by ptrace; the watchdog fires at a third of the kill-switch timeout)',

@@ -3,7 +3,7 @@
  * VIPs itself (announce in the config; BIRD takes the routes to the router,
  * which spreads new connections from the client behind it over both nodes
  * by ECMP): identical Maglev tables make both nodes name the same backend
- * for every flow; a node that leaves the fleet in any way (stop, SIGKILL,
+ * for every flow; a node that leaves the fleet in any way (stop, restart, SIGKILL,
  * kill-switch, a stuck event loop, its checks failing, cut off for 10 s) is
  * out of the router's route at once and comes back after its checks and
  * hold-down, and no connection or request breaks; a VIP whose backends all
@@ -41,6 +41,7 @@ const METRICS = '127.0.0.1:9640';
 /** What each way must show in the node's own log, besides the withdrawal reaching the router. */
 const EXPECTED_EVENTS: Record<FailoverWay, string[]> = {
   stop: ['announce.withdrawn stopping', 'daemon.stopped', 'announce.started', 'announce.announced'],
+  restart: ['announce.withdrawn stopping', 'daemon.stopped', 'announce.started', 'announce.announced'],
   sigkill: ['announce.started', 'announce.announced'],
   'kill-switch': ['announce.withdrawn kill_switch', 'killswitch.engaged', 'announce.announced'],
   stall: ['announce.watchdog_fired', 'announce.device_restored', 'announce.announced'],

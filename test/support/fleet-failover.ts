@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { call } from '../../src/api/client.js';
 import type { StatsResult, StatusResult } from '../../src/api/protocol.js';
-import { LAB, type Lab, ROOT } from '../lab/lab.js';
+import { LAB, type Lab, ROOT, pidAlive } from '../lab/lab.js';
 import { LabBalancer } from './balancer.js';
 import { establishedSessions, nextHops, waitUntil } from './fleet.js';
 import type { ConnectionReport } from './long-lived.js';
@@ -34,14 +34,15 @@ export const KEY6 = `[${VIP6}]:80/tcp`;
 export const BACKENDS = [...LAB.backends.filter((b) => b.forward === 'l2dsr').slice(0, 2), LAB.backends.find((b) => b.forward === 'ipip')!];
 
 /**
- * How a node leaves the fleet: `lbctl stop`; SIGKILL of its daemon;
+ * How a node leaves the fleet: `lbctl stop`; a restart (the daemon stops,
+ * the data plane stays and the next daemon takes it over); SIGKILL of its daemon;
  * `lbctl kill-switch engage` (both through the API, without the CLI's start-up); its event loop stuck (the main thread stopped
  * by ptrace, the watchdog's case); every health check of the node failing
  * while its data plane works (its own problem, not the backends'); cut off
  * (its switch port down). And back: start, start (taking over the data
  * plane), release, the thread let go, the checks passing again, the port up.
  */
-export const FAILOVER_WAYS = ['stop', 'sigkill', 'kill-switch', 'stall', 'checks-fail', 'cut-off'] as const;
+export const FAILOVER_WAYS = ['stop', 'restart', 'sigkill', 'kill-switch', 'stall', 'checks-fail', 'cut-off'] as const;
 export type FailoverWay = (typeof FAILOVER_WAYS)[number];
 
 export interface FleetOptions {
@@ -232,14 +233,22 @@ export class Fleet {
         const pid = await this.pid(node);
         const at = wallClock();
         await call(node.lb.socket, 'stop', {});
-        await waitUntil(async () => !alive(pid), 10_000, `pid ${pid} gone`, 10);
+        await waitUntil(async () => !pidAlive(pid), 10_000, `pid ${pid} gone`, 10);
+        return { at, back: start };
+      }
+      case 'restart': {
+        // `lbctl restart`, in two steps: the stop that keeps the data plane, then the start that takes it over.
+        const pid = await this.pid(node);
+        const at = wallClock();
+        await call(node.lb.socket, 'stop', { keepDataplane: true });
+        await waitUntil(async () => !pidAlive(pid), 10_000, `pid ${pid} gone`, 10);
         return { at, back: start };
       }
       case 'sigkill': {
         const pid = await this.pid(node);
         const at = wallClock();
         process.kill(pid, 'SIGKILL');
-        await waitUntil(async () => !alive(pid), 5000, `pid ${pid} gone`, 10);
+        await waitUntil(async () => !pidAlive(pid), 5000, `pid ${pid} gone`, 10);
         return { at, back: start };
       }
       case 'kill-switch': {
@@ -350,15 +359,6 @@ export class Fleet {
         for (const o of outputs) if (o.child.exitCode === null) o.child.kill('SIGKILL');
       },
     };
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
