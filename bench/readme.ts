@@ -10,6 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { costTable } from './dataplane-cost.js';
+import { fleetTable } from './fleet.js';
 import { type BenchResults, targets } from './report.js';
 
 export const README_START = '<!-- bench:start -->';
@@ -46,7 +47,7 @@ export function readmeSection(
       `Parts that failed in that run (missing below): ${saved.failures.map((f) => `${f.part} (${f.message.split('\n')[0]})`).join('; ')}.`,
       '',
     );
-  if (r.cost || r.http || r.control) {
+  if (r.cost || r.http || r.control || r.fleet) {
     out.push('**Against the targets of issue 7** (targets, not assertions; not met is shown as not met):', '', ...targets(r), '');
   }
   if (r.cost) {
@@ -93,6 +94,14 @@ export function readmeSection(
         .slice(1)
         .map((row) => `\`${row.command}\` ${row.medianMs.toFixed(0)} ms`)
         .join(', ')} (\`${c.cliCalls.rows[0]!.command}\`: ${c.cliCalls.rows[0]!.medianMs.toFixed(0)} ms).`,
+      '',
+    );
+  }
+  if (r.fleet) {
+    out.push(
+      '**Fleet failover** (two nodes behind ECMP, 50 long-lived connections and a new request every 50 ms while one node leaves and comes back):',
+      '',
+      fleetTable(r.fleet),
       '',
     );
   }

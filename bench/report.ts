@@ -8,12 +8,14 @@ import type { HttpResult } from './http.js';
 import { httpTable } from './http.js';
 import type { ControlResult } from './control-plane.js';
 import { controlTable } from './control-plane.js';
+import { type FleetBenchResult, fleetTable } from './fleet.js';
 
 export interface BenchResults {
   cost?: { rows: CostRow[]; iterations: number; rounds: number };
   rate?: RateResult;
   http?: HttpResult;
   control?: ControlResult;
+  fleet?: FleetBenchResult;
 }
 
 export interface ReportMeta {
@@ -79,6 +81,25 @@ export function targets(r: BenchResults): string[] {
       `| \`lbctl --help\`, \`--version\` and a change answer within 100 ms (wall, median) | ${calls.map((c) => `${c.command.split(' ').slice(0, 3).join(' ')} ${f1(c.medianMs)} ms`).join(', ')}; \`${floor!.command}\` ${f1(floor!.medianMs)} ms; the change on the socket ${f1(r.control.cliCalls.socketChange.medianMs)} ms | ${yes(calls.every((c) => c.medianMs < 100))} |`,
     );
   }
+  if (r.fleet) {
+    const prompt = r.fleet.ways.filter((w) => w.way !== 'stall' && w.way !== 'cut-off');
+    if (prompt.length > 0) {
+      const slowest = Math.max(...prompt.map((w) => w.withdrawnMs.max));
+      lines.push(
+        `| a node's withdrawal at the fleet's router within 1 s (${prompt.map((w) => w.way).join(', ')}) | slowest ${f1(slowest)} ms | ${yes(slowest < 1000)} |`,
+      );
+    }
+    const stall = r.fleet.ways.find((w) => w.way === 'stall');
+    if (stall) {
+      const failOpen = 0.75 * r.fleet.killSwitchTimeoutMs;
+      lines.push(
+        `| a stuck event loop withdrawn before the kill-switch can fail open (${(failOpen / 1000).toFixed(2)} s at the earliest) | slowest ${f1(stall.withdrawnMs.max)} ms | ${yes(stall.withdrawnMs.max < failOpen)} |`,
+      );
+    }
+    const broken = r.fleet.ways.reduce((n, w) => n + w.connectionsBroken + w.requestsFailed, 0);
+    const total = r.fleet.ways.reduce((n, w) => n + w.connections + w.requests, 0);
+    lines.push(`| no connection or request broken by a node leaving or rejoining | ${broken} of ${total} | ${yes(broken === 0)} |`);
+  }
   return lines;
 }
 
@@ -103,7 +124,7 @@ export function renderReport(r: BenchResults, meta: ReportMeta): string {
       '',
     );
   }
-  if (r.cost || r.http || r.control) out.push('## Against the targets', '', ...targets(r), '');
+  if (r.cost || r.http || r.control || r.fleet) out.push('## Against the targets', '', ...targets(r), '');
 
   if (r.cost) {
     out.push(
@@ -156,6 +177,17 @@ export function renderReport(r: BenchResults, meta: ReportMeta): string {
       `CLI calls: wall time from spawn to exit of \`lbctl --version\`, \`lbctl --help\` and \`lbctl backend weight\` (a change, applied by the daemon above, each call flipping the weight between 1 and 2), beside \`node -e 0\` (a Node process that does nothing: no CLI can start faster) and the same change sent as a request on the socket (what the daemon takes), interleaved, ${r.control.cliCalls.runs} runs each, without NODE_EXTRA_CA_CERTS in the environment (it makes every Node process read a certificate file at start).`,
       '',
       controlTable(r.control),
+      '',
+    );
+  }
+  if (r.fleet) {
+    const rounds = r.fleet.ways[0]?.rounds ?? 0;
+    out.push(
+      '## 5. Fleet failover',
+      '',
+      `Two lbctl nodes behind the lab's router (BIRD, ECMP over both, BFD 3 × 300 ms), each announcing its VIPs itself (hold-down ${r.fleet.holdDownMs / 1000} s, withdraw delay 0.5 s, kill-switch timeout ${r.fleet.killSwitchTimeoutMs / 1000} s, checks every 200 ms, rise 2, fall 2; test/support/fleet-failover.ts). During each failover the client behind the router keeps 40 IPv4 and 10 IPv6 long-lived connections (a message every 100 ms, each answer checked: same backend, its own port) and opens a new connection every 50 ms; the nodes take turns leaving, ${rounds} time${rounds === 1 ? '' : 's'} per way. "Withdrawn": from the action (the API request, the SIGKILL, the ptrace stop, the nft rule, the port down) to the router's route to the VIP (the slower of IPv4 and IPv6) without the node, seen by a poller in the router's namespace. "Back": from the node's return (started again, released, let go, rule deleted, port up) to the route with both nodes: its checks (rise), its hold-down and BGP. A cut-off node stays away ${r.fleet.cutOffMs / 1000} s.`,
+      '',
+      fleetTable(r.fleet),
       '',
     );
   }

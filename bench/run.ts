@@ -8,6 +8,7 @@
  *   2 rate     packet rate through the balancer in the lab
  *   3 http     HTTP through lbctl and the alternatives (wrk)
  *   4 control  backend change to data plane, loading 1000 VIPs, RSS, CLI calls
+ *   5 fleet    two nodes behind ECMP: withdrawal at the router and connections kept, per way a node leaves
  *
  * Knobs (environment):
  *   BENCH_QUICK=1          a ~2-minute smoke run of every part (writes quick.*)
@@ -20,6 +21,7 @@
  *   BENCH_HTTP_ROUNDS, BENCH_HTTP_SECONDS, BENCH_HTTP_CONNECTIONS  part 3 (5, 6, 64)
  *   BENCH_CONTROL_TRIALS, BENCH_CONTROL_VIPS, BENCH_CONTROL_DEADLINE (s), BENCH_MAGLEV_BUILDS, BENCH_CLI_RUNS
  *                          part 4 (5, 1000, 120, 21, 30)
+ *   BENCH_FLEET_ROUNDS, BENCH_FLEET_CUT_OFF (s)   part 5 (3, 10)
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -32,10 +34,11 @@ import { measureDataplaneCost } from './dataplane-cost.js';
 import { measurePacketRate } from './packet-rate.js';
 import { httpSvg, measureHttp } from './http.js';
 import { measureControlPlane } from './control-plane.js';
+import { measureFleet } from './fleet.js';
 import { type BenchResults, renderReport } from './report.js';
 import { updateReadme } from './readme.js';
 
-const PARTS = ['cost', 'rate', 'http', 'control'] as const;
+const PARTS = ['cost', 'rate', 'http', 'control', 'fleet'] as const;
 type Part = (typeof PARTS)[number];
 
 const env = process.env;
@@ -124,6 +127,13 @@ async function main(): Promise<void> {
       }),
     );
     if (control) results.control = control;
+  }
+
+  if (parts.includes('fleet')) {
+    const fleet = await timed('fleet', () =>
+      measureFleet({ rounds: num('BENCH_FLEET_ROUNDS', 3, 1), cutOffMs: num('BENCH_FLEET_CUT_OFF', 10, 10) * 1000, log }),
+    );
+    if (fleet) results.fleet = fleet;
   }
 
   const dir = join(PROJECT_ROOT, 'bench', 'results');

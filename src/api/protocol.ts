@@ -32,6 +32,59 @@ export interface KillSwitchStatus {
   readonly passedPackets: number;
 }
 
+/**
+ * Why a VIP is not announced (src/fleet/announce-policy.ts): off (not
+ * announcing), stopping, kill_switch (engaged), interface_down, no_device
+ * (the watchdog withdrew, the device is not back), backends (fewer healthy
+ * than need), hold_down, address (another VIP on its address holds it
+ * back), failed (the route could not be changed).
+ */
+export const NOT_ANNOUNCED_CODES = [
+  'off',
+  'stopping',
+  'kill_switch',
+  'interface_down',
+  'no_device',
+  'backends',
+  'hold_down',
+  'address',
+  'failed',
+] as const;
+
+/** A stable code (metrics, scripts) and a sentence (people). */
+export interface NotAnnouncedReason {
+  readonly code: (typeof NOT_ANNOUNCED_CODES)[number];
+  readonly text: string;
+}
+
+/** A VIP's announcement to a fleet's router (docs/fleet.md). */
+export interface AnnounceView {
+  /** Its address's route is in the announce table. */
+  readonly announced: boolean;
+  /** Why not; null while announced. */
+  readonly reason: NotAnnouncedReason | null;
+  readonly healthyBackends: number;
+  readonly need: number;
+  /** ISO time it was last announced or withdrawn (or the daemon started). */
+  readonly since: string;
+}
+
+/** How the daemon announces, when it does. */
+export interface AnnounceStatus {
+  /** The TUN device holding the routes; null while the watchdog's withdrawal has not been undone. */
+  readonly device: string | null;
+  readonly table: number;
+  readonly proto: number;
+  readonly need: number;
+  readonly holdDownMs: number;
+  readonly withdrawDelayMs: number;
+  /** The watchdog withdraws every VIP when the event loop has been stuck this long. */
+  readonly watchdogStallMs: number;
+  readonly interfaceUp: boolean;
+  /** Addresses announced, sorted. */
+  readonly announced: readonly string[];
+}
+
 export interface BackendPreview {
   readonly address: string;
   readonly before: { readonly weight: number; readonly share: number; readonly draining: boolean } | null;
@@ -86,6 +139,8 @@ export interface StatusResult {
   /** Where the Prometheus endpoint and status page listen, or null. */
   readonly metricsAddress: string | null;
   readonly killSwitch: KillSwitchStatus;
+  /** Announcing to a fleet's router; null when off. */
+  readonly announce: AnnounceStatus | null;
   /** How `lbctl start` was run, for `lbctl restart`. */
   readonly startArgs: readonly string[];
 }
@@ -100,6 +155,9 @@ export interface VipSummary {
   readonly onAllDown: 'keep' | 'drop';
   /** Every reachable backend fails its health check. */
   readonly allDown: boolean;
+  /** The fewest healthy backends to announce it, when it sets its own. */
+  readonly need?: number;
+  readonly announce: AnnounceView;
   readonly packets: number;
   readonly bytes: number;
   /** Flows given a backend from the table, and of those, tracked flows moved because their backend was gone. */
@@ -152,6 +210,9 @@ export interface StatsResult {
   readonly vips: ReadonlyArray<
     TrafficStats & {
       readonly vip: string;
+      readonly announced: boolean;
+      /** Why it is not announced; null while it is. */
+      readonly notAnnounced: NotAnnouncedReason | null;
       readonly backends: ReadonlyArray<
         TrafficStats & {
           readonly address: string;
@@ -220,7 +281,7 @@ export interface Methods {
   'killswitch.release': { params: Record<string, never>; result: KillSwitchStatus };
   'killswitch.status': { params: Record<string, never>; result: KillSwitchStatus };
   'vip.add': {
-    params: { vip: string; forward?: ForwardMethod; tableSize?: number; check?: CheckOptions; onAllDown?: AllDownPolicy };
+    params: { vip: string; forward?: ForwardMethod; tableSize?: number; check?: CheckOptions; onAllDown?: AllDownPolicy; need?: number };
     result: ChangeResult;
   };
   'vip.remove': { params: { vip: string }; result: ChangeResult };

@@ -1,4 +1,5 @@
 import type {
+  AnnounceStatus,
   BackendSummary,
   ChangePreview,
   ExplainResult,
@@ -138,6 +139,7 @@ export function formatStatus(s: StatusResult): string {
     `flows      up to ${s.flowTableSize} tracked`,
     `metrics    ${s.metricsAddress ? `http://${s.metricsAddress}/metrics, status page http://${s.metricsAddress}/` : '(off: lbctl start --metrics-address ADDRESS:PORT)'}`,
     `kill-switch ${formatKillSwitch(s.killSwitch)}`,
+    `announce   ${formatAnnounce(s.announce)}`,
     `tunnels    from ${s.tunnelSources.join(', ') || '(no address on the interface: ipip backends unusable)'}`,
     `config     ${s.configPath ?? '(none)'}`,
     `state      ${s.stateDir}`,
@@ -146,10 +148,13 @@ export function formatStatus(s: StatusResult): string {
   ].join('\n');
 }
 
+/** `lbctl vip list`: a row per VIP; on a fleet node, whether it is announced, and why not. */
 export function formatVips(vips: readonly VipSummary[]): string {
   if (vips.length === 0) return 'no VIPs';
+  const announcing = vips.some((v) => v.announce.reason?.code !== 'off');
   const rows = vips.map((v) => [
     v.vip,
+    ...(announcing ? [v.announce.announced ? 'yes' : 'no'] : []),
     v.forward,
     `${v.activeBackends}/${v.backends}`,
     String(v.tableSize),
@@ -164,10 +169,28 @@ export function formatVips(vips: readonly VipSummary[]): string {
     .filter((v) => v.allDown)
     .map(
       (v) =>
-        `${v.vip}: every backend fails its check: ${v.onAllDown === 'drop' ? 'dropping its packets' : 'still sending to the last healthy ones'}`,
+        `${v.vip}: every backend fails its check: ${v.onAllDown === 'drop' && !announcing ? 'dropping its packets' : 'still sending to the last healthy ones'}`,
     );
+  if (announcing) {
+    for (const v of vips) if (v.announce.reason) notes.push(`${v.vip}: not announced: ${v.announce.reason.text}`);
+  }
   return [
-    table(['VIP', 'FORWARD', 'BACKENDS', 'TABLE', 'CHECK', 'ALL DOWN', 'PACKETS', 'BYTES', 'NEW FLOWS', 'MOVED'], rows),
+    table(
+      [
+        'VIP',
+        ...(announcing ? ['ANNOUNCED'] : []),
+        'FORWARD',
+        'BACKENDS',
+        'TABLE',
+        'CHECK',
+        'ALL DOWN',
+        'PACKETS',
+        'BYTES',
+        'NEW FLOWS',
+        'MOVED',
+      ],
+      rows,
+    ),
     ...notes,
   ].join('\n');
 }
@@ -208,4 +231,15 @@ export function formatBackends(backends: readonly BackendSummary[]): string {
     table(['BACKEND', 'WEIGHT', 'FORWARD', 'STATE', 'HEALTH', 'SHARE', 'SLOTS', 'NEXT HOP', 'PACKETS', 'BYTES'], rows),
     ...notes,
   ].join('\n');
+}
+
+/** `lbctl status`: how the node announces its VIPs to a fleet's router. */
+export function formatAnnounce(a: AnnounceStatus | null): string {
+  if (!a) return '(off: lbctl start --announce, or announce in the config)';
+  const device = a.device ?? '(none: the watchdog withdrew every VIP)';
+  const announced = a.announced.length > 0 ? a.announced.join(', ') : 'nothing';
+  return (
+    `${announced} through ${device} (table ${a.table}, proto ${a.proto}); need ${a.need}, hold-down ${a.holdDownMs / 1000} s, ` +
+    `withdraw delay ${a.withdrawDelayMs / 1000} s, watchdog ${a.watchdogStallMs / 1000} s${a.interfaceUp ? '' : '; the interface is down'}`
+  );
 }

@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import type { ChangePreview, ChangeResult } from '../api/protocol.js';
 import type { CheckTarget, Transition } from '../health/checker.js';
-import { formatVip } from '../model/address.js';
+import { type VipAddress, formatVip } from '../model/address.js';
 import { formatCheck } from '../model/check.js';
 import {
   type Change,
@@ -46,6 +46,8 @@ export interface ControlLoopDeps {
   /** Makes runtime changes durable; throws when it cannot. */
   readonly saveChanges: (changes: RuntimeChanges) => void;
   readonly log: Logger;
+  /** A fleet node: a VIP whose backends all fail keeps its table (it is withdrawn instead); see PlanInputs. */
+  readonly keepOnAllDown?: boolean;
 }
 
 export interface ChangeOptions {
@@ -69,6 +71,8 @@ export class ControlLoop {
   readonly healthTransitions = { up: 0, down: 0 };
   /** Told the health-check targets after every apply. */
   onCheckTargets?: (targets: CheckTarget[]) => void;
+  /** Called after every apply: the views changed. */
+  onApplied?: () => void;
 
   /** Throws InputError when the config and the runtime changes do not make a valid state together. */
   constructor(
@@ -191,6 +195,11 @@ export class ControlLoop {
     });
   }
 
+  /** Forgets every tracked flow of these VIPs (a fleet node, before it announces them again). */
+  forgetFlows(vips: readonly VipAddress[]): Promise<number> {
+    return this.queue.run(async () => this.deps.reconciler.forgetFlows(vips));
+  }
+
   /** Forgets tracked flows of removed backends so that their ids can be reused. */
   sweepFlows(): Promise<number> {
     return this.queue.run(async () => {
@@ -239,8 +248,9 @@ export class ControlLoop {
   /** Writes a state to the maps with the current paths and health, then points the health checks at it. */
   private apply(desired: DesiredState): void {
     const paths = (target: PathTarget): PathResult => this.deps.paths.get(target);
-    this.deps.reconciler.apply({ desired, paths, health: this.deps.health });
+    this.deps.reconciler.apply({ desired, paths, health: this.deps.health, keepOnAllDown: this.deps.keepOnAllDown ?? false });
     this.onCheckTargets?.(checkTargets(desired, this.deps.paths));
+    this.onApplied?.();
   }
 
   private applyHealth(transitions: readonly Transition[]): void {
@@ -254,7 +264,7 @@ export class ControlLoop {
       const after = this.deps.reconciler.view.find((v) => v.key === vipKey);
       const kept = after?.allDown && after.backends.find((b) => b.address === transition.address)?.keptWhileAllDown;
       const moved = kept || id === undefined ? { tracked: 0, active: 0 } : (moving.get(id) ?? { tracked: 0, active: 0 });
-      const policy = findVip(this.current, vipKey)?.onAllDown;
+      const policy = this.deps.keepOnAllDown ? 'keep' : findVip(this.current, vipKey)?.onAllDown;
       this.deps.log.warn(
         {
           event: after?.allDown ? 'vip.all_down' : 'backend.removed_from_table',

@@ -10,6 +10,7 @@ import { BACKEND_FLAG_ACTIVE, BACKEND_FLAG_IPV6, FORWARD, backendInfo, tunnelChe
 import { buildMaglevTable, countEntries } from '../maglev/maglev.js';
 import { type Family, type ForwardMethod, type VipAddress, addressBytes, formatVip } from '../model/address.js';
 import { type BackendSpec, type DesiredState, type VipSpec, effectiveForward } from '../model/desired-state.js';
+import type { AllDownPolicy } from '../model/check.js';
 import { InputError } from '../model/errors.js';
 import type { ForwardingPath, PathResult, PathTarget } from '../net/forwarding-paths.js';
 import { IdPool } from './id-pool.js';
@@ -92,6 +93,12 @@ export interface PlanInputs {
   readonly desired: DesiredState;
   readonly paths: (target: PathTarget) => PathResult;
   readonly health: HealthLookup;
+  /**
+   * Every VIP keeps its last healthy backends when all of them fail, as
+   * with on_all_down keep: a fleet node withdraws such a VIP instead, and
+   * the packets still on their way keep their backends (docs/fleet.md).
+   */
+  readonly keepOnAllDown?: boolean;
 }
 
 /** The state of maps nothing has been written to. */
@@ -130,7 +137,7 @@ export function countWrites(w: MapWrites): number {
  * Throws InputError when ids would run out; otherwise the next state and
  * the writes that reach it.
  */
-export function plan(current: MapState, { desired, paths, health }: PlanInputs): Plan {
+export function plan(current: MapState, { desired, paths, health, keepOnAllDown = false }: PlanInputs): Plan {
   checkCapacity(current, desired);
   const vipIds = current.vipIds.clone();
   const backendIds = current.backendIds.clone();
@@ -166,7 +173,7 @@ export function plan(current: MapState, { desired, paths, health }: PlanInputs):
       const forward = effectiveForward(spec, backend);
       return { backend, bkey, id, forward, path: paths({ address: backend.address, forward }), checked: health(key, backend.address) };
     });
-    const keptWhileAllDown = keptBackends(spec, candidates, written?.table);
+    const keptWhileAllDown = keptBackends(keepOnAllDown ? 'keep' : spec.onAllDown, candidates, written?.table);
     const allDown = keptWhileAllDown !== undefined;
 
     const members: Array<{ address: string; weight: number; id: number }> = [];
@@ -301,13 +308,13 @@ export function plan(current: MapState, { desired, paths, health }: PlanInputs):
  * undefined while some backend is healthy.
  */
 function keptBackends(
-  spec: VipSpec,
+  policy: AllDownPolicy,
   candidates: ReadonlyArray<{ backend: BackendSpec; id: number; path: PathResult; checked: { state: string } | undefined }>,
   lastTable: Uint32Array | undefined,
 ): Set<number> | undefined {
   const eligible = candidates.filter((c) => c.path.ok && !c.backend.drain);
   if (eligible.length === 0 || !eligible.every((c) => c.checked?.state === 'down')) return undefined;
-  if (spec.onAllDown === 'drop') return new Set();
+  if (policy === 'drop') return new Set();
   const lastUsed = new Set(lastTable ?? []);
   const wasUsed = eligible.filter((c) => lastUsed.has(c.id));
   return new Set((wasUsed.length > 0 ? wasUsed : eligible).map((c) => c.id));

@@ -22,7 +22,7 @@ import {
   emptyMapState,
   plan,
 } from './planner.js';
-import type { TrackedFlow } from './flows.js';
+import { type TrackedFlow, isFlowOf } from './flows.js';
 import type { VipView } from './views.js';
 
 /** What the reconciler needs of a data plane: its maps, read and written. */
@@ -206,6 +206,15 @@ export class Reconciler {
     for (const id of ids) backendIds.release(id);
     this.state = { ...this.state, backendIds, quarantined: [] };
     return stale.length;
+  }
+
+  /** Deletes the tracked flows of these VIPs: their next packets follow the Maglev table. How many. */
+  forgetFlows(vips: readonly VipAddress[]): number {
+    if (vips.length === 0) return 0;
+    const stale = [...this.maps.trackedFlows()].filter((flow) => vips.some((vip) => isFlowOf(flow, vip)));
+    let forgotten = 0;
+    for (const flow of stale) if (this.maps.deleteFlow(flow.key)) forgotten++;
+    return forgotten;
   }
 
   private write({ writes: w }: Plan): void {

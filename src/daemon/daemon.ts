@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { call } from '../api/client.js';
-import type { ChangeResult, KillSwitchStatus, StatsResult, StatusResult } from '../api/protocol.js';
+import type { AnnounceView, ChangeResult, KillSwitchStatus, StatsResult, StatusResult } from '../api/protocol.js';
 import { ControlLoop } from '../core/control-loop.js';
 import { Reconciler } from '../core/reconciler.js';
 import type { BackendHealth } from '../health/checker.js';
@@ -18,7 +18,11 @@ import type { BalancerLimits } from '../model/limits.js';
 import { DataplaneClock } from '../dataplane/clock.js';
 import { closeFd, native } from '../dataplane/libbpf.js';
 import { attachedProgram, attachXdp, detachXdp, programInfo, type XdpMode } from '../dataplane/xdp.js';
-import type { DesiredState } from '../model/desired-state.js';
+import { type DesiredState, effectiveCheck, findVip } from '../model/desired-state.js';
+import type { HealthLookup } from '../core/views.js';
+import { DownSettler } from '../fleet/down-settler.js';
+import type { AnnounceSettings } from '../model/announce.js';
+import { AnnounceController, announceViewOf, watchdogStallMs } from '../fleet/announce-controller.js';
 import { formatListenAddress, type ListenAddress } from '../model/address.js';
 import { type DaemonSettings, loadConfigFile } from '../model/config.js';
 import { InputError } from '../model/errors.js';
@@ -54,6 +58,8 @@ export interface DaemonOptions {
   readonly metricsAddress?: ListenAddress;
   /** The `lbctl start` arguments, so that `lbctl restart` can start the same way. */
   readonly startArgs: readonly string[];
+  /** Announce the VIPs to a fleet's router (docs/fleet.md); off without it. */
+  readonly announce?: AnnounceSettings;
 }
 
 export interface StopOptions {
@@ -76,6 +82,7 @@ export class Daemon implements DaemonApi {
   private readonly startedAt = new Date();
   private readonly network: NetworkFollower;
   private readonly drains: DrainWatcher;
+  private announce?: AnnounceController;
 
   private constructor(
     private readonly options: DaemonOptions,
@@ -96,6 +103,7 @@ export class Daemon implements DaemonApi {
       checker.update(takenOver.size > 0 ? targets.map((t) => (takenOver.has(t.key) ? { ...t, assumeUp: true } : t)) : targets);
       takenOver = new Set();
     };
+    core.onApplied = () => this.announce?.requestEvaluation();
     this.network = new NetworkFollower({ pathsChanged: () => this.core.pathsChanged(), probeNextHops: () => paths.probeAll() }, log);
     this.drains = new DrainWatcher(this.core, dataplane, clock, log);
   }
@@ -126,7 +134,14 @@ export class Daemon implements DaemonApi {
     const paths = new ForwardingPaths(link.name, options.tunnelSources);
     // The checker reports to the core, and the core asks the checker: each is the other's event source.
     let core: ControlLoop;
-    const checker = new HealthChecker(log, (transition) => core.healthChanged(transition));
+    // A fleet node holds a failed backend back from its tables for a check period (src/fleet/down-settler.ts).
+    const settler = options.announce
+      ? downSettler(
+          () => core,
+          (vip, address) => checker.health(`${vip} ${address}`),
+        )
+      : undefined;
+    const checker = new HealthChecker(log, (transition) => (settler ? settler.transition(transition) : core.healthChanged(transition)));
     let clock: DataplaneClock;
     try {
       clock = await DataplaneClock.calibrate(dataplane.clockFd);
@@ -137,9 +152,10 @@ export class Daemon implements DaemonApi {
           flows: dataplane,
           clock,
           paths,
-          health: (vip, address) => checker.health(`${vip} ${address}`),
+          health: settler?.health ?? ((vip, address) => checker.health(`${vip} ${address}`)),
           saveChanges: (next) => saveRuntimeChanges(options.stateDir, next),
           log,
+          keepOnAllDown: options.announce !== undefined,
         },
         options.config,
         changes,
@@ -156,6 +172,8 @@ export class Daemon implements DaemonApi {
       killSwitch.start();
       dataplane.pin(pinDir);
       daemon.attach(present);
+      // Only once the data plane balances: announcing sends traffic here.
+      if (options.announce) daemon.announce = await daemon.startAnnouncing(options.announce);
       daemon.api = await ApiServer.listen(options.socketPath, createHandlers(daemon), log);
       if (options.metricsAddress) await daemon.serveMetrics(options.metricsAddress);
       daemon.network.start();
@@ -185,6 +203,31 @@ export class Daemon implements DaemonApi {
     return daemon;
   }
 
+  private startAnnouncing(settings: AnnounceSettings): Promise<AnnounceController> {
+    return AnnounceController.start({
+      settings,
+      interface: this.link.name,
+      killSwitchEngaged: this.killSwitch.engaged,
+      stallMs: watchdogStallMs(this.options.killSwitchTimeoutMs),
+      source: {
+        views: () => this.core.views,
+        vipNeed: (key) => findVip(this.core.desired, key)?.need,
+        health: this.health,
+        forgetFlows: (vips) => this.core.forgetFlows(vips),
+      },
+      log: this.log,
+    });
+  }
+
+  announceView(vipKey: string): AnnounceView {
+    return announceViewOf(this.announce, vipKey, {
+      view: this.core.views.find((v) => v.key === vipKey),
+      health: this.health,
+      need: findVip(this.core.desired, vipKey)?.need ?? this.options.announce?.need ?? 1,
+      since: this.startedAt.toISOString(),
+    });
+  }
+
   /** The live health-check state of a backend of a VIP, if it is checked. */
   readonly health = (vipKey: string, address: string): BackendHealth | undefined => this.checker.health(`${vipKey} ${address}`);
 
@@ -194,6 +237,7 @@ export class Daemon implements DaemonApi {
       views: this.core.views,
       dataplane: this.dataplane,
       health: this.health,
+      announce: (key) => this.announceView(key),
       daemon: {
         startedAt: this.startedAt.toISOString(),
         healthTransitions: { ...this.core.healthTransitions },
@@ -223,8 +267,10 @@ export class Daemon implements DaemonApi {
 
   /** Stops once; later calls wait for the same stop. */
   stop(options: StopOptions = { keepDataplane: false }): Promise<void> {
-    this.stopped ??= this.core
-      .stop(() => this.teardown(options))
+    // Withdrawn first: the router moves the flows to the other nodes while this one still balances.
+    this.stopped ??= (this.announce?.stop(options) ?? Promise.resolve())
+      .catch((error) => this.log.error({ event: 'announce.failed', err: error }, 'withdrawing before the stop failed'))
+      .then(() => this.core.stop(() => this.teardown(options)))
       .then(() => {
         this.log.info(
           { event: 'daemon.stopped', keepDataplane: options.keepDataplane },
@@ -268,6 +314,7 @@ export class Daemon implements DaemonApi {
     this.network.stop();
     this.drains.stop();
     this.killSwitch.stop();
+    await this.announce?.close();
     await this.api?.close();
     await this.metricsServer?.close();
     if (!keepDataplane) {
@@ -299,13 +346,21 @@ export class Daemon implements DaemonApi {
     return { message: `reloaded ${this.options.configPath}: ${desired.vips.length} VIPs`, warnings, applied: true };
   }
 
-  /** Engages or releases the kill-switch; the state is saved before it is acted on. */
-  setKillSwitch(engaged: boolean): KillSwitchStatus {
+  /**
+   * Engages or releases the kill-switch; the state is saved before it is
+   * acted on. A fleet node withdraws its VIPs before it stops balancing.
+   */
+  async setKillSwitch(engaged: boolean): Promise<KillSwitchStatus> {
     if (engaged === this.killSwitch.engaged) return this.killSwitch.status();
     const since = engaged ? new Date() : null;
     saveKillSwitch(this.options.stateDir, since?.toISOString() ?? null);
-    if (since) this.killSwitch.engage(since);
-    else this.killSwitch.release();
+    if (since) {
+      await this.announce?.setKillSwitch(true);
+      this.killSwitch.engage(since);
+    } else {
+      this.killSwitch.release();
+      await this.announce?.setKillSwitch(false);
+    }
     return this.killSwitch.status();
   }
 
@@ -335,6 +390,7 @@ export class Daemon implements DaemonApi {
       flowTableSize: this.dataplane.limits.flowTableSize,
       metricsAddress: this.metricsServer ? formatListenAddress(this.metricsServer.address) : null,
       killSwitch: this.killSwitch.status(),
+      announce: this.announce?.status() ?? null,
       startArgs: [...this.options.startArgs],
     };
   }
@@ -391,7 +447,25 @@ function settingsNeedingRestart(settings: DaemonSettings, options: DaemonOptions
     differs.push('kill_switch_timeout');
   const metrics = options.metricsAddress ? formatListenAddress(options.metricsAddress) : undefined;
   if (settings.metricsAddress !== undefined && settings.metricsAddress !== metrics) differs.push('metrics_address');
+  if (settings.announce !== undefined && JSON.stringify(settings.announce) !== JSON.stringify(options.announce)) differs.push('announce');
   return differs.map((field) => `${field} changed in the config: it takes effect at the next lbctl restart`);
+}
+
+function downSettler(core: () => ControlLoop, live: HealthLookup): DownSettler {
+  return new DownSettler({
+    live,
+    periodMs: (key) => {
+      const spec = findVip(core().desired, key);
+      if (!spec) return 0;
+      return Math.max(...[spec.check, ...spec.backends.map((b) => effectiveCheck(spec, b))].map((c) => c.intervalMs + c.timeoutMs));
+    },
+    eligible: (key) =>
+      core()
+        .views.find((v) => v.key === key)
+        ?.backends.filter((b) => b.state !== 'unresolved' && !b.drain)
+        .map((b) => b.address) ?? [],
+    forward: (transition) => core().healthChanged(transition),
+  });
 }
 
 async function refuseIfRunning(socketPath: string): Promise<void> {

@@ -3,7 +3,15 @@
  * CLI to have done it) into a change for the control core, or read the
  * core's views and the data plane's counters.
  */
-import type { BackendSummary, ChangeResult, KillSwitchStatus, StatsResult, StatusResult, VipSummary } from '../api/protocol.js';
+import type {
+  AnnounceView,
+  BackendSummary,
+  ChangeResult,
+  KillSwitchStatus,
+  StatsResult,
+  StatusResult,
+  VipSummary,
+} from '../api/protocol.js';
 import { type ControlLoop, DEFAULT_DRAIN_IDLE_SECONDS } from '../core/control-loop.js';
 import { explainFlow, parseClientEndpoint } from '../core/explain.js';
 import type { FlowClock } from '../core/flows.js';
@@ -27,8 +35,10 @@ export interface DaemonApi {
   stats(): StatsResult;
   requestStop(options: { keepDataplane: boolean }): void;
   reload(): Promise<ChangeResult>;
-  setKillSwitch(engaged: boolean): KillSwitchStatus;
+  setKillSwitch(engaged: boolean): Promise<KillSwitchStatus>;
   killSwitchStatus(): KillSwitchStatus;
+  /** A VIP's announcement to the fleet's router (announcing off: not announced, reason off). */
+  announceView(vipKey: string): AnnounceView;
 }
 
 export const DEFAULT_DRAIN_TIMEOUT_SECONDS = 300;
@@ -52,8 +62,8 @@ export function createHandlers(daemon: DaemonApi): Handlers {
     },
 
     reload: () => daemon.reload(),
-    'killswitch.engage': async () => daemon.setKillSwitch(true),
-    'killswitch.release': async () => daemon.setKillSwitch(false),
+    'killswitch.engage': () => daemon.setKillSwitch(true),
+    'killswitch.release': () => daemon.setKillSwitch(false),
     'killswitch.status': async () => daemon.killSwitchStatus(),
 
     'vip.add': async (p) => {
@@ -63,6 +73,7 @@ export function createHandlers(daemon: DaemonApi): Handlers {
         ...(p.tableSize !== undefined ? { tableSize: validateTableSize(requireNumber(p.tableSize, 'tableSize')) } : {}),
         ...(p.check !== undefined ? { check: checkOverrides(requireObject(p.check, 'check')) } : {}),
         ...(p.onAllDown !== undefined ? { onAllDown: parseAllDownPolicy(requireString(p.onAllDown, 'onAllDown')) } : {}),
+        ...(p.need !== undefined ? { need: requireNumber(p.need, 'need') } : {}),
       });
       return core.change({ op: 'vip.add', vip, settings });
     },
@@ -82,6 +93,8 @@ export function createHandlers(daemon: DaemonApi): Handlers {
           check: spec ? describeCheck(spec.check) : '-',
           onAllDown: spec?.onAllDown ?? 'keep',
           allDown: v.allDown,
+          ...(spec?.need !== undefined ? { need: spec.need } : {}),
+          announce: daemon.announceView(v.key),
           packets: Number(counters.packets),
           bytes: Number(counters.bytes),
           newFlows: Number(counters.new_flows),

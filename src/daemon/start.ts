@@ -10,6 +10,7 @@ import { InputError } from '../model/errors.js';
 import { parseListenAddress, parseTunnelSources } from '../model/address.js';
 import { parseKillSwitchTimeout } from '../model/duration.js';
 import { DEFAULT_KILL_SWITCH_TIMEOUT_MS } from './kill-switch.js';
+import { ANNOUNCE_DEFAULTS } from '../model/announce.js';
 
 export interface StartFlags {
   interface?: string;
@@ -26,6 +27,9 @@ export interface StartFlags {
   killSwitchTimeout?: string;
   metricsAddress?: string;
   logLevel?: LogLevel;
+  announce?: boolean;
+  announceTable?: number;
+  announceProto?: number;
 }
 
 /** startArgs: the `lbctl start` arguments as given, kept for `lbctl restart`. */
@@ -39,6 +43,14 @@ export async function startForeground(flags: StartFlags, startArgs: readonly str
     const metricsAddress = flags.metricsAddress ?? settings.metricsAddress;
     const interfaceName = flags.interface ?? settings.interface;
     if (!interfaceName) throw new InputError('no interface: pass --interface IFACE or set `interface` in the config file');
+    const announceFlags = {
+      ...(flags.announceTable !== undefined ? { table: flags.announceTable } : {}),
+      ...(flags.announceProto !== undefined ? { proto: flags.announceProto } : {}),
+    };
+    const announce =
+      flags.announce || settings.announce || Object.keys(announceFlags).length > 0
+        ? { ...ANNOUNCE_DEFAULTS, ...settings.announce, ...announceFlags }
+        : undefined;
     const tunnelSources = flags.tunnelSource ? parseTunnelSources(flags.tunnelSource) : (settings.tunnelSources ?? []);
     options = {
       interface: interfaceName,
@@ -59,6 +71,7 @@ export async function startForeground(flags: StartFlags, startArgs: readonly str
         : (settings.killSwitchTimeoutMs ?? DEFAULT_KILL_SWITCH_TIMEOUT_MS),
       config: config?.state ?? EMPTY_STATE,
       ...(metricsAddress ? { metricsAddress: parseListenAddress(metricsAddress, 'metrics address') } : {}),
+      ...(announce ? { announce } : {}),
       startArgs,
     } as const;
   } catch (error) {

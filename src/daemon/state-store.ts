@@ -121,6 +121,7 @@ function validateChanges(data: unknown): RuntimeChanges {
         tableSize: validateTableSize(change.tableSize as number),
         check: validateCheck(change.check, key),
         onAllDown: parseAllDownPolicy(String(change.onAllDown)),
+        ...(change.need !== undefined ? { need: change.need as number } : {}),
       });
       vips[key] = { op: 'add', ...settings, backends };
     } else if (change.op === 'modify') {

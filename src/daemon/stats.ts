@@ -1,5 +1,5 @@
 /** The counters of the data plane and the daemon in one snapshot: `lbctl stats`, `lbctl top`, the metrics and the status page. */
-import type { StatsResult } from '../api/protocol.js';
+import type { AnnounceView, StatsResult } from '../api/protocol.js';
 import { REASON_INFO, REASONS, type TrafficCounters } from '../dataplane/abi.js';
 import type { VipView, HealthLookup } from '../core/views.js';
 import type { BalancerDataplane } from '../dataplane/balancer.js';
@@ -8,6 +8,7 @@ export interface StatsSource {
   readonly views: readonly VipView[];
   readonly dataplane: Pick<BalancerDataplane, 'reasonCounters' | 'vipCounters' | 'backendCounters'>;
   readonly health: HealthLookup;
+  readonly announce: (vipKey: string) => AnnounceView;
   /** Counts kept by the daemon itself (the data plane's are in its maps). */
   readonly daemon: StatsResult['daemon'];
 }
@@ -22,6 +23,10 @@ function traffic(c: TrafficCounters) {
   };
 }
 
+function announced(view: AnnounceView) {
+  return { announced: view.announced, notAnnounced: view.reason };
+}
+
 export function collectStats(source: StatsSource): StatsResult {
   const reasons = source.dataplane.reasonCounters();
   return {
@@ -29,6 +34,7 @@ export function collectStats(source: StatsSource): StatsResult {
     vips: source.views.map((v) => ({
       vip: v.key,
       ...traffic(source.dataplane.vipCounters(v.vipId)),
+      ...announced(source.announce(v.key)),
       backends: v.backends.map((b) => {
         const health = source.health(v.key, b.address);
         return {

@@ -12,45 +12,12 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { parseIpAddress } from '../model/address.js';
+import { DEFAULT_ANNOUNCE_PROTO, DEFAULT_ANNOUNCE_TABLE, checkAnnounceProto, checkAnnounceTable } from '../model/announce.js';
 import { InputError } from '../model/errors.js';
+import type { SharedDescriptor } from './shared-descriptor.js';
 import { isInterfaceName, TunDevice, TunError } from './tun.js';
 
 const run = promisify(execFile);
-
-export const DEFAULT_ANNOUNCE_TABLE = 100;
-export const DEFAULT_ANNOUNCE_PROTO = 201;
-
-/** Tables the kernel itself uses: unspec, default, main, local. */
-const RESERVED_TABLES = new Set([0, 253, 254, 255]);
-/**
- * Route protocol numbers that the kernel (0-4) or another routing program
- * owns, from iproute2's rt_protos: BIRD (12) and FRR's zebra (11, 186-192)
- * delete routes of their own numbers when they start.
- */
-const TAKEN_PROTOS = new Map<number, string>([
-  [0, 'unspec'],
-  [1, 'redirect'],
-  [2, 'kernel'],
-  [3, 'boot'],
-  [4, 'static'],
-  [8, 'gated'],
-  [9, 'ra'],
-  [10, 'mrt'],
-  [11, 'zebra'],
-  [12, 'bird'],
-  [13, 'dnrouted'],
-  [14, 'xorp'],
-  [15, 'ntk'],
-  [16, 'dhcp'],
-  [18, 'keepalived'],
-  [42, 'babel'],
-  [99, 'openr'],
-  [186, 'bgp'],
-  [187, 'isis'],
-  [188, 'ospf'],
-  [189, 'rip'],
-  [192, 'eigrp'],
-]);
 
 export interface AnnouncerOptions {
   /** The interface the daemon balances on: names the device (announceDevice()) unless `device` is given. */
@@ -78,23 +45,6 @@ export function announceDevice(iface: string): string {
   return `${DEVICE_PREFIX}${iface.slice(0, 6)}-${hash}`;
 }
 
-export function checkAnnounceTable(table: number): number {
-  if (!Number.isInteger(table) || table < 1 || table > 0xffffffff || RESERVED_TABLES.has(table)) {
-    throw new InputError(`invalid announce table ${table}: a routing table number 1-4294967295 other than 253, 254, 255 (the kernel's)`);
-  }
-  return table;
-}
-
-export function checkAnnounceProto(proto: number): number {
-  if (!Number.isInteger(proto) || proto < 1 || proto > 255) {
-    throw new InputError(`invalid announce proto ${proto}: a route protocol number 1-255`);
-  }
-  const owner = TAKEN_PROTOS.get(proto);
-  if (owner)
-    throw new InputError(`invalid announce proto ${proto}: it is "${owner}"'s (iproute2 rt_protos); pick an unused one such as 201`);
-  return proto;
-}
-
 function firstLine(error: unknown): string {
   const text = String((error as { stderr?: string }).stderr || (error as Error).message).trim();
   return text.split('\n')[0]!.replace(/^(RTNETLINK answers|Error): /, '');
@@ -119,6 +69,16 @@ export class Announcer {
   /** The descriptor that holds the device (-1 once closed): for diagnostics. */
   get descriptor(): number {
     return this.tun.descriptor;
+  }
+
+  /** The descriptor as any thread may close it (the watchdog). */
+  get shared(): SharedDescriptor {
+    return this.tun.shared;
+  }
+
+  /** The device is held: neither close() nor another thread has closed its descriptor. */
+  get held(): boolean {
+    return !this.closed && this.tun.descriptor >= 0;
   }
 
   /**
@@ -176,6 +136,36 @@ export class Announcer {
     });
   }
 
+  /**
+   * Withdraws and announces many VIPs with one `ip` process (withdrawals
+   * first). Each is idempotent; the first failure is thrown once every
+   * line has been tried, and the VIPs listed are those that worked.
+   */
+  update({ announce = [], withdraw = [] }: { announce?: readonly string[]; withdraw?: readonly string[] }): Promise<void> {
+    const lines = [
+      ...withdraw.map((vip) => ({ op: 'withdraw' as const, ...this.parse(vip) })),
+      ...announce.map((vip) => ({ op: 'announce' as const, ...this.parse(vip) })),
+    ];
+    if (lines.length === 0) return this.serially(async () => undefined);
+    return this.serially(async () => {
+      const failed = await batch(
+        lines.map(({ op, family, address }) => [op === 'announce' ? 'replace' : 'del', ...this.route(family, address)].join(' ')),
+      );
+      let first: string | undefined;
+      for (const [i, line] of lines.entries()) {
+        const reason = failed.get(i);
+        const harmless = line.op === 'withdraw' && reason !== undefined && /No such process|not found/i.test(reason);
+        if (reason !== undefined && !harmless) {
+          first ??= `announcer: cannot ${line.op} ${line.address}: ${reason}`;
+          continue;
+        }
+        if (line.op === 'announce') this.announced.add(line.address);
+        else this.announced.delete(line.address);
+      }
+      if (first) throw new Error(first);
+    });
+  }
+
   /** Every route through the device, both families, also ones this object did not add. */
   withdrawAll(): Promise<void> {
     this.assertOpen();
@@ -225,6 +215,32 @@ export class Announcer {
       throw new Error(`announcer: cannot ${what} (ip -${family} ${args.join(' ')}): ${reason}`);
     }
   }
+}
+
+/**
+ * `ip -force -batch -` over `route` commands: which of them (by index)
+ * failed, and why. iproute2 prints the kernel's answer, then "Command
+ * failed -:LINE", for each line that failed.
+ */
+function batch(commands: readonly string[]): Promise<Map<number, string>> {
+  return new Promise((resolve, reject) => {
+    const child = execFile('ip', ['-force', '-batch', '-'], (error, _stdout, stderr) => {
+      const failed = new Map<number, string>();
+      let reason = '';
+      for (const line of stderr.split('\n')) {
+        const at = /^Command failed -:(\d+)/.exec(line);
+        if (at) {
+          failed.set(Number(at[1]) - 1, reason || 'failed');
+          reason = '';
+        } else if (line.trim() !== '') {
+          reason = line.trim().replace(/^(RTNETLINK answers|Error): /, '');
+        }
+      }
+      if (error && failed.size === 0) reject(new Error(`announcer: ip -batch failed: ${firstLine(error)}`));
+      else resolve(failed);
+    });
+    child.stdin!.end(commands.map((c) => `route ${c}\n`).join(''));
+  });
 }
 
 /** Why the device name is taken, in one line: what kind of device holds it. */

@@ -6,6 +6,7 @@
  */
 import koffi from 'koffi';
 import { getSystemErrorMap } from 'node:util';
+import { SharedDescriptor } from './shared-descriptor.js';
 
 const libc = koffi.load('libc.so.6');
 const native = {
@@ -56,14 +57,10 @@ export function isInterfaceName(name: string): boolean {
 }
 
 export class TunDevice {
-  private fd: number;
-
   private constructor(
     readonly name: string,
-    fd: number,
-  ) {
-    this.fd = fd;
-  }
+    readonly shared: SharedDescriptor,
+  ) {}
 
   /**
    * Creates the device NAME in this process's network namespace (IFF_TUN,
@@ -85,18 +82,16 @@ export class TunDevice {
       native.close(fd);
       throw new TunError(`cannot create the TUN device ${name}: ${text} (${code})`, code);
     }
-    return new TunDevice(name, fd);
+    return new TunDevice(name, SharedDescriptor.wrap(fd));
   }
 
-  /** The descriptor that keeps the device; -1 once closed. */
+  /** The descriptor that keeps the device; -1 once closed (by close(), or by another thread). */
   get descriptor(): number {
-    return this.fd;
+    return this.shared.open ? this.shared.fd : -1;
   }
 
   /** Deletes the device with every route through it. Idempotent. */
   close(): void {
-    if (this.fd < 0) return;
-    native.close(this.fd);
-    this.fd = -1;
+    this.shared.closeOnce();
   }
 }

@@ -65,6 +65,26 @@ export function createMetrics(): BalancerMetrics {
   }
 
   new Gauge({
+    name: 'lbctl_vip_announced',
+    help: "The VIP's address is announced to the fleet's router (1) or not (0)",
+    labelNames: ['vip'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const vip of snapshot().stats.vips) this.set({ vip: vip.vip }, vip.announced ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'lbctl_vip_not_announced',
+    help: 'Why the VIP is not announced (1 for the reason; no series while announced): off, stopping, kill_switch, interface_down, no_device, backends, hold_down, address, failed',
+    labelNames: ['vip', 'reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const vip of snapshot().stats.vips) if (vip.notAnnounced) this.set({ vip: vip.vip, reason: vip.notAnnounced.code }, 1);
+    },
+  });
+  new Gauge({
     name: 'lbctl_backend_table_share_ratio',
     help: "Fraction of the VIP's Maglev table the backend owns",
     labelNames: ['vip', 'backend'],

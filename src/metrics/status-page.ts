@@ -80,7 +80,9 @@ function render() {
       esc(b.health || '') + '">' + esc(b.health || 'not checked') + (b.healthError ? ': ' + esc(b.healthError) : '') + '</td><td class="n"><span class="bar" style="width:' + (b.share * 8).toFixed(2) + 'rem"></span>' +
       (b.share * 100).toFixed(1) + ' %</td>' + rates(b, oldBackends.get(b.address)) + '</tr>').join('');
     const active = vip.backends.filter((b) => b.state === 'active').length;
-    return '<h2>' + esc(vip.vip) + '</h2><table><tr><th>backend</th><th>state</th><th>health</th><th class="n">table share</th><th class="n">packets/s</th>' +
+    const announce = vip.notAnnounced === null ? '<p class="up">announced</p>'
+      : vip.notAnnounced.code === 'off' ? '' : '<p class="' + (vip.notAnnounced.code === 'hold_down' ? 'unknown' : 'down') + '">not announced: ' + esc(vip.notAnnounced.text) + '</p>';
+    return '<h2>' + esc(vip.vip) + '</h2>' + announce + '<table><tr><th>backend</th><th>state</th><th>health</th><th class="n">table share</th><th class="n">packets/s</th>' +
       '<th class="n">bits/s</th><th class="n">new flows/s</th><th class="n">packets</th></tr>' + rows +
       '<tr><th>VIP (' + active + ' of ' + vip.backends.length + ' active)</th><th></th><th></th><th></th>' + rates(vip, old).replace(/td/g, 'th') + '</tr></table>';
   }).join('');

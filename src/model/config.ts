@@ -20,6 +20,15 @@ import {
   parseVip,
   parseWeight,
 } from './address.js';
+import {
+  ANNOUNCE_DEFAULTS,
+  type AnnounceSettings,
+  checkAnnounceProto,
+  checkAnnounceTable,
+  checkNeed,
+  parseHoldDown,
+  parseWithdrawDelay,
+} from './announce.js';
 import { parseDuration, parseKillSwitchTimeout } from './duration.js';
 import {
   type BackendSpec,
@@ -59,6 +68,8 @@ export interface DaemonSettings {
   /** Where the Prometheus endpoint and the status page listen; off without it. */
   metricsAddress?: string;
   logLevel?: LogLevel;
+  /** Announce the VIPs to a fleet's router (docs/fleet.md); off without it. */
+  announce?: AnnounceSettings;
 }
 
 export interface LoadedConfig {
@@ -84,10 +95,12 @@ const TOP_FIELDS = [
   'max_backends',
   'metrics_address',
   'log_level',
+  'announce',
   'vips',
 ] as const;
+const ANNOUNCE_FIELDS = ['table', 'proto', 'need', 'hold_down', 'withdraw_delay'] as const;
 const CHECK_FIELDS = ['check', 'check_interval', 'check_timeout', 'rise', 'fall', 'check_dsr', 'check_port', 'check_status'] as const;
-const VIP_FIELDS = ['vip', 'forward', 'table_size', ...CHECK_FIELDS, 'on_all_down', 'backends'] as const;
+const VIP_FIELDS = ['vip', 'forward', 'table_size', ...CHECK_FIELDS, 'on_all_down', 'need', 'backends'] as const;
 const BACKEND_FIELDS = ['address', 'weight', 'forward', ...CHECK_FIELDS] as const;
 
 /**
@@ -151,6 +164,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     settings.metricsAddress = formatListenAddress(field.guard(() => parseListenAddress(field.string(), 'metrics address')));
   }
   if (top.log_level) settings.logLevel = top.log_level.oneOf(LOG_LEVELS, 'log level');
+  if (top.announce) settings.announce = readAnnounce(top.announce);
 
   const vips: VipSpec[] = [];
   const vipsSeen = new Map<string, Cursor>();
@@ -170,6 +184,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
         tableSize: fields.table_size?.integerWith(validateTableSize) ?? DEFAULT_TABLE_SIZE,
         ...(vipCheck ? { check: vipCheck } : {}),
         ...(fields.on_all_down ? { onAllDown: fields.on_all_down.parse(parseAllDownPolicy) } : {}),
+        ...(fields.need ? { need: fields.need.integerWith(checkNeed) } : {}),
       }),
     );
 
@@ -223,6 +238,19 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     );
   }
   return { settings, state: { vips }, path };
+}
+
+/** The announce block: an empty one (or none under the key) announces with the defaults. */
+function readAnnounce(at: Cursor): AnnounceSettings {
+  const empty = isScalar(at.node) && at.node.value === null;
+  const fields = empty ? {} : at.fields(ANNOUNCE_FIELDS);
+  return {
+    table: fields.table?.integerWith(checkAnnounceTable) ?? ANNOUNCE_DEFAULTS.table,
+    proto: fields.proto?.integerWith(checkAnnounceProto) ?? ANNOUNCE_DEFAULTS.proto,
+    need: fields.need?.integerWith(checkNeed) ?? ANNOUNCE_DEFAULTS.need,
+    holdDownMs: fields.hold_down?.duration(parseHoldDown) ?? ANNOUNCE_DEFAULTS.holdDownMs,
+    withdrawDelayMs: fields.withdraw_delay?.duration(parseWithdrawDelay) ?? ANNOUNCE_DEFAULTS.withdrawDelayMs,
+  };
 }
 
 interface SourceFile {

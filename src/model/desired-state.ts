@@ -15,6 +15,7 @@ import {
   withCheckOverrides,
 } from './check.js';
 import { type Family, type ForwardMethod, type VipAddress, formatVip, parseVip } from './address.js';
+import { checkNeed } from './announce.js';
 import { InputError } from './errors.js';
 
 /**
@@ -45,11 +46,13 @@ export interface VipSpec {
   readonly tableSize: number;
   readonly check: CheckSettings;
   readonly onAllDown: AllDownPolicy;
+  /** Fewest healthy backends to announce the VIP (a fleet node); default the daemon's `announce.need`. */
+  readonly need?: number;
   readonly backends: readonly BackendSpec[];
 }
 
 /** How a VIP is defined, apart from its address and backends. */
-export type VipSettings = Pick<VipSpec, 'forward' | 'tableSize' | 'check' | 'onAllDown'>;
+export type VipSettings = Pick<VipSpec, 'forward' | 'tableSize' | 'check' | 'onAllDown' | 'need'>;
 
 export interface DesiredState {
   readonly vips: readonly VipSpec[];
@@ -136,6 +139,7 @@ export function applyChanges(config: DesiredState, changes: RuntimeChanges): Des
         tableSize: change.tableSize,
         check: change.check,
         onAllDown: change.onAllDown,
+        ...(change.need !== undefined ? { need: change.need } : {}),
         backends: [],
       };
     } else if (base) {
@@ -172,13 +176,14 @@ function patchBackend(backend: BackendSpec, patch: BackendPatch): BackendSpec {
 /** A VIP's settings with the defaults for what was not given. */
 export function vipSettings(
   vip: VipAddress,
-  given: { forward?: ForwardMethod; tableSize?: number; check?: Partial<CheckSettings>; onAllDown?: AllDownPolicy },
+  given: { forward?: ForwardMethod; tableSize?: number; check?: Partial<CheckSettings>; onAllDown?: AllDownPolicy; need?: number },
 ): VipSettings {
   return {
     forward: given.forward ?? DEFAULT_FORWARD,
     tableSize: given.tableSize ?? DEFAULT_TABLE_SIZE,
     check: validateCheckSettings(withCheckOverrides(defaultCheck(vip), given.check ?? {}), vip),
     onAllDown: given.onAllDown ?? DEFAULT_ALL_DOWN,
+    ...(given.need !== undefined ? { need: checkNeed(given.need) } : {}),
   };
 }
 

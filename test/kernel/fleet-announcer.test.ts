@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { announceDevice, checkAnnounceProto, checkAnnounceTable } from '../../src/fleet/announcer.js';
+import { announceDevice } from '../../src/fleet/announcer.js';
+import { checkAnnounceProto, checkAnnounceTable } from '../../src/model/announce.js';
 import { ROOT } from '../lab/lab.js';
 import { AnnouncerHolder } from '../support/announcer-holder.js';
 import { waitForHops, wallClock } from '../support/route-wait.js';
@@ -141,6 +142,29 @@ describe('in a namespace', () => {
     assert.ok(!(await links()).includes('lbv-eth0'), 'close() deletes the device');
     assert.match((await h.command(`announce ${VIP}`)).error!, /announcer: lbv-eth0 is closed/);
     await h.ok('close');
+  });
+
+  test('update: many VIPs of both families with one ip process, withdrawals first; a failure names the VIP', async (t) => {
+    const h = await holder({ interface: 'eth3' });
+    const many = Array.from({ length: 50 }, (_, i) => `10.100.1.${i + 1}`);
+    const started = performance.now();
+    const answer = await h.ok(`update ${[...many, VIP6].map((a) => `+${a}`).join(' ')}`);
+    t.diagnostic(`51 routes in ${(performance.now() - started).toFixed(1)} ms (one ip -batch)`);
+    assert.equal(answer.list!.length, 51);
+    assert.equal((await tableRoutes(4)).length, 50);
+    // A withdrawal of something not announced is fine; withdraw and announce together.
+    assert.deepEqual((await h.ok(`update -10.100.1.1 -10.100.9.9 -${VIP6} +${VIP}`)).list!.includes(VIP), true);
+    assert.deepEqual(
+      (await tableRoutes(4)).map((r) => r.dst).filter((d) => d === '10.100.1.1' || d === VIP),
+      [VIP],
+    );
+    assert.deepEqual(await tableRoutes(6), []);
+    // The device deleted under the announcer: every line fails, the error names the first.
+    await ip('link', 'del', 'lbv-eth3');
+    const failed = await h.command('update +10.100.2.1 +10.100.2.2');
+    assert.equal(failed.ok, false);
+    assert.match(failed.error!, /^announcer: cannot announce 10\.100\.2\.1: Cannot find device "lbv-eth3"$/);
+    await h.kill();
   });
 
   test('withdraw-all before anything was announced: the table does not exist yet, nothing to do', async () => {

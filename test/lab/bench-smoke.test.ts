@@ -10,6 +10,7 @@ import { costTable, measureDataplaneCost } from '../../bench/dataplane-cost.js';
 import { RATE_SYSTEMS, measurePacketRate, rateTable } from '../../bench/packet-rate.js';
 import { HTTP_SYSTEMS, HTTP_VARIANTS, httpSvg, httpTable, measureHttp } from '../../bench/http.js';
 import { CLI_COMMANDS, MAGLEV_CASES, controlTable, measureControlPlane } from '../../bench/control-plane.js';
+import { fleetTable, measureFleet } from '../../bench/fleet.js';
 import { type BenchResults, renderReport } from '../../bench/report.js';
 import { README_START, README_END, readmeSection, replaceSection } from '../../bench/readme.js';
 
@@ -138,6 +139,26 @@ describe('benchmarks (quick smoke run)', () => {
     );
   });
 
+  test('5. fleet failover', async () => {
+    // Two of the ways, once: the slowest to set up (cut-off: 10 s) is for the full run.
+    const fleet = await measureFleet({ rounds: 1, ways: ['sigkill', 'stall'] });
+    results.fleet = fleet;
+    assert.deepEqual(
+      fleet.ways.map((w) => [w.way, w.rounds]),
+      [
+        ['sigkill', 1],
+        ['stall', 1],
+      ],
+    );
+    for (const w of fleet.ways) {
+      positive(w.withdrawnMs.median, `${w.way}: withdrawn at the router`);
+      positive(w.rejoinedMs, `${w.way}: back in the route`);
+      assert.equal(w.connections, 50);
+      positive(w.requests, `${w.way}: requests`);
+    }
+    assert.match(fleetTable(fleet), /\| SIGKILL of the daemon .* \| \d+ ms \(\d+–\d+\) \| [\d.]+ s \| \d+ of 50 \| \d+ of \d+ \|/);
+  });
+
   test('the results file has every section', () => {
     const report = renderReport(results, { command: 'smoke', startedAt: new Date(), seconds: 1, quick: true, plot: 'smoke.svg' });
     for (const heading of [
@@ -146,11 +167,15 @@ describe('benchmarks (quick smoke run)', () => {
       '## 2. Packet rate',
       '## 3. HTTP',
       '## 4. Control plane',
+      '## 5. Fleet failover',
       '![requests/s per system](smoke.svg)',
     ]) {
       assert.ok(report.includes(heading), `report has "${heading}"`);
     }
     assert.doesNotMatch(report, /IPv6: not measured/);
+    assert.match(report, /\| a node's withdrawal at the fleet's router within 1 s \(sigkill\) \| slowest [\d.]+ ms \|/);
+    assert.match(report, /\| a stuck event loop withdrawn before the kill-switch can fail open \(2\.25 s at the earliest\) \|/);
+    assert.match(report, /\| no connection or request broken by a node leaving or rejoining \| \d+ of \d+ \|/);
     // The established-flow targets cover both families and both modes.
     for (const row of ['IPv4 balancer l2dsr', 'IPv4 balancer ipip', 'IPv6 balancer l2dsr', 'IPv6 balancer ipip']) {
       assert.match(report, new RegExp(`\\| ${row}: established flow: below Katran's`), `target row for ${row}`);
@@ -179,6 +204,7 @@ describe('benchmarks (quick smoke run)', () => {
       '| IPv6 balancer ipip: established flow |',
       '| lbctl-l2dsr: lbctl, l2dsr |',
       '| target | measured | |',
+      '**Fleet failover**',
     ]) {
       assert.ok(section.includes(text), `section has "${text}"`);
     }

@@ -1,95 +1,113 @@
 /**
- * Two lbctl nodes behind the router, each announcing the VIPs with the
- * announcer (src/fleet/announcer.ts) held by a helper process, as the daemon
- * will hold it (issue 13, phase 1): BIRD takes the routes to the router,
- * which spreads new connections from the client behind it over both nodes by
- * ECMP; identical Maglev tables make both nodes name the same backend for
- * every flow; SIGKILL of one announcer takes that node out of the router's
- * route within a second. Needs root, `make` and bird2 (scripts/install-deps.sh).
+ * A fleet of two lbctl nodes behind the router, each daemon announcing its
+ * VIPs itself (announce in the config; BIRD takes the routes to the router,
+ * which spreads new connections from the client behind it over both nodes
+ * by ECMP): identical Maglev tables make both nodes name the same backend
+ * for every flow; a node that leaves the fleet in any way (stop, restart, SIGKILL,
+ * kill-switch, a stuck event loop, its checks failing, cut off for 10 s) is
+ * out of the router's route at once and comes back after its checks and
+ * hold-down, and no connection or request breaks; a VIP whose backends all
+ * fail is withdrawn and comes back after rise and hold-down. Needs root,
+ * `make`, bird2 and nft (scripts/install-deps.sh).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { call } from '../../src/api/client.js';
-import type { ExplainResult, StatsResult } from '../../src/api/protocol.js';
+import type { ExplainResult, StatsResult, StatusResult, VipSummary } from '../../src/api/protocol.js';
 import { LAB, Lab } from './lab.js';
-import { AnnouncerHolder } from '../support/announcer-holder.js';
-import { LabBalancer } from '../support/balancer.js';
-import { establishedSessions, nextHops, waitUntil } from '../support/fleet.js';
+import { nextHops, waitUntil } from '../support/fleet.js';
+import {
+  BACKENDS,
+  FAILOVER_WAYS,
+  type FailoverWay,
+  Fleet,
+  type FleetNode,
+  KEY,
+  KEY6,
+  VIP,
+  VIP6,
+  describeFailover,
+} from '../support/fleet-failover.js';
 import type { LabAnswer } from '../support/http-load.js';
-import { waitForHops, wallClock } from '../support/route-wait.js';
 
-const VIP = LAB.vips[0]!;
-const VIP6 = LAB.vips6[0]!;
-const KEY = `${VIP}:80/tcp`;
-const KEY6 = `[${VIP6}]:80/tcp`;
-/** Two backends on the nodes' segment, one behind the router. */
-const BACKENDS = [...LAB.backends.filter((b) => b.forward === 'l2dsr').slice(0, 2), LAB.backends.find((b) => b.forward === 'ipip')!];
 const CONNECTIONS = 500;
 const MIN_SHARE = 0.35;
+/** A VIP of its own on one backend (be3), for the test where all its backends fail. */
+const LONE = LAB.vips[1]!;
+const LONE_KEY = `${LONE}:80/tcp`;
+const LONE_BACKEND = LAB.backends.find((b) => b.forward === 'l2dsr' && !BACKENDS.includes(b))!;
+const METRICS = '127.0.0.1:9640';
 
-interface Node {
-  readonly name: string;
-  readonly namespaceSuffix: string;
-  readonly address: string;
-  readonly address6: string;
-  readonly lb: LabBalancer;
-  holder?: AnnouncerHolder;
-}
+/** What each way must show in the node's own log, besides the withdrawal reaching the router. */
+const EXPECTED_EVENTS: Record<FailoverWay, string[]> = {
+  stop: ['announce.withdrawn stopping', 'daemon.stopped', 'announce.started', 'announce.announced'],
+  restart: ['announce.withdrawn stopping', 'daemon.stopped', 'announce.started', 'announce.announced'],
+  sigkill: ['announce.started', 'announce.announced'],
+  'kill-switch': ['announce.withdrawn kill_switch', 'killswitch.engaged', 'announce.announced'],
+  stall: ['announce.watchdog_fired', 'announce.device_restored', 'announce.announced'],
+  'checks-fail': ['announce.withdrawn backends', 'announce.announced'],
+  'cut-off': ['announce.link_changed', 'announce.withdrawn interface_down', 'announce.announced'],
+};
 
-describe('a fleet of two lbctl nodes behind ECMP (announcer held by a helper)', () => {
+describe('a fleet of two lbctl nodes behind ECMP, announcing their VIPs', () => {
   let lab: Lab;
-  let nodes: Node[];
-  let announcedMs = 0;
+  let fleet: Fleet;
+  let nodes: readonly FleetNode[];
+  let readyMs = 0;
 
   /** New flows each node's data plane gave a backend, per VIP key. */
-  const newFlows = async (node: Node, key: string) => {
-    const stats = await call(node.lb.socket, 'stats', {});
-    return (stats as StatsResult).vips.find((v) => v.vip === key)?.newFlows ?? NaN;
+  const newFlows = async (node: FleetNode, key: string) => {
+    const stats = (await call(node.lb.socket, 'stats', {})) as StatsResult;
+    return stats.vips.find((v) => v.vip === key)?.newFlows ?? NaN;
   };
-  const explain = (node: Node, client: string, key: string) => call(node.lb.socket, 'explain', { client, vip: key });
+  const explain = (node: FleetNode, client: string, key: string) => call(node.lb.socket, 'explain', { client, vip: key });
   const load = (url: string, connections: number) => nodes[0]!.lb.httpFromClient(url, connections, 16, LAB.fleet.clientNamespace);
+  const vipList = (node: FleetNode) => node.lb.json<VipSummary[]>(['vip', 'list']);
 
   before(async () => {
     lab = await Lab.up({ fleet: true });
-    nodes = LAB.fleet.balancers.map((b) => ({ ...b, lb: new LabBalancer(lab, b.namespaceSuffix) }));
-    // The same VIPs and backends on both nodes: identical Maglev tables.
-    for (const node of nodes) {
-      await node.lb.start();
-      for (const key of [KEY, KEY6]) {
-        await node.lb.ok(['vip', 'add', key]);
-        for (const b of BACKENDS) await node.lb.ok(['backend', 'add', key, key === KEY ? b.address : b.address6, '--forward', b.forward]);
-      }
-    }
-    await waitUntil(
-      async () => (await establishedSessions(lab, 'router')).length === 2 * nodes.length,
-      15_000,
-      'BGP sessions between the router and the nodes',
-      50,
-    );
-    for (const node of nodes) {
-      node.holder = await AnnouncerHolder.start({ interface: LAB.interface }, (argv) =>
-        lab.spawn(node.namespaceSuffix, argv, { stdio: ['pipe', 'pipe', 'inherit'] }),
-      );
-    }
     const started = performance.now();
-    await Promise.all(nodes.map(async (node) => [await node.holder!.ok(`announce ${VIP}`), await node.holder!.ok(`announce ${VIP6}`)]));
-    const all = nodes.map((n) => n.address).join();
-    const all6 = nodes.map((n) => n.address6).join();
-    await waitUntil(async () => (await nextHops(lab, 'router', `${VIP}/32`)).join() === all, 5000, `ECMP route to ${VIP}`);
-    await waitUntil(async () => (await nextHops(lab, 'router', `${VIP6}/128`)).join() === all6, 5000, `ECMP route to ${VIP6}`);
-    announcedMs = performance.now() - started;
+    fleet = await Fleet.start(lab, {
+      extraVips:
+        `  - vip: ${LONE_KEY}\n    check_interval: 200ms\n    check_timeout: 150ms\n    rise: 3\n    fall: 2\n` +
+        `    backends:\n      - address: ${LONE_BACKEND.address}\n`,
+      metricsAddress: METRICS,
+    });
+    readyMs = performance.now() - started;
+    nodes = fleet.nodes;
   });
 
   after(async () => {
-    for (const node of nodes ?? []) await node.lb.stop().catch(() => undefined);
+    await fleet?.stop();
     await lab?.down();
   });
 
-  test('the router holds one route per VIP with both nodes as next hops', async (t) => {
-    t.diagnostic(`both nodes announced -> ECMP routes (IPv4 and IPv6) on the router in ${announcedMs.toFixed(0)} ms`);
+  test('each daemon announces: the router holds one route per VIP with both nodes as next hops', async (t) => {
+    t.diagnostic(`both daemons started -> ECMP routes (IPv4 and IPv6) on the router in ${readyMs.toFixed(0)} ms (hold-down 1 s)`);
     assert.deepEqual(await nextHops(lab, 'router', `${VIP}/32`), nodes.map((n) => n.address).sort());
     assert.deepEqual(await nextHops(lab, 'router', `${VIP6}/128`), nodes.map((n) => n.address6).sort());
-    for (const node of nodes) assert.deepEqual(node.holder!.ready.device, `lbv-${LAB.interface}`);
+    for (const node of nodes) {
+      const status = await node.lb.json<StatusResult>(['status']);
+      assert.equal(status.announce?.device, `lbv-${LAB.interface}`);
+      assert.deepEqual(status.announce?.announced, [VIP, LONE, VIP6].sort());
+      assert.match(
+        await node.lb.ok(['status']),
+        new RegExp(`announce +${[VIP, LONE, VIP6].sort().join(', ')} through lbv-eth0 \\(table 100, proto 201\\)`),
+      );
+      const vips = await vipList(node);
+      assert.deepEqual(
+        vips.map((v) => [v.vip, v.announce.announced, v.announce.reason]),
+        [
+          [KEY, true, null],
+          [KEY6, true, null],
+          [LONE_KEY, true, null],
+        ],
+      );
+      assert.match(await node.lb.ok(['vip', 'list']), /^VIP +ANNOUNCED +FORWARD/);
+      const metrics = await lab.exec(node.namespaceSuffix, ['curl', '-sS', `http://${METRICS}/metrics`]);
+      assert.match(metrics.stdout, new RegExp(`^lbctl_vip_announced\\{vip="${KEY}"\\} 1$`, 'm'));
+      assert.doesNotMatch(metrics.stdout, /^lbctl_vip_not_announced\{/m);
+    }
   });
 
   test(`${CONNECTIONS} new connections from the client behind the router spread over both nodes, which name the backend that answered`, async (t) => {
@@ -122,33 +140,82 @@ describe('a fleet of two lbctl nodes behind ECMP (announcer held by a helper)', 
     await assertExplained(result.answers, KEY6, t.diagnostic.bind(t));
   });
 
-  test("SIGKILL of one node's announcer: the router is down to the other node within a second; new connections still succeed", async (t) => {
-    const [gone, kept] = nodes as [Node, Node];
-    const inRouter = (argv: string[]) => lab.spawn('router', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const onNode = (argv: string[]) => lab.spawn(gone.namespaceSuffix, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const local = await waitForHops(onNode, String(LAB.fleet.announceTable), `${VIP}/32`, 0, 5000);
-    const router = await waitForHops(inRouter, 'main', `${VIP}/32`, 1, 5000);
-    const router6 = await waitForHops(inRouter, 'main', `${VIP6}/128`, 1, 5000);
-    const killedAt = wallClock();
-    await gone.holder!.kill();
-    const [l, r, r6] = await Promise.all([local.done, router.done, router6.done]);
-    const ms = { local: l.at - killedAt, router: r.at - killedAt, router6: r6.at - killedAt };
-    t.diagnostic(
-      `SIGKILL -> route gone on ${gone.name} ${ms.local.toFixed(1)} ms, router down to ${kept.name}: ` +
-        `IPv4 ${ms.router.toFixed(1)} ms, IPv6 ${ms.router6.toFixed(1)} ms`,
-    );
-    assert.ok(
-      ms.router < 1000 && ms.router6 < 1000,
-      `the router still had ${gone.name} after ${Math.max(ms.router, ms.router6).toFixed(0)} ms`,
-    );
-    assert.deepEqual(await nextHops(lab, 'router', `${VIP}/32`), [kept.address]);
-    assert.deepEqual(await nextHops(lab, 'router', `${VIP6}/128`), [kept.address6]);
+  for (const way of FAILOVER_WAYS) {
+    test(`a node leaves the fleet (${way}) and comes back under traffic: no connection or request breaks, the router drops it at once`, async (t) => {
+      const victim = nodes[0]!;
+      const result = await fleet.failover(way, victim, way === 'cut-off' ? { awayMs: 10_000 } : {});
+      t.diagnostic(describeFailover(result));
+      assert.deepEqual(result.broken, [], 'long-lived connections broken');
+      assert.deepEqual(result.failedRequests, [], 'requests failed');
+      assert.ok(result.connections === 50 && result.messages > 50 * 20, `${result.connections} connections, ${result.messages} messages`);
+      assert.ok(result.requests > 40, `the request loop kept going (${result.requests})`);
+      // The node's own withdrawal reaches the router in milliseconds; a stuck
+      // event loop waits for the watchdog, which fires long before the
+      // kill-switch could fail open; a node cut off is dropped by BFD (3 x 300 ms).
+      const limit = way === 'stall' ? 0.75 * fleet.killSwitchTimeoutMs : way === 'cut-off' ? 1500 : way === 'checks-fail' ? 1500 : 1000;
+      assert.ok(
+        Math.max(result.withdrawnMs, result.withdrawnMs6) < limit,
+        `withdrawn at the router after ${result.withdrawnMs.toFixed(0)} / ${result.withdrawnMs6.toFixed(0)} ms (limit ${limit} ms)`,
+      );
+      // The watchdog's limit counts from the last heartbeat, up to a tenth of it before the stop.
+      if (way === 'stall') assert.ok(result.withdrawnMs >= 0.85 * (fleet.killSwitchTimeoutMs / 3), 'not before the watchdog limit');
+      assert.ok(result.packetsAfterRejoin > 0, `${victim.name} balances again once back`);
+      for (const event of EXPECTED_EVENTS[way]) assert.ok(result.events.includes(event), `${event} in ${result.events.join(', ')}`);
+    });
+  }
 
-    const before = await Promise.all(nodes.map((n) => newFlows(n, KEY)));
-    const result = await load(`http://${VIP}/`, 100);
-    assert.deepEqual(result.failures, []);
-    const perNode = (await Promise.all(nodes.map((n) => newFlows(n, KEY)))).map((a, i) => a - before[i]!);
-    assert.deepEqual(perNode, [0, 100], `new flows per node after the withdrawal (${gone.name}, ${kept.name})`);
+  test('a VIP whose backends all fail is withdrawn by every node, its table kept; it comes back after rise and the hold-down', async (t) => {
+    const block = (op: 'add' | 'delete') =>
+      lab.exec(LONE_BACKEND.namespaceSuffix, ['nft', '-f', '-'], {
+        input:
+          op === 'add'
+            ? 'add table inet lbtest\nadd chain inet lbtest in { type filter hook input priority 0 ; tcp dport 80 drop ; }\n'
+            : 'delete table inet lbtest\n',
+      });
+    const blockedAt = performance.now();
+    assert.equal((await block('add')).code, 0);
+    const withdrawnMs = await waitUntil(
+      async () => (await nextHops(lab, 'router', `${LONE}/32`)).length === 0,
+      10_000,
+      `${LONE} withdrawn`,
+      20,
+    );
+    assert.deepEqual(await nextHops(lab, 'router', `${VIP}/32`), nodes.map((n) => n.address).sort(), 'the other VIPs stay');
+    for (const node of nodes) {
+      const lone = (await vipList(node)).find((v) => v.vip === LONE_KEY)!;
+      assert.equal(lone.allDown, true);
+      assert.equal(lone.announce.announced, false);
+      assert.deepEqual(lone.announce.reason, { code: 'backends', text: '0 healthy backends, need 1' });
+      assert.match(await node.lb.ok(['vip', 'list']), new RegExp(`${LONE_KEY}: not announced: 0 healthy backends, need 1`));
+      // Withdrawn, not rewritten: the table still names the backend (on_all_down keep).
+      const [backend] = await node.lb.json<Array<{ keptWhileAllDown?: boolean; slots: number }>>(['backend', 'list', LONE_KEY]);
+      assert.equal(backend!.keptWhileAllDown, true);
+      assert.ok(backend!.slots > 0);
+      const metrics = await lab.exec(node.namespaceSuffix, ['curl', '-sS', `http://${METRICS}/metrics`]);
+      assert.match(metrics.stdout, new RegExp(`^lbctl_vip_announced\\{vip="${LONE_KEY}"\\} 0$`, 'm'));
+      assert.match(metrics.stdout, new RegExp(`^lbctl_vip_not_announced\\{vip="${LONE_KEY}",reason="backends"\\} 1$`, 'm'));
+    }
+
+    const unblockedAt = performance.now();
+    assert.equal((await block('delete')).code, 0);
+    let sawHoldDown = false;
+    const backMs = await waitUntil(
+      async () => {
+        const lone = (await vipList(nodes[0]!)).find((v) => v.vip === LONE_KEY)!;
+        if (lone.announce.reason?.code === 'hold_down') sawHoldDown = true;
+        return (await nextHops(lab, 'router', `${LONE}/32`)).length === nodes.length;
+      },
+      15_000,
+      `${LONE} announced again by both nodes`,
+      20,
+    );
+    t.diagnostic(
+      `backend blocked -> ${LONE} withdrawn everywhere in ${withdrawnMs.toFixed(0)} ms (fall 2 x 200 ms); ` +
+        `unblocked -> back on the router in ${backMs.toFixed(0)} ms (rise 3 x 200 ms + hold-down 1 s)`,
+    );
+    assert.ok(sawHoldDown, 'the VIP waited in its hold-down');
+    assert.ok(backMs >= 1000 + 2 * 200, `not before rise and hold-down (${backMs.toFixed(0)} ms)`);
+    assert.ok(unblockedAt > blockedAt);
   });
 
   /**

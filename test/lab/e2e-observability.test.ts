@@ -92,6 +92,9 @@ describe('observability in the lab', () => {
     assert.ok(samples.get('lbctl_reconcile_duration_seconds_count')! >= 4, 'every change was a reconcile');
     assert.ok(samples.get('lbctl_maglev_tables_built_total')! >= 3);
     assert.equal(samples.get('lbctl_kill_switch_engaged'), 0);
+    // Not a fleet node: nothing is announced, and the reason says why.
+    assert.equal(samples.get(`lbctl_vip_announced{vip="${VIP}"}`), 0);
+    assert.equal(samples.get(`lbctl_vip_not_announced{vip="${VIP}",reason="off"}`), 1);
     assert.ok(samples.get('lbctl_kill_switch_remaining_seconds')! > 0);
     assert.equal(samples.get('lbctl_health_transitions_total{to="down"}'), 0);
     assert.ok([...samples.keys()].some((k) => k.startsWith('lbctl_info{version=')));

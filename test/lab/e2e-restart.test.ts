@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { LAB, Lab, ROOT } from './lab.js';
+import { LAB, Lab, ROOT, pidAlive } from './lab.js';
 import type { BackendSummary, KillSwitchStatus, StatusResult } from '../../src/api/protocol.js';
 import { LabBalancer } from '../support/balancer.js';
 import type { ConnectionReport } from '../support/long-lived.js';
@@ -19,19 +19,10 @@ const URL = `http://${LAB.vips[0]}/`;
 const LONG_LIVED = join(ROOT, 'dist', 'test', 'support', 'long-lived.js');
 const REQUEST_LOOP = join(ROOT, 'dist', 'test', 'support', 'request-loop.js');
 
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function waitGone(pid: number): Promise<void> {
   const deadline = Date.now() + 10_000;
-  while (isRunning(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  assert.ok(!isRunning(pid), `pid ${pid} exited`);
+  while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(!pidAlive(pid), `pid ${pid} exited`);
 }
 
 describe('restarts and the kill-switch', () => {

@@ -387,7 +387,8 @@ function uninstallHandlers(): void {
   for (const s of SIGNALS) process.removeListener(s, onSignal);
 }
 
-function pidAlive(pid: number): boolean {
+/** The process exists (EPERM: it does, someone else's). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

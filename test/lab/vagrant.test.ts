@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import type { StatusResult } from '../../src/api/protocol.js';
 import { LAB, Lab, ROOT, TOPOLOGY, segmentPrefixLength, topologyArgs, type TopologyHost } from './lab.js';
 import { LabBalancer } from '../support/balancer.js';
+import { nextHops, waitUntil } from '../support/fleet.js';
 
 const execFileP = promisify(execFile);
 const VAGRANT_DIR = join(ROOT, 'vagrant');
@@ -366,6 +367,20 @@ describe('the Vagrant provisioning in the lab', () => {
     const result = await lb.httpFromClient(`http://${LAB.vips[0]}/`, 60);
     assert.deepEqual(result.failures, []);
     assert.deepEqual([...new Set(result.answers.map((a) => a.backend))].sort(), chosen.map((b) => b.name).sort());
+
+    // A fleet's node: each VM's lbctl announces what it serves where the VM's
+    // BIRD learns it; the router routes the VIP to the one balancer serving it.
+    for (const b of balancers.values()) {
+      const announce = (await b.json<StatusResult>(['status'])).announce;
+      assert.deepEqual([announce?.table, announce?.proto], [TOPOLOGY.fleet.announce_table, TOPOLOGY.fleet.announce_proto]);
+    }
+    const routedMs = await waitUntil(
+      async () => (await nextHops(lab, 'router', `${LAB.vips[0]}/32`)).join() === LAB.balancer,
+      20_000,
+      `the router's route to ${LAB.vips[0]} through ${LAB.balancer}`,
+      50,
+    );
+    t.diagnostic(`the VIP reached the router's routes ${routedMs.toFixed(0)} ms after the load (default hold-down 5 s)`);
 
     // The same over IPv6: addresses the scripts added themselves (Vagrant only
     // sets the IPv4 ones), 6in6 unwrapped by the decapsulator --decap auto chose.

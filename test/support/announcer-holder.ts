@@ -9,7 +9,7 @@
  *           `ip monitor`: it must not keep the device alive.
  * Prints one JSON line when ready ({ ready, device, table, proto, pid, fd,
  * childPid }) or failed ({ error }, exit 1). Then one command a line on stdin
- * ("announce VIP", "withdraw VIP", "withdraw-all", "list", "close"), one JSON
+ * ("announce VIP", "withdraw VIP", "update +VIP -VIP ...", "withdraw-all", "list", "close"), one JSON
  * line each on stdout: { ok: true, ms, list } or { ok: false, error }.
  *
  * The driver, for tests: AnnouncerHolder.start(argvPrefix, options).
@@ -166,7 +166,13 @@ async function main(argv: string[]): Promise<void> {
       if (verb === 'announce') await announcer.announce(argument);
       else if (verb === 'withdraw') await announcer.withdraw(argument);
       else if (verb === 'withdraw-all') await announcer.withdrawAll();
-      else if (verb === 'close') await announcer.close();
+      else if (verb === 'update') {
+        const items = line.trim().split(/\s+/).slice(1);
+        await announcer.update({
+          announce: items.filter((i) => i.startsWith('+')).map((i) => i.slice(1)),
+          withdraw: items.filter((i) => i.startsWith('-')).map((i) => i.slice(1)),
+        });
+      } else if (verb === 'close') await announcer.close();
       else if (verb !== 'list') throw new Error(`unknown command "${line}"`);
       const list = announcer.list();
       process.stdout.write(`${JSON.stringify({ ok: true, ms: performance.now() - started, list })}\n`);

@@ -6,6 +6,8 @@
  * what happened to each connection.
  *
  *   node long-lived.js HOST PORT CONNECTIONS DURATION_MS INTERVAL_MS
+ *
+ * SIGUSR2 ends the run early: each connection stops after its next answer.
  */
 import { connect, type Socket } from 'node:net';
 
@@ -19,6 +21,8 @@ export interface ConnectionReport {
 }
 
 const ANSWER_TIMEOUT_MS = 2000;
+/** Set by SIGUSR2: finish now. */
+let stopRequested = false;
 
 function runConnection(
   host: string,
@@ -55,7 +59,7 @@ function runConnection(
     const sendNext = () => {
       if (done) return;
       sent++;
-      socket.write(`GET /?seq=${sent} HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+      socket.write(`GET /?seq=${sent} HTTP/1.1\r\nHost: ${host.includes(':') ? `[${host}]` : host}\r\n\r\n`);
       deadline = setTimeout(() => fail(`no answer to message ${sent} within ${ANSWER_TIMEOUT_MS} ms`), ANSWER_TIMEOUT_MS);
     };
 
@@ -85,7 +89,7 @@ function runConnection(
           }
           if (match[1] !== backend) return fail(`answer from ${match[1]} after ${backend}`);
           answered++;
-          if (Date.now() >= stopAt) return finish();
+          if (stopRequested || Date.now() >= stopAt) return finish();
           timer = setTimeout(sendNext, intervalMs);
         }
       });
@@ -103,6 +107,9 @@ if (process.argv[1]?.endsWith('long-lived.js')) {
     process.stderr.write('usage: node long-lived.js HOST PORT CONNECTIONS DURATION_MS INTERVAL_MS\n');
     process.exit(2);
   }
+  process.on('SIGUSR2', () => {
+    stopRequested = true;
+  });
   let waiting = Number(connections);
   // Every connection has its backend: tell the parent, which then changes backends.
   const opened = () => {

@@ -5,6 +5,8 @@
  * answer (when, and which backend) and every failure (when, and why).
  *
  *   node request-loop.js URL DURATION_MS PAUSE_MS [CONCURRENCY]
+ *
+ * SIGUSR2 ends the run early (after the requests under way).
  */
 import { load } from './http-load.js';
 
@@ -16,8 +18,8 @@ export interface LoopReport {
   readonly failures: string[];
 }
 
-async function loop(url: string, stopAt: number, pauseMs: number, report: LoopReport & { answered: number }): Promise<void> {
-  while (Date.now() < stopAt) {
+async function loop(url: string, until: { stopAt: number }, pauseMs: number, report: LoopReport & { answered: number }): Promise<void> {
+  while (Date.now() < until.stopAt) {
     const result = await load(url, 1, 1);
     const now = Date.now();
     for (const answer of result.answers) report.answers.push([now, answer.backend]);
@@ -33,9 +35,12 @@ if (process.argv[1]?.endsWith('request-loop.js')) {
     process.stderr.write('usage: node request-loop.js URL DURATION_MS PAUSE_MS [CONCURRENCY]\n');
     process.exit(2);
   }
-  const stopAt = Date.now() + Number(durationMs);
+  const until = { stopAt: Date.now() + Number(durationMs) };
+  process.on('SIGUSR2', () => {
+    until.stopAt = 0;
+  });
   const report = { answered: 0, answers: [] as Array<[number, string]>, failures: [] as string[] };
-  void Promise.all(Array.from({ length: Number(concurrency) }, () => loop(url, stopAt, Number(pauseMs), report))).then(() => {
+  void Promise.all(Array.from({ length: Number(concurrency) }, () => loop(url, until, Number(pauseMs), report))).then(() => {
     process.stdout.write(`${JSON.stringify(report)}\n`);
   });
 }

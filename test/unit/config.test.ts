@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { ConfigError, loadConfigFile, parseConfig } from '../../src/model/config.js';
 import { type DesiredState, vipSettings } from '../../src/model/desired-state.js';
+import { ANNOUNCE_DEFAULTS } from '../../src/model/announce.js';
 
 const FILE = '/etc/lbctl/config.yaml';
 
@@ -168,14 +169,14 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       1,
       1,
       undefined,
-      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, vips, got a sequence',
+      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, announce, vips, got a sequence',
     );
     assertFails(
       'hello\n',
       1,
       1,
       undefined,
-      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, vips, got a string (is this an lbctl config file?)',
+      'expected a mapping with fields interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, announce, vips, got a string (is this an lbctl config file?)',
     );
   });
 
@@ -206,14 +207,14 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       2,
       1,
       undefined,
-      'unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, vips)',
+      'unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, announce, vips)',
     );
     assertFails(
       'vips:\n  - vip: 10.0.0.1:80/tcp\n    tablesize: 251\n',
       3,
       5,
       'vips[0]',
-      'unknown field "tablesize" (expected vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, backends)',
+      'unknown field "tablesize" (expected vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, need, backends)',
     );
     assertFails(
       `${VIP}      - address: 10.10.0.1\n        wieght: 2\n`,
@@ -245,7 +246,7 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       2,
       5,
       'vips[0]',
-      'expected a mapping with fields vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, backends, got the string "10.0.0.1:80/tcp"',
+      'expected a mapping with fields vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, need, backends, got the string "10.0.0.1:80/tcp"',
     );
     assertFails(
       `${VIP}      10.10.0.1\n`,
@@ -450,6 +451,82 @@ describe('parseConfig: errors name the file, line, column and field', () => {
   });
 });
 
+describe('parseConfig: announce (a fleet node)', () => {
+  const announceOf = (text: string) => parseConfig(text, FILE).settings.announce;
+
+  test('off without the block; an empty block (or one with only comments) announces with the defaults', () => {
+    assert.equal(announceOf('interface: eth0\n'), undefined);
+    assert.deepEqual(announceOf('announce: {}\n'), ANNOUNCE_DEFAULTS);
+    assert.deepEqual(announceOf('announce:\n  # table: 100\n'), ANNOUNCE_DEFAULTS);
+    assert.deepEqual(ANNOUNCE_DEFAULTS, { table: 100, proto: 201, need: 1, holdDownMs: 5000, withdrawDelayMs: 1000 });
+  });
+
+  test("every field, durations with units (0 allowed), and a VIP's own need", () => {
+    const config = parseConfig(
+      'announce:\n  table: 4000\n  proto: 77\n  need: 2\n  hold_down: 1.5s\n  withdraw_delay: 0\nvips:\n  - vip: 10.0.0.1:80/tcp\n    need: 3\n  - vip: 10.0.0.2:80/tcp\n',
+      FILE,
+    );
+    assert.deepEqual(config.settings.announce, { table: 4000, proto: 77, need: 2, holdDownMs: 1500, withdrawDelayMs: 0 });
+    assert.equal(config.state.vips[0]!.need, 3);
+    assert.equal(config.state.vips[1]!.need, undefined, "a VIP without its own need takes the announce block's");
+    assert.equal(announceOf('announce:\n  hold_down: 0s\n')!.holdDownMs, 0);
+  });
+
+  test('bad values point at the field', () => {
+    assertFails(
+      'announce:\n  table: 254\n',
+      2,
+      10,
+      'announce.table',
+      "invalid announce table 254: a routing table number 1-4294967295 other than 253, 254, 255 (the kernel's)",
+    );
+    assertFails(
+      'announce:\n  proto: 12\n',
+      2,
+      10,
+      'announce.proto',
+      'invalid announce proto 12: it is "bird"\'s (iproute2 rt_protos); pick an unused one such as 201',
+    );
+    assertFails(
+      'announce:\n  need: 0\n',
+      2,
+      9,
+      'announce.need',
+      'invalid need 0: the fewest healthy backends to announce, an integer from 1 to 65535',
+    );
+    assertFails('announce:\n  need: two\n', 2, 9, 'announce.need', 'expected an integer, got the string "two"');
+    assertFails(
+      'announce:\n  hold_down: 5\n',
+      2,
+      14,
+      'announce.hold_down',
+      'invalid hold-down "5": give a unit, e.g. 5s or 5ms (a bare number is ambiguous)',
+    );
+    assertFails('announce:\n  withdraw_delay: 2m\n', 2, 19, 'announce.withdraw_delay', 'invalid withdraw delay "2m": at most 60 s');
+    assertFails(
+      'announce:\n  tabel: 100\n',
+      2,
+      3,
+      'announce',
+      'unknown field "tabel" (expected table, proto, need, hold_down, withdraw_delay)',
+    );
+    assertFails(
+      'announce: true\n',
+      1,
+      11,
+      'announce',
+      'expected a mapping with fields table, proto, need, hold_down, withdraw_delay, got boolean true',
+    );
+    assertFails(
+      'vips:\n  - vip: 10.0.0.1:80/tcp\n    need: -1\n',
+      3,
+      11,
+      'vips[0].need',
+      'invalid need -1: the fewest healthy backends to announce, an integer from 1 to 65535',
+    );
+  });
+});
+
 describe('loadConfigFile', () => {
   test('reads and parses a file', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'lbctl-config-'));
@@ -461,7 +538,7 @@ describe('loadConfigFile', () => {
       assert.deepEqual(config.state, FULL_STATE);
       await writeFile(path, 'vipz: []\n');
       await assert.rejects(loadConfigFile(path), {
-        message: `${path}:1:1: unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, vips)`,
+        message: `${path}:1:1: unknown field "vipz" (expected interface, xdp_mode, tunnel_source, kill_switch_timeout, flow_table_size, max_vips, max_backends, metrics_address, log_level, announce, vips)`,
       });
     } finally {
       await rm(dir, { recursive: true, force: true });

@@ -39,7 +39,7 @@ interface Harness {
   failSave: { on: boolean };
 }
 
-async function harness(config = CONFIG, changes: RuntimeChanges = NO_CHANGES): Promise<Harness> {
+async function harness(config = CONFIG, changes: RuntimeChanges = NO_CHANGES, options: { keepOnAllDown?: boolean } = {}): Promise<Harness> {
   const maps = new MemoryMaps({ maxVips: 8, maxBackends: 32, flowTableSize: 1024 });
   const paths = new TestPaths();
   const reconciler = new Reconciler(maps, log);
@@ -60,6 +60,7 @@ async function harness(config = CONFIG, changes: RuntimeChanges = NO_CHANGES): P
         saved.push(next);
       },
       log,
+      ...options,
     },
     config,
     changes,
@@ -206,6 +207,45 @@ describe('ControlLoop', () => {
     assert.deepEqual(addresses(h.loop), ['10.10.0.11:down', '10.10.0.12:down']);
     assert.equal(h.loop.views[0]!.allDown, true);
     assert.deepEqual(h.loop.healthTransitions, { up: 1, down: 2 });
+  });
+
+  test("forgetting a VIP's tracked flows deletes those and only those, in the queue; an apply notifies onApplied", async () => {
+    const flow = (daddr: string, dport: number, sport: number) => ({
+      key: { saddr: '10.20.0.10', daddr, sport, dport, proto: 6 },
+      backendId: 1,
+      closing: false,
+      lastSeen: 0n,
+    });
+    h.maps.addFlow(flow('10.100.0.100', 80, 1000));
+    h.maps.addFlow(flow('10.100.0.100', 80, 1001));
+    h.maps.addFlow(flow('10.100.0.100', 443, 1002));
+    h.maps.addFlow(flow('10.100.0.101', 80, 1003));
+    let applied = 0;
+    h.loop.onApplied = () => applied++;
+    h.down.add('10.10.0.11');
+    h.loop.healthChanged(transition('10.10.0.11', 'up', 'down'));
+    assert.equal(await h.loop.forgetFlows([parseVip(WEB)]), 2);
+    assert.equal(applied, 1, 'the health apply queued before ran first, and said so');
+    assert.deepEqual(
+      [...h.maps.flows.values()].map((f) => `${f.key.daddr}:${f.key.dport}`),
+      ['10.100.0.100:443', '10.100.0.101:80'],
+    );
+    assert.equal(await h.loop.forgetFlows([]), 0);
+  });
+
+  test('a fleet node keeps the table of a VIP whose backends all fail, whatever its policy', async () => {
+    const drop: DesiredState = { vips: [{ ...CONFIG.vips[0]!, onAllDown: 'drop' }] };
+    for (const keepOnAllDown of [false, true]) {
+      const fleet = await harness(drop, NO_CHANGES, { keepOnAllDown });
+      fleet.down.add('10.10.0.11');
+      fleet.down.add('10.10.0.12');
+      fleet.loop.healthChanged(transition('10.10.0.11', 'up', 'down'));
+      fleet.loop.healthChanged(transition('10.10.0.12', 'up', 'down'));
+      await fleet.loop.sweepFlows();
+      const writes = fleet.maps.takeLog();
+      if (keepOnAllDown) assert.deepEqual(writes, [], 'nothing rewritten');
+      else assert.ok(writes.includes('tables 0:empty'), writes.join(', '));
+    }
   });
 
   test('a drain ends only if it is still the same drain', async () => {

@@ -29,6 +29,13 @@ const fake: DaemonApi = {
   },
   clock: { now: () => 0n, secondsSince: () => 0 },
   health: () => undefined,
+  announceView: () => ({
+    announced: false,
+    reason: { code: 'off', text: 'announcing is off' },
+    healthyBackends: 0,
+    need: 1,
+    since: '2026-01-01T00:00:00.000Z',
+  }),
   status: async () => ({ pid: 1 }) as unknown as StatusResult,
   stats: () => {
     throw new Error('not used');
@@ -52,6 +59,7 @@ const VALID: Record<string, Record<string, unknown>> = {
     tableSize: 251,
     check: { check: 'http:/x', rise: 2, dsr: false },
     onAllDown: 'drop',
+    need: 2,
   },
   'vip.remove': { vip: '10.0.0.100:80/tcp' },
   'backend.add': { vip: '10.0.0.100:80/tcp', address: '10.0.0.11', weight: 3, forward: 'l2dsr', check: { fall: 2 }, dryRun: true },

@@ -40,12 +40,16 @@ function state(...vips: VipSpec[]): DesiredState {
 }
 
 /** Plans with every path resolved (unless failed in `paths`) and the given backends down. */
-function planFrom(current: MapState, desired: DesiredState, options: { paths?: TestPaths; down?: string[] } = {}): Plan {
+function planFrom(
+  current: MapState,
+  desired: DesiredState,
+  options: { paths?: TestPaths; down?: string[]; keepOnAllDown?: boolean } = {},
+): Plan {
   const paths = options.paths ?? new TestPaths();
   const down = new Set(options.down ?? []);
   const health = (_vip: string, address: string): BackendHealth | undefined =>
     down.has(address) ? { state: 'down', since: '2026-01-01T00:00:00.000Z', consecutive: 3 } : undefined;
-  return plan(current, { desired, paths: (t) => paths.get(t), health });
+  return plan(current, { desired, paths: (t) => paths.get(t), health, keepOnAllDown: options.keepOnAllDown ?? false });
 }
 
 /** The writes of a plan as readable lines, in order. */
@@ -360,6 +364,19 @@ describe('plan', () => {
     const p = planFrom(first.next, desired, { down: ['10.10.0.11', '10.10.0.12'] });
     assert.deepEqual(writeLog(p), ['tables 0:empty', 'clear backend 1', 'clear backend 2']);
     assert.equal(viewOf(p, WEB).allDown, true);
+  });
+
+  test('a fleet node keeps the table of a VIP whose backends all fail, whatever its policy: it withdraws the VIP instead', () => {
+    const desired = state(vip(WEB, [be('10.10.0.11'), be('10.10.0.12')], { onAllDown: 'drop' }));
+    const first = planFrom(empty, desired);
+    const p = planFrom(first.next, desired, { down: ['10.10.0.11', '10.10.0.12'], keepOnAllDown: true });
+    assert.deepEqual(writeLog(p), [], 'nothing is rewritten: in-flight packets keep their backends');
+    const view = viewOf(p, WEB);
+    assert.equal(view.allDown, true);
+    assert.deepEqual(
+      view.backends.map((b) => b.keptWhileAllDown === true),
+      [true, true],
+    );
   });
 
   test('a table taken over from an earlier daemon is rewritten once, identically', () => {

@@ -36,7 +36,9 @@
 # --socket PATH, --state-dir DIR   passed to `lbctl start` (default: lbctl's)
 # --bgp-as N    this node is part of a fleet (docs/fleet.md): run BIRD with
 #               packaging/bird/node.conf.in, which announces from AS N to the
-#               router over BGP every VIP that lbctl announces here
+#               router over BGP every VIP that lbctl announces here; with
+#               --start, lbctl announces (lbctl start --announce-table N
+#               --announce-proto N)
 # --bgp-peer A  the router: one address of each family
 # --bgp-peer-as N  the router's AS
 # --announce-table N, --announce-proto N  where lbctl announces VIPs: the
@@ -116,6 +118,9 @@ ipv4_conf_all rp_filter 0
 
 lbctl_flags=()
 [ -z "$socket" ] || lbctl_flags+=(--socket "$socket")
+# A fleet's node announces its VIPs where its BIRD learns them.
+announce_flags=()
+[ -z "$bgp_as" ] || announce_flags=(--announce-table "$announce_table" --announce-proto "$announce_proto")
 
 lbctl_running() { "$lbctl" status "${lbctl_flags[@]}" >/dev/null 2>&1; }
 
@@ -137,7 +142,7 @@ native_xdp_works() {
 # come at runtime from the CLI; the interface and flags go in /etc/default/lbctl.
 start_service() {
 	local config=/etc/lbctl/lbctl.yaml env=/etc/default/lbctl i
-	local args=(--interface "$iface" --xdp-mode "$1" "${lbctl_flags[@]}")
+	local args=(--interface "$iface" --xdp-mode "$1" "${lbctl_flags[@]}" "${announce_flags[@]}")
 	[ -z "$state_dir" ] || args+=(--state-dir "$state_dir")
 	systemctl cat lbctl.service >/dev/null 2>&1 || die "no lbctl.service: install lbctl with make install (--install)"
 	mkdir -p /etc/lbctl
@@ -171,7 +176,7 @@ if [ "$start" = 1 ]; then
 			start_service "$mode"
 			started=", lbctl.service started ($mode XDP)"
 		else
-			start_flags=(--interface "$iface" --xdp-mode "$mode" "${lbctl_flags[@]}")
+			start_flags=(--interface "$iface" --xdp-mode "$mode" "${lbctl_flags[@]}" "${announce_flags[@]}")
 			[ -z "$state_dir" ] || start_flags+=(--state-dir "$state_dir")
 			"$lbctl" start "${start_flags[@]}" >&2 || die "lbctl start ${start_flags[*]} failed"
 			started=", lbctl started ($mode XDP)"
