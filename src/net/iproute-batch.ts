@@ -61,10 +61,13 @@ export interface NeighbourAnswer {
   readonly dev: string;
   readonly lladdr?: string;
   readonly state?: readonly string[];
+  /** Present (null) on entries another control plane installed. */
+  readonly extern_learn?: null;
 }
 
+/** Every neighbour entry, NOARP ones included (`ip neigh show` leaves them out without `nud all`). */
 export async function neighbours(): Promise<NeighbourAnswer[]> {
-  const stdout = await runBatch(['-j'], ['neigh show']);
+  const stdout = await runBatch(['-j'], ['neigh show nud all']);
   return stdout
     .split('\n')
     .filter((l) => l.startsWith('['))

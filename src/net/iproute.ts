@@ -65,8 +65,14 @@ export async function getAddresses(name: string): Promise<InterfaceAddress[]> {
   }));
 }
 
-/** The address the interface uses as source: its first global, primary one. */
+/** The address the interface uses as source: its first global, primary one; none when the interface is gone. */
 export async function primaryAddress(name: string, family: 4 | 6): Promise<string | undefined> {
-  const addresses = await getAddresses(name);
+  let addresses: InterfaceAddress[];
+  try {
+    addresses = await getAddresses(name);
+  } catch (error) {
+    if (/does not exist|Cannot find device/.test(stderrOf(error))) return undefined;
+    throw error;
+  }
   return addresses.find((a) => a.family === family && a.scope === 'global' && !a.secondary)?.address;
 }
