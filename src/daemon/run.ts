@@ -9,7 +9,14 @@ import { notifySystemd } from './systemd.js';
 
 type StartMessage = { type: 'ready'; pid: number } | { type: 'failed'; message: string };
 
+/** Once stopped, the process exits by itself; a log write stuck on a pipe nobody reads keeps it at most this long. */
+const EXIT_GRACE_MS = 2000;
+
 export async function runDaemon(options: DaemonOptions, log: Logger): Promise<number> {
+  // The log goes through a LogSink that never throws; anything else written
+  // to a standard stream on a full disk or into a closed pipe must not
+  // crash the daemon either (an unhandled 'error' event would).
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
   let daemon: Daemon;
   try {
     daemon = await Daemon.start(options, log);
@@ -18,6 +25,7 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
     log.error({ event: 'daemon.failed', err: error }, 'lbctl daemon failed to start');
     report({ type: 'failed', message });
     if (!process.send) process.stderr.write(`lbctl: ${message}\n`);
+    exitSoon(1);
     return 1;
   }
   // SIGTERM (a service manager, an upgrade) stops the daemon but leaves the
@@ -43,7 +51,13 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
   process.disconnect?.();
   tellSystemd(log, `READY=1\nSTATUS=balancing on ${options.interface}\nMAINPID=${process.pid}`);
   await daemon.whenStopped;
+  exitSoon(0);
   return 0;
+}
+
+/** The process ends when nothing is left to do; a log write stuck on a pipe nobody reads does not hold it for more than EXIT_GRACE_MS. */
+function exitSoon(code: number): void {
+  setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
 }
 
 function report(message: StartMessage): void {

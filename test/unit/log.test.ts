@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
@@ -37,6 +38,53 @@ test('logs are readable lines for people at a terminal', async () => {
   assert.throws(() => JSON.parse(lines()[0]!));
   assert.match(text, /WARN.*backend has no usable path/);
   assert.match(text, /backend: "10\.0\.0\.11"/);
+});
+
+/**
+ * Runs a process that logs `lines` lines of about 1 KiB through the
+ * default logger (standard output is `stdout`), then prints on stderr
+ * whether it got through and how many lines were dropped.
+ */
+function logInChild(
+  stdout: number | 'pipe',
+  lines: number,
+): Promise<{ code: number | null; report: string; stdout?: NodeJS.ReadableStream }> {
+  const module = new URL('../../src/log.js', import.meta.url).href;
+  const script = `import { createLogger, droppedLogLines } from ${JSON.stringify(module)};
+    const log = createLogger('info', false);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    for (let i = 0; i < ${lines}; i++) log.info({ event: 'test.line', i, pad: 'x'.repeat(1000) }, 'a line');
+    setTimeout(() => {
+      clearInterval(timer);
+      process.stderr.write(JSON.stringify({ done: true, ticks, dropped: droppedLogLines().lines }) + '\\n');
+      process.exit(0);
+    }, 300);`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', stdout, 'pipe'] });
+  let report = '';
+  child.stderr!.on('data', (chunk: Buffer) => (report += chunk.toString()));
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, report })));
+}
+
+test('a log on a full disk (ENOSPC) drops and counts its lines; the process neither crashes nor stops', async () => {
+  const full = openSync('/dev/full', 'w');
+  try {
+    const { code, report } = await logInChild(full, 2000);
+    assert.equal(code, 0, `the process went on: ${report}`);
+    const result = JSON.parse(report) as { ticks: number; dropped: number };
+    assert.equal(result.dropped, 2000);
+    assert.ok(result.ticks > 0, 'its timers kept running');
+  } finally {
+    closeSync(full);
+  }
+});
+
+test('a log whose reader stopped reading (a full pipe) drops lines instead of waiting', { timeout: 30_000 }, async () => {
+  // Nobody reads the pipe: after its 64 KiB, every write would wait forever.
+  const { code, report } = await logInChild('pipe', 20_000);
+  assert.equal(code, 0, `the process went on: ${report}`);
+  const result = JSON.parse(report) as { dropped: number };
+  assert.ok(result.dropped > 10_000, `most of 20 MB was dropped (${result.dropped} lines)`);
 });
 
 test('every log line of the daemon names its event, and docs/observability.md lists every event', () => {
