@@ -50,6 +50,21 @@ export type Response =
   | { readonly id: number; readonly result: unknown }
   | { readonly id: number; readonly error: { readonly message: string; readonly kind: 'input' | 'internal' } };
 
+/** The daemon's program on its interface. */
+export interface AttachmentStatus {
+  /**
+   * attached: balancing; detached: no program on the interface (someone
+   * removed it); replaced: another XDP program is on it; interface_missing:
+   * the interface is gone. Anything but attached balances nothing.
+   */
+  readonly state: 'attached' | 'detached' | 'replaced' | 'interface_missing';
+  readonly ifindex: number;
+  /** ISO time of the last change of state. */
+  readonly since: string;
+  /** One sentence for people. */
+  readonly detail: string;
+}
+
 export interface StatusResult {
   readonly pid: number;
   readonly version: string;
@@ -57,6 +72,10 @@ export interface StatusResult {
   readonly ifindex: number;
   readonly xdpMode: 'native' | 'generic';
   readonly programId: number;
+  /** Whether that program is what the interface runs (the daemon checks every second). */
+  readonly dataplane: AttachmentStatus;
+  /** The network namespace the daemon runs in: `lbctl restart` starts the new daemon there. */
+  readonly netns: { readonly inode: number; readonly name: string | null };
   readonly startedAt: string;
   readonly socket: string;
   readonly stateDir: string;
@@ -165,6 +184,12 @@ export interface StatsResult {
     readonly tablesWritten: number;
     readonly lastReconcileMs: number;
     readonly reconcileMsTotal: number;
+    /** Log lines the log's destination did not take (a full disk, a reader that stopped): dropped, not waited for. */
+    readonly logLinesDropped: number;
+    /** Health probes the balancer could not run for want of its own resources (file descriptors...): no verdict. */
+    readonly healthProbesWithoutVerdict: number;
+    /** API connections closed at once because the most allowed were open. */
+    readonly apiConnectionsRefused: number;
   };
 }
 

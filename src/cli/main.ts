@@ -14,6 +14,7 @@ import { parseDuration, parseKillSwitchTimeout } from '../model/duration.js';
 import { ALL_DOWN_POLICIES, CHECK_LIMITS, type CheckOptions, DEFAULT_ALL_DOWN, parseAllDownPolicy, parseCheck } from '../model/check.js';
 import { VERSION } from '../version.js';
 import { underSystemd } from '../daemon/systemd.js';
+import { restartPlace } from '../daemon/restart-place.js';
 import { age, compact, formatExplain, formatKillSwitch, formatPreview, formatStats, percent, table } from './format.js';
 
 const socketOption = () => new Option('--socket <path>', 'daemon socket').env('LBCTL_SOCKET').default(DEFAULT_SOCKET);
@@ -140,11 +141,18 @@ export function buildProgram(): Command {
     .action(async (opts) => {
       requireRoot('lbctl restart');
       const status = await call(opts.socket, 'status', {});
-      await call(opts.socket, 'stop', { keepDataplane: true });
-      await waitUntilExited(status.pid, 15_000);
-      const args = status.startArgs.includes('--socket') ? [...status.startArgs] : [...status.startArgs, '--socket', status.socket];
-      const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), 'start', ...args], { stdio: 'inherit' });
-      process.exitCode = child.status ?? 1;
+      // The new daemon starts where the old one ran, even when this command runs in another namespace.
+      const place = restartPlace(status);
+      try {
+        await call(opts.socket, 'stop', { keepDataplane: true });
+        await waitUntilExited(status.pid, 15_000);
+        const args = status.startArgs.includes('--socket') ? [...status.startArgs] : [...status.startArgs, '--socket', status.socket];
+        const [command, ...prefix] = [...place.prefix, process.execPath];
+        const child = spawnSync(command!, [...prefix, fileURLToPath(import.meta.url), 'start', ...args], { stdio: 'inherit' });
+        process.exitCode = child.status ?? 1;
+      } finally {
+        place.release();
+      }
     });
 
   program

@@ -3,12 +3,14 @@
  * take over the one a previous daemon left), attach it, serve the CLI, and
  * stop. The control core (src/core) owns the state; the daemon wires the
  * event sources that ask it to change: the API, health checks, drains, the
- * network.
+ * network. Only one daemon runs per interface, pin directory and socket
+ * (instance-lock.ts).
  */
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { call } from '../api/client.js';
 import type { ChangeResult, KillSwitchStatus, StatsResult, StatusResult } from '../api/protocol.js';
+import { SerialQueue } from '../core/serial-queue.js';
 import { ControlLoop } from '../core/control-loop.js';
 import { Reconciler } from '../core/reconciler.js';
 import type { BackendHealth } from '../health/checker.js';
@@ -16,8 +18,7 @@ import { HealthChecker } from '../health/checker.js';
 import { BalancerDataplane } from '../dataplane/balancer.js';
 import type { BalancerLimits } from '../model/limits.js';
 import { DataplaneClock } from '../dataplane/clock.js';
-import { closeFd, native } from '../dataplane/libbpf.js';
-import { attachedProgram, attachXdp, detachXdp, programInfo, type XdpMode } from '../dataplane/xdp.js';
+import { attachedProgram, programInfo, type XdpMode } from '../dataplane/xdp.js';
 import type { DesiredState } from '../model/desired-state.js';
 import { formatListenAddress, type ListenAddress } from '../model/address.js';
 import { type DaemonSettings, loadConfigFile } from '../model/config.js';
@@ -25,12 +26,16 @@ import { InputError } from '../model/errors.js';
 import { createMetrics } from '../metrics/prometheus.js';
 import { MetricsServer } from '../metrics/server.js';
 import { ForwardingPaths } from '../net/forwarding-paths.js';
-import { getLink, type Link, primaryAddress } from '../net/iproute.js';
+import { getLink, primaryAddress } from '../net/iproute.js';
+import { type NetnsIdentity, netnsOf } from '../net/netns.js';
+import { droppedLogLines } from '../log.js';
 import { VERSION } from '../version.js';
 import { ApiServer } from './api-server.js';
+import { XdpAttachment } from './attachment.js';
 import { defaultPinDir, ensureBpffs, removePinDir } from './bpffs.js';
 import { DrainWatcher } from './drain-watcher.js';
 import { createHandlers, type DaemonApi } from './handlers.js';
+import { DEFAULT_LOCK_DIR, type HeldLock, acquireLock, interfaceLock, pinDirLock, releaseLocks, socketLock } from './instance-lock.js';
 import { KillSwitch } from './kill-switch.js';
 import { NetworkFollower } from './network-follower.js';
 import { loadKillSwitch, loadRuntimeChanges, saveKillSwitch, saveRuntimeChanges } from './state-store.js';
@@ -54,6 +59,8 @@ export interface DaemonOptions {
   readonly metricsAddress?: ListenAddress;
   /** The `lbctl start` arguments, so that `lbctl restart` can start the same way. */
   readonly startArgs: readonly string[];
+  /** Where the locks that keep a second daemon off the same interface, pins and socket are (default /run/lock/lbctl). */
+  readonly lockDir?: string;
 }
 
 export interface StopOptions {
@@ -62,6 +69,8 @@ export interface StopOptions {
 }
 
 const FLOW_SWEEP_INTERVAL_MS = 60_000;
+/** How often the daemon looks whether log lines were dropped, and says so in the log once it can. */
+const LOG_DROP_CHECK_MS = 10_000;
 
 export class Daemon implements DaemonApi {
   private readonly timers: NodeJS.Timeout[] = [];
@@ -76,21 +85,31 @@ export class Daemon implements DaemonApi {
   private readonly startedAt = new Date();
   private readonly network: NetworkFollower;
   private readonly drains: DrainWatcher;
+  /** Reloads one at a time: a slow one read earlier never overwrites a later one. */
+  private readonly reloads = new SerialQueue();
+  private readonly netns: NetnsIdentity = netnsOf();
+  private logLinesReported = droppedLogLines().lines;
 
   private constructor(
     private readonly options: DaemonOptions,
     private readonly log: Logger,
-    private readonly link: Link,
+    private readonly interfaceName: string,
     readonly dataplane: BalancerDataplane,
     private readonly reconciler: Reconciler,
     readonly clock: DataplaneClock,
-    paths: ForwardingPaths,
+    private readonly paths: ForwardingPaths,
     private readonly pinDir: string,
     private readonly killSwitch: KillSwitch,
     private readonly checker: HealthChecker,
     readonly core: ControlLoop,
+    private readonly attachment: XdpAttachment,
+    private readonly locks: HeldLock[],
   ) {
     core.onCheckTargets = (targets) => checker.update(targets);
+    const pathsChanged = () =>
+      this.core.pathsChanged().catch((error) => log.error({ event: 'paths.refresh_failed', err: error }, 'network refresh failed'));
+    paths.onRetryDue = () => void pathsChanged();
+    attachment.onReattached = () => void pathsChanged();
     this.network = new NetworkFollower({ pathsChanged: () => this.core.pathsChanged(), probeNextHops: () => paths.probeAll() }, log);
     this.drains = new DrainWatcher(this.core, dataplane, clock, log);
   }
@@ -105,11 +124,32 @@ export class Daemon implements DaemonApi {
     }
     await refuseIfRunning(options.socketPath);
     const link = await getLink(options.interface);
+    const pinDir = options.pinDir ?? defaultPinDir(options.bpffsRoot, link.name);
+    // Before anything is read or touched: a second daemon (or one started at the same moment) stops here.
+    const locks = takeLocks(options.lockDir ?? DEFAULT_LOCK_DIR, [
+      socketLock(options.socketPath),
+      interfaceLock(netnsOf().inode, link.name),
+      pinDirLock(pinDir),
+    ]);
+    try {
+      return await Daemon.startLocked(options, log, link, pinDir, locks);
+    } catch (error) {
+      releaseLocks(locks);
+      throw error;
+    }
+  }
+
+  private static async startLocked(
+    options: DaemonOptions,
+    log: Logger,
+    link: { name: string; ifindex: number },
+    pinDir: string,
+    locks: HeldLock[],
+  ): Promise<Daemon> {
     const changes = loadRuntimeChanges(options.stateDir);
     const killSwitchEngaged = loadKillSwitch(options.stateDir);
 
     ensureBpffs(options.bpffsRoot);
-    const pinDir = options.pinDir ?? defaultPinDir(options.bpffsRoot, link.name);
     const present = attachedProgram(link.ifindex);
     if (present && present.name !== 'xdp_balancer') {
       throw new InputError(
@@ -144,13 +184,30 @@ export class Daemon implements DaemonApi {
       throw error;
     }
     const killSwitch = new KillSwitch(dataplane, clock, options.killSwitchTimeoutMs, killSwitchEngaged, log);
-    const daemon = new Daemon(options, log, link, dataplane, reconciler, clock, paths, pinDir, killSwitch, checker, core);
+    const programId = programInfo(dataplane.programFd).id;
+    const attachment = new XdpAttachment(link.name, link.ifindex, dataplane.programFd, programId, options.xdpMode, log);
+    const daemon = new Daemon(
+      options,
+      log,
+      link.name,
+      dataplane,
+      reconciler,
+      clock,
+      paths,
+      pinDir,
+      killSwitch,
+      checker,
+      core,
+      attachment,
+      locks,
+    );
     try {
       await daemon.core.start();
       // The deadline before the program: a new data plane balances nothing until then.
       killSwitch.start();
       dataplane.pin(pinDir);
-      daemon.attach(present);
+      attachment.attach(present);
+      attachment.start();
       daemon.api = await ApiServer.listen(options.socketPath, createHandlers(daemon), log);
       if (options.metricsAddress) await daemon.serveMetrics(options.metricsAddress);
       daemon.network.start();
@@ -159,9 +216,11 @@ export class Daemon implements DaemonApi {
         setInterval(() => {
           daemon.core.sweepFlows().catch((error) => log.error({ event: 'flows.sweep_failed', err: error }, 'flow sweep failed'));
         }, FLOW_SWEEP_INTERVAL_MS),
+        setInterval(() => daemon.reportDroppedLogLines(), LOG_DROP_CHECK_MS).unref(),
       );
     } catch (error) {
-      await daemon.teardown({ keepDataplane: present !== null });
+      // The locks stay held until the caller releases them, after this teardown.
+      await daemon.teardown({ keepDataplane: present !== null }, false);
       throw error;
     }
     log.info(
@@ -197,6 +256,9 @@ export class Daemon implements DaemonApi {
         tablesWritten: r.tablesWritten,
         lastReconcileMs: r.lastApplyMs,
         reconcileMsTotal: r.applyMsTotal,
+        logLinesDropped: droppedLogLines().lines,
+        healthProbesWithoutVerdict: this.checker.probesWithoutVerdict,
+        apiConnectionsRefused: this.api?.refusedConnections ?? 0,
       },
     });
   }
@@ -210,7 +272,8 @@ export class Daemon implements DaemonApi {
       () => ({
         stats: this.stats(),
         killSwitch: this.killSwitch.status(),
-        info: { version: VERSION, interface: this.link.name, xdpMode: this.options.xdpMode },
+        dataplane: this.attachment.current,
+        info: { version: VERSION, interface: this.interfaceName, xdpMode: this.options.xdpMode },
       }),
       this.log,
     );
@@ -232,48 +295,39 @@ export class Daemon implements DaemonApi {
     return this.stopped;
   }
 
-  private attach(present: ReturnType<typeof attachedProgram>): void {
-    const { ifindex, name } = this.link;
-    if (!present) {
-      attachXdp(ifindex, name, this.dataplane.programFd, this.options.xdpMode);
-      return;
-    }
-    // Left behind by a daemon that is gone (a crash): replace it, atomically
-    // when the attach mode is the same.
+  /** Log lines dropped since the last look: said once the log takes lines again (this one may be dropped too, and counted). */
+  private reportDroppedLogLines(): void {
+    const { lines, reason } = droppedLogLines();
+    if (lines === this.logLinesReported) return;
     this.log.warn(
-      { event: 'dataplane.replaced', programId: present.id, mode: present.mode },
-      'replacing the xdp_balancer a previous run left attached',
+      { event: 'log.dropped', lines: lines - this.logLinesReported, total: lines, reason },
+      `${lines - this.logLinesReported} log lines were dropped (${reason}); balancing went on`,
     );
-    const oldFd = native.progFdById(present.id) as number;
-    try {
-      if (present.mode === this.options.xdpMode) {
-        attachXdp(ifindex, name, this.dataplane.programFd, this.options.xdpMode, oldFd);
-      } else {
-        detachXdp(ifindex, oldFd, present.mode);
-        attachXdp(ifindex, name, this.dataplane.programFd, this.options.xdpMode);
-      }
-    } finally {
-      closeFd(oldFd);
-    }
+    this.logLinesReported = lines;
   }
 
-  private async teardown({ keepDataplane }: StopOptions): Promise<void> {
+  /** releaseLocks: false when start() failed (it releases them itself, once this is done). */
+  private async teardown({ keepDataplane }: StopOptions, releaseLocksAfter = true): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
     this.checker.stop();
     this.network.stop();
+    this.paths.stop();
+    this.attachment.stop();
     this.drains.stop();
     this.killSwitch.stop();
     await this.api?.close();
     await this.metricsServer?.close();
     if (!keepDataplane) {
       try {
-        detachXdp(this.link.ifindex, this.dataplane.programFd, this.options.xdpMode);
+        this.attachment.detach();
       } catch (error) {
         this.log.error({ event: 'dataplane.detach_failed', err: error }, 'detaching XDP failed');
       }
       removePinDir(this.pinDir, this.options.bpffsRoot);
     }
     this.dataplane.close();
+    // Last: until the pins are gone nobody else may start on them.
+    if (releaseLocksAfter) releaseLocks(this.locks);
   }
 
   requestStop(options: StopOptions): void {
@@ -286,12 +340,22 @@ export class Daemon implements DaemonApi {
    * runtime changes over it. A file that does not validate changes nothing.
    */
   async reload(): Promise<ChangeResult> {
-    if (!this.options.configPath) throw new InputError('the daemon was started without --config: there is nothing to reload');
-    const loaded = await loadConfigFile(this.options.configPath);
-    const desired = await this.core.reload(loaded.state);
-    const warnings = settingsNeedingRestart(loaded.settings, this.options);
-    this.log.info({ event: 'config.reloaded', config: this.options.configPath, vips: desired.vips.length, warnings }, 'config reloaded');
-    return { message: `reloaded ${this.options.configPath}: ${desired.vips.length} VIPs`, warnings, applied: true };
+    const path = this.options.configPath;
+    if (!path) throw new InputError('the daemon was started without --config: there is nothing to reload');
+    return this.reloads.run(async () => {
+      // Read and parsed on a thread of its own, paths resolved: only then does it queue behind other changes.
+      const loaded = await loadConfigFile(path);
+      const desired = await this.core.reload(loaded.state);
+      const warnings = settingsNeedingRestart(loaded.settings, this.options);
+      this.log.info({ event: 'config.reloaded', config: path, vips: desired.vips.length, warnings }, 'config reloaded');
+      return { message: `reloaded ${path}: ${desired.vips.length} VIPs`, warnings, applied: true };
+    });
+  }
+
+  /** Why changes do not reach any packet right now, if they do not. */
+  attachmentProblem(): string | undefined {
+    const { state, detail } = this.attachment.current;
+    return state === 'attached' ? undefined : detail;
   }
 
   /** Engages or releases the kill-switch; the state is saved before it is acted on. */
@@ -314,10 +378,12 @@ export class Daemon implements DaemonApi {
     return {
       pid: process.pid,
       version: VERSION,
-      interface: this.link.name,
-      ifindex: this.link.ifindex,
+      interface: this.interfaceName,
+      ifindex: this.attachment.ifindex,
       xdpMode: this.options.xdpMode,
       programId: programInfo(this.dataplane.programFd).id,
+      dataplane: this.attachment.current,
+      netns: this.netns,
       startedAt: this.startedAt.toISOString(),
       socket: this.options.socketPath,
       stateDir: this.options.stateDir,
@@ -339,7 +405,7 @@ export class Daemon implements DaemonApi {
     const sources: string[] = [];
     for (const family of [4, 6] as const) {
       const address =
-        this.options.tunnelSources.find((a) => a.includes(':') === (family === 6)) ?? (await primaryAddress(this.link.name, family));
+        this.options.tunnelSources.find((a) => a.includes(':') === (family === 6)) ?? (await primaryAddress(this.interfaceName, family));
       if (address) sources.push(address);
     }
     return sources;
@@ -387,6 +453,18 @@ function settingsNeedingRestart(settings: DaemonSettings, options: DaemonOptions
   const metrics = options.metricsAddress ? formatListenAddress(options.metricsAddress) : undefined;
   if (settings.metricsAddress !== undefined && settings.metricsAddress !== metrics) differs.push('metrics_address');
   return differs.map((field) => `${field} changed in the config: it takes effect at the next lbctl restart`);
+}
+
+/** Takes every lock, or none. */
+function takeLocks(dir: string, subjects: ReadonlyArray<Parameters<typeof acquireLock>[1]>): HeldLock[] {
+  const held: HeldLock[] = [];
+  try {
+    for (const subject of subjects) held.push(acquireLock(dir, subject));
+    return held;
+  } catch (error) {
+    releaseLocks(held);
+    throw error;
+  }
 }
 
 async function refuseIfRunning(socketPath: string): Promise<void> {

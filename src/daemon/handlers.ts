@@ -4,7 +4,7 @@
  * core's views and the data plane's counters.
  */
 import type { BackendSummary, ChangeResult, KillSwitchStatus, StatsResult, StatusResult, VipSummary } from '../api/protocol.js';
-import { type ControlLoop, DEFAULT_DRAIN_IDLE_SECONDS } from '../core/control-loop.js';
+import { type ChangeOptions, type ControlLoop, DEFAULT_DRAIN_IDLE_SECONDS } from '../core/control-loop.js';
 import { explainFlow, parseClientEndpoint } from '../core/explain.js';
 import type { FlowClock } from '../core/flows.js';
 import type { HealthLookup } from '../core/views.js';
@@ -13,7 +13,7 @@ import { validateTableSize } from '../maglev/maglev.js';
 import { type CheckSettings, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { formatDuration } from '../model/duration.js';
 import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
-import { DEFAULT_WEIGHT, type DrainSpec, effectiveCheck, findVip, vipSettings } from '../model/desired-state.js';
+import { type Change, DEFAULT_WEIGHT, type DrainSpec, effectiveCheck, findVip, vipSettings } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
 import type { Handlers } from './api-server.js';
 
@@ -29,6 +29,8 @@ export interface DaemonApi {
   reload(): Promise<ChangeResult>;
   setKillSwitch(engaged: boolean): KillSwitchStatus;
   killSwitchStatus(): KillSwitchStatus;
+  /** Why nothing reaches the packets right now (the program is not attached), if so. */
+  attachmentProblem(): string | undefined;
 }
 
 export const DEFAULT_DRAIN_TIMEOUT_SECONDS = 300;
@@ -36,12 +38,18 @@ const MAX_DRAIN_SECONDS = 7 * 24 * 3600;
 
 export function createHandlers(daemon: DaemonApi): Handlers {
   const { core } = daemon;
+  /** A change is made (or refused) whatever is attached; if no packet will see it, the answer says so. */
+  const change = async (what: Change, options: ChangeOptions): Promise<ChangeResult> => {
+    const result = await core.change(what, options);
+    const problem = daemon.attachmentProblem();
+    return problem ? { ...result, warnings: [...result.warnings, problem] } : result;
+  };
   const backendOf = (p: { vip: unknown; address: unknown }) => {
     const vip = vipKey(p.vip);
     const { address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
     return { vip, address };
   };
-  const dryRun = (p: { dryRun?: unknown }) => ({ dryRun: p.dryRun === true });
+  const dryRun = (p: { dryRun?: unknown }, signal: AbortSignal) => ({ dryRun: p.dryRun === true, signal });
 
   return {
     status: () => daemon.status(),
@@ -56,7 +64,7 @@ export function createHandlers(daemon: DaemonApi): Handlers {
     'killswitch.release': async () => daemon.setKillSwitch(false),
     'killswitch.status': async () => daemon.killSwitchStatus(),
 
-    'vip.add': async (p) => {
+    'vip.add': async (p, signal) => {
       const vip = parseVip(requireString(p.vip, 'vip'));
       const settings = vipSettings(vip, {
         ...(p.forward !== undefined ? { forward: parseForward(String(p.forward)) } : {}),
@@ -64,10 +72,10 @@ export function createHandlers(daemon: DaemonApi): Handlers {
         ...(p.check !== undefined ? { check: checkOverrides(requireObject(p.check, 'check')) } : {}),
         ...(p.onAllDown !== undefined ? { onAllDown: parseAllDownPolicy(String(p.onAllDown)) } : {}),
       });
-      return core.change({ op: 'vip.add', vip, settings });
+      return change({ op: 'vip.add', vip, settings }, { signal });
     },
 
-    'vip.remove': async (p) => core.change({ op: 'vip.remove', vip: vipKey(p.vip) }),
+    'vip.remove': async (p, signal) => change({ op: 'vip.remove', vip: vipKey(p.vip) }, { signal }),
 
     'vip.list': async (): Promise<VipSummary[]> =>
       core.views.map((v) => {
@@ -89,30 +97,31 @@ export function createHandlers(daemon: DaemonApi): Handlers {
         };
       }),
 
-    'backend.add': async (p) => {
+    'backend.add': async (p, signal) => {
       const vip = vipKey(p.vip);
       const { family, address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
       const weight = p.weight === undefined ? DEFAULT_WEIGHT : parseWeight(p.weight);
       const forward = p.forward === undefined ? undefined : parseForward(String(p.forward));
       const check = p.check === undefined ? undefined : checkOverrides(requireObject(p.check, 'check'));
       const backend = { address, family, weight, ...(forward ? { forward } : {}), ...(check ? { check } : {}) };
-      return core.change({ op: 'backend.add', vip, backend }, dryRun(p));
+      return change({ op: 'backend.add', vip, backend }, dryRun(p, signal));
     },
 
-    'backend.remove': async (p) => core.change({ op: 'backend.remove', ...backendOf(p) }, dryRun(p)),
+    'backend.remove': async (p, signal) => change({ op: 'backend.remove', ...backendOf(p) }, dryRun(p, signal)),
 
-    'backend.weight': async (p) => core.change({ op: 'backend.set', ...backendOf(p), patch: { weight: parseWeight(p.weight) } }, dryRun(p)),
+    'backend.weight': async (p, signal) =>
+      change({ op: 'backend.set', ...backendOf(p), patch: { weight: parseWeight(p.weight) } }, dryRun(p, signal)),
 
-    'backend.drain': async (p) => {
+    'backend.drain': async (p, signal) => {
       const drain: DrainSpec = {
         since: new Date().toISOString(),
         timeoutSeconds: seconds(p.timeoutSeconds, 'drain timeout', DEFAULT_DRAIN_TIMEOUT_SECONDS),
         idleSeconds: seconds(p.idleSeconds, 'drain idle time', DEFAULT_DRAIN_IDLE_SECONDS),
       };
-      return core.change({ op: 'backend.set', ...backendOf(p), patch: { drain } }, dryRun(p));
+      return change({ op: 'backend.set', ...backendOf(p), patch: { drain } }, dryRun(p, signal));
     },
 
-    'backend.undrain': async (p) => core.change({ op: 'backend.set', ...backendOf(p), patch: { drain: null } }),
+    'backend.undrain': async (p, signal) => change({ op: 'backend.set', ...backendOf(p), patch: { drain: null } }, { signal }),
 
     'backend.list': async (p): Promise<BackendSummary[]> => {
       const key = vipKey(p.vip);

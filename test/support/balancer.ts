@@ -18,9 +18,13 @@ export class LabBalancer {
   readonly socket: string;
   readonly stateDir: string;
 
-  constructor(readonly lab: Lab) {
-    this.socket = join(lab.runtimeDir, 'lbctl.sock');
-    this.stateDir = join(lab.runtimeDir, 'lbctl-state');
+  /** name: of the socket (NAME.sock) and state directory (NAME-state) in the lab's runtime directory, for a second daemon. */
+  constructor(
+    readonly lab: Lab,
+    name = 'lbctl',
+  ) {
+    this.socket = join(lab.runtimeDir, `${name}.sock`);
+    this.stateDir = join(lab.runtimeDir, `${name}-state`);
   }
 
   /** Runs `lbctl ARGS --socket ...` in the balancer namespace. */
