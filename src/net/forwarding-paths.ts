@@ -12,7 +12,7 @@
  * are read, never probed: probing rewrites an entry.
  */
 import { type Family, type ForwardMethod } from '../model/address.js';
-import { primaryAddress } from './iproute.js';
+import { primaryOf } from './iproute.js';
 import { type LinkAnswer, type NeighbourAnswer, links, neighbours, probeNeighbours, routesTo } from './iproute-batch.js';
 
 export interface ForwardingPath {
@@ -111,14 +111,12 @@ export class ForwardingPaths {
   async refresh(targets: readonly PathTarget[], options: RefreshOptions = {}): Promise<boolean> {
     const unique = [...new Map(targets.map((t) => [targetKey(t), t])).values()];
     const configured = (family: 4 | 6) => this.tunnelSources.find((a) => a.includes(':') === (family === 6));
-    const [routes, linkList, source4, source6] = await Promise.all([
-      routesTo([...new Set(unique.map((t) => t.address))]),
-      links(),
-      configured(4) ?? primaryAddress(this.interfaceName, 4),
-      configured(6) ?? primaryAddress(this.interfaceName, 6),
-    ]);
-    const tunnelSourceFor = (address: string) => (address.includes(':') ? source6 : source4);
+    const [routes, linkList] = await Promise.all([routesTo([...new Set(unique.map((t) => t.address))]), links()]);
     const linkByName = new Map(linkList.map((l) => [l.ifname, l]));
+    const own = linkByName.get(this.interfaceName)?.addresses ?? [];
+    const source4 = configured(4) ?? primaryOf(own, 4);
+    const source6 = configured(6) ?? primaryOf(own, 6);
+    const tunnelSourceFor = (address: string) => (address.includes(':') ? source6 : source4);
 
     const next = new Map<string, PathResult>();
     const pending: Array<{ target: PathTarget; dev: string; nextHop: string; link: LinkAnswer; mtu: number }> = [];

@@ -52,17 +52,33 @@ export async function getLink(name: string): Promise<Link> {
   };
 }
 
-export async function getAddresses(name: string): Promise<InterfaceAddress[]> {
-  const links = await ipJson<
-    Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string; secondary?: boolean }> }>
-  >(['addr', 'show', 'dev', name]);
-  return (links[0]?.addr_info ?? []).map((a) => ({
+/** One address of `ip -j addr show` (addr_info). */
+export interface RawAddress {
+  readonly family: string;
+  readonly local: string;
+  readonly prefixlen: number;
+  readonly scope: string;
+  readonly secondary?: boolean;
+}
+
+export function interfaceAddresses(raw: readonly RawAddress[] = []): InterfaceAddress[] {
+  return raw.map((a) => ({
     family: a.family === 'inet6' ? 6 : 4,
     address: a.local,
     prefixLength: a.prefixlen,
     scope: a.scope,
     secondary: a.secondary === true,
   }));
+}
+
+/** The address an interface uses as source: its first global, primary one. */
+export function primaryOf(addresses: readonly InterfaceAddress[], family: 4 | 6): string | undefined {
+  return addresses.find((a) => a.family === family && a.scope === 'global' && !a.secondary)?.address;
+}
+
+export async function getAddresses(name: string): Promise<InterfaceAddress[]> {
+  const links = await ipJson<Array<{ addr_info?: RawAddress[] }>>(['addr', 'show', 'dev', name]);
+  return interfaceAddresses(links[0]?.addr_info);
 }
 
 /** The address the interface uses as source: its first global, primary one; none when the interface is gone. */
@@ -74,5 +90,5 @@ export async function primaryAddress(name: string, family: 4 | 6): Promise<strin
     if (/does not exist|Cannot find device/.test(stderrOf(error))) return undefined;
     throw error;
   }
-  return addresses.find((a) => a.family === family && a.scope === 'global' && !a.secondary)?.address;
+  return primaryOf(addresses, family);
 }
