@@ -4,11 +4,12 @@
  * flock(2) for the daemon's life and naming the holder's pid. The kernel
  * releases a lock when its process dies however it dies (SIGKILL too), so
  * a crashed daemon never keeps the next one out: taking over what it left
- * attached still works. Lock files are never removed: removing one while
- * another process opens it would give two holders.
+ * attached still works. A holder removes its file when it releases it; a
+ * process that opened the file meanwhile finds, once it has the lock, that
+ * it is no longer the file at that path, and starts again.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError } from '../model/errors.js';
 import { privateDirectoryProblem } from '../util/atomic-write.js';
@@ -63,7 +64,13 @@ export function acquireLock(dir: string, subject: LockSubject): HeldLock {
       }
       ftruncateSync(fd, 0);
       writeSync(fd, `${process.pid}\n`, 0);
-      return { path, release: () => closeSync(fd) };
+      return {
+        path,
+        release: () => {
+          if (statSync(path, { throwIfNoEntry: false })?.ino === fstatSync(fd).ino) rmSync(path, { force: true });
+          closeSync(fd);
+        },
+      };
     } catch (error) {
       closeSync(fd);
       throw error;

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -50,6 +50,7 @@ test('a lock held by another process is refused, naming it; its death (even SIGK
   const mine = acquireLock(dir, subject);
   assert.throws(() => acquireLock(dir, subject), new RegExp(`pid ${process.pid}`), 'one holder, even in one process');
   mine.release();
+  assert.equal(existsSync(mine.path), false, 'the holder removes its lock file');
   acquireLock(dir, subject).release();
 });
 
