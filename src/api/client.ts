@@ -32,7 +32,12 @@ export async function call<M extends MethodName>(
     let buffer = '';
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new DaemonUnreachableError(`the daemon on ${socketPath} did not answer within ${timeoutMs / 1000} s`));
+      // The daemon sees the connection close: a change it had not started by then is not made.
+      reject(
+        new DaemonUnreachableError(
+          `the daemon on ${socketPath} did not answer within ${timeoutMs / 1000} s (a change it had not started yet is not made)`,
+        ),
+      );
     }, timeoutMs);
     const finish = (fn: () => void) => {
       clearTimeout(timer);

@@ -5,6 +5,7 @@
  */
 import type { ForwardMethod } from '../model/address.js';
 import type { AllDownPolicy, CheckOptions } from '../model/check.js';
+import type { StateDifference } from '../model/state-diff.js';
 import type { Reason, ReasonFate } from '../dataplane/abi.js';
 
 /**
@@ -118,6 +119,21 @@ export type Response =
   | { readonly id: number; readonly result: unknown }
   | { readonly id: number; readonly error: { readonly message: string; readonly kind: 'input' | 'internal' } };
 
+/** The daemon's program on its interface. */
+export interface AttachmentStatus {
+  /**
+   * attached: balancing; detached: no program on the interface (someone
+   * removed it); replaced: another XDP program is on it; interface_missing:
+   * the interface is gone. Anything but attached balances nothing.
+   */
+  readonly state: 'attached' | 'detached' | 'replaced' | 'interface_missing';
+  readonly ifindex: number;
+  /** ISO time of the last change of state. */
+  readonly since: string;
+  /** One sentence for people. */
+  readonly detail: string;
+}
+
 export interface StatusResult {
   readonly pid: number;
   readonly version: string;
@@ -125,6 +141,10 @@ export interface StatusResult {
   readonly ifindex: number;
   readonly xdpMode: 'native' | 'generic';
   readonly programId: number;
+  /** Whether that program is what the interface runs (the daemon checks every second). */
+  readonly dataplane: AttachmentStatus;
+  /** The network namespace the daemon runs in: `lbctl restart` starts the new daemon there. */
+  readonly netns: { readonly inode: number; readonly name: string | null };
   readonly startedAt: string;
   readonly socket: string;
   readonly stateDir: string;
@@ -135,6 +155,15 @@ export interface StatusResult {
   readonly vips: number;
   readonly backends: number;
   readonly unresolvedBackends: number;
+  /** Backends failing their health check, with the last reason. */
+  readonly downBackends: ReadonlyArray<{
+    readonly vip: string;
+    readonly address: string;
+    readonly since: string;
+    readonly reason?: string;
+  }>;
+  /** VIPs none of whose backends takes new flows: new connections to them fail (or go to backends kept while all are down). */
+  readonly vipsWithoutHealthyBackend: readonly string[];
   readonly flowTableSize: number;
   /** Where the Prometheus endpoint and status page listen, or null. */
   readonly metricsAddress: string | null;
@@ -241,6 +270,12 @@ export interface StatsResult {
     readonly tablesWritten: number;
     readonly lastReconcileMs: number;
     readonly reconcileMsTotal: number;
+    /** Log lines the log's destination did not take (a full disk, a reader that stopped): dropped, not waited for. */
+    readonly logLinesDropped: number;
+    /** Health probes the balancer could not run for want of its own resources (file descriptors...): no verdict. */
+    readonly healthProbesWithoutVerdict: number;
+    /** API connections closed at once because the most allowed were open. */
+    readonly apiConnectionsRefused: number;
   };
 }
 
@@ -250,6 +285,8 @@ export interface ChangeResult {
   /** False for a dry run. */
   readonly applied: boolean;
   readonly preview?: ChangePreview;
+  /** reload: where the runtime changes kept make the running state differ from the file (README, "Config file and runtime changes"). */
+  readonly overrides?: readonly StateDifference[];
 }
 
 export interface ExplainResult {
@@ -273,10 +310,21 @@ export interface ExplainResult {
   };
 }
 
+/** `lbctl config diff`: the config file as it is now against the running state. */
+export interface ConfigDiff {
+  readonly file: string;
+  /** From the file to what runs: runtime changes, and edits of the file not reloaded yet (inverted). */
+  readonly differences: readonly StateDifference[];
+  /** Settings that differ and take effect only at a restart. */
+  readonly settings: readonly string[];
+}
+
 export interface Methods {
   status: { params: Record<string, never>; result: StatusResult };
   stop: { params: { keepDataplane?: boolean }; result: { stopping: true } };
-  reload: { params: Record<string, never>; result: ChangeResult };
+  reload: { params: { discardRuntimeChanges?: boolean }; result: ChangeResult };
+  'config.diff': { params: Record<string, never>; result: ConfigDiff };
+  'config.export': { params: Record<string, never>; result: { readonly text: string } };
   'killswitch.engage': { params: Record<string, never>; result: KillSwitchStatus };
   'killswitch.release': { params: Record<string, never>; result: KillSwitchStatus };
   'killswitch.status': { params: Record<string, never>; result: KillSwitchStatus };
@@ -307,6 +355,8 @@ export const METHOD_NAMES: readonly MethodName[] = [
   'status',
   'stop',
   'reload',
+  'config.diff',
+  'config.export',
   'killswitch.engage',
   'killswitch.release',
   'killswitch.status',

@@ -2,6 +2,7 @@ import type {
   AnnounceStatus,
   BackendSummary,
   ChangePreview,
+  ConfigDiff,
   ExplainResult,
   KillSwitchStatus,
   StatsResult,
@@ -9,6 +10,7 @@ import type {
   TrafficStats,
   VipSummary,
 } from '../api/protocol.js';
+import { type StateDifference, formatDifference } from '../model/state-diff.js';
 
 /** Plain-text tables for terminals: columns padded, numbers right-aligned. */
 export function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
@@ -90,10 +92,11 @@ export function formatExplain(e: ExplainResult): string {
 }
 
 export function formatKillSwitch(k: KillSwitchStatus): string {
-  const passed = `${compact(k.passedPackets)} VIP packets passed to the kernel so far`;
-  if (k.engaged) return `engaged since ${k.engagedSince}: not balancing; ${passed}`;
-  if (k.secondsLeft <= 0) return `tripped ${Math.round(-k.secondsLeft)} s ago (the daemon was silent): not balancing; ${passed}`;
-  return `armed: balancing for ${k.secondsLeft.toFixed(1)} s more unless the daemon confirms (timeout ${k.timeoutMs / 1000} s); ${passed}`;
+  const passed =
+    k.passedPackets > 0 ? `; ${compact(k.passedPackets)} VIP packets passed to the kernel while it was engaged or tripped` : '';
+  if (k.engaged) return `ENGAGED since ${k.engagedSince}: NOT BALANCING (lbctl kill-switch release resumes)${passed}`;
+  if (k.secondsLeft <= 0) return `TRIPPED ${Math.round(-k.secondsLeft)} s ago (the daemon was silent): NOT BALANCING${passed}`;
+  return `ready: fails open if the daemon is silent for ${k.timeoutMs / 1000} s${passed}`;
 }
 
 /** `lbctl stats`: traffic per VIP with its backends beneath, then what was not balanced and why. */
@@ -132,20 +135,28 @@ export function formatStats(s: StatsResult): string {
 }
 
 export function formatStatus(s: StatusResult): string {
-  return [
+  const attached = s.dataplane.state === 'attached';
+  const lines = [
     `lbctl ${s.version}: running, pid ${s.pid}, since ${s.startedAt}`,
-    `interface  ${s.interface} (ifindex ${s.ifindex}), ${s.xdpMode} XDP, program id ${s.programId}`,
-    `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}`,
+    `interface  ${s.interface} (ifindex ${s.ifindex}), ${s.xdpMode} XDP, program id ${s.programId}` +
+      (attached ? '' : `: ${s.dataplane.state.toUpperCase().replace('_', ' ')}: NOTHING IS BALANCED: ${s.dataplane.detail}`),
+    `vips       ${s.vips} with ${s.backends} backends${s.unresolvedBackends ? ` (${s.unresolvedBackends} without a usable path)` : ''}` +
+      (s.downBackends.length ? `, ${s.downBackends.length} down` : '') +
+      (s.vipsWithoutHealthyBackend.length ? `; ${s.vipsWithoutHealthyBackend.length} without a healthy backend` : ''),
+    ...s.vipsWithoutHealthyBackend.map((v) => `           ${v}: no backend takes new flows`),
+    ...s.downBackends.map((b) => `           ${b.vip} ${b.address}: down since ${b.since}${b.reason ? `: ${b.reason}` : ''}`),
     `flows      up to ${s.flowTableSize} tracked`,
     `metrics    ${s.metricsAddress ? `http://${s.metricsAddress}/metrics, status page http://${s.metricsAddress}/` : '(off: lbctl start --metrics-address ADDRESS:PORT)'}`,
     `kill-switch ${formatKillSwitch(s.killSwitch)}`,
     `announce   ${formatAnnounce(s.announce)}`,
     `tunnels    from ${s.tunnelSources.join(', ') || '(no address on the interface: ipip backends unusable)'}`,
+    `netns      ${s.netns.name ?? `(unnamed) inode ${s.netns.inode}`}`,
     `config     ${s.configPath ?? '(none)'}`,
     `state      ${s.stateDir}`,
     `pins       ${s.pinDir}`,
     `socket     ${s.socket}`,
-  ].join('\n');
+  ];
+  return lines.join('\n');
 }
 
 /** `lbctl vip list`: a row per VIP; on a fleet node, whether it is announced, and why not. */
@@ -242,4 +253,22 @@ export function formatAnnounce(a: AnnounceStatus | null): string {
     `${announced} through ${device} (table ${a.table}, proto ${a.proto}); need ${a.need}, hold-down ${a.holdDownMs / 1000} s, ` +
     `withdraw delay ${a.withdrawDelayMs / 1000} s, watchdog ${a.watchdogStallMs / 1000} s${a.interfaceUp ? '' : '; the interface is down'}`
   );
+}
+
+/** After a reload: the runtime changes that still override the file (lbctl config export makes them part of it). */
+export function formatOverrides(overrides: readonly StateDifference[]): string {
+  return [
+    'runtime changes kept over the file (lbctl reload --discard-runtime-changes forgets them; lbctl config export writes them out):',
+    ...overrides.map((d) => `  ${formatDifference(d)}`),
+  ].join('\n');
+}
+
+/** `lbctl config diff`: from the file to what runs. */
+export function formatConfigDiff(diff: ConfigDiff): string {
+  if (diff.differences.length === 0 && diff.settings.length === 0) return `${diff.file}: what runs is what the file says`;
+  return [
+    `from ${diff.file} to what runs (+ only running, - only in the file, ~ differs):`,
+    ...diff.differences.map((d) => `  ${formatDifference(d)}`),
+    ...diff.settings.map((s) => `  settings: ${s}`),
+  ].join('\n');
 }

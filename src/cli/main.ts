@@ -172,19 +172,30 @@ export function buildProgram(json = false): Command {
     .action(async (opts) => {
       requireRoot('lbctl restart');
       const status = await call(opts.socket, 'status', {});
-      await call(opts.socket, 'stop', { keepDataplane: true });
-      await waitUntilExited(status.pid, 15_000);
-      const args = status.startArgs.includes('--socket') ? [...status.startArgs] : [...status.startArgs, '--socket', status.socket];
-      const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), 'start', ...args], { stdio: 'inherit' });
-      process.exitCode = child.status ?? 1;
+      // The new daemon starts where the old one ran, even when this command runs in another namespace.
+      const { restartPlace } = await import('../daemon/restart-place.js');
+      const place = restartPlace(status);
+      try {
+        await call(opts.socket, 'stop', { keepDataplane: true });
+        await waitUntilExited(status.pid, 15_000);
+        const args = status.startArgs.includes('--socket') ? [...status.startArgs] : [...status.startArgs, '--socket', status.socket];
+        const [command, ...prefix] = [...place.prefix, process.execPath];
+        const child = spawnSync(command!, [...prefix, fileURLToPath(import.meta.url), 'start', ...args], { stdio: 'inherit' });
+        process.exitCode = child.status ?? 1;
+      } finally {
+        place.release();
+      }
     });
 
   program
     .command('reload')
-    .description('read the config file again and apply it (runtime changes stay on top)')
+    .description('read the config file again and apply it; runtime changes stay on top, and the answer lists where they override it')
+    .option('--discard-runtime-changes', 'forget every runtime change (CLI/API): the file alone is the state')
     .addOption(socketOption())
     .addOption(jsonOption())
-    .action(async (opts) => reportChange(await call(opts.socket, 'reload', {}), opts.json));
+    .action(async (opts) =>
+      reportChange(await call(opts.socket, 'reload', opts.discardRuntimeChanges ? { discardRuntimeChanges: true } : {}), opts.json),
+    );
 
   const killSwitch = program
     .command('kill-switch')
@@ -371,6 +382,22 @@ export function buildProgram(json = false): Command {
 
   const config = program.command('config').description('the config file, and how the running state differs from it');
   config
+    .command('diff')
+    .description('the config file as it is now against what runs: runtime changes, and edits not reloaded yet')
+    .addOption(socketOption())
+    .addOption(jsonOption())
+    .action(async (opts) => {
+      const diff = await call(opts.socket, 'config.diff', {});
+      await print(opts.json, diff, (f) => f.formatConfigDiff(diff));
+    });
+  config
+    .command('export')
+    .description('what runs, as a config file (runtime changes folded in): save it to make them part of the file')
+    .addOption(socketOption())
+    .action(async (opts) => {
+      process.stdout.write((await call(opts.socket, 'config.export', {})).text);
+    });
+  config
     .command('check <file>')
     .description('validate a config file without a daemon (like haproxy -c): exit 0 if lbctl start or reload would take it')
     .addOption(jsonOption())
@@ -421,6 +448,10 @@ async function reportChange(result: ChangeResult, json?: boolean): Promise<void>
   if (result.preview) {
     const { formatPreview } = await import('./format.js');
     process.stdout.write(`${formatPreview(result.preview)}\n`);
+  }
+  if (result.overrides?.length) {
+    const { formatOverrides } = await import('./format.js');
+    process.stdout.write(`${formatOverrides(result.overrides)}\n`);
   }
   for (const warning of result.warnings) process.stderr.write(`lbctl: warning: ${warning}\n`);
 }

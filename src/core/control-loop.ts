@@ -5,6 +5,13 @@
  * Everything else (API requests, health transitions, finished drains, the
  * network changing under the balancer) asks it to change state; it never
  * reads a socket, a timer's clock or the config file itself.
+ *
+ * What is applied in the queue does not wait on anything outside the
+ * process: the slow part of a change or a reload (asking the kernel for
+ * the paths of new backends) runs before it queues, so a health transition
+ * never waits behind a next hop that does not answer. Changes and reloads
+ * pass an intake of their own first, which keeps them in the order they
+ * were asked for.
  */
 import type { Logger } from 'pino';
 import type { ChangePreview, ChangeResult } from '../api/protocol.js';
@@ -14,6 +21,7 @@ import { formatCheck } from '../model/check.js';
 import {
   type Change,
   type DesiredState,
+  NO_CHANGES,
   type RuntimeChanges,
   applyChanges,
   findVip,
@@ -21,7 +29,8 @@ import {
   withChange,
 } from '../model/desired-state.js';
 import { InputError } from '../model/errors.js';
-import type { PathResult, PathTarget } from '../net/forwarding-paths.js';
+import { type StateDifference, diffStates } from '../model/state-diff.js';
+import type { PathResult, PathTarget, RefreshOptions } from '../net/forwarding-paths.js';
 import { type PathLookup, checkTargets, pathTargets } from './check-targets.js';
 import { type FlowClock, type TrackedFlow, isActiveFlow, isFlowOf } from './flows.js';
 import { plannedTable } from './planner.js';
@@ -33,7 +42,7 @@ import type { HealthLookup, VipView } from './views.js';
 /** Where backends' forwarding paths come from (src/net/forwarding-paths.ts). */
 export interface PathSource extends PathLookup {
   /** Resolves the targets again; whether any path changed. */
-  refresh(targets: readonly PathTarget[]): Promise<boolean>;
+  refresh(targets: readonly PathTarget[], options?: RefreshOptions): Promise<boolean>;
 }
 
 export interface ControlLoopDeps {
@@ -50,24 +59,51 @@ export interface ControlLoopDeps {
   readonly keepOnAllDown?: boolean;
 }
 
+export interface ReloadOptions {
+  /** Forget every runtime change: the file alone is the state. */
+  readonly discardRuntimeChanges?: boolean;
+}
+
+export interface Reloaded {
+  readonly desired: DesiredState;
+  /** Where the runtime changes kept make the running state differ from the file. */
+  readonly overrides: readonly StateDifference[];
+}
+
 export interface ChangeOptions {
   /** Work out and return what the change would do, without doing it. */
   readonly dryRun?: boolean;
+  /** Aborted when whoever asked has gone (the CLI gave up waiting): a change not started yet is not made. */
+  readonly signal?: AbortSignal;
 }
 
 /** A flow idle this long counts as ended when a change is weighed (the default drain idle time). */
 export const DEFAULT_DRAIN_IDLE_SECONDS = 30;
 const FLOW_SWEEP_DELAY_MS = 2_000;
+/**
+ * How long a start, a change or a reload waits for the kernel to resolve
+ * the next hop of a backend it adds (one never asked about before), so
+ * that its answer can say whether the backend is usable. Outside the
+ * queue: nothing else waits for it.
+ */
+const NEW_HOP_WAIT_MS = 1500;
 
 export class ControlLoop {
   private config: DesiredState;
   private changes: RuntimeChanges;
   private current: DesiredState;
   private readonly queue = new SerialQueue();
+  /** Changes and reloads, in the order asked: each resolves its paths, then queues. */
+  private readonly intake = new SerialQueue();
   private stopped = false;
   /** Health transitions waiting for the one apply that takes them all. */
   private readonly pendingTransitions: Transition[] = [];
   private sweepTimer?: NodeJS.Timeout;
+  /** The network refresh running, and whether another was asked for meanwhile. */
+  private refreshing?: Promise<void>;
+  private refreshAgain = false;
+  /** Unusable backends already logged, with the reason logged. */
+  private readonly unusableLogged = new Map<string, string>();
   readonly healthTransitions = { up: 0, down: 0 };
   /** Told the health-check targets after every apply. */
   onCheckTargets?: (targets: CheckTarget[]) => void;
@@ -107,46 +143,71 @@ export class ControlLoop {
   /** The first apply: resolves every path, writes the maps. */
   start(): Promise<void> {
     return this.queue.run(async () => {
-      await this.deps.paths.refresh(pathTargets(this.current));
+      await this.deps.paths.refresh(pathTargets(this.current), { waitMs: NEW_HOP_WAIT_MS, complete: true });
       this.apply(this.current);
       this.logUnusable();
     });
   }
 
-  /** Refuses new changes; `last` runs once the queued ones are done. */
+  /** Refuses new changes; `last` runs once the ones asked for before are done. */
   stop<T>(last: () => Promise<T>): Promise<T> {
     this.stopped = true;
     clearTimeout(this.sweepTimer);
-    return this.queue.run(last);
+    return this.intake.run(() => this.queue.run(last));
   }
 
   /**
-   * Applies a runtime change: validate, resolve paths, write the maps,
-   * save. If saving fails the maps are put back, so a change is either done
-   * and durable or not done at all. A dry run stops before writing and
-   * says what the change would do.
+   * Applies a runtime change: resolve the paths of backends it adds (before
+   * queueing), then in the queue validate, write the maps, save. If saving
+   * fails the maps are put back, so a change is either done and durable or
+   * not done at all. A dry run stops before writing and says what the
+   * change would do. A change whose signal aborted before its turn is not
+   * made.
    */
-  change(change: Change, options: ChangeOptions = {}): Promise<ChangeResult> {
-    if (this.stopped) return Promise.reject(stopping());
-    return this.queue.run(() => this.changeNow(change, options));
-  }
-
-  /**
-   * A new config file: the runtime changes stay laid over it. A config
-   * that does not make a valid state with them changes nothing.
-   */
-  reload(config: DesiredState): Promise<DesiredState> {
-    if (this.stopped) return Promise.reject(stopping());
-    return this.queue.run(async () => {
-      const desired = applyChanges(config, this.changes);
-      validateDesired(desired);
-      await this.deps.paths.refresh([...pathTargets(this.current), ...pathTargets(desired)]);
-      this.apply(desired);
-      this.config = config;
-      this.current = desired;
-      this.sweepSoon();
-      return desired;
+  async change(change: Change, options: ChangeOptions = {}): Promise<ChangeResult> {
+    if (this.stopped) throw stopping();
+    return this.intake.run(async () => {
+      await this.resolveNew(() => withChange(this.config, this.changes, change, this.current).desired);
+      return this.queue.run(async () => {
+        if (options.signal?.aborted) throw new InputError('the client went away before the change was made: nothing changed');
+        return this.changeNow(change, options);
+      });
     });
+  }
+
+  /**
+   * A new config file: the runtime changes stay laid over it, unless told
+   * to discard them (they are then forgotten on disk too). A config that
+   * does not make a valid state with them changes nothing. The answer says
+   * what the runtime changes still override in the file.
+   */
+  async reload(config: DesiredState, options: ReloadOptions = {}): Promise<Reloaded> {
+    if (this.stopped) throw stopping();
+    return this.intake.run(async () => {
+      await this.resolveNew(() => applyChanges(config, options.discardRuntimeChanges ? NO_CHANGES : this.changes));
+      return this.queue.run(() => this.reloadNow(config, options));
+    });
+  }
+
+  private async reloadNow(config: DesiredState, { discardRuntimeChanges = false }: ReloadOptions): Promise<Reloaded> {
+    const changes = discardRuntimeChanges ? NO_CHANGES : this.changes;
+    const desired = applyChanges(config, changes);
+    validateDesired(desired);
+    const previous = this.current;
+    this.apply(desired);
+    if (discardRuntimeChanges) {
+      try {
+        this.deps.saveChanges(NO_CHANGES);
+      } catch (error) {
+        this.apply(previous);
+        throw new Error(`could not forget the runtime changes (${(error as Error).message}); nothing was changed`);
+      }
+    }
+    this.config = config;
+    this.changes = changes;
+    this.current = desired;
+    this.sweepSoon();
+    return { desired, overrides: diffStates(config, desired) };
   }
 
   /**
@@ -170,16 +231,56 @@ export class ControlLoop {
       .catch((error) => this.deps.log.error({ event: 'health.apply_failed', err: error }, 'applying a health change failed'));
   }
 
-  /** Routes, neighbours or addresses changed: resolve again and rewrite what changed. */
+  /**
+   * Routes, neighbours or addresses changed: resolve again (outside the
+   * queue, one refresh at a time) and rewrite what changed.
+   */
   pathsChanged(): Promise<void> {
-    return this.queue.run(async () => {
-      if (this.stopped) return;
-      if (await this.deps.paths.refresh(pathTargets(this.current))) {
-        this.apply(this.current);
-        this.deps.log.info({ event: 'paths.changed' }, 'forwarding paths changed; data plane updated');
-        this.logUnusable();
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return this.refreshing;
+    }
+    this.refreshing = (async () => {
+      try {
+        do {
+          this.refreshAgain = false;
+          if (this.stopped) return;
+          if (!(await this.deps.paths.refresh(pathTargets(this.current), { complete: true }))) continue;
+          await this.queue.run(async () => {
+            if (this.stopped) return;
+            this.apply(this.current);
+            this.deps.log.info({ event: 'paths.changed' }, 'forwarding paths changed; data plane updated');
+            this.logUnusable();
+          });
+        } while (this.refreshAgain);
+      } finally {
+        this.refreshing = undefined;
       }
-    });
+    })();
+    return this.refreshing;
+  }
+
+  /**
+   * Asks the kernel for the paths of the backends a change or a reload
+   * would add, before it queues. A state that does not validate is left
+   * for the queue to refuse (an earlier change may still make it valid).
+   */
+  private async resolveNew(next: () => DesiredState): Promise<void> {
+    let desired: DesiredState;
+    try {
+      desired = next();
+    } catch {
+      return;
+    }
+    const known = new Set(pathTargets(this.current).map((t) => `${t.forward} ${t.address}`));
+    const fresh = pathTargets(desired).filter((t) => !known.has(`${t.forward} ${t.address}`));
+    if (fresh.length === 0) return;
+    try {
+      await this.deps.paths.refresh(fresh, { waitMs: NEW_HOP_WAIT_MS });
+    } catch (error) {
+      // The change goes ahead; its backends stay unresolved until the next refresh works.
+      this.deps.log.error({ event: 'paths.refresh_failed', err: error }, 'resolving the paths of new backends failed');
+    }
   }
 
   /**
@@ -191,7 +292,7 @@ export class ControlLoop {
       if (this.stopped) return;
       const backend = findVip(this.current, vip)?.backends.find((b) => b.address === address);
       if (backend?.drain?.since !== since) return;
-      await this.changeNow({ op: 'backend.remove', vip, address }, {}, `drain finished: ${why}`);
+      this.changeNow({ op: 'backend.remove', vip, address }, {}, `drain finished: ${why}`);
     });
   }
 
@@ -210,11 +311,9 @@ export class ControlLoop {
     });
   }
 
-  private async changeNow(change: Change, options: ChangeOptions, cause?: string): Promise<ChangeResult> {
+  private changeNow(change: Change, options: ChangeOptions, cause?: string): ChangeResult {
     const previous = this.current;
     const next = withChange(this.config, this.changes, change, previous);
-    // Paths for both states: a preview or a revert needs the old ones.
-    await this.deps.paths.refresh([...pathTargets(previous), ...pathTargets(next.desired)]);
     const warnings = change.op === 'backend.add' ? this.pathWarnings(change.vip, change.backend.address, next.desired) : [];
     const describe = `${describeChange(change)}${cause ? ` (${cause})` : ''}`;
     if (options.dryRun) {
@@ -321,17 +420,23 @@ export class ControlLoop {
     this.sweepTimer.unref();
   }
 
+  /** Says once (and again when the reason changes) that a backend has no usable path. */
   private logUnusable(): void {
+    const unusable = new Set<string>();
     for (const vip of this.deps.reconciler.view) {
       for (const b of vip.backends) {
-        if (b.state === 'unresolved') {
-          this.deps.log.warn(
-            { event: 'backend.unreachable', vip: vip.key, backend: b.address, reason: b.reason },
-            'backend has no usable path',
-          );
-        }
+        if (b.state !== 'unresolved') continue;
+        const key = `${vip.key} ${b.address}`;
+        unusable.add(key);
+        if (this.unusableLogged.get(key) === (b.reason ?? '')) continue;
+        this.unusableLogged.set(key, b.reason ?? '');
+        this.deps.log.warn(
+          { event: 'backend.unreachable', vip: vip.key, backend: b.address, reason: b.reason },
+          'backend has no usable path',
+        );
       }
     }
+    for (const key of this.unusableLogged.keys()) if (!unusable.has(key)) this.unusableLogged.delete(key);
   }
 }
 

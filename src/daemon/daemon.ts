@@ -3,21 +3,22 @@
  * take over the one a previous daemon left), attach it, serve the CLI, and
  * stop. The control core (src/core) owns the state; the daemon wires the
  * event sources that ask it to change: the API, health checks, drains, the
- * network.
+ * network. Only one daemon runs per interface, pin directory and socket
+ * (instance-lock.ts).
  */
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { call } from '../api/client.js';
-import type { AnnounceView, ChangeResult, KillSwitchStatus, StatsResult, StatusResult } from '../api/protocol.js';
-import { ControlLoop } from '../core/control-loop.js';
+import type { AnnounceView, ChangeResult, ConfigDiff, KillSwitchStatus, StatsResult, StatusResult } from '../api/protocol.js';
+import { SerialQueue } from '../core/serial-queue.js';
+import { ControlLoop, type ReloadOptions } from '../core/control-loop.js';
 import { Reconciler } from '../core/reconciler.js';
 import type { BackendHealth } from '../health/checker.js';
 import { HealthChecker } from '../health/checker.js';
 import { BalancerDataplane } from '../dataplane/balancer.js';
 import type { BalancerLimits } from '../model/limits.js';
 import { DataplaneClock } from '../dataplane/clock.js';
-import { closeFd, native } from '../dataplane/libbpf.js';
-import { attachedProgram, attachXdp, detachXdp, programInfo, type XdpMode } from '../dataplane/xdp.js';
+import { attachedProgram, programInfo, type XdpMode } from '../dataplane/xdp.js';
 import { type DesiredState, effectiveCheck, findVip } from '../model/desired-state.js';
 import type { HealthLookup } from '../core/views.js';
 import { DownSettler } from '../fleet/down-settler.js';
@@ -26,19 +27,26 @@ import { AnnounceController, announceViewOf, watchdogStallMs } from '../fleet/an
 import { formatListenAddress, type ListenAddress } from '../model/address.js';
 import { type DaemonSettings, loadConfigFile } from '../model/config.js';
 import { InputError } from '../model/errors.js';
+import { exportConfig } from '../model/config-export.js';
+import { diffStates } from '../model/state-diff.js';
 import { createMetrics } from '../metrics/prometheus.js';
 import { MetricsServer } from '../metrics/server.js';
 import { ForwardingPaths } from '../net/forwarding-paths.js';
-import { getLink, type Link, primaryAddress } from '../net/iproute.js';
+import { getLink, primaryAddress } from '../net/iproute.js';
+import { type NetnsIdentity, netnsOf } from '../net/netns.js';
+import { droppedLogLines } from '../log.js';
 import { VERSION } from '../version.js';
 import { ApiServer } from './api-server.js';
+import { XdpAttachment } from './attachment.js';
 import { defaultPinDir, ensureBpffs, removePinDir } from './bpffs.js';
 import { DrainWatcher } from './drain-watcher.js';
 import { createHandlers, type DaemonApi } from './handlers.js';
+import { DEFAULT_LOCK_DIR, type HeldLock, acquireLock, interfaceLock, pinDirLock, releaseLocks, socketLock } from './instance-lock.js';
 import { KillSwitch } from './kill-switch.js';
 import { NetworkFollower } from './network-follower.js';
 import { loadKillSwitch, loadRuntimeChanges, saveKillSwitch, saveRuntimeChanges } from './state-store.js';
 import { collectStats } from './stats.js';
+import { recordHandover, takeHandover } from './handover.js';
 
 export interface DaemonOptions {
   readonly interface: string;
@@ -60,6 +68,8 @@ export interface DaemonOptions {
   readonly startArgs: readonly string[];
   /** Announce the VIPs to a fleet's router (docs/fleet.md); off without it. */
   readonly announce?: AnnounceSettings;
+  /** Where the locks that keep a second daemon off the same interface, pins and socket are (default /run/lock/lbctl). */
+  readonly lockDir?: string;
 }
 
 export interface StopOptions {
@@ -68,6 +78,8 @@ export interface StopOptions {
 }
 
 const FLOW_SWEEP_INTERVAL_MS = 60_000;
+/** How often the daemon looks whether log lines were dropped, and says so in the log once it can. */
+const LOG_DROP_CHECK_MS = 10_000;
 
 export class Daemon implements DaemonApi {
   private readonly timers: NodeJS.Timeout[] = [];
@@ -83,19 +95,25 @@ export class Daemon implements DaemonApi {
   private readonly network: NetworkFollower;
   private readonly drains: DrainWatcher;
   private announce?: AnnounceController;
+  /** Reloads one at a time: a slow one read earlier never overwrites a later one. */
+  private readonly reloads = new SerialQueue();
+  private readonly netns: NetnsIdentity = netnsOf();
+  private logLinesReported = droppedLogLines().lines;
 
   private constructor(
     private readonly options: DaemonOptions,
     private readonly log: Logger,
-    private readonly link: Link,
+    private readonly interfaceName: string,
     readonly dataplane: BalancerDataplane,
     private readonly reconciler: Reconciler,
     readonly clock: DataplaneClock,
-    paths: ForwardingPaths,
+    private readonly paths: ForwardingPaths,
     private readonly pinDir: string,
     private readonly killSwitch: KillSwitch,
     private readonly checker: HealthChecker,
     readonly core: ControlLoop,
+    private readonly attachment: XdpAttachment,
+    private readonly locks: HeldLock[],
   ) {
     // A restart keeps the backends it found in service up until `fall` checks fail (one slow first probe must not move flows).
     let takenOver: ReadonlySet<string> = reconciler.takenOverBackends;
@@ -104,6 +122,10 @@ export class Daemon implements DaemonApi {
       takenOver = new Set();
     };
     core.onApplied = () => this.announce?.requestEvaluation();
+    const pathsChanged = () =>
+      this.core.pathsChanged().catch((error) => log.error({ event: 'paths.refresh_failed', err: error }, 'network refresh failed'));
+    paths.onRetryDue = () => void pathsChanged();
+    attachment.onReattached = () => void pathsChanged();
     this.network = new NetworkFollower({ pathsChanged: () => this.core.pathsChanged(), probeNextHops: () => paths.probeAll() }, log);
     this.drains = new DrainWatcher(this.core, dataplane, clock, log);
   }
@@ -118,11 +140,32 @@ export class Daemon implements DaemonApi {
     }
     await refuseIfRunning(options.socketPath);
     const link = await getLink(options.interface);
+    const pinDir = options.pinDir ?? defaultPinDir(options.bpffsRoot, link.name);
+    // Before anything is read or touched: a second daemon (or one started at the same moment) stops here.
+    const locks = takeLocks(options.lockDir ?? DEFAULT_LOCK_DIR, [
+      socketLock(options.socketPath),
+      interfaceLock(netnsOf().inode, link.name),
+      pinDirLock(pinDir),
+    ]);
+    try {
+      return await Daemon.startLocked(options, log, link, pinDir, locks);
+    } catch (error) {
+      releaseLocks(locks);
+      throw error;
+    }
+  }
+
+  private static async startLocked(
+    options: DaemonOptions,
+    log: Logger,
+    link: { name: string; ifindex: number },
+    pinDir: string,
+    locks: HeldLock[],
+  ): Promise<Daemon> {
     const changes = loadRuntimeChanges(options.stateDir);
     const killSwitchEngaged = loadKillSwitch(options.stateDir);
 
     ensureBpffs(options.bpffsRoot);
-    const pinDir = options.pinDir ?? defaultPinDir(options.bpffsRoot, link.name);
     const present = attachedProgram(link.ifindex);
     if (present && present.name !== 'xdp_balancer') {
       throw new InputError(
@@ -165,13 +208,30 @@ export class Daemon implements DaemonApi {
       throw error;
     }
     const killSwitch = new KillSwitch(dataplane, clock, options.killSwitchTimeoutMs, killSwitchEngaged, log);
-    const daemon = new Daemon(options, log, link, dataplane, reconciler, clock, paths, pinDir, killSwitch, checker, core);
+    const programId = programInfo(dataplane.programFd).id;
+    const attachment = new XdpAttachment(link.name, link.ifindex, dataplane.programFd, programId, options.xdpMode, log);
+    const daemon = new Daemon(
+      options,
+      log,
+      link.name,
+      dataplane,
+      reconciler,
+      clock,
+      paths,
+      pinDir,
+      killSwitch,
+      checker,
+      core,
+      attachment,
+      locks,
+    );
     try {
       await daemon.core.start();
       // The deadline before the program: a new data plane balances nothing until then.
       killSwitch.start();
       dataplane.pin(pinDir);
-      daemon.attach(present);
+      attachment.attach(present, takeHandover(options.stateDir));
+      attachment.start();
       // Only once the data plane balances: announcing sends traffic here.
       if (options.announce) daemon.announce = await daemon.startAnnouncing(options.announce);
       daemon.api = await ApiServer.listen(options.socketPath, createHandlers(daemon), log);
@@ -182,9 +242,11 @@ export class Daemon implements DaemonApi {
         setInterval(() => {
           daemon.core.sweepFlows().catch((error) => log.error({ event: 'flows.sweep_failed', err: error }, 'flow sweep failed'));
         }, FLOW_SWEEP_INTERVAL_MS),
+        setInterval(() => daemon.reportDroppedLogLines(), LOG_DROP_CHECK_MS).unref(),
       );
     } catch (error) {
-      await daemon.teardown({ keepDataplane: present !== null });
+      // The locks stay held until the caller releases them, after this teardown.
+      await daemon.teardown({ keepDataplane: present !== null }, false);
       throw error;
     }
     log.info(
@@ -206,7 +268,7 @@ export class Daemon implements DaemonApi {
   private startAnnouncing(settings: AnnounceSettings): Promise<AnnounceController> {
     return AnnounceController.start({
       settings,
-      interface: this.link.name,
+      interface: this.interfaceName,
       killSwitchEngaged: this.killSwitch.engaged,
       stallMs: watchdogStallMs(this.options.killSwitchTimeoutMs),
       source: {
@@ -246,6 +308,9 @@ export class Daemon implements DaemonApi {
         tablesWritten: r.tablesWritten,
         lastReconcileMs: r.lastApplyMs,
         reconcileMsTotal: r.applyMsTotal,
+        logLinesDropped: droppedLogLines().lines,
+        healthProbesWithoutVerdict: this.checker.probesWithoutVerdict,
+        apiConnectionsRefused: this.api?.refusedConnections ?? 0,
       },
     });
   }
@@ -259,7 +324,8 @@ export class Daemon implements DaemonApi {
       () => ({
         stats: this.stats(),
         killSwitch: this.killSwitch.status(),
-        info: { version: VERSION, interface: this.link.name, xdpMode: this.options.xdpMode },
+        dataplane: this.attachment.current,
+        info: { version: VERSION, interface: this.interfaceName, xdpMode: this.options.xdpMode },
       }),
       this.log,
     );
@@ -283,35 +349,24 @@ export class Daemon implements DaemonApi {
     return this.stopped;
   }
 
-  private attach(present: ReturnType<typeof attachedProgram>): void {
-    const { ifindex, name } = this.link;
-    if (!present) {
-      attachXdp(ifindex, name, this.dataplane.programFd, this.options.xdpMode);
-      return;
-    }
-    // Left behind by a daemon that is gone (a crash): replace it, atomically
-    // when the attach mode is the same.
+  /** Log lines dropped since the last look: said once the log takes lines again (this one may be dropped too, and counted). */
+  private reportDroppedLogLines(): void {
+    const { lines, reason } = droppedLogLines();
+    if (lines === this.logLinesReported) return;
     this.log.warn(
-      { event: 'dataplane.replaced', programId: present.id, mode: present.mode },
-      'replacing the xdp_balancer a previous run left attached',
+      { event: 'log.dropped', lines: lines - this.logLinesReported, total: lines, reason },
+      `${lines - this.logLinesReported} log lines were dropped (${reason}); balancing went on`,
     );
-    const oldFd = native.progFdById(present.id) as number;
-    try {
-      if (present.mode === this.options.xdpMode) {
-        attachXdp(ifindex, name, this.dataplane.programFd, this.options.xdpMode, oldFd);
-      } else {
-        detachXdp(ifindex, oldFd, present.mode);
-        attachXdp(ifindex, name, this.dataplane.programFd, this.options.xdpMode);
-      }
-    } finally {
-      closeFd(oldFd);
-    }
+    this.logLinesReported = lines;
   }
 
-  private async teardown({ keepDataplane }: StopOptions): Promise<void> {
+  /** releaseLocks: false when start() failed (it releases them itself, once this is done). */
+  private async teardown({ keepDataplane }: StopOptions, releaseLocksAfter = true): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
     this.checker.stop();
     this.network.stop();
+    this.paths.stop();
+    this.attachment.stop();
     this.drains.stop();
     this.killSwitch.stop();
     await this.announce?.close();
@@ -319,13 +374,24 @@ export class Daemon implements DaemonApi {
     await this.metricsServer?.close();
     if (!keepDataplane) {
       try {
-        detachXdp(this.link.ifindex, this.dataplane.programFd, this.options.xdpMode);
+        this.attachment.detach();
       } catch (error) {
         this.log.error({ event: 'dataplane.detach_failed', err: error }, 'detaching XDP failed');
       }
       removePinDir(this.pinDir, this.options.bpffsRoot);
+    } else if (releaseLocksAfter && this.attachment.current.state === 'attached') {
+      try {
+        recordHandover(this.options.stateDir, programInfo(this.dataplane.programFd).id);
+      } catch (error) {
+        this.log.warn(
+          { event: 'dataplane.handover_unsaved', err: error },
+          'could not note the handover: the next daemon will log its takeover as after a crash',
+        );
+      }
     }
     this.dataplane.close();
+    // Last: until the pins are gone nobody else may start on them.
+    if (releaseLocksAfter) releaseLocks(this.locks);
   }
 
   requestStop(options: StopOptions): void {
@@ -337,13 +403,71 @@ export class Daemon implements DaemonApi {
    * Reads the config file again and hands it to the core, which lays the
    * runtime changes over it. A file that does not validate changes nothing.
    */
-  async reload(): Promise<ChangeResult> {
-    if (!this.options.configPath) throw new InputError('the daemon was started without --config: there is nothing to reload');
-    const loaded = await loadConfigFile(this.options.configPath);
-    const desired = await this.core.reload(loaded.state);
-    const warnings = settingsNeedingRestart(loaded.settings, this.options);
-    this.log.info({ event: 'config.reloaded', config: this.options.configPath, vips: desired.vips.length, warnings }, 'config reloaded');
-    return { message: `reloaded ${this.options.configPath}: ${desired.vips.length} VIPs`, warnings, applied: true };
+  async reload(options: ReloadOptions = {}): Promise<ChangeResult> {
+    const path = this.configPath('reload');
+    return this.reloads.run(async () => {
+      // Read and parsed on a thread of its own, paths resolved: only then does it queue behind other changes.
+      const loaded = await loadConfigFile(path);
+      const { desired, overrides } = await this.core.reload(loaded.state, options);
+      const warnings = settingsNeedingRestart(loaded.settings, this.options);
+      this.log.info(
+        {
+          event: 'config.reloaded',
+          config: path,
+          vips: desired.vips.length,
+          warnings,
+          runtimeOverrides: overrides.length,
+          discardedRuntimeChanges: options.discardRuntimeChanges === true,
+        },
+        'config reloaded',
+      );
+      const kept = options.discardRuntimeChanges
+        ? '; runtime changes discarded'
+        : overrides.length > 0
+          ? `; ${overrides.length} runtime changes override it`
+          : '';
+      return { message: `reloaded ${path}: ${desired.vips.length} VIPs${kept}`, warnings, applied: true, overrides };
+    });
+  }
+
+  /** The config file as it is now against what runs: what a reload (with or without the runtime changes) would change. */
+  async configDiff(): Promise<ConfigDiff> {
+    const path = this.configPath('diff');
+    const loaded = await loadConfigFile(path);
+    return {
+      file: path,
+      differences: diffStates(loaded.state, this.core.desired),
+      settings: settingsNeedingRestart(loaded.settings, this.options),
+    };
+  }
+
+  /** What runs, as a config file: the daemon's settings and the desired state, runtime changes folded in. */
+  configExport(): { text: string } {
+    const o = this.options;
+    const settings: DaemonSettings = {
+      interface: this.interfaceName,
+      xdpMode: o.xdpMode,
+      ...(o.tunnelSources.length > 0 ? { tunnelSources: [...o.tunnelSources] } : {}),
+      killSwitchTimeoutMs: o.killSwitchTimeoutMs,
+      flowTableSize: o.limits.flowTableSize,
+      maxVips: o.limits.maxVips,
+      maxBackends: o.limits.maxBackends,
+      ...(o.metricsAddress ? { metricsAddress: formatListenAddress(o.metricsAddress) } : {}),
+      ...(o.announce ? { announce: o.announce } : {}),
+    };
+    const header = `lbctl config export: what the daemon (pid ${process.pid}) on ${this.interfaceName} runs, ${new Date().toISOString()}`;
+    return { text: exportConfig(settings, this.core.desired, header) };
+  }
+
+  private configPath(what: string): string {
+    if (!this.options.configPath) throw new InputError(`the daemon was started without --config: there is nothing to ${what}`);
+    return this.options.configPath;
+  }
+
+  /** Why changes do not reach any packet right now, if they do not. */
+  attachmentProblem(): string | undefined {
+    const { state, detail } = this.attachment.current;
+    return state === 'attached' ? undefined : detail;
   }
 
   /**
@@ -374,10 +498,12 @@ export class Daemon implements DaemonApi {
     return {
       pid: process.pid,
       version: VERSION,
-      interface: this.link.name,
-      ifindex: this.link.ifindex,
+      interface: this.interfaceName,
+      ifindex: this.attachment.ifindex,
       xdpMode: this.options.xdpMode,
       programId: programInfo(this.dataplane.programFd).id,
+      dataplane: this.attachment.current,
+      netns: this.netns,
       startedAt: this.startedAt.toISOString(),
       socket: this.options.socketPath,
       stateDir: this.options.stateDir,
@@ -387,6 +513,17 @@ export class Daemon implements DaemonApi {
       vips: views.length,
       backends: backends.length,
       unresolvedBackends: backends.filter((b) => b.state === 'unresolved').length,
+      downBackends: views.flatMap((v) =>
+        v.backends
+          .filter((b) => b.state === 'down')
+          .map((b) => ({
+            vip: v.key,
+            address: b.address,
+            since: b.health?.since ?? this.startedAt.toISOString(),
+            ...(b.health?.lastError ? { reason: b.health.lastError } : {}),
+          })),
+      ),
+      vipsWithoutHealthyBackend: views.filter((v) => !v.backends.some((b) => b.state === 'active')).map((v) => v.key),
       flowTableSize: this.dataplane.limits.flowTableSize,
       metricsAddress: this.metricsServer ? formatListenAddress(this.metricsServer.address) : null,
       killSwitch: this.killSwitch.status(),
@@ -400,7 +537,7 @@ export class Daemon implements DaemonApi {
     const sources: string[] = [];
     for (const family of [4, 6] as const) {
       const address =
-        this.options.tunnelSources.find((a) => a.includes(':') === (family === 6)) ?? (await primaryAddress(this.link.name, family));
+        this.options.tunnelSources.find((a) => a.includes(':') === (family === 6)) ?? (await primaryAddress(this.interfaceName, family));
       if (address) sources.push(address);
     }
     return sources;
@@ -466,6 +603,18 @@ function downSettler(core: () => ControlLoop, live: HealthLookup): DownSettler {
         .map((b) => b.address) ?? [],
     forward: (transition) => core().healthChanged(transition),
   });
+}
+
+/** Takes every lock, or none. */
+function takeLocks(dir: string, subjects: ReadonlyArray<Parameters<typeof acquireLock>[1]>): HeldLock[] {
+  const held: HeldLock[] = [];
+  try {
+    for (const subject of subjects) held.push(acquireLock(dir, subject));
+    return held;
+  } catch (error) {
+    releaseLocks(held);
+    throw error;
+  }
 }
 
 async function refuseIfRunning(socketPath: string): Promise<void> {

@@ -7,12 +7,13 @@ import type {
   AnnounceView,
   BackendSummary,
   ChangeResult,
+  ConfigDiff,
   KillSwitchStatus,
   StatsResult,
   StatusResult,
   VipSummary,
 } from '../api/protocol.js';
-import { type ControlLoop, DEFAULT_DRAIN_IDLE_SECONDS } from '../core/control-loop.js';
+import { type ChangeOptions, type ControlLoop, DEFAULT_DRAIN_IDLE_SECONDS } from '../core/control-loop.js';
 import { explainFlow, parseClientEndpoint } from '../core/explain.js';
 import type { FlowClock } from '../core/flows.js';
 import type { HealthLookup } from '../core/views.js';
@@ -21,7 +22,7 @@ import { validateTableSize } from '../maglev/maglev.js';
 import { type CheckSettings, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { formatDuration } from '../model/duration.js';
 import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
-import { DEFAULT_WEIGHT, type DrainSpec, effectiveCheck, findVip, vipSettings } from '../model/desired-state.js';
+import { type Change, DEFAULT_WEIGHT, type DrainSpec, effectiveCheck, findVip, vipSettings } from '../model/desired-state.js';
 import { InputError, quote } from '../model/errors.js';
 import type { Handlers } from './api-server.js';
 
@@ -34,11 +35,15 @@ export interface DaemonApi {
   status(): Promise<StatusResult>;
   stats(): StatsResult;
   requestStop(options: { keepDataplane: boolean }): void;
-  reload(): Promise<ChangeResult>;
+  reload(options: { discardRuntimeChanges?: boolean }): Promise<ChangeResult>;
+  configDiff(): Promise<ConfigDiff>;
+  configExport(): { text: string };
   setKillSwitch(engaged: boolean): Promise<KillSwitchStatus>;
   killSwitchStatus(): KillSwitchStatus;
   /** A VIP's announcement to the fleet's router (announcing off: not announced, reason off). */
   announceView(vipKey: string): AnnounceView;
+  /** Why nothing reaches the packets right now (the program is not attached), if so. */
+  attachmentProblem(): string | undefined;
 }
 
 export const DEFAULT_DRAIN_TIMEOUT_SECONDS = 300;
@@ -46,12 +51,18 @@ const MAX_DRAIN_SECONDS = 7 * 24 * 3600;
 
 export function createHandlers(daemon: DaemonApi): Handlers {
   const { core } = daemon;
+  /** A change is made (or refused) whatever is attached; if no packet will see it, the answer says so. */
+  const change = async (what: Change, options: ChangeOptions): Promise<ChangeResult> => {
+    const result = await core.change(what, options);
+    const problem = daemon.attachmentProblem();
+    return problem ? { ...result, warnings: [...result.warnings, problem] } : result;
+  };
   const backendOf = (p: { vip: unknown; address: unknown }) => {
     const vip = vipKey(p.vip);
     const { address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
     return { vip, address };
   };
-  const dryRun = (p: { dryRun?: unknown }) => ({ dryRun: optionalFlag(p.dryRun, 'dryRun') });
+  const dryRun = (p: { dryRun?: unknown }, signal: AbortSignal) => ({ dryRun: optionalFlag(p.dryRun, 'dryRun'), signal });
 
   return {
     status: () => daemon.status(),
@@ -61,12 +72,14 @@ export function createHandlers(daemon: DaemonApi): Handlers {
       return { stopping: true as const };
     },
 
-    reload: () => daemon.reload(),
+    reload: async (p) => daemon.reload({ discardRuntimeChanges: optionalFlag(p.discardRuntimeChanges, 'discardRuntimeChanges') }),
+    'config.diff': () => daemon.configDiff(),
+    'config.export': async () => daemon.configExport(),
     'killswitch.engage': () => daemon.setKillSwitch(true),
     'killswitch.release': () => daemon.setKillSwitch(false),
     'killswitch.status': async () => daemon.killSwitchStatus(),
 
-    'vip.add': async (p) => {
+    'vip.add': async (p, signal) => {
       const vip = parseVip(requireString(p.vip, 'vip'));
       const settings = vipSettings(vip, {
         ...(p.forward !== undefined ? { forward: parseForward(requireString(p.forward, 'forward')) } : {}),
@@ -75,10 +88,10 @@ export function createHandlers(daemon: DaemonApi): Handlers {
         ...(p.onAllDown !== undefined ? { onAllDown: parseAllDownPolicy(requireString(p.onAllDown, 'onAllDown')) } : {}),
         ...(p.need !== undefined ? { need: requireNumber(p.need, 'need') } : {}),
       });
-      return core.change({ op: 'vip.add', vip, settings });
+      return change({ op: 'vip.add', vip, settings }, { signal });
     },
 
-    'vip.remove': async (p) => core.change({ op: 'vip.remove', vip: vipKey(p.vip) }),
+    'vip.remove': async (p, signal) => change({ op: 'vip.remove', vip: vipKey(p.vip) }, { signal }),
 
     'vip.list': async (): Promise<VipSummary[]> =>
       core.views.map((v) => {
@@ -102,30 +115,31 @@ export function createHandlers(daemon: DaemonApi): Handlers {
         };
       }),
 
-    'backend.add': async (p) => {
+    'backend.add': async (p, signal) => {
       const vip = vipKey(p.vip);
       const { family, address } = parseIpAddress(requireString(p.address, 'address'), 'backend address');
       const weight = p.weight === undefined ? DEFAULT_WEIGHT : parseWeight(p.weight);
       const forward = p.forward === undefined ? undefined : parseForward(requireString(p.forward, 'forward'));
       const check = p.check === undefined ? undefined : checkOverrides(requireObject(p.check, 'check'));
       const backend = { address, family, weight, ...(forward ? { forward } : {}), ...(check ? { check } : {}) };
-      return core.change({ op: 'backend.add', vip, backend }, dryRun(p));
+      return change({ op: 'backend.add', vip, backend }, dryRun(p, signal));
     },
 
-    'backend.remove': async (p) => core.change({ op: 'backend.remove', ...backendOf(p) }, dryRun(p)),
+    'backend.remove': async (p, signal) => change({ op: 'backend.remove', ...backendOf(p) }, dryRun(p, signal)),
 
-    'backend.weight': async (p) => core.change({ op: 'backend.set', ...backendOf(p), patch: { weight: parseWeight(p.weight) } }, dryRun(p)),
+    'backend.weight': async (p, signal) =>
+      change({ op: 'backend.set', ...backendOf(p), patch: { weight: parseWeight(p.weight) } }, dryRun(p, signal)),
 
-    'backend.drain': async (p) => {
+    'backend.drain': async (p, signal) => {
       const drain: DrainSpec = {
         since: new Date().toISOString(),
         timeoutSeconds: seconds(p.timeoutSeconds, 'drain timeout', DEFAULT_DRAIN_TIMEOUT_SECONDS),
         idleSeconds: seconds(p.idleSeconds, 'drain idle time', DEFAULT_DRAIN_IDLE_SECONDS),
       };
-      return core.change({ op: 'backend.set', ...backendOf(p), patch: { drain } }, dryRun(p));
+      return change({ op: 'backend.set', ...backendOf(p), patch: { drain } }, dryRun(p, signal));
     },
 
-    'backend.undrain': async (p) => core.change({ op: 'backend.set', ...backendOf(p), patch: { drain: null } }),
+    'backend.undrain': async (p, signal) => change({ op: 'backend.set', ...backendOf(p), patch: { drain: null } }, { signal }),
 
     'backend.list': async (p): Promise<BackendSummary[]> => {
       const key = vipKey(p.vip);

@@ -12,7 +12,14 @@ import { InputError } from '../model/errors.js';
 /** What a daemon started in the background tells `lbctl start`; kind input: refused as asked (exit code 3). */
 export type StartOutcome = { type: 'ready'; pid: number } | { type: 'failed'; kind: 'input' | 'internal'; message: string };
 
+/** Once stopped, the process exits by itself; a log write stuck on a pipe nobody reads keeps it at most this long. */
+const EXIT_GRACE_MS = 2000;
+
 export async function runDaemon(options: DaemonOptions, log: Logger): Promise<number> {
+  // The log goes through a LogSink that never throws; anything else written
+  // to a standard stream on a full disk or into a closed pipe must not
+  // crash the daemon either (an unhandled 'error' event would).
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
   let daemon: Daemon;
   try {
     daemon = await Daemon.start(options, log);
@@ -25,7 +32,9 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
     else log.error({ event: 'daemon.failed', err: error }, 'lbctl daemon failed to start');
     report({ type: 'failed', kind: refused ? 'input' : 'internal', message });
     if (!process.send) process.stderr.write(`lbctl: ${message}\n`);
-    return refused ? EXIT.invalid : EXIT.internal;
+    const code = refused ? EXIT.invalid : EXIT.internal;
+    exitSoon(code);
+    return code;
   }
   // SIGTERM (a service manager, an upgrade) stops the daemon but leaves the
   // data plane balancing for the next daemon to take over; SIGINT (Ctrl-C at
@@ -50,7 +59,13 @@ export async function runDaemon(options: DaemonOptions, log: Logger): Promise<nu
   process.disconnect?.();
   tellSystemd(log, `READY=1\nSTATUS=balancing on ${options.interface}\nMAINPID=${process.pid}`);
   await daemon.whenStopped;
+  exitSoon(0);
   return 0;
+}
+
+/** The process ends when nothing is left to do; a log write stuck on a pipe nobody reads does not hold it for more than EXIT_GRACE_MS. */
+function exitSoon(code: number): void {
+  setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
 }
 
 function report(message: StartOutcome): void {

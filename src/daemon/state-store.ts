@@ -9,7 +9,7 @@ import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '
 import { type BackendChange, type DrainSpec, type RuntimeChanges, NO_CHANGES, vipSettings } from '../model/desired-state.js';
 import { type CheckOptions, type CheckSettings, type CheckSpec, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { InputError } from '../model/errors.js';
-import { writeFileAtomic } from '../util/atomic-write.js';
+import { privateDirectoryProblem, writeFileAtomic } from '../util/atomic-write.js';
 
 const FILE = 'runtime.json';
 const KILL_SWITCH_FILE = 'kill-switch.json';
@@ -19,13 +19,21 @@ export function runtimeStatePath(stateDir: string): string {
   return join(stateDir, FILE);
 }
 
+/** Refuses a state directory others could write to: they could replace what the daemon restores. */
+export function checkStateDir(stateDir: string): void {
+  const problem = privateDirectoryProblem(stateDir);
+  if (problem) throw new InputError(`refusing the state directory: ${problem}`);
+}
+
 export function saveRuntimeChanges(stateDir: string, changes: RuntimeChanges): void {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  checkStateDir(stateDir);
   writeFileAtomic(runtimeStatePath(stateDir), `${JSON.stringify({ version: FORMAT_VERSION, ...changes }, null, 2)}\n`);
 }
 
 /** No file means no changes; a file that does not validate is an error, never ignored. */
 export function loadRuntimeChanges(stateDir: string): RuntimeChanges {
+  checkStateDir(stateDir);
   const path = runtimeStatePath(stateDir);
   let text: string;
   try {
@@ -44,10 +52,12 @@ export function loadRuntimeChanges(stateDir: string): RuntimeChanges {
 /** When the kill-switch was engaged by an operator, or null: it survives restarts. */
 export function saveKillSwitch(stateDir: string, engagedSince: string | null): void {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  checkStateDir(stateDir);
   writeFileAtomic(join(stateDir, KILL_SWITCH_FILE), `${JSON.stringify({ version: FORMAT_VERSION, engagedSince })}\n`);
 }
 
 export function loadKillSwitch(stateDir: string): string | null {
+  checkStateDir(stateDir);
   const path = join(stateDir, KILL_SWITCH_FILE);
   let text: string;
   try {

@@ -12,7 +12,10 @@
  * once and is never probed. A result is the regular probe and, with
  * settings.dsr, the DSR-path probe run after a successful regular one (its
  * reason wins). Transitions are logged (warn: down, info: up) and reported
- * to onTransition once each; single probes are not logged.
+ * to onTransition once each; single probes are not logged. A probe the
+ * balancer could not run for want of its own resources (file descriptors,
+ * memory, local ports) is no verdict: it changes no state and no count, is
+ * counted in probesWithoutVerdict and logged at most once a minute.
  */
 import type { Logger } from '../log.js';
 import { formatVip, type VipAddress } from '../model/address.js';
@@ -60,6 +63,9 @@ export interface Transition {
   readonly reason: string;
 }
 
+/** At most one health.probe_without_verdict line this often. */
+const NO_VERDICT_LOG_MS = 60_000;
+
 /** The first interval after the first probe is this fraction of the interval, give or take: targets added together do not probe in lockstep. */
 const FIRST_INTERVAL_JITTER = 0.2;
 
@@ -86,6 +92,10 @@ interface Entry {
 export class HealthChecker {
   private readonly entries = new Map<string, Entry>();
   private stopped = false;
+  /** Probes the balancer could not run (its own resources ran out): no verdict either way. */
+  probesWithoutVerdict = 0;
+  private noVerdictLoggedAt = -Infinity;
+  private noVerdictSinceLog = 0;
 
   /**
    * dsrProbe: how a DSR-path probe is sent; the real one (an AF_PACKET
@@ -251,6 +261,10 @@ export class HealthChecker {
   }
 
   private record(entry: Entry, result: ProbeResult): void {
+    if (!result.ok && result.local) {
+      this.noVerdict(entry, result.reason);
+      return;
+    }
     const { rise, fall } = entry.target.settings;
     entry.lastCheck = new Date().toISOString();
     if (!result.ok) entry.lastError = result.reason;
@@ -280,6 +294,26 @@ export class HealthChecker {
     entry.consecutive++;
     if (entry.consecutive >= rise)
       this.transition(entry, 'up', rise === 1 ? 'check passed' : `${entry.consecutive} checks passed in a row`);
+  }
+
+  /** The daemon's own failure (EMFILE...) is not the backend's: counted and logged, the state kept. */
+  private noVerdict(entry: Entry, reason: string): void {
+    this.probesWithoutVerdict++;
+    this.noVerdictSinceLog++;
+    const now = Date.now();
+    if (now - this.noVerdictLoggedAt < NO_VERDICT_LOG_MS) return;
+    this.log.error(
+      {
+        event: 'health.probe_without_verdict',
+        vip: formatVip(entry.target.vip),
+        backend: entry.target.address,
+        reason,
+        probes: this.noVerdictSinceLog,
+      },
+      `health checks cannot run (${reason}): backends keep their state until they can`,
+    );
+    this.noVerdictLoggedAt = now;
+    this.noVerdictSinceLog = 0;
   }
 
   private transition(entry: Entry, to: HealthState, reason: string): void {

@@ -57,6 +57,9 @@ const HOP_LIMIT = 64;
 const TCP_SYN = 0x02;
 const MSS = 1400;
 
+/** The balancer's own resources ran out (EAGAIN, ENOMEM, ENFILE, EMFILE, EADDRNOTAVAIL, ENOBUFS): no verdict on the backend. */
+const LOCAL_ERRNOS = new Set([11, 12, 23, 24, 99, 105]);
+
 /** Probes at once, each holding one of libuv's worker threads (4 by default) until it ends. */
 export const MAX_CONCURRENT = Math.max(1, Math.floor((Number(process.env.UV_THREADPOOL_SIZE) || 4) / 2));
 
@@ -89,6 +92,8 @@ export async function dsrProbe(target: DsrProbeTarget): Promise<ProbeResult> {
             : `backend ${backend} does not accept tunnelled traffic for VIP ${vip.address}: add the VIP to lo and decapsulate IP-in-IP (lbctl decap attach)`,
       };
     default:
+      if (LOCAL_ERRNOS.has(-result))
+        return { ok: false, reason: `the balancer could not send the DSR probe: ${errnoText(-result)}`, local: true };
       return { ok: false, reason: `DSR probe failed: ${result < 0 ? errnoText(-result) : `unexpected result ${result}`}` };
   }
 }

@@ -3,7 +3,9 @@
  * within its timeout with { ok: true } or { ok: false, reason } where the
  * reason is short and specific ("connection refused", "HTTP 503", ...).
  * An AbortSignal ends a probe at once (its sockets closed) with the reason
- * "cancelled".
+ * "cancelled". A probe the balancer itself could not run (no file
+ * descriptor, memory or local port left) says so with `local`: that is no
+ * verdict on the backend.
  */
 import { randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
@@ -14,7 +16,14 @@ import type { TLSSocket } from 'node:tls';
 import type { VipAddress } from '../model/address.js';
 import type { CheckSettings } from '../model/check.js';
 
-export type ProbeResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+export type ProbeResult =
+  | { readonly ok: true }
+  | {
+      readonly ok: false;
+      readonly reason: string;
+      /** The balancer could not run the probe (its own resources ran out): says nothing about the backend. */
+      readonly local?: true;
+    };
 
 export interface ProbeOptions {
   /** The backend's address (IPv4 or IPv6). */
@@ -43,6 +52,23 @@ const OK: ProbeResult = { ok: true };
 export const HTTP_BODY_LIMIT = 64 * 1024;
 
 const fail = (reason: string): ProbeResult => ({ ok: false, reason });
+
+/**
+ * Errors of the balancer's own resources: out of file descriptors (the
+ * process's or the system's), memory, socket buffers, or local ports
+ * (EADDRNOTAVAIL on connect). They say nothing about the backend.
+ */
+const LOCAL_ERRORS = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'ENOBUFS', 'EADDRNOTAVAIL', 'EAGAIN']);
+
+export function isLocalError(error: unknown): boolean {
+  return LOCAL_ERRORS.has((error as NodeJS.ErrnoException)?.code ?? '');
+}
+
+/** A failed probe: the backend's fault, or (a local error) nobody's verdict. */
+export function failure(error: unknown): ProbeResult {
+  const reason = errorReason(error);
+  return isLocalError(error) ? { ok: false, reason: `the balancer could not probe: ${reason}`, local: true } : fail(reason);
+}
 
 /**
  * Runs one probe: `start` opens what it needs and calls `finish` once it
@@ -81,7 +107,7 @@ function attempt(
       if (done) close();
       else cleanup = close;
     } catch (error) {
-      finish(fail(errorReason(error)));
+      finish(failure(error));
     }
   });
 }
@@ -103,7 +129,14 @@ export function errorReason(error: unknown): string {
     case 'ENETDOWN':
       return 'network is down';
     case 'EADDRNOTAVAIL':
-      return 'address not available';
+      return 'no local address or port available';
+    case 'EMFILE':
+      return 'too many open files';
+    case 'ENFILE':
+      return 'too many open files in the system';
+    case 'ENOMEM':
+    case 'ENOBUFS':
+      return 'out of memory';
     case 'EACCES':
     case 'EPERM':
       return 'not permitted (a firewall rule?)';
@@ -123,7 +156,7 @@ export function tcpProbe(options: ProbeOptions): Promise<ProbeResult> {
   return attempt(options, (finish) => {
     const socket = net.connect({ host: options.address, port: options.port });
     socket.once('connect', () => finish(OK));
-    socket.on('error', (error) => finish(fail(errorReason(error))));
+    socket.on('error', (error) => finish(failure(error)));
     return () => {
       if (socket.readyState === 'open') socket.resetAndDestroy();
       else socket.destroy();
@@ -161,7 +194,7 @@ function requestProbe(options: HttpProbeOptions, tls: boolean): Promise<ProbeRes
     });
     req.on('error', (error) => {
       if (tls && connected && !handshaken) finish(fail(`TLS handshake failed: ${tlsErrorText(error)}`));
-      else finish(fail(errorReason(error)));
+      else finish(failure(error));
     });
     req.on('response', (res) => {
       const status = res.statusCode ?? 0;
@@ -229,7 +262,7 @@ export function dnsProbe(options: DnsProbeOptions): Promise<ProbeResult> {
     const id = randomInt(0, 0x10000);
     const socket = dgram.createSocket(net.isIPv6(options.address) ? 'udp6' : 'udp4');
     socket.on('error', (error) =>
-      finish(fail((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'port unreachable' : errorReason(error))),
+      finish((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? fail('port unreachable') : failure(error)),
     );
     socket.on('message', (message) => {
       if (message.length < 12 || message.readUInt16BE(0) !== id) return; // not ours: keep waiting
@@ -241,7 +274,7 @@ export function dnsProbe(options: DnsProbeOptions): Promise<ProbeResult> {
     socket.connect(options.port, options.address, () => {
       try {
         socket.send(dnsQuery(options.name, id), (error) => {
-          if (error) finish(fail((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'port unreachable' : errorReason(error)));
+          if (error) finish((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? fail('port unreachable') : failure(error));
         });
       } catch {
         // closed meanwhile (timeout or cancel): the result is already out
@@ -265,13 +298,13 @@ export function udpProbe(options: ProbeOptions): Promise<ProbeResult> {
     (finish) => {
       const socket = dgram.createSocket(net.isIPv6(options.address) ? 'udp6' : 'udp4');
       socket.on('error', (error) =>
-        finish(fail((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'port unreachable' : errorReason(error))),
+        finish((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? fail('port unreachable') : failure(error)),
       );
       socket.on('message', () => finish(OK));
       socket.connect(options.port, options.address, () => {
         try {
           socket.send(Buffer.alloc(0), (error) => {
-            if (error) finish(fail((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 'port unreachable' : errorReason(error)));
+            if (error) finish((error as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? fail('port unreachable') : failure(error));
           });
         } catch {
           // closed meanwhile (timeout or cancel): the result is already out

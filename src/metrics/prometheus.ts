@@ -4,11 +4,12 @@
  * own); series of VIPs and backends that are gone disappear with them.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { BACKEND_STATES, type KillSwitchStatus, type StatsResult } from '../api/protocol.js';
+import { BACKEND_STATES, type AttachmentStatus, type KillSwitchStatus, type StatsResult } from '../api/protocol.js';
 
 export interface MetricsSnapshot {
   readonly stats: StatsResult;
   readonly killSwitch: KillSwitchStatus;
+  readonly dataplane: AttachmentStatus;
   readonly info: { readonly version: string; readonly interface: string; readonly xdpMode: string };
 }
 
@@ -142,6 +143,37 @@ export function createMetrics(): BalancerMetrics {
       const { up, down } = snapshot().stats.daemon.healthTransitions;
       this.inc({ to: 'up' }, up);
       this.inc({ to: 'down' }, down);
+    },
+  });
+  for (const [name, field, help] of [
+    [
+      'lbctl_log_lines_dropped_total',
+      'logLinesDropped',
+      'Log lines dropped because the log destination did not take them (full disk, stalled reader)',
+    ],
+    [
+      'lbctl_health_probes_without_verdict_total',
+      'healthProbesWithoutVerdict',
+      'Health probes the balancer could not run for want of its own resources (file descriptors, memory, ports): backends kept their state',
+    ],
+    ['lbctl_api_connections_refused_total', 'apiConnectionsRefused', 'API connections closed at once because the most allowed were open'],
+  ] as const) {
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(snapshot().stats.daemon[field]);
+      },
+    });
+  }
+  new Gauge({
+    name: 'lbctl_dataplane_attached',
+    help: "1 while the daemon's program is what its interface runs; 0 when it was detached, replaced by another program, or the interface is gone",
+    registers: [registry],
+    collect() {
+      this.set(snapshot().dataplane.state === 'attached' ? 1 : 0);
     },
   });
   new Counter({

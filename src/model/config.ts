@@ -7,7 +7,8 @@
  * yaml's document nodes carry source ranges, so validation walks the nodes
  * (not the plain JS value) and always knows where it is in the file.
  */
-import { readFile } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { LineCounter, type Node, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { DEFAULT_TABLE_SIZE, validateTableSize } from '../maglev/maglev.js';
 import {
@@ -124,16 +125,126 @@ export class ConfigError extends InputError {
   }
 }
 
-export async function loadConfigFile(path: string): Promise<LoadedConfig> {
-  let text: string;
+/**
+ * Largest config file read (about 140,000 backends written one per line):
+ * YAML parsing costs about 100 bytes of memory and a microsecond of CPU per
+ * byte of file. A larger file is refused before it is parsed.
+ */
+export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+/** A config not read and checked within this long is refused (a file system that does not answer). */
+export const CONFIG_LOAD_TIMEOUT_MS = 60_000;
+/** Heap of the thread that parses a config: a file within MAX_CONFIG_BYTES needs less than half. */
+const CONFIG_PARSER_HEAP_MB = 1024;
+
+/**
+ * Reads and checks a config file on a thread of its own, so that the
+ * caller's event loop (the daemon's kill-switch, health checks, API) never
+ * waits for it; the memory parsing takes is freed with the thread.
+ */
+export function loadConfigFile(path: string, timeoutMs = CONFIG_LOAD_TIMEOUT_MS): Promise<LoadedConfig> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./config-worker.js', import.meta.url), {
+      workerData: { path },
+      resourceLimits: { maxOldGenerationSizeMb: CONFIG_PARSER_HEAP_MB },
+    });
+    let settled = false;
+    const settle = (done: () => void) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      void worker.terminate();
+      done();
+    };
+    const timer = setTimeout(
+      () => settle(() => reject(new ConfigError(`reading config ${path} took more than ${timeoutMs / 1000} s: refused`, path))),
+      timeoutMs,
+    );
+    worker.once('message', (answer: ConfigAnswer) =>
+      settle(() => ('config' in answer ? resolve(answer.config) : reject(configErrorFrom(answer.error)))),
+    );
+    worker.once('error', (error: Error & { code?: string }) =>
+      settle(() =>
+        reject(
+          error.code === 'ERR_WORKER_OUT_OF_MEMORY'
+            ? new ConfigError(`config ${path} needs more than ${CONFIG_PARSER_HEAP_MB} MiB to parse: refused`, path)
+            : error,
+        ),
+      ),
+    );
+    worker.once('exit', (code) => settle(() => reject(new Error(`the config reader stopped (exit code ${code}) before answering`))));
+  });
+}
+
+/** What the config thread answers: the config, or the error's fields (an Error does not cross threads whole). */
+export type ConfigAnswer =
+  | { readonly config: LoadedConfig }
+  | {
+      readonly error: {
+        readonly config: boolean;
+        readonly message: string;
+        readonly path?: string;
+        readonly line?: number;
+        readonly column?: number;
+        readonly field?: string;
+      };
+    };
+
+export function configErrorFields(error: unknown): Extract<ConfigAnswer, { error: unknown }>['error'] {
+  if (error instanceof ConfigError) {
+    const { reason: message, path, line, column, field } = error;
+    return { config: true, message, path, ...(line !== undefined ? { line, column: column ?? 1 } : {}), ...(field ? { field } : {}) };
+  }
+  return { config: false, message: (error as Error).message ?? String(error) };
+}
+
+function configErrorFrom(fields: Extract<ConfigAnswer, { error: unknown }>['error']): Error {
+  if (!fields.config) return new Error(fields.message);
+  return new ConfigError(fields.message, fields.path ?? '', fields.line, fields.column, fields.field);
+}
+
+/**
+ * The text of a config file: a regular file (not a FIFO or a device, which
+ * could block a reader forever) of at most MAX_CONFIG_BYTES.
+ */
+export function readConfigText(path: string): string {
+  let fd: number;
   try {
-    text = await readFile(path, 'utf8');
+    // O_NONBLOCK: opening a FIFO does not wait for a writer.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (error) {
     // "ENOENT: no such file or directory, open '/x'" -> "ENOENT: no such file or directory"
     const reason = (error as Error).message.replace(/, \w+ '.*'$/, '');
     throw new ConfigError(`cannot read config ${path}: ${reason}`, path);
   }
-  return parseConfig(text, path);
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new ConfigError(`cannot read config ${path}: it is ${fileKind(stat)}, not a regular file`, path);
+    const tooBig = () =>
+      new ConfigError(`config ${path} is larger than ${MAX_CONFIG_BYTES} bytes (${MAX_CONFIG_BYTES / 1024 / 1024} MiB): refused`, path);
+    if (stat.size > MAX_CONFIG_BYTES) throw tooBig();
+    const buffer = Buffer.alloc(stat.size + 1);
+    let length = 0;
+    for (let n; length < buffer.length && (n = readSync(fd, buffer, length, buffer.length - length, null)) > 0;) length += n;
+    // It grew since: read what it is now, within the limit.
+    if (length > stat.size) {
+      const grown = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+      buffer.copy(grown, 0, 0, length);
+      for (let n; length < grown.length && (n = readSync(fd, grown, length, grown.length - length, null)) > 0;) length += n;
+      if (length > MAX_CONFIG_BYTES) throw tooBig();
+      return grown.toString('utf8', 0, length);
+    }
+    return buffer.toString('utf8', 0, length);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fileKind(stat: Stats): string {
+  if (stat.isFIFO()) return 'a FIFO';
+  if (stat.isDirectory()) return 'a directory';
+  if (stat.isCharacterDevice() || stat.isBlockDevice()) return 'a device';
+  if (stat.isSocket()) return 'a socket';
+  return 'not a file';
 }
 
 export function parseConfig(text: string, path: string): LoadedConfig {
@@ -166,10 +277,19 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   if (top.log_level) settings.logLevel = top.log_level.oneOf(LOG_LEVELS, 'log level');
   if (top.announce) settings.announce = readAnnounce(top.announce);
 
+  // Counted as they are read: a file with far too many is refused at the first one too many.
+  const byDefault = (set: number | undefined) => (set === undefined ? ' (the default)' : '');
+  const maxVips = settings.maxVips ?? DEFAULT_LIMITS.maxVips;
+  const maxBackends = settings.maxBackends ?? DEFAULT_LIMITS.maxBackends;
+  const tooManyVips = `too many VIPs: max_vips is ${maxVips}${byDefault(settings.maxVips)}`;
+  const tooManyBackends =
+    `too many backends across all VIPs: max_backends ${maxBackends}${byDefault(settings.maxBackends)}` +
+    ` allows at most ${maxBackends - 1} (backend id 0 is reserved)`;
   const vips: VipSpec[] = [];
   const vipsSeen = new Map<string, Cursor>();
   let backendCount = 0;
   for (const vipAt of top.vips?.items() ?? []) {
+    if (vips.length === maxVips) top.vips!.fail(tooManyVips);
     const fields = vipAt.fields(VIP_FIELDS);
     const vipField = vipAt.require(fields, 'vip');
     const vip = vipField.parse(parseVip);
@@ -191,6 +311,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     const backends: BackendSpec[] = [];
     const addressesSeen = new Map<string, Cursor>();
     for (const backendAt of fields.backends?.items() ?? []) {
+      if (backendCount + backends.length === maxBackends - 1) top.vips!.fail(tooManyBackends);
       const b = backendAt.fields(BACKEND_FIELDS);
       const addressField = backendAt.require(b, 'address');
       const { family, address } = addressField.parse((s) => parseIpAddress(s, 'backend address'));
@@ -225,18 +346,6 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     return cursor.guard(() => checkOverrides(options));
   }
 
-  const byDefault = (set: number | undefined) => (set === undefined ? ' (the default)' : '');
-  const maxVips = settings.maxVips ?? DEFAULT_LIMITS.maxVips;
-  if (vips.length > maxVips) {
-    top.vips!.fail(`too many VIPs: ${vips.length}, but max_vips is ${maxVips}${byDefault(settings.maxVips)}`);
-  }
-  const maxBackends = settings.maxBackends ?? DEFAULT_LIMITS.maxBackends;
-  if (backendCount > maxBackends - 1) {
-    top.vips!.fail(
-      `too many backends: ${backendCount} across all VIPs, but max_backends ${maxBackends}${byDefault(settings.maxBackends)}` +
-        ` allows at most ${maxBackends - 1} (backend id 0 is reserved)`,
-    );
-  }
   return { settings, state: { vips }, path };
 }
 

@@ -2,9 +2,17 @@
  * Where the data plane must send a backend's packets: egress interface,
  * MAC addresses and tunnel source, learnt from the kernel's routes and
  * neighbours so that nothing is hard-coded and changes are followed.
+ *
+ * Resolving a next hop the kernel does not know yet is the kernel's work:
+ * it is asked (a probe) and answered in the background. A refresh reads
+ * what the kernel knows and returns; a hop that answers later shows up as
+ * a neighbour event (ip monitor), and one that does not is probed again
+ * with a growing interval (onRetryDue says when). Entries an operator made
+ * static (PERMANENT, NOARP) or another control plane owns (extern_learn)
+ * are read, never probed: probing rewrites an entry.
  */
 import { type Family, type ForwardMethod } from '../model/address.js';
-import { primaryAddress } from './iproute.js';
+import { primaryOf } from './iproute.js';
 import { type LinkAnswer, type NeighbourAnswer, links, neighbours, probeNeighbours, routesTo } from './iproute-batch.js';
 
 export interface ForwardingPath {
@@ -31,24 +39,44 @@ export interface PathTarget {
   readonly forward: ForwardMethod;
 }
 
+export interface RefreshOptions {
+  /** Wait up to this long for next hops asked about for the first time (a start, a backend being added). */
+  readonly waitMs?: number;
+  /** The targets are every one in use: results of others not refreshed for a while are forgotten. */
+  readonly complete?: boolean;
+}
+
 const USABLE_STATES = ['REACHABLE', 'STALE', 'DELAY', 'PROBE', 'PERMANENT', 'NOARP'];
-const RESOLVE_TIMEOUT_MS = 1500;
-const RESOLVE_POLL_MS = 50;
-/**
- * A next hop that did not answer is asked again only after this long:
- * probes change the neighbour table, which triggers a refresh, which would
- * probe again.
- */
-const PROBE_BACKOFF_MS = 10_000;
+/** States only an operator or another program sets: the kernel never probes them, and neither does lbctl. */
+const STATIC_STATES = ['PERMANENT', 'NOARP'];
+const RESOLVE_POLL_MS = 100;
+/** A next hop that does not answer is asked again after this long, doubling up to MAX_PROBE_INTERVAL_MS. */
+const FIRST_PROBE_INTERVAL_MS = 1000;
+const MAX_PROBE_INTERVAL_MS = 10_000;
+/** Results of targets no longer in use are kept this long (a change may be about to use them). */
+const FORGET_AFTER_MS = 60_000;
 
 function targetKey(target: PathTarget): string {
   return `${target.forward} ${target.address}`;
 }
 
+function hopKey(hop: { dev: string; address: string }): string {
+  return `${hop.dev} ${hop.address}`;
+}
+
+/** Made by an operator or another control plane: read it, never probe it. */
+export function isStaticNeighbour(entry: NeighbourAnswer): boolean {
+  return (entry.state ?? []).some((s) => STATIC_STATES.includes(s)) || 'extern_learn' in entry;
+}
+
 export class ForwardingPaths {
-  private results = new Map<string, PathResult>();
-  private readonly lastProbe = new Map<string, number>();
+  private readonly results = new Map<string, { result: PathResult; at: number }>();
+  /** Next hops probed and not answering yet: when, and how long until the next probe. */
+  private readonly probing = new Map<string, { at: number; intervalMs: number }>();
   private sources: Partial<Record<Family, string>> = {};
+  private retryTimer?: NodeJS.Timeout;
+  /** A hop that did not answer is due to be probed again: refresh then. */
+  onRetryDue?: () => void;
 
   /**
    * tunnelSources: fixed outer sources for ipip, at most one per family;
@@ -60,7 +88,7 @@ export class ForwardingPaths {
   ) {}
 
   get(target: PathTarget): PathResult {
-    return this.results.get(targetKey(target)) ?? { ok: false, reason: 'not resolved yet', permanent: false };
+    return this.results.get(targetKey(target))?.result ?? { ok: false, reason: 'not resolved yet', permanent: false };
   }
 
   /**
@@ -73,21 +101,22 @@ export class ForwardingPaths {
   }
 
   /**
-   * Resolves every target again. A next hop that stops answering keeps its
-   * last known MAC (the kernel may just have aged the entry out); one that
-   * never answered is reported unresolved. Returns whether anything changed.
+   * Resolves the targets again from what the kernel knows, probing next
+   * hops it does not know (waiting for them only with waitMs). A next hop
+   * that stops answering keeps its last known MAC (the kernel may just
+   * have aged the entry out); one that never answered is reported
+   * unresolved. Returns whether any of these paths (or the tunnel sources)
+   * changed.
    */
-  async refresh(targets: readonly PathTarget[]): Promise<boolean> {
+  async refresh(targets: readonly PathTarget[], options: RefreshOptions = {}): Promise<boolean> {
     const unique = [...new Map(targets.map((t) => [targetKey(t), t])).values()];
     const configured = (family: 4 | 6) => this.tunnelSources.find((a) => a.includes(':') === (family === 6));
-    const [routes, linkList, source4, source6] = await Promise.all([
-      routesTo([...new Set(unique.map((t) => t.address))]),
-      links(),
-      configured(4) ?? primaryAddress(this.interfaceName, 4),
-      configured(6) ?? primaryAddress(this.interfaceName, 6),
-    ]);
-    const tunnelSourceFor = (address: string) => (address.includes(':') ? source6 : source4);
+    const [routes, linkList] = await Promise.all([routesTo([...new Set(unique.map((t) => t.address))]), links()]);
     const linkByName = new Map(linkList.map((l) => [l.ifname, l]));
+    const own = linkByName.get(this.interfaceName)?.addresses ?? [];
+    const source4 = configured(4) ?? primaryOf(own, 4);
+    const source6 = configured(6) ?? primaryOf(own, 6);
+    const tunnelSourceFor = (address: string) => (address.includes(':') ? source6 : source4);
 
     const next = new Map<string, PathResult>();
     const pending: Array<{ target: PathTarget; dev: string; nextHop: string; link: LinkAnswer; mtu: number }> = [];
@@ -115,12 +144,13 @@ export class ForwardingPaths {
       pending.push({ target, dev: route.dev, nextHop: route.gateway ?? target.address, link, mtu: route.mtu ?? link.mtu });
     }
 
-    const hops = new Map(pending.map((p) => [`${p.dev} ${p.nextHop}`, { address: p.nextHop, dev: p.dev }]));
-    const macs = await this.resolveMacs([...hops.values()]);
+    const hops = new Map(pending.map((p) => [hopKey({ dev: p.dev, address: p.nextHop }), { address: p.nextHop, dev: p.dev }]));
+    if (options.complete) for (const key of this.probing.keys()) if (!hops.has(key)) this.probing.delete(key);
+    const macs = await this.resolveMacs([...hops.values()], options.waitMs ?? 0);
     for (const { target, dev, nextHop, link, mtu } of pending) {
       const key = targetKey(target);
-      const mac = macs.get(`${dev} ${nextHop}`);
-      const previous = this.results.get(key);
+      const mac = macs.get(hopKey({ dev, address: nextHop }));
+      const previous = this.results.get(key)?.result;
       if (mac) {
         const tunnel = target.forward === 'ipip' ? { tunnelSrc: tunnelSourceFor(target.address)! } : {};
         next.set(key, { ok: true, path: { dev, ifindex: link.ifindex, srcMac: link.address!, nextHop, dstMac: mac, mtu, ...tunnel } });
@@ -137,46 +167,89 @@ export class ForwardingPaths {
 
     const sources = { ...(source4 ? { 4: source4 } : {}), ...(source6 ? { 6: source6 } : {}) };
     // A changed address changes the DSR-path checks' sources even when no path changes.
-    const changed =
-      JSON.stringify(sources) !== JSON.stringify(this.sources) ||
-      next.size !== this.results.size ||
-      [...next].some(([key, result]) => JSON.stringify(result) !== JSON.stringify(this.results.get(key)));
-    this.results = next;
+    let changed = JSON.stringify(sources) !== JSON.stringify(this.sources);
+    const now = Date.now();
+    for (const [key, result] of next) {
+      if (JSON.stringify(result) !== JSON.stringify(this.results.get(key)?.result)) changed = true;
+      this.results.set(key, { result, at: now });
+    }
+    if (options.complete) {
+      for (const [key, { at }] of this.results) if (!next.has(key) && now - at > FORGET_AFTER_MS) this.results.delete(key);
+    }
     this.sources = sources;
     return changed;
   }
 
-  /** MACs of the next hops, probing the ones the kernel does not know yet. */
-  private async resolveMacs(hops: ReadonlyArray<{ address: string; dev: string }>): Promise<Map<string, string>> {
+  /**
+   * MACs of the next hops the kernel knows. The others are probed when
+   * due, and waited for (up to waitMs) only when probed for the first time.
+   */
+  private async resolveMacs(hops: ReadonlyArray<{ address: string; dev: string }>, waitMs: number): Promise<Map<string, string>> {
     const found = new Map<string, string>();
+    const statics = new Set<string>();
     const read = (entries: readonly NeighbourAnswer[]) => {
       for (const e of entries) {
-        if (e.lladdr && (e.state ?? []).some((s) => USABLE_STATES.includes(s))) found.set(`${e.dev} ${e.dst}`, e.lladdr);
+        const key = hopKey({ dev: e.dev, address: e.dst });
+        if (isStaticNeighbour(e)) statics.add(key);
+        if (e.lladdr && (e.state ?? []).some((s) => USABLE_STATES.includes(s))) found.set(key, e.lladdr);
       }
     };
     read(await neighbours());
     const now = Date.now();
-    let missing = hops.filter(
-      (h) => !found.has(`${h.dev} ${h.address}`) && now - (this.lastProbe.get(`${h.dev} ${h.address}`) ?? 0) >= PROBE_BACKOFF_MS,
-    );
-    if (missing.length === 0) return found;
-    for (const h of missing) this.lastProbe.set(`${h.dev} ${h.address}`, now);
-    await probeNeighbours(missing);
-    const deadline = Date.now() + RESOLVE_TIMEOUT_MS;
-    while (missing.length > 0 && Date.now() < deadline) {
+    const missing = hops.filter((h) => !found.has(hopKey(h)) && !statics.has(hopKey(h)));
+    for (const h of hops) if (found.has(hopKey(h))) this.probing.delete(hopKey(h));
+    const due = missing.filter((h) => {
+      const state = this.probing.get(hopKey(h));
+      return !state || now - state.at >= state.intervalMs;
+    });
+    const firstTime = due.filter((h) => !this.probing.has(hopKey(h)));
+    for (const h of due) {
+      const state = this.probing.get(hopKey(h));
+      const intervalMs = state ? Math.min(state.intervalMs * 2, MAX_PROBE_INTERVAL_MS) : FIRST_PROBE_INTERVAL_MS;
+      this.probing.set(hopKey(h), { at: now, intervalMs });
+    }
+    if (due.length > 0) await probeNeighbours(due);
+    let awaited = waitMs > 0 ? firstTime : [];
+    const deadline = Date.now() + waitMs;
+    while (awaited.length > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, RESOLVE_POLL_MS));
       read(await neighbours());
-      missing = missing.filter((h) => !found.has(`${h.dev} ${h.address}`));
+      awaited = awaited.filter((h) => !found.has(hopKey(h)));
     }
+    for (const h of hops) if (found.has(hopKey(h))) this.probing.delete(hopKey(h));
+    this.scheduleRetry();
     return found;
   }
 
-  /** Keeps the kernel's entries for our next hops fresh (they see no kernel traffic). */
+  /** One timer for the next hop due to be probed again. */
+  private scheduleRetry(): void {
+    clearTimeout(this.retryTimer);
+    if (this.probing.size === 0) return;
+    const now = Date.now();
+    const next = Math.min(...[...this.probing.values()].map((s) => s.at + s.intervalMs));
+    this.retryTimer = setTimeout(() => this.onRetryDue?.(), Math.max(0, next - now) + 10);
+    this.retryTimer.unref();
+  }
+
+  /** Stops probing again (the daemon is stopping). */
+  stop(): void {
+    clearTimeout(this.retryTimer);
+    this.probing.clear();
+  }
+
+  /**
+   * Keeps the kernel's entries for our next hops fresh (they see no kernel
+   * traffic). Entries an operator made static are left alone.
+   */
   async probeAll(): Promise<void> {
     const hops = new Map<string, { address: string; dev: string }>();
-    for (const result of this.results.values()) {
-      if (result.ok) hops.set(`${result.path.dev} ${result.path.nextHop}`, { address: result.path.nextHop, dev: result.path.dev });
+    for (const { result } of this.results.values()) {
+      if (!result.ok) continue;
+      const hop = { address: result.path.nextHop, dev: result.path.dev };
+      hops.set(hopKey(hop), hop);
     }
+    if (hops.size === 0) return;
+    for (const entry of await neighbours()) if (isStaticNeighbour(entry)) hops.delete(hopKey({ dev: entry.dev, address: entry.dst }));
     await probeNeighbours([...hops.values()]);
   }
 }

@@ -3,6 +3,7 @@
  * thousands of backends costs a handful of process starts, not thousands.
  */
 import { execFile } from 'node:child_process';
+import { type InterfaceAddress, type RawAddress, interfaceAddresses } from './iproute.js';
 
 function runBatch(args: string[], commands: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -61,10 +62,13 @@ export interface NeighbourAnswer {
   readonly dev: string;
   readonly lladdr?: string;
   readonly state?: readonly string[];
+  /** Present (null) on entries another control plane installed. */
+  readonly extern_learn?: null;
 }
 
+/** Every neighbour entry, NOARP ones included (`ip neigh show` leaves them out without `nud all`). */
 export async function neighbours(): Promise<NeighbourAnswer[]> {
-  const stdout = await runBatch(['-j'], ['neigh show']);
+  const stdout = await runBatch(['-j'], ['neigh show nud all']);
   return stdout
     .split('\n')
     .filter((l) => l.startsWith('['))
@@ -76,14 +80,17 @@ export interface LinkAnswer {
   readonly ifname: string;
   readonly address?: string;
   readonly mtu: number;
+  readonly addresses: InterfaceAddress[];
 }
 
+/** Every interface with its addresses (one process: a refresh needs both). */
 export async function links(): Promise<LinkAnswer[]> {
-  const stdout = await runBatch(['-j'], ['link show']);
+  const stdout = await runBatch(['-j'], ['addr show']);
   return stdout
     .split('\n')
     .filter((l) => l.startsWith('['))
-    .flatMap((l) => JSON.parse(l) as LinkAnswer[]);
+    .flatMap((l) => JSON.parse(l) as Array<Omit<LinkAnswer, 'addresses'> & { addr_info?: RawAddress[] }>)
+    .map(({ addr_info, ...link }) => ({ ...link, addresses: interfaceAddresses(addr_info) }));
 }
 
 /** Makes the kernel (re)resolve each neighbour as if a packet waited for it. */

@@ -52,11 +52,17 @@ export async function getLink(name: string): Promise<Link> {
   };
 }
 
-export async function getAddresses(name: string): Promise<InterfaceAddress[]> {
-  const links = await ipJson<
-    Array<{ addr_info?: Array<{ family: string; local: string; prefixlen: number; scope: string; secondary?: boolean }> }>
-  >(['addr', 'show', 'dev', name]);
-  return (links[0]?.addr_info ?? []).map((a) => ({
+/** One address of `ip -j addr show` (addr_info). */
+export interface RawAddress {
+  readonly family: string;
+  readonly local: string;
+  readonly prefixlen: number;
+  readonly scope: string;
+  readonly secondary?: boolean;
+}
+
+export function interfaceAddresses(raw: readonly RawAddress[] = []): InterfaceAddress[] {
+  return raw.map((a) => ({
     family: a.family === 'inet6' ? 6 : 4,
     address: a.local,
     prefixLength: a.prefixlen,
@@ -65,8 +71,24 @@ export async function getAddresses(name: string): Promise<InterfaceAddress[]> {
   }));
 }
 
-/** The address the interface uses as source: its first global, primary one. */
-export async function primaryAddress(name: string, family: 4 | 6): Promise<string | undefined> {
-  const addresses = await getAddresses(name);
+/** The address an interface uses as source: its first global, primary one. */
+export function primaryOf(addresses: readonly InterfaceAddress[], family: 4 | 6): string | undefined {
   return addresses.find((a) => a.family === family && a.scope === 'global' && !a.secondary)?.address;
+}
+
+export async function getAddresses(name: string): Promise<InterfaceAddress[]> {
+  const links = await ipJson<Array<{ addr_info?: RawAddress[] }>>(['addr', 'show', 'dev', name]);
+  return interfaceAddresses(links[0]?.addr_info);
+}
+
+/** The address the interface uses as source: its first global, primary one; none when the interface is gone. */
+export async function primaryAddress(name: string, family: 4 | 6): Promise<string | undefined> {
+  let addresses: InterfaceAddress[];
+  try {
+    addresses = await getAddresses(name);
+  } catch (error) {
+    if (/does not exist|Cannot find device/.test(stderrOf(error))) return undefined;
+    throw error;
+  }
+  return primaryOf(addresses, family);
 }

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { LAB, Lab } from './lab.js';
-import type { BackendSummary, StatusResult, VipSummary } from '../../src/api/protocol.js';
+import type { BackendSummary, ConfigDiff, StatusResult, VipSummary } from '../../src/api/protocol.js';
 import { LBCTL, LabBalancer } from '../support/balancer.js';
 
 const VIP = `${LAB.vips[0]}:80/tcp`;
@@ -186,6 +186,44 @@ describe('the daemon and the CLI', () => {
     assert.deepEqual(await definitionsOf(lb), expected);
     const answers = await lb.httpFromClient(`http://${LAB.vips[0]}/`, 20);
     assert.deepEqual(answers.failures, []);
+  });
+
+  test('the file and the runtime changes: reload lists what overrides the file, config diff and export show it, --discard-runtime-changes drops it', async () => {
+    const config = join(lab.runtimeDir, 'lbctl.yaml');
+    const reload = await lb.ok(['reload']);
+    assert.match(reload, /^lbctl: reloaded .*lbctl\.yaml: 2 VIPs; 4 runtime changes override it\n/);
+    for (const line of [
+      `  + vip ${VIP}: `,
+      `  + backend ${VIP} 10.10.0.11: weight 3, forward l2dsr`,
+      `  + backend ${OTHER_VIP} 10.10.0.12: weight 5, forward l2dsr`,
+      `  - backend ${OTHER_VIP} 10.20.0.14: weight 1, forward ipip`,
+    ]) {
+      assert.ok(reload.includes(line), `reload lists ${line.trim()}:\n${reload}`);
+    }
+
+    const exported = join(lab.runtimeDir, 'exported.yaml');
+    await writeFile(exported, await lb.ok(['config', 'export']));
+    assert.match(await lb.ok(['config', 'check', exported]), /: valid, 2 VIPs with 3 backends\n$/);
+
+    // An edit not reloaded yet shows too, from the file's side.
+    await writeFile(config, (await readFile(config, 'utf8')).replace('weight: 2', 'weight: 4'));
+    const diff = await lb.json<ConfigDiff>(['config', 'diff']);
+    assert.deepEqual(
+      diff.differences.filter((d) => d.backend === '10.20.0.15'),
+      [{ vip: OTHER_VIP, backend: '10.20.0.15', change: 'changed', detail: 'weight 4 -> 2' }],
+    );
+    assert.equal(diff.differences.length, 5);
+
+    assert.match(await lb.ok(['reload', '--discard-runtime-changes']), /: 1 VIPs; runtime changes discarded\n$/);
+    const fileAlone = [{ vip: OTHER_VIP, forward: 'ipip', backends: ['10.20.0.14 w1 ipip', '10.20.0.15 w4 ipip'] }];
+    assert.deepEqual(await definitionsOf(lb), fileAlone);
+    assert.deepEqual((await lb.json<ConfigDiff>(['config', 'diff'])).differences, []);
+    await lb.stop();
+    await lb.ok(['start', '--config', config, '--state-dir', lb.stateDir]);
+    assert.deepEqual(await definitionsOf(lb), fileAlone, 'forgotten on disk too');
+
+    // Back to the runtime state the later tests start from.
+    await lb.ok(['backend', 'remove', OTHER_VIP, '10.20.0.14']);
   });
 
   test('stop detaches the program and removes its pins', async () => {

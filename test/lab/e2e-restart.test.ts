@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { LAB, Lab, ROOT, pidAlive } from './lab.js';
@@ -111,6 +111,24 @@ describe('restarts and the kill-switch', () => {
       ['10.10.0.11', '10.10.0.12', '10.10.0.13', '10.20.0.14'],
       'runtime changes survived',
     );
+
+    // The log tells a routine handover from a crash's aftermath, and a routine restart warns about nothing.
+    const log = (await readFile(join(lb.stateDir, 'lbctl.log'), 'utf8'))
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as { pid: number; level: number; event?: string; previousPid?: number; msg: string });
+    const of = (pid: number) => log.filter((l) => l.pid === pid);
+    assert.ok(of(second.pid).some((l) => l.event === 'dataplane.handed_over' && l.previousPid === first.pid && l.level === 30));
+    const afterCrash = log.find((l) => l.event === 'dataplane.replaced');
+    assert.equal(afterCrash?.level, 40, 'the takeover after SIGKILL is a warning');
+    assert.ok(of(third.pid).some((l) => l.event === 'dataplane.handed_over'));
+    assert.deepEqual(
+      of(third.pid)
+        .filter((l) => l.level >= 40)
+        .map((l) => `${l.event}: ${l.msg}`),
+      [],
+      'a routine lbctl restart logs no warning',
+    );
   });
 
   test('killed for good, the data plane fails open at the deadline; a new daemon resumes', async () => {
@@ -167,7 +185,13 @@ describe('restarts and the kill-switch', () => {
       `interface: eth0\nvips:\n  - vip: ${VIP}\n    backends:\n      - address: 10.10.0.11\n        weight: 3\n      - address: 10.10.0.12\n`,
     );
     const good = await lb.ok(['reload']);
-    assert.match(good, /^lbctl: reloaded .*: 1 VIPs\n$/);
+    assert.equal(
+      good.replace(/reloaded \S+:/, 'reloaded FILE:'),
+      'lbctl: reloaded FILE: 1 VIPs; 1 runtime changes override it\n' +
+        'runtime changes kept over the file (lbctl reload --discard-runtime-changes forgets them; lbctl config export writes them out):\n' +
+        `  + backend ${VIP} 10.20.0.14: weight 1, forward ipip\n`,
+      'the reload says which runtime change still overrides the file',
+    );
     const backends = await lb.json<BackendSummary[]>(['backend', 'list', VIP]);
     assert.deepEqual(
       backends.map((b) => `${b.address} ${b.weight}`),

@@ -18,14 +18,18 @@ export class LabBalancer {
   readonly socket: string;
   readonly stateDir: string;
 
-  /** `role`: the balancer's namespace (lb; a fleet lab's second one is lb2). */
+  /**
+   * role: the balancer's namespace (lb; a fleet lab's second one is lb2);
+   * name: of the socket (NAME.sock) and state directory (NAME-state) in the
+   * lab's runtime directory, for a second daemon in the same namespace.
+   */
   constructor(
     readonly lab: Lab,
     readonly role = 'lb',
+    name = role === 'lb' ? 'lbctl' : `lbctl-${role}`,
   ) {
-    const suffix = role === 'lb' ? '' : `-${role}`;
-    this.socket = join(lab.runtimeDir, `lbctl${suffix}.sock`);
-    this.stateDir = join(lab.runtimeDir, `lbctl-state${suffix}`);
+    this.socket = join(lab.runtimeDir, `${name}.sock`);
+    this.stateDir = join(lab.runtimeDir, `${name}-state`);
   }
 
   /** Runs `lbctl ARGS --socket ...` in the balancer's namespace. */

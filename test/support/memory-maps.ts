@@ -107,6 +107,8 @@ export const TUNNEL_SOURCE = '10.10.0.2';
  */
 export class TestPaths {
   readonly failures = new Map<string, { reason: string; permanent: boolean }>();
+  /** Addresses whose resolution never ends (a next hop the kernel is still asking for): a refresh naming one never returns. */
+  readonly hanging = new Set<string>();
   refreshes = 0;
 
   get(target: PathTarget): PathResult {
@@ -126,8 +128,9 @@ export class TestPaths {
     };
   }
 
-  async refresh(): Promise<boolean> {
+  async refresh(targets: readonly PathTarget[] = []): Promise<boolean> {
     this.refreshes++;
+    if (targets.some((t) => this.hanging.has(t.address))) await new Promise(() => undefined);
     return false;
   }
 

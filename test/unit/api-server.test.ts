@@ -57,6 +57,12 @@ const handlers: Handlers = {
   reload: async () => {
     throw new Error('not used');
   },
+  'config.diff': async () => {
+    throw new Error('not used');
+  },
+  'config.export': async () => {
+    throw new Error('not used');
+  },
   'killswitch.engage': async () => {
     throw new Error('not used');
   },
@@ -240,6 +246,88 @@ describe('ApiServer and call()', () => {
     await server.close();
     assert.equal(existsSync(socketPath), false);
     await assert.rejects(call(socketPath, 'status', {}), DaemonUnreachableError);
+  });
+});
+
+/** Resolves when the server closes the connection; with what it said first. */
+function closedByServer(socket: ReturnType<typeof connect>): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (text += chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve(text));
+  });
+}
+
+function connected(path: string): Promise<ReturnType<typeof connect>> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(path);
+    socket.once('connect', () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+describe('ApiServer limits: connections, idle and slow clients, clients that leave', () => {
+  const limits = { maxConnections: 3, idleTimeoutMs: 300, requestTimeoutMs: 300, maxPendingRequests: 4 };
+  const socketPath = join(dir, 'limits.sock');
+  const aborted: boolean[] = [];
+  let server: ApiServer;
+  before(async () => {
+    server = await ApiServer.listen(
+      socketPath,
+      {
+        ...handlers,
+        // A change that waits for its turn: tells whether its client left meanwhile.
+        'backend.weight': async (_params, signal) => {
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          aborted.push(signal.aborted);
+          return { message: 'done', warnings: [], applied: !signal.aborted };
+        },
+      },
+      log,
+      limits,
+    );
+  });
+  after(() => server.close());
+
+  test('connections beyond the limit are closed at once and counted; the others keep working', async () => {
+    const held = await Promise.all([1, 2, 3].map(() => connected(socketPath)));
+    const extra = await connected(socketPath);
+    assert.equal(await closedByServer(extra), '', 'closed without an answer');
+    assert.equal(server.refusedConnections, 1);
+    held[0]!.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(await call(socketPath, 'status', {}), STATUS, 'a freed place is taken by the next client');
+    for (const socket of held) socket.destroy();
+  });
+
+  test('an idle connection is closed', async () => {
+    const socket = await connected(socketPath);
+    assert.equal(await closedByServer(socket), '');
+  });
+
+  test('a request that does not end (a byte now and then) is refused and its connection closed', async () => {
+    const socket = await connected(socketPath);
+    const closed = closedByServer(socket);
+    socket.write('{"id": 1, ');
+    const drip = setInterval(() => socket.write(' '), 100);
+    try {
+      const answer = JSON.parse(await closed) as RawResponse;
+      assert.deepEqual(answer.error, { message: 'request not complete within 0.3 s', kind: 'input' });
+    } finally {
+      clearInterval(drip);
+    }
+  });
+
+  test('a client that leaves while its request waits: the handler knows (a change not started is not made)', async () => {
+    aborted.length = 0;
+    const socket = await connected(socketPath);
+    socket.write(`${JSON.stringify({ id: 1, method: 'backend.weight', params: { vip: 'v', address: 'a', weight: 2 } })}\n`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    socket.destroy();
+    assert.equal((await call(socketPath, 'backend.weight', { vip: 'v', address: 'a', weight: 2 })).applied, true);
+    assert.deepEqual(aborted, [true, false]);
   });
 });
 

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { ConfigError, loadConfigFile, parseConfig } from '../../src/model/config.js';
+import { ConfigError, loadConfigFile, MAX_CONFIG_BYTES, parseConfig } from '../../src/model/config.js';
 import { type DesiredState, vipSettings } from '../../src/model/desired-state.js';
 import { ANNOUNCE_DEFAULTS } from '../../src/model/announce.js';
 
@@ -432,10 +433,10 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       3,
       3,
       'vips',
-      'too many VIPs: 3, but max_vips is 2',
+      'too many VIPs: max_vips is 2',
     );
     const vips = Array.from({ length: 4097 }, (_, i) => `  - vip: 10.0.${i >> 8}.${i & 255}:80/tcp\n`).join('');
-    assertFails(`vips:\n${vips}`, 2, 3, 'vips', 'too many VIPs: 4097, but max_vips is 4096 (the default)');
+    assertFails(`vips:\n${vips}`, 2, 3, 'vips', 'too many VIPs: max_vips is 4096 (the default)');
   });
 
   test('too many backends: max_backends minus the reserved id 0', () => {
@@ -446,7 +447,7 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       3,
       3,
       'vips',
-      'too many backends: 16 across all VIPs, but max_backends 16 allows at most 15 (backend id 0 is reserved)',
+      'too many backends across all VIPs: max_backends 16 allows at most 15 (backend id 0 is reserved)',
     );
   });
 });
@@ -527,6 +528,15 @@ describe('parseConfig: announce (a fleet node)', () => {
   });
 });
 
+async function inTempDir(body: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'lbctl-config-'));
+  try {
+    await body(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 describe('loadConfigFile', () => {
   test('reads and parses a file', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'lbctl-config-'));
@@ -543,6 +553,71 @@ describe('loadConfigFile', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  test(
+    'only a regular file is read: a FIFO (which would wait for a writer forever) or a directory is refused',
+    { timeout: 10_000 },
+    async () => {
+      await inTempDir(async (dir) => {
+        const fifo = join(dir, 'config.fifo');
+        execFileSync('mkfifo', [fifo]);
+        await assert.rejects(loadConfigFile(fifo), { message: `cannot read config ${fifo}: it is a FIFO, not a regular file` });
+        await assert.rejects(loadConfigFile(dir), { message: `cannot read config ${dir}: it is a directory, not a regular file` });
+      });
+    },
+  );
+
+  test('a file larger than MAX_CONFIG_BYTES is refused before it is parsed', async () => {
+    await inTempDir(async (dir) => {
+      const path = join(dir, 'config.yaml');
+      // Valid YAML (a comment) one byte over the limit.
+      await writeFile(path, `#${' '.repeat(MAX_CONFIG_BYTES - 2)}\n\n`);
+      await assert.rejects(loadConfigFile(path), {
+        message: `config ${path} is larger than ${MAX_CONFIG_BYTES} bytes (4 MiB): refused`,
+      });
+      await writeFile(path, `#${' '.repeat(MAX_CONFIG_BYTES - 2)}\n`);
+      assert.deepEqual((await loadConfigFile(path)).state, { vips: [] }, 'at the limit it is read');
+    });
+  });
+
+  test('a file that names far more backends than allowed (aliases) is refused at the first one too many', { timeout: 15_000 }, async () => {
+    await inTempDir(async (dir) => {
+      const path = join(dir, 'config.yaml');
+      // 4000 VIPs sharing one list of 2000 backends: 8 million backends in 200 KB.
+      const list = Array.from({ length: 2000 }, (_, i) => `  - address: 10.10.${i >> 8}.${i & 255}\n`).join('');
+      const vips = Array.from({ length: 4000 }, (_, i) => `  - vip: 10.100.${i >> 8}.${i & 255}:80/tcp\n    backends: *all\n`).join('');
+      await writeFile(path, `vips:\n  - vip: 10.99.0.1:80/tcp\n    backends: &all\n${list.replace(/^ {2}/gm, '      ')}${vips}`);
+      await assert.rejects(loadConfigFile(path), {
+        message: /^.*: vips: too many backends across all VIPs: max_backends 65536 \(the default\) allows at most 65535/,
+      });
+    });
+  });
+
+  test('parsing runs on a thread of its own: the event loop of the caller keeps running meanwhile', async () => {
+    await inTempDir(async (dir) => {
+      const path = join(dir, 'config.yaml');
+      const backends = Array.from({ length: 100 }, (_, i) => `      - address: 10.10.0.${i + 1}\n`).join('');
+      const vips = Array.from({ length: 400 }, (_, i) => `  - vip: 10.100.${i >> 8}.${i & 255}:80/tcp\n    backends:\n${backends}`).join(
+        '',
+      );
+      await writeFile(path, `vips:\n${vips}`);
+      // The longest pause between the ticks of a timer, compared with the whole load (side by side: no absolute time).
+      let last = performance.now();
+      let longest = 0;
+      const timer = setInterval(() => {
+        const now = performance.now();
+        longest = Math.max(longest, now - last);
+        last = now;
+      }, 2);
+      const started = performance.now();
+      const config = await loadConfigFile(path);
+      const total = performance.now() - started;
+      clearInterval(timer);
+      longest = Math.max(longest, performance.now() - last);
+      assert.equal(config.state.vips.length, 400);
+      assert.ok(longest < total / 2, `the event loop paused ${longest.toFixed(0)} ms of the ${total.toFixed(0)} ms the load took`);
+    });
   });
 
   test('a missing file is a ConfigError naming the path', async () => {

@@ -78,6 +78,15 @@ function transition(address: string, from: Transition['from'], to: Transition['t
   return { key: `${WEB} ${address}`, vip: parseVip(WEB), address, from, to, reason: to === 'down' ? 'connection refused' : 'check passed' };
 }
 
+/** Waits (a few seconds at most) until check() holds. */
+async function eventually(check: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 3000;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 describe('ControlLoop', () => {
   let h: Harness;
   beforeEach(async () => {
@@ -266,6 +275,45 @@ describe('ControlLoop', () => {
     });
     assert.deepEqual(order, ['change', 'last']);
     await assert.rejects(h.loop.change({ op: 'backend.remove', vip: WEB, address: '10.10.0.13' }), /the daemon is stopping/);
+  });
+
+  test('a backend found down leaves the table while a reload still waits for the paths of its new backends', async () => {
+    h.paths.hanging.add('10.10.0.14');
+    const edited: DesiredState = { vips: [{ ...CONFIG.vips[0]!, backends: [be('10.10.0.11'), be('10.10.0.12'), be('10.10.0.14')] }] };
+    let reloaded = false;
+    void h.loop.reload(edited).then(() => (reloaded = true));
+    h.down.add('10.10.0.12');
+    h.loop.healthChanged(transition('10.10.0.12', 'up', 'down'));
+    await eventually(() => addresses(h.loop).includes('10.10.0.12:down'), 'the health transition applied');
+    assert.equal(reloaded, false, 'the reload is still resolving');
+  });
+
+  test('next hops being resolved hold back neither changes, nor health transitions, nor each other', async () => {
+    // Both backends' next hops stop answering: every refresh of them hangs.
+    h.paths.hanging.add('10.10.0.11');
+    h.paths.hanging.add('10.10.0.12');
+    let refreshed = false;
+    void h.loop.pathsChanged().then(() => (refreshed = true));
+    const result = await h.loop.change({ op: 'backend.set', vip: WEB, address: '10.10.0.12', patch: { weight: 5 } });
+    assert.equal(result.applied, true);
+    await h.loop.change({ op: 'backend.add', vip: WEB, backend: be('10.10.0.13') });
+    h.down.add('10.10.0.11');
+    h.loop.healthChanged(transition('10.10.0.11', 'up', 'down'));
+    await eventually(() => addresses(h.loop).includes('10.10.0.11:down'), 'the health transition applied');
+    assert.deepEqual(addresses(h.loop), ['10.10.0.11:down', '10.10.0.12:active', '10.10.0.13:active']);
+    assert.equal(refreshed, false, 'the network refresh is still waiting');
+  });
+
+  test('a change whose client went away before its turn is not made', async () => {
+    const gone = new AbortController();
+    gone.abort();
+    await assert.rejects(
+      h.loop.change({ op: 'backend.remove', vip: WEB, address: '10.10.0.12' }, { signal: gone.signal }),
+      /the client went away before the change was made: nothing changed/,
+    );
+    assert.deepEqual(h.maps.takeLog(), []);
+    assert.deepEqual(h.saved, []);
+    assert.deepEqual(addresses(h.loop), ['10.10.0.11:active', '10.10.0.12:active']);
   });
 
   test('a config and runtime changes that do not make a valid state together are refused at start', () => {

@@ -29,6 +29,7 @@ const fake: DaemonApi = {
   },
   clock: { now: () => 0n, secondsSince: () => 0 },
   health: () => undefined,
+  attachmentProblem: () => undefined,
   announceView: () => ({
     announced: false,
     reason: { code: 'off', text: 'announcing is off' },
@@ -42,6 +43,8 @@ const fake: DaemonApi = {
   },
   requestStop: () => {},
   reload: async () => ({ message: 'reloaded', warnings: [], applied: true }),
+  configDiff: async () => ({ file: 'lbctl.yaml', differences: [], settings: [] }),
+  configExport: () => ({ text: '' }),
   setKillSwitch: () => {
     throw new Error('not used');
   },
@@ -49,9 +52,17 @@ const fake: DaemonApi = {
     throw new Error('not used');
   },
 };
-const handlers = createHandlers(fake) as unknown as Record<string, (params: Record<string, unknown>) => Promise<unknown>>;
+const byName = createHandlers(fake) as unknown as Record<
+  string,
+  (params: Record<string, unknown>, signal: AbortSignal) => Promise<unknown>
+>;
+const live = new AbortController().signal;
+const handlers: Record<string, (params: Record<string, unknown>) => Promise<unknown>> = Object.fromEntries(
+  Object.entries(byName).map(([name, handler]) => [name, (params: Record<string, unknown>) => handler(params, live)]),
+);
 
 const VALID: Record<string, Record<string, unknown>> = {
+  reload: { discardRuntimeChanges: true },
   stop: { keepDataplane: true },
   'vip.add': {
     vip: '10.0.0.100:80/tcp',

@@ -4,6 +4,7 @@
  * once, so results come at the pace of the 100 ms interval).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, test } from 'node:test';
@@ -416,3 +417,56 @@ describe('HealthChecker', () => {
     await waitFor('regular failure', () => checker.health('vip be')?.lastError === 'connection refused', 1000);
   });
 });
+
+test(
+  'a probe the balancer cannot run for want of file descriptors (EMFILE) is no verdict: the backend stays up',
+  { timeout: 30_000 },
+  async () => {
+    // In a process of its own with 256 descriptors at most, all taken once the backend is up.
+    const url = (path: string) => JSON.stringify(new URL(path, import.meta.url).href);
+    const script = `
+    import net from 'node:net';
+    import { closeSync, openSync } from 'node:fs';
+    import { HealthChecker } from ${url('../../src/health/checker.js')};
+    import { createLogger } from ${url('../../src/log.js')};
+    import { parseVip } from ${url('../../src/model/address.js')};
+    import { defaultCheck } from ${url('../../src/model/check.js')};
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const server = net.createServer((s) => s.destroy());
+    await new Promise((r) => server.listen(0, '127.0.0.1', r));
+    const vip = parseVip('10.100.0.100:80/tcp');
+    const transitions = [];
+    const lines = [];
+    const checker = new HealthChecker(createLogger('info', false, { write: (l) => lines.push(JSON.parse(l)) }), (t) => transitions.push(t.from + '->' + t.to));
+    const settings = { ...defaultCheck(vip), intervalMs: 50, timeoutMs: 200, rise: 1, fall: 1, port: server.address().port };
+    checker.update([{ key: 'k', vip, address: '127.0.0.1', settings }]);
+    while (!transitions.length) await sleep(10);
+    const fds = [];
+    let error = '';
+    try { for (;;) fds.push(openSync('/dev/null', 'r')); } catch (e) { error = e.code; }
+    await sleep(600);
+    const during = [...transitions];
+    const withoutVerdict = checker.probesWithoutVerdict;
+    for (const fd of fds) closeSync(fd);
+    await sleep(300);
+    checker.stop();
+    server.close();
+    const logged = lines.filter((l) => l.event === 'health.probe_without_verdict').map((l) => l.reason);
+    process.stdout.write(JSON.stringify({ error, during, withoutVerdict, after: transitions, logged, state: checker.health('k') }));
+    process.exit(0);`;
+    const child = spawnSync('prlimit', ['--nofile=256', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.equal(child.status, 0, child.stderr);
+    const report = JSON.parse(child.stdout) as {
+      error: string;
+      during: string[];
+      withoutVerdict: number;
+      after: string[];
+      logged: string[];
+    };
+    assert.equal(report.error, 'EMFILE', 'every descriptor was taken');
+    assert.deepEqual(report.during, ['unknown->up'], 'no verdict while the balancer had no descriptor');
+    assert.ok(report.withoutVerdict >= 3, `probes without verdict counted (${report.withoutVerdict})`);
+    assert.deepEqual(report.logged, ['the balancer could not probe: too many open files'], 'logged once');
+    assert.deepEqual(report.after, ['unknown->up']);
+  },
+);

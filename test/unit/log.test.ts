@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
@@ -39,6 +40,53 @@ test('logs are readable lines for people at a terminal', async () => {
   assert.match(text, /backend: "10\.0\.0\.11"/);
 });
 
+/**
+ * Runs a process that logs `lines` lines of about 1 KiB through the
+ * default logger (standard output is `stdout`), then prints on stderr
+ * whether it got through and how many lines were dropped.
+ */
+function logInChild(
+  stdout: number | 'pipe',
+  lines: number,
+): Promise<{ code: number | null; report: string; stdout?: NodeJS.ReadableStream }> {
+  const module = new URL('../../src/log.js', import.meta.url).href;
+  const script = `import { createLogger, droppedLogLines } from ${JSON.stringify(module)};
+    const log = createLogger('info', false);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    for (let i = 0; i < ${lines}; i++) log.info({ event: 'test.line', i, pad: 'x'.repeat(1000) }, 'a line');
+    setTimeout(() => {
+      clearInterval(timer);
+      process.stderr.write(JSON.stringify({ done: true, ticks, dropped: droppedLogLines().lines }) + '\\n');
+      process.exit(0);
+    }, 300);`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', stdout, 'pipe'] });
+  let report = '';
+  child.stderr!.on('data', (chunk: Buffer) => (report += chunk.toString()));
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, report })));
+}
+
+test('a log on a full disk (ENOSPC) drops and counts its lines; the process neither crashes nor stops', async () => {
+  const full = openSync('/dev/full', 'w');
+  try {
+    const { code, report } = await logInChild(full, 2000);
+    assert.equal(code, 0, `the process went on: ${report}`);
+    const result = JSON.parse(report) as { ticks: number; dropped: number };
+    assert.equal(result.dropped, 2000);
+    assert.ok(result.ticks > 0, 'its timers kept running');
+  } finally {
+    closeSync(full);
+  }
+});
+
+test('a log whose reader stopped reading (a full pipe) drops lines instead of waiting', { timeout: 30_000 }, async () => {
+  // Nobody reads the pipe: after its 64 KiB, every write would wait forever.
+  const { code, report } = await logInChild('pipe', 20_000);
+  assert.equal(code, 0, `the process went on: ${report}`);
+  const result = JSON.parse(report) as { dropped: number };
+  assert.ok(result.dropped > 10_000, `most of 20 MB was dropped (${result.dropped} lines)`);
+});
+
 test('every log line of the daemon names its event, and docs/observability.md lists every event', () => {
   const sources: string[] = [];
   const walk = (dir: string) => {
@@ -72,4 +120,33 @@ test('every log line of the daemon names its event, and docs/observability.md li
   assert.ok(events.size >= 30, `found ${events.size} events`);
   const undocumented = [...events].filter((name) => !docs.includes(`\`${name}\``));
   assert.deepEqual(undocumented, [], 'events missing from docs/observability.md');
+});
+
+test('under systemd (stdout is the JOURNAL_STREAM), every line carries its syslog priority for journalctl -p', async () => {
+  const lines: string[] = [];
+  const log = createLogger('debug', false, { write: (line: string) => lines.push(line) }, true);
+  log.debug('d');
+  log.info('i');
+  log.warn('w');
+  log.error('e');
+  log.fatal('f');
+  assert.deepEqual(
+    lines.map((l) => l.slice(0, 3)),
+    ['<7>', '<6>', '<4>', '<3>', '<2>'],
+  );
+  assert.equal(JSON.parse(lines[2]!.slice(3)).msg, 'w', 'the rest of the line is the JSON line');
+
+  // The default logger finds out by itself: JOURNAL_STREAM names its stdout (dev:inode), as systemd sets it.
+  const script = `
+    import { fstatSync } from 'node:fs';
+    const { dev, ino } = fstatSync(1);
+    process.env.JOURNAL_STREAM = dev + ':' + ino;
+    const { createLogger } = await import(${JSON.stringify(join(PROJECT_ROOT, 'dist', 'src', 'log.js'))});
+    createLogger('info', false).warn({ event: 'x.y' }, 'a warning');`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  await new Promise((resolve) => child.on('close', resolve));
+  assert.match(out, /^<4>\{"level":40,.*"msg":"a warning"\}\n$/);
+  assert.equal(createLogger('info', false).level, 'info', 'without JOURNAL_STREAM nothing changes');
 });

@@ -1,10 +1,11 @@
 /** Runtime changes on disk, and the atomic file replacement under them. */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { loadRuntimeChanges, runtimeStatePath, saveRuntimeChanges } from '../../src/daemon/state-store.js';
+import { loadKillSwitch, loadRuntimeChanges, runtimeStatePath, saveKillSwitch, saveRuntimeChanges } from '../../src/daemon/state-store.js';
 import { NO_CHANGES, type RuntimeChanges, vipSettings } from '../../src/model/desired-state.js';
 import { InputError } from '../../src/model/errors.js';
 import { parseVip } from '../../src/model/address.js';
@@ -94,6 +95,28 @@ describe('runtime state file', () => {
   test('no file means no changes', () => {
     assert.deepEqual(loadRuntimeChanges(freshDir()), NO_CHANGES);
     assert.deepEqual(loadRuntimeChanges(join(root, 'does-not-exist')), NO_CHANGES);
+  });
+
+  test('a state directory that group or others can write to, or that another user owns, is refused', () => {
+    for (const mode of [0o777, 0o775, 0o757]) {
+      const dir = freshDir();
+      saveRuntimeChanges(dir, CHANGES);
+      chmodSync(dir, mode);
+      const refused = {
+        name: 'InputError',
+        message: /^refusing the state directory: .* is writable by (its group|others) \(mode 0\d{3}\): chmod go-w /,
+      };
+      assert.throws(() => loadRuntimeChanges(dir), refused);
+      assert.throws(() => saveRuntimeChanges(dir, NO_CHANGES), refused);
+      assert.throws(() => loadKillSwitch(dir), refused);
+      assert.throws(() => saveKillSwitch(dir, null), refused);
+      assert.deepEqual(JSON.parse(readFileSync(runtimeStatePath(dir), 'utf8')).vips, CHANGES.vips, 'nothing written');
+    }
+    if (process.getuid?.() === 0) {
+      const dir = freshDir();
+      spawnSync('chown', ['65534', dir]);
+      assert.throws(() => loadRuntimeChanges(dir), { message: /is owned by uid 65534, not by uid 0/ });
+    }
   });
 
   test('a file that cannot be read for another reason is not taken as "no changes"', () => {
@@ -281,6 +304,25 @@ describe('writeFileAtomic', () => {
     assert.throws(() => writeFileAtomic(join(dir, 'missing', 'data.txt'), 'new content'), { code: 'ENOENT' });
     assert.equal(readFileSync(path, 'utf8'), 'old content');
     assert.deepEqual(readdirSync(dir), ['data.txt']);
+  });
+
+  test('a write cut short is finished or fails: never a truncated file (a file size limit cuts it short)', () => {
+    const dir = freshDir();
+    const path = join(dir, 'data.txt');
+    writeFileAtomic(path, 'old content');
+    // With RLIMIT_FSIZE the kernel takes the first 64 KiB of a longer write, then refuses more (EFBIG).
+    const module = new URL('../../src/util/atomic-write.js', import.meta.url).href;
+    const script = `import { writeFileAtomic } from ${JSON.stringify(module)};
+      try { writeFileAtomic(${JSON.stringify(path)}, 'x'.repeat(100000)); console.log('written'); } catch (e) { console.log(e.code); }`;
+    const child = spawnSync('prlimit', ['--fsize=65536', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.equal(child.stderr, '');
+    assert.equal(child.stdout.trim(), 'EFBIG', 'the write fails instead of leaving 64 KiB of 100 KB');
+    assert.equal(readFileSync(path, 'utf8'), 'old content');
+    assert.deepEqual(readdirSync(dir), ['data.txt'], 'no temporary file left');
+
+    const enough = spawnSync('prlimit', ['--fsize=1048576', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.equal(enough.stdout.trim(), 'written');
+    assert.equal(readFileSync(path, 'utf8').length, 100000);
   });
 
   test('a failed replacement leaves the old target and no temporary file', () => {
