@@ -203,7 +203,9 @@ describe('the daemon and the CLI', () => {
 
     const exported = join(lab.runtimeDir, 'exported.yaml');
     await writeFile(exported, await lb.ok(['config', 'export']));
-    assert.match(await lb.ok(['config', 'check', exported]), /: valid, 2 VIPs with 3 backends\n$/);
+    const check = await lb.cli(['config', 'check', exported], { socket: false });
+    assert.equal(check.code, 0, check.stderr);
+    assert.match(check.stdout, /: valid, 2 VIPs with 3 backends\n$/);
 
     // An edit not reloaded yet shows too, from the file's side.
     await writeFile(config, (await readFile(config, 'utf8')).replace('weight: 2', 'weight: 4'));
@@ -222,8 +224,11 @@ describe('the daemon and the CLI', () => {
     await lb.ok(['start', '--config', config, '--state-dir', lb.stateDir]);
     assert.deepEqual(await definitionsOf(lb), fileAlone, 'forgotten on disk too');
 
-    // Back to the runtime state the later tests start from.
+    // Back to the runtime changes the later tests start from.
+    await lb.ok(['vip', 'add', VIP]);
+    await lb.ok(['backend', 'add', VIP, '10.10.0.11', '--weight', '3']);
     await lb.ok(['backend', 'remove', OTHER_VIP, '10.20.0.14']);
+    await lb.ok(['backend', 'add', OTHER_VIP, '10.10.0.12', '--weight', '5', '--forward', 'l2dsr']);
   });
 
   test('stop detaches the program and removes its pins', async () => {
