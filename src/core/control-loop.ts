@@ -57,6 +57,8 @@ export interface ControlLoopDeps {
   readonly log: Logger;
   /** A fleet node: a VIP whose backends all fail keeps its table (it is withdrawn instead); see PlanInputs. */
   readonly keepOnAllDown?: boolean;
+  /** This host's own addresses (address -> interface): none may be a VIP. */
+  readonly hostAddresses: () => Promise<ReadonlyMap<string, string>>;
 }
 
 export interface ReloadOptions {
@@ -143,6 +145,7 @@ export class ControlLoop {
   /** The first apply: resolves every path, writes the maps. */
   start(): Promise<void> {
     return this.queue.run(async () => {
+      await this.refuseHostAddresses(this.current.vips);
       await this.deps.paths.refresh(pathTargets(this.current), { waitMs: NEW_HOP_WAIT_MS, complete: true });
       this.apply(this.current);
       this.logUnusable();
@@ -167,6 +170,7 @@ export class ControlLoop {
   async change(change: Change, options: ChangeOptions = {}): Promise<ChangeResult> {
     if (this.stopped) throw stopping();
     return this.intake.run(async () => {
+      if (change.op === 'vip.add') await this.refuseHostAddresses([change]);
       await this.resolveNew(() => withChange(this.config, this.changes, change, this.current).desired);
       return this.queue.run(async () => {
         if (options.signal?.aborted) throw new InputError('the client went away before the change was made: nothing changed');
@@ -184,6 +188,7 @@ export class ControlLoop {
   async reload(config: DesiredState, options: ReloadOptions = {}): Promise<Reloaded> {
     if (this.stopped) throw stopping();
     return this.intake.run(async () => {
+      await this.refuseHostAddresses(applyChanges(config, options.discardRuntimeChanges ? NO_CHANGES : this.changes).vips);
       await this.resolveNew(() => applyChanges(config, options.discardRuntimeChanges ? NO_CHANGES : this.changes));
       return this.queue.run(() => this.reloadNow(config, options));
     });
@@ -332,6 +337,23 @@ export class ControlLoop {
     this.sweepSoon();
     this.deps.log.info({ event: 'change.applied', change: describe, warnings }, 'runtime change applied');
     return { message: describe, warnings, applied: true };
+  }
+
+  /**
+   * A VIP that is an address of this host would take the host's own
+   * traffic to that port (SSH, say) away to the backends: refused.
+   */
+  private async refuseHostAddresses(vips: ReadonlyArray<{ readonly vip: VipAddress }>): Promise<void> {
+    if (vips.length === 0) return;
+    const own = await this.deps.hostAddresses();
+    for (const { vip } of vips) {
+      const device = own.get(vip.address);
+      if (device) {
+        throw new InputError(
+          `VIP ${formatVip(vip)}: ${vip.address} is an address of this host (on ${device}); only the backends hold a VIP`,
+        );
+      }
+    }
   }
 
   /** A backend being added is refused when its path can never work, and warned about while it does not work yet. */

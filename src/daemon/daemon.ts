@@ -32,7 +32,7 @@ import { diffStates } from '../model/state-diff.js';
 import { createMetrics } from '../metrics/prometheus.js';
 import { MetricsServer } from '../metrics/server.js';
 import { ForwardingPaths } from '../net/forwarding-paths.js';
-import { getLink, primaryAddress } from '../net/iproute.js';
+import { getLink, hostAddresses, primaryAddress } from '../net/iproute.js';
 import { type NetnsIdentity, netnsOf } from '../net/netns.js';
 import { droppedLogLines } from '../log.js';
 import { VERSION } from '../version.js';
@@ -199,6 +199,7 @@ export class Daemon implements DaemonApi {
           saveChanges: (next) => saveRuntimeChanges(options.stateDir, next),
           log,
           keepOnAllDown: options.announce !== undefined,
+          hostAddresses,
         },
         options.config,
         changes,

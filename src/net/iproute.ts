@@ -4,6 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { parseIpAddress } from '../model/address.js';
 import { InputError } from '../model/errors.js';
 
 const run = promisify(execFile);
@@ -91,4 +92,14 @@ export async function primaryAddress(name: string, family: 4 | 6): Promise<strin
     throw error;
   }
   return primaryOf(addresses, family);
+}
+
+/** Every address of this network namespace, with the interface that holds it (canonical spelling). */
+export async function hostAddresses(): Promise<Map<string, string>> {
+  const links = await ipJson<Array<{ ifname: string; addr_info?: RawAddress[] }>>(['addr', 'show']);
+  const found = new Map<string, string>();
+  for (const link of links) {
+    for (const a of interfaceAddresses(link.addr_info)) found.set(parseIpAddress(a.address).address, link.ifname);
+  }
+  return found;
 }

@@ -17,6 +17,11 @@ import { MemoryMaps, TestPaths } from '../support/memory-maps.js';
 
 const WEB = '10.100.0.100:80/tcp';
 const log = pino({ level: 'silent' });
+/** The host's own addresses: the balancer's (eth0) and loopback. */
+const HOST_ADDRESSES = new Map([
+  ['10.10.0.2', 'eth0'],
+  ['127.0.0.1', 'lo'],
+]);
 
 function be(address: string, weight = 1): BackendSpec {
   return { address, family: 4, weight };
@@ -55,6 +60,7 @@ async function harness(config = CONFIG, changes: RuntimeChanges = NO_CHANGES, op
       clock,
       paths,
       health,
+      hostAddresses: async () => HOST_ADDRESSES,
       saveChanges: (next) => {
         if (failSave.on) throw new Error('ENOSPC: no space left on device');
         saved.push(next);
@@ -316,6 +322,18 @@ describe('ControlLoop', () => {
     assert.deepEqual(addresses(h.loop), ['10.10.0.11:active', '10.10.0.12:active']);
   });
 
+  test("a VIP on one of the host's own addresses is refused: at a change, a reload and a start", async () => {
+    const own = parseVip('10.10.0.2:22/tcp');
+    await assert.rejects(
+      h.loop.change({ op: 'vip.add', vip: own, settings: vipSettings(own, {}) }),
+      /^InputError: VIP 10\.10\.0\.2:22\/tcp: 10\.10\.0\.2 is an address of this host \(on eth0\); only the backends hold a VIP$/,
+    );
+    const onHost: DesiredState = { vips: [...CONFIG.vips, { vip: own, ...vipSettings(own, {}), backends: [] }] };
+    await assert.rejects(h.loop.reload(onHost), /10\.10\.0\.2 is an address of this host/);
+    assert.equal(h.loop.desired.vips.length, 1, 'nothing changed');
+    await assert.rejects(harness(onHost), /10\.10\.0\.2 is an address of this host/);
+  });
+
   test('a config and runtime changes that do not make a valid state together are refused at start', () => {
     const changes: RuntimeChanges = {
       vips: { [WEB]: { op: 'modify', backends: { 'fd00::9': { op: 'add', backend: { address: 'fd00::9', family: 6, weight: 1 } } } } },
@@ -328,6 +346,7 @@ describe('ControlLoop', () => {
             flows: new MemoryMaps({ maxVips: 8, maxBackends: 32, flowTableSize: 1024 }),
             clock,
             paths: new TestPaths(),
+            hostAddresses: async () => HOST_ADDRESSES,
             health: () => undefined,
             saveChanges: () => {},
             log,
