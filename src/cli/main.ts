@@ -14,7 +14,7 @@ import type * as Format from './format.js';
 import { DEFAULT_BPFFS, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
 import { FORWARD_METHODS, type ForwardMethod, parseForward, parseListenAddress, parseWeight } from '../model/address.js';
 import { LOG_LEVELS } from '../log-levels.js';
-import { NEED_LIMITS, checkAnnounceProto, checkAnnounceTable, checkNeed } from '../model/announce.js';
+import { NEED_LIMITS, validateAnnounceProto, validateAnnounceTable, validateNeed } from '../model/announce.js';
 import { InputError } from '../model/errors.js';
 import { parseDuration, parseKillSwitchTimeout } from '../model/duration.js';
 import { ALL_DOWN_POLICIES, CHECK_LIMITS, type CheckOptions, DEFAULT_ALL_DOWN, parseAllDownPolicy, parseCheck } from '../model/check.js';
@@ -129,10 +129,10 @@ export function buildProgram(json = false): Command {
     .option('--metrics-address <address>', 'serve Prometheus metrics and a status page here, e.g. 127.0.0.1:9640 (default: off)')
     .option('--announce', "announce the VIPs to a fleet's router through the routing daemon (docs/fleet.md; default: off)")
     .option('--announce-table <n>', 'kernel table of the announced host routes (implies --announce; default 100)', (text: string) =>
-      checkAnnounceTable(integer('announce table', 1, 0xffffffff)(text)),
+      validateAnnounceTable(integer('announce table', 1, 0xffffffff)(text)),
     )
     .option('--announce-proto <n>', 'route protocol number of the announced routes (implies --announce; default 201)', (text: string) =>
-      checkAnnounceProto(integer('announce proto', 1, 255)(text)),
+      validateAnnounceProto(integer('announce proto', 1, 255)(text)),
     )
     .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
     .option('--foreground', 'stay in the foreground, logging to stdout (the default under systemd)')
@@ -237,7 +237,7 @@ export function buildProgram(json = false): Command {
         .default(DEFAULT_ALL_DOWN),
     )
     .option('--need <n>', "fewest healthy backends to announce it (a fleet node; default the daemon's announce need)", (text: string) =>
-      checkNeed(integer('need', 1, NEED_LIMITS.max)(text)),
+      validateNeed(integer('need', 1, NEED_LIMITS.max)(text)),
     )
     .addOption(socketOption())
     .addOption(jsonOption())

@@ -138,7 +138,7 @@ export function countWrites(w: MapWrites): number {
  * the writes that reach it.
  */
 export function plan(current: MapState, { desired, paths, health, keepOnAllDown = false }: PlanInputs): Plan {
-  checkCapacity(current, desired);
+  refuseOverCapacity(current, desired);
   const vipIds = current.vipIds.clone();
   const backendIds = current.backendIds.clone();
   const vips = new Map<string, WrittenVip>();
@@ -351,7 +351,7 @@ function takesNewFlows(backend: BackendSpec): boolean {
   return !backend.drain && backend.weight > 0;
 }
 
-function checkCapacity(current: MapState, desired: DesiredState): void {
+function refuseOverCapacity(current: MapState, desired: DesiredState): void {
   const newVips = desired.vips.filter((v) => !current.vips.has(formatVip(v.vip))).length;
   if (newVips > current.vipIds.available) {
     throw new InputError(`too many VIPs: this balancer holds at most ${current.limits.maxVips} (lbctl start --max-vips)`);

@@ -20,20 +20,20 @@ export function runtimeStatePath(stateDir: string): string {
 }
 
 /** Refuses a state directory others could write to: they could replace what the daemon restores. */
-export function checkStateDir(stateDir: string): void {
+export function requireSafeStateDir(stateDir: string): void {
   const problem = privateDirectoryProblem(stateDir);
   if (problem) throw new InputError(`refusing the state directory: ${problem}`);
 }
 
 export function saveRuntimeChanges(stateDir: string, changes: RuntimeChanges): void {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  checkStateDir(stateDir);
+  requireSafeStateDir(stateDir);
   writeFileAtomic(runtimeStatePath(stateDir), `${JSON.stringify({ version: FORMAT_VERSION, ...changes }, null, 2)}\n`);
 }
 
 /** No file means no changes; a file that does not validate is an error, never ignored. */
 export function loadRuntimeChanges(stateDir: string): RuntimeChanges {
-  checkStateDir(stateDir);
+  requireSafeStateDir(stateDir);
   const path = runtimeStatePath(stateDir);
   let text: string;
   try {
@@ -52,12 +52,12 @@ export function loadRuntimeChanges(stateDir: string): RuntimeChanges {
 /** When the kill-switch was engaged by an operator, or null: it survives restarts. */
 export function saveKillSwitch(stateDir: string, engagedSince: string | null): void {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  checkStateDir(stateDir);
+  requireSafeStateDir(stateDir);
   writeFileAtomic(join(stateDir, KILL_SWITCH_FILE), `${JSON.stringify({ version: FORMAT_VERSION, engagedSince })}\n`);
 }
 
 export function loadKillSwitch(stateDir: string): string | null {
-  checkStateDir(stateDir);
+  requireSafeStateDir(stateDir);
   const path = join(stateDir, KILL_SWITCH_FILE);
   let text: string;
   try {

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { parseIpAddress } from '../model/address.js';
-import { DEFAULT_ANNOUNCE_PROTO, DEFAULT_ANNOUNCE_TABLE, checkAnnounceProto, checkAnnounceTable } from '../model/announce.js';
+import { DEFAULT_ANNOUNCE_PROTO, DEFAULT_ANNOUNCE_TABLE, validateAnnounceProto, validateAnnounceTable } from '../model/announce.js';
 import { InputError } from '../model/errors.js';
 import type { SharedDescriptor } from './shared-descriptor.js';
 import { isInterfaceName, TunDevice, TunError } from './tun.js';
@@ -88,8 +88,8 @@ export class Announcer {
    * holder's life.
    */
   static async create(options: AnnouncerOptions): Promise<Announcer> {
-    const table = checkAnnounceTable(options.table ?? DEFAULT_ANNOUNCE_TABLE);
-    const proto = checkAnnounceProto(options.proto ?? DEFAULT_ANNOUNCE_PROTO);
+    const table = validateAnnounceTable(options.table ?? DEFAULT_ANNOUNCE_TABLE);
+    const proto = validateAnnounceProto(options.proto ?? DEFAULT_ANNOUNCE_PROTO);
     const name = options.device ?? announceDevice(options.interface);
     if (!isInterfaceName(name)) throw new InputError(`invalid announce device "${name}": not an interface name (1-15 characters)`);
     let tun: TunDevice;

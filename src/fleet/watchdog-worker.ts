@@ -13,7 +13,7 @@ export interface WatchdogWorkerData {
   readonly heartbeat: SharedArrayBuffer;
   readonly descriptor: SharedArrayBuffer;
   readonly stallMs: number;
-  readonly checkMs: number;
+  readonly pollMs: number;
 }
 
 export interface WatchdogFired {
@@ -42,4 +42,4 @@ const timer = setInterval(() => {
   const message: WatchdogFired = { fired: true, stalledMs: Math.round(now - movedAt), closed };
   parentPort!.postMessage(message);
   clearInterval(timer);
-}, data.checkMs);
+}, data.pollMs);

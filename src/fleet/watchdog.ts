@@ -38,7 +38,7 @@ export class Watchdog {
       heartbeat: heartbeat.buffer as SharedArrayBuffer,
       descriptor: options.descriptor.buffer,
       stallMs: options.stallMs,
-      checkMs: beatMs,
+      pollMs: beatMs,
     };
     const worker = new Worker(new URL('./watchdog-worker.js', import.meta.url), { workerData });
     await new Promise<void>((resolve, reject) => {

@@ -69,14 +69,14 @@ const TAKEN_PROTOS = new Map<number, string>([
   [192, 'eigrp'],
 ]);
 
-export function checkAnnounceTable(table: number): number {
+export function validateAnnounceTable(table: number): number {
   if (!Number.isInteger(table) || table < 1 || table > 0xffffffff || RESERVED_TABLES.has(table)) {
     throw new InputError(`invalid announce table ${table}: a routing table number 1-4294967295 other than 253, 254, 255 (the kernel's)`);
   }
   return table;
 }
 
-export function checkAnnounceProto(proto: number): number {
+export function validateAnnounceProto(proto: number): number {
   if (!Number.isInteger(proto) || proto < 1 || proto > 255) {
     throw new InputError(`invalid announce proto ${proto}: a route protocol number 1-255`);
   }
@@ -86,7 +86,7 @@ export function checkAnnounceProto(proto: number): number {
   return proto;
 }
 
-export function checkNeed(need: number): number {
+export function validateNeed(need: number): number {
   if (!Number.isInteger(need) || need < NEED_LIMITS.min || need > NEED_LIMITS.max) {
     throw new InputError(`invalid need ${need}: the fewest healthy backends to announce, an integer from 1 to ${NEED_LIMITS.max}`);
   }

@@ -24,16 +24,16 @@ import {
 import {
   ANNOUNCE_DEFAULTS,
   type AnnounceSettings,
-  checkAnnounceProto,
-  checkAnnounceTable,
-  checkNeed,
+  validateAnnounceProto,
+  validateAnnounceTable,
+  validateNeed,
   parseHoldDown,
   parseWithdrawDelay,
 } from './announce.js';
 import { parseDuration, parseKillSwitchTimeout } from './duration.js';
 import {
   type BackendSpec,
-  checkFamilies,
+  validateFamilies,
   DEFAULT_FORWARD,
   DEFAULT_WEIGHT,
   type DesiredState,
@@ -304,7 +304,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
         tableSize: fields.table_size?.integerWith(validateTableSize) ?? DEFAULT_TABLE_SIZE,
         ...(vipCheck ? { check: vipCheck } : {}),
         ...(fields.on_all_down ? { onAllDown: fields.on_all_down.parse(parseAllDownPolicy) } : {}),
-        ...(fields.need ? { need: fields.need.integerWith(checkNeed) } : {}),
+        ...(fields.need ? { need: fields.need.integerWith(validateNeed) } : {}),
       }),
     );
 
@@ -320,7 +320,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
       addressesSeen.set(address, addressField);
       const weight = b.weight?.weight() ?? DEFAULT_WEIGHT;
       const forward = b.forward?.parse(parseForward);
-      addressField.guard(() => checkFamilies(vip, { address, family, ...(forward ? { forward } : {}) }, settings.forward));
+      addressField.guard(() => validateFamilies(vip, { address, family, ...(forward ? { forward } : {}) }, settings.forward));
       const check = readCheck(b);
       if (check) backendAt.guard(() => validateCheckSettings(withCheckOverrides(settings.check, check), vip));
       backends.push({ address, family, weight, ...(forward ? { forward } : {}), ...(check ? { check } : {}) });
@@ -354,9 +354,9 @@ function readAnnounce(at: Cursor): AnnounceSettings {
   const empty = isScalar(at.node) && at.node.value === null;
   const fields = empty ? {} : at.fields(ANNOUNCE_FIELDS);
   return {
-    table: fields.table?.integerWith(checkAnnounceTable) ?? ANNOUNCE_DEFAULTS.table,
-    proto: fields.proto?.integerWith(checkAnnounceProto) ?? ANNOUNCE_DEFAULTS.proto,
-    need: fields.need?.integerWith(checkNeed) ?? ANNOUNCE_DEFAULTS.need,
+    table: fields.table?.integerWith(validateAnnounceTable) ?? ANNOUNCE_DEFAULTS.table,
+    proto: fields.proto?.integerWith(validateAnnounceProto) ?? ANNOUNCE_DEFAULTS.proto,
+    need: fields.need?.integerWith(validateNeed) ?? ANNOUNCE_DEFAULTS.need,
     holdDownMs: fields.hold_down?.duration(parseHoldDown) ?? ANNOUNCE_DEFAULTS.holdDownMs,
     withdrawDelayMs: fields.withdraw_delay?.duration(parseWithdrawDelay) ?? ANNOUNCE_DEFAULTS.withdrawDelayMs,
   };

@@ -15,7 +15,7 @@ import {
   withCheckOverrides,
 } from './check.js';
 import { type Family, type ForwardMethod, type VipAddress, formatVip, parseVip } from './address.js';
-import { checkNeed } from './announce.js';
+import { validateNeed } from './announce.js';
 import { InputError } from './errors.js';
 
 /**
@@ -97,7 +97,7 @@ export function effectiveForward(vip: VipSpec, backend: BackendSpec): ForwardMet
  * A backend of the other family than its VIP (4-in-6, 6-in-4) is reached
  * through a tunnel only: l2dsr delivers the client's packet as it is.
  */
-export function checkFamilies(
+export function validateFamilies(
   vip: VipAddress,
   backend: Pick<BackendSpec, 'address' | 'family' | 'forward'>,
   vipForward: ForwardMethod,
@@ -112,7 +112,7 @@ export function checkFamilies(
 export function validateDesired(desired: DesiredState): void {
   for (const vip of desired.vips) {
     for (const backend of vip.backends) {
-      checkFamilies(vip.vip, backend, vip.forward);
+      validateFamilies(vip.vip, backend, vip.forward);
       if (backend.check) validateCheckSettings(effectiveCheck(vip, backend), vip.vip);
     }
   }
@@ -183,7 +183,7 @@ export function vipSettings(
     tableSize: given.tableSize ?? DEFAULT_TABLE_SIZE,
     check: validateCheckSettings(withCheckOverrides(defaultCheck(vip), given.check ?? {}), vip),
     onAllDown: given.onAllDown ?? DEFAULT_ALL_DOWN,
-    ...(given.need !== undefined ? { need: checkNeed(given.need) } : {}),
+    ...(given.need !== undefined ? { need: validateNeed(given.need) } : {}),
   };
 }
 

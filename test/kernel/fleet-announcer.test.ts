@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { announceDevice } from '../../src/fleet/announcer.js';
-import { checkAnnounceProto, checkAnnounceTable } from '../../src/model/announce.js';
+import { validateAnnounceProto, validateAnnounceTable } from '../../src/model/announce.js';
 import { ROOT } from '../lab/lab.js';
 import { AnnouncerHolder } from '../support/announcer-holder.js';
 import { waitForHops, wallClock } from '../support/route-wait.js';
@@ -78,13 +78,13 @@ describe('options', () => {
   });
 
   test('tables and protos of the kernel or of routing daemons are refused with the reason', () => {
-    assert.equal(checkAnnounceTable(100), 100);
-    assert.equal(checkAnnounceProto(201), 201);
-    for (const table of [0, 253, 254, 255, -1, 1.5, 2 ** 32]) assert.throws(() => checkAnnounceTable(table), /invalid announce table/);
-    assert.throws(() => checkAnnounceProto(12), /it is "bird"'s/);
-    assert.throws(() => checkAnnounceProto(186), /it is "bgp"'s/);
-    assert.throws(() => checkAnnounceProto(2), /it is "kernel"'s/);
-    assert.throws(() => checkAnnounceProto(256), /route protocol number 1-255/);
+    assert.equal(validateAnnounceTable(100), 100);
+    assert.equal(validateAnnounceProto(201), 201);
+    for (const table of [0, 253, 254, 255, -1, 1.5, 2 ** 32]) assert.throws(() => validateAnnounceTable(table), /invalid announce table/);
+    assert.throws(() => validateAnnounceProto(12), /it is "bird"'s/);
+    assert.throws(() => validateAnnounceProto(186), /it is "bgp"'s/);
+    assert.throws(() => validateAnnounceProto(2), /it is "kernel"'s/);
+    assert.throws(() => validateAnnounceProto(256), /route protocol number 1-255/);
   });
 });
 
