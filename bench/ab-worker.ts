@@ -1,17 +1,15 @@
 /**
- * One side of bench/ab.ts: loads xdp_balancer from the build in ROOT
- * (its own code sets its maps up), then runs the scenarios the parent asks
- * for and answers with the mean ns per packet.
+ * One side of bench/ab.ts: loads xdp_balancer from the build in ROOT (its
+ * own code sets its maps up: an l2dsr and an ipip VIP of each family, ten
+ * backends each), then runs the scenarios the parent asks for and answers
+ * with the mean ns per packet. Frames are built here, by this tree's
+ * test/support/packets.ts, so both builds get the same bytes.
  */
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
-
-export interface AbRequest {
-  readonly packets: number[];
-  readonly count: number;
-  readonly iterations: number;
-}
+import { TCP_FLAGS } from '../test/support/packets.js';
+import { AB_VIPS, type AbScenario, abFrames } from './ab-scenarios.js';
 
 async function main(root: string): Promise<void> {
   const load = (module: string) => import(pathToFileURL(resolve(root, 'dist', module)).href);
@@ -21,8 +19,14 @@ async function main(root: string): Promise<void> {
   const { check, native } = await load('src/dataplane/libbpf.js');
   const dataplane = BalancerDataplane.load({ maxVips: 64, maxBackends: 1024, flowTableSize: 1_048_576 });
   dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
-  const backends = Array.from({ length: 10 }, (_, i) => ({ address: `10.10.0.${11 + i}`, family: 4, weight: 1 }));
-  const vip = (address: string, forward: string) => ({ vip: parseVip(`${address}:80/tcp`), forward, tableSize: 65537, backends });
+  const backend = (family: 4 | 6, i: number) => (family === 4 ? `10.10.0.${11 + i}` : `fd00:10::${(0x11 + i).toString(16)}`);
+  const backends = (family: 4 | 6) => Array.from({ length: 10 }, (_, i) => ({ address: backend(family, i), family, weight: 1 }));
+  const vip = (family: 4 | 6, address: string, forward: string) => ({
+    vip: parseVip(family === 4 ? `${address}:80/tcp` : `[${address}]:80/tcp`),
+    forward,
+    tableSize: 65537,
+    backends: backends(family),
+  });
   const paths = (t: { address: string; forward: string }) => ({
     ok: true,
     path: {
@@ -32,21 +36,33 @@ async function main(root: string): Promise<void> {
       nextHop: t.address,
       dstMac: '02:00:00:00:00:11',
       mtu: 0,
-      ...(t.forward === 'ipip' ? { tunnelSrc: '10.10.0.2' } : {}),
+      ...(t.forward === 'ipip' ? { tunnelSrc: t.address.includes(':') ? 'fd00:10::2' : '10.10.0.2' } : {}),
     },
   });
-  new Reconciler(dataplane, pino({ level: 'silent' })).apply({ vips: [vip('10.100.0.100', 'l2dsr'), vip('10.100.0.101', 'ipip')] }, paths);
+  const vips = ([4, 6] as const).flatMap((f) => [vip(f, AB_VIPS[f].l2dsr, 'l2dsr'), vip(f, AB_VIPS[f].ipip, 'ipip')]);
+  new Reconciler(dataplane, pino({ level: 'silent' })).apply({ vips }, paths);
 
-  process.on('message', (request: AbRequest) => {
-    const packets = Buffer.from(request.packets);
-    const durations = new Uint32Array(request.iterations);
-    check(
-      native.testRunDurations(dataplane.programFd, packets, packets.length / request.count, request.count, request.iterations, durations),
-      'test run',
-    );
+  const run = (packets: Buffer, count: number, iterations: number): number => {
+    const durations = new Uint32Array(iterations);
+    check(native.testRunDurations(dataplane.programFd, packets, packets.length / count, count, iterations, durations), 'test run');
     let sum = 0;
     for (const d of durations) sum += d;
-    process.send!(sum / request.iterations);
+    return sum / iterations;
+  };
+  const cache = new Map<string, Buffer>();
+  process.on('message', (s: AbScenario) => {
+    const key = JSON.stringify(s);
+    let packets = cache.get(key);
+    if (!packets) {
+      packets = abFrames(s);
+      if (s.establish) {
+        run(abFrames(s, TCP_FLAGS.SYN), s.count, s.count);
+        run(abFrames(s, TCP_FLAGS.ACK), s.count, s.count);
+      }
+      // Fresh tuples are used once; the others are kept for the next round.
+      if (s.base === 0) cache.set(key, packets);
+    }
+    process.send!(run(packets, s.count, s.iterations));
   });
   process.send!('ready');
 }

@@ -8,20 +8,27 @@
  *
  * Rows come from FAMILIES: each address family contributes its floor (the
  * floor program on a frame of that family), "not a VIP" and, per forwarding
- * mode, "new flow" and "established flow"; CROSSED adds the tunnels that
- * cross families (4in6: an IPv4 VIP with IPv6 backends; 6in4). The maps
- * are written by the daemon's own reconciler, as for a real VIP, and the
- * first packet of every scenario is checked to take the path it is named
- * after (action, backend MAC, outer header) before anything is timed.
+ * mode, "new flow" and "established flow"; for ipip also a new flow over
+ * a million tuples, the first packet after a SYN (the packet that starts
+ * tracking a TCP flow), and an established flow among a million tracked
+ * ones; CROSSED adds the tunnels that cross families (4in6: an IPv4 VIP
+ * with IPv6 backends; 6in4). The maps are written by the daemon's own
+ * reconciler, as for a real VIP, and the first packet of every scenario is
+ * checked to take the path it is named after (action, backend MAC, outer
+ * header) before anything is timed.
+ *
+ * measureSynFlood then counts the established flows that survive a flood
+ * of spoofed SYNs (and, for comparison, of spoofed ACKs).
  */
 import { pino } from 'pino';
 import { join } from 'node:path';
-import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
+import { flowKeyV4 } from '../src/dataplane/abi.js';
+import { BalancerDataplane, DEFAULT_LIMITS, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
 import { loadBpfObject } from '../src/dataplane/bpf-object.js';
 import { check, native } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import { Reconciler } from '../src/daemon/reconciler.js';
-import { parseVip } from '../src/model/address.js';
+import { formatAddressBytes, parseVip } from '../src/model/address.js';
 import { type BackendSpec, type DesiredState, type VipSpec, vipSettings } from '../src/model/desired-state.js';
 import { type PathTarget, type PathResult } from '../src/net/forwarding-paths.js';
 import { PROJECT_ROOT, bpfObjectPath } from '../src/paths.js';
@@ -37,11 +44,22 @@ export interface CostRow {
   readonly vsPass: number;
 }
 
+export interface CostOptions {
+  /** Runs per scenario and round (default 1,000,000). */
+  iterations?: number;
+  rounds?: number;
+  /** Distinct flows of the "million" rows (default 1,000,000). */
+  manyFlows?: number;
+  log?: (line: string) => void;
+}
+
 const CLIENTS = 65536;
 const MODES = ['l2dsr', 'ipip'] as const;
 type Mode = (typeof MODES)[number];
 const BACKEND_MAC = '02:00:00:00:00:11';
 const BALANCER_MAC = '02:00:00:00:00:02';
+
+type FrameSpec = { src: string; dst: string; srcPort: number; dstPort: number; tcpFlags: number };
 
 /** What the scenarios of one address family need. */
 interface FamilySpec {
@@ -56,7 +74,7 @@ interface FamilySpec {
   /** A destination that is not a VIP (the balancer's own address). */
   readonly notVip: string;
   readonly tunnelSource: string;
-  readonly frame: (spec: { src: string; dst: string; srcPort: number; dstPort: number; tcpFlags: number }) => Buffer;
+  readonly frame: (spec: FrameSpec) => Buffer;
 }
 
 export const FAMILIES: readonly FamilySpec[] = [
@@ -105,6 +123,54 @@ function flows(f: FamilySpec, vip: string, count: number, flags: number): Buffer
   return frames(count, (i) => f.frame({ src: f.client(i), dst: vip, srcPort: 1024 + (i % 50000), dstPort: 80, tcpFlags: flags }));
 }
 
+/** One's-complement sum of big-endian 16-bit words. */
+function sum16(buf: Buffer, start: number, end: number): number {
+  let sum = 0;
+  for (let i = start; i < end; i += 2) sum += buf.readUInt16BE(i);
+  return sum;
+}
+
+function fold(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  return sum;
+}
+
+/**
+ * Many distinct flows fast: copies of one frame whose client address (the
+ * last 32 bits of it) is `base + i` and whose source port changes every 2^23
+ * flows (IPv4 clients come from 10.128.0.0/9); the IPv4 header checksum and
+ * the TCP checksum are kept right by incremental update (RFC 1624).
+ */
+export function manyFlows(family: 4 | 6, dst: string, tcpFlags: number, base: number, count: number): Buffer {
+  const template =
+    family === 4
+      ? ipv4Frame({ src: '10.128.0.0', dst, srcPort: 1024, dstPort: 80, tcpFlags })
+      : ipv6Frame({ src: 'fd00:200::', dst, srcPort: 1024, dstPort: 80, tcpFlags });
+  const length = template.length;
+  const l4 = family === 4 ? 34 : 54;
+  const srcLast = family === 4 ? 26 : 34; // the client address's last 32 bits
+  const word = (offset: number) => template.readUInt16BE(offset);
+  const complement = (w: number) => ~w & 0xffff;
+  // IPv4 header: the sum of every word but the checksum and the changing address.
+  const ipRest = sum16(template, 14, 34) - word(24) - word(srcLast) - word(srcLast + 2);
+  // TCP: RFC 1624, HC' = ~(~HC + ~m + m') over the changing words (address in the pseudo-header, port).
+  const tcpBase = complement(word(l4 + 16)) + complement(word(srcLast)) + complement(word(srcLast + 2)) + complement(word(l4));
+  const flowsPerPort = family === 4 ? 0x800000 : 0x1_0000_0000;
+  const out = Buffer.alloc(length * count);
+  for (let i = 0; i < count; i++) {
+    const at = i * length;
+    template.copy(out, at);
+    const n = base + i;
+    const host = family === 4 ? (0x0a800000 | (n & 0x7fffff)) >>> 0 : n >>> 0;
+    const port = 1024 + (Math.floor(n / flowsPerPort) % 60000);
+    out.writeUInt32BE(host, at + srcLast);
+    out.writeUInt16BE(port, at + l4);
+    if (family === 4) out.writeUInt16BE(complement(fold(ipRest + (host >>> 16) + (host & 0xffff))), at + 24);
+    out.writeUInt16BE(complement(fold(tcpBase + (host >>> 16) + (host & 0xffff) + port)), at + l4 + 16);
+  }
+  return out;
+}
+
 function runDurations(programFd: number, packets: Buffer, count: number, iterations: number): Uint32Array {
   const durations = new Uint32Array(iterations);
   check(native.testRunDurations(programFd, packets, packets.length / count, count, iterations, durations), 'BPF_PROG_TEST_RUN loop');
@@ -137,7 +203,7 @@ function vipSpec(family: 4 | 6, address: string, forward: Mode, backends: readon
 
 /** Ten backends per VIP (table size 65537), written through the reconciler as the daemon would. */
 function balancer(): BalancerDataplane {
-  const dataplane = BalancerDataplane.load();
+  const dataplane = BalancerDataplane.load(DEFAULT_LIMITS);
   dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
   const desired: DesiredState = {
     vips: [
@@ -160,6 +226,12 @@ function balancer(): BalancerDataplane {
   });
   new Reconciler(dataplane, pino({ level: 'silent' })).apply(desired, paths);
   return dataplane;
+}
+
+/** Tracks each flow of the frames: a SYN then an ACK, as a handshake does (which packet starts tracking is the data plane's business). */
+function establish(dataplane: BalancerDataplane, syns: Buffer, acks: Buffer, count: number): void {
+  runDurations(dataplane.programFd, syns, count, count);
+  runDurations(dataplane.programFd, acks, count, count);
 }
 
 /** What a forwarded frame must look like: to the backend's MAC, as the given outer header. */
@@ -198,25 +270,41 @@ interface Scenario {
   readonly name: string;
   readonly family: 4 | 6 | null;
   readonly fd: number;
-  readonly packets: Buffer;
+  /** The frames of a round: the same every round, or fresh ones (flows never seen before). */
+  readonly packets: Buffer | ((round: number) => Buffer);
   readonly count: number;
+  /** Runs per round, when not the common figure. */
+  readonly iterations?: number;
   readonly expect: 'pass' | 'tx' | Forwarded;
   /** Index of the floor scenario this one is compared with. */
   floor: number;
 }
 
-export function measureDataplaneCost(options: { iterations?: number; rounds?: number; log?: (line: string) => void } = {}): CostRow[] {
+/** "1M" for a million, "64k" for 65,536. */
+export function countLabel(n: number): string {
+  if (n >= 1_000_000 && n % 1_000_000 === 0) return `${n / 1_000_000}M`;
+  if (n >= 1024 && n % 1024 === 0) return `${n / 1024}k`;
+  return n.toLocaleString('en-US');
+}
+
+export function measureDataplaneCost(options: CostOptions = {}): CostRow[] {
   const iterations = options.iterations ?? 1_000_000;
   const rounds = options.rounds ?? 5;
+  const many = options.manyFlows ?? 1_000_000;
   const pass = loadBpfObject(bpfObjectPath('xdp_pass'), 'xdp_pass');
   const floor = loadBpfObject(join(PROJECT_ROOT, 'build', 'bench', 'xdp_floor.bpf.o'), 'xdp_floor');
+  // Three data planes, so that no scenario evicts another's tracked flows:
+  // the common one, one holding a million tracked flows per family, and one
+  // that only ever sees flows it has not tracked yet.
   const dataplane = balancer();
+  const million = balancer();
+  const fresh = balancer();
   try {
-    // Established flows: 256 flows the SYNs below have made tracked.
+    // Established flows: 256 flows of each VIP, tracked.
     const established = (f: FamilySpec, vip: string) => {
-      const syns = flows(f, vip, 256, TCP_FLAGS.SYN);
-      runDurations(dataplane.programFd, syns, 256, 256);
-      return flows(f, vip, 256, TCP_FLAGS.ACK);
+      const acks = flows(f, vip, 256, TCP_FLAGS.ACK);
+      establish(dataplane, flows(f, vip, 256, TCP_FLAGS.SYN), acks, 256);
+      return acks;
     };
     const nonVip = (f: FamilySpec) =>
       frames(256, (i) => f.frame({ src: f.client(i), dst: f.notVip, srcPort: 1024 + i, dstPort: 22, tcpFlags: TCP_FLAGS.ACK }));
@@ -242,6 +330,48 @@ export function measureDataplaneCost(options: { iterations?: number; rounds?: nu
         floor: -1,
       },
     ];
+    // ipip (what Katran does) over many flows: new flows over a million
+    // tuples, the first packet after a SYN, established among a million.
+    const manyScenarios = (f: FamilySpec): Scenario[] => {
+      const vip = f.vip.ipip;
+      const expect = modeExpect('ipip', f.family, f.family);
+      const label = `${f.label} balancer ipip`;
+      const firstCount = Math.min(iterations, 262_144);
+      options.log?.(`${label}: tracking ${many.toLocaleString('en-US')} flows`);
+      const acks = manyFlows(f.family, vip, TCP_FLAGS.ACK, 0, many);
+      establish(million, manyFlows(f.family, vip, TCP_FLAGS.SYN, 0, many), acks, many);
+      return [
+        {
+          name: `${label}: new flow (SYN, ${countLabel(many)} tuples)`,
+          family: f.family,
+          fd: dataplane.programFd,
+          packets: manyFlows(f.family, vip, TCP_FLAGS.SYN, 1 << 24, many),
+          count: many,
+          expect,
+          floor: -1,
+        },
+        {
+          name: `${label}: first packet after the SYN (an ACK of an untracked flow: tracks it)`,
+          family: f.family,
+          fd: fresh.programFd,
+          // Flows never seen: new ones every round (the table fills, then evicts, as a busy balancer's does).
+          packets: (round) => manyFlows(f.family, vip, TCP_FLAGS.ACK, (2 << 24) + round * firstCount, firstCount),
+          count: firstCount,
+          iterations: firstCount,
+          expect,
+          floor: -1,
+        },
+        {
+          name: `${label}: established flow, ${countLabel(many)} flows tracked`,
+          family: f.family,
+          fd: million.programFd,
+          packets: acks,
+          count: many,
+          expect,
+          floor: -1,
+        },
+      ];
+    };
     const scenarios: Scenario[] = [
       { name: 'bare XDP_PASS', family: null, fd: pass.programFd, packets: nonVip(FAMILIES[0]!), count: 256, expect: 'pass', floor: -1 },
       ...FAMILIES.map((f): Scenario => ({
@@ -264,20 +394,23 @@ export function measureDataplaneCost(options: { iterations?: number; rounds?: nu
           floor: -1,
         },
         ...MODES.flatMap((mode) => flowScenarios(`${f.label} balancer ${mode}`, f, f.vip[mode], modeExpect(mode, f.family, f.family))),
+        ...manyScenarios(f),
       ]),
       ...CROSSED.flatMap((c) => flowScenarios(c.label, familyOf(c.vipFamily), c.vip, modeExpect('ipip', c.vipFamily, c.backendFamily))),
     ];
     // Each row is compared with the floor of its (outer, client-side) family; the references with IPv4's.
     for (const s of scenarios) s.floor = scenarios.findIndex((x) => x.name === `IPv${s.family ?? 4} floor: parse, swap MACs, XDP_TX`);
+    const packetsOf = (s: Scenario, round: number) => (typeof s.packets === 'function' ? s.packets(round) : s.packets);
     for (const s of scenarios) {
-      const first = s.packets.subarray(0, s.packets.length / s.count);
+      const packets = packetsOf(s, -1);
+      const first = packets.subarray(0, packets.length / s.count);
       const r = testRun(s.fd, first);
       const wrong = wrongAnswer(first, r.action, r.output, s.expect);
       if (wrong) throw new Error(`${s.name}: ${wrong}`);
     }
     const means = scenarios.map(() => [] as number[]);
     for (let round = 0; round < rounds; round++) {
-      scenarios.forEach((s, i) => means[i]!.push(mean(runDurations(s.fd, s.packets, s.count, iterations))));
+      scenarios.forEach((s, i) => means[i]!.push(mean(runDurations(s.fd, packetsOf(s, round), s.count, s.iterations ?? iterations))));
       options.log?.(`round ${round + 1}/${rounds}: ${scenarios.map((s, i) => `${s.name} ${means[i]!.at(-1)!.toFixed(1)}`).join(', ')}`);
     }
     const results = means.map(median);
@@ -289,10 +422,72 @@ export function measureDataplaneCost(options: { iterations?: number; rounds?: nu
       vsPass: results[i]! / results[0]!,
     }));
   } finally {
+    fresh.close();
+    million.close();
     dataplane.close();
     floor.close();
     pass.close();
   }
+}
+
+export interface FloodResult {
+  /** Tracked flows that keep sending, one packet each per chunk of the flood. */
+  readonly established: number;
+  /** Spoofed packets, each of a distinct tuple. */
+  readonly flood: number;
+  readonly flowTableSize: number;
+  /** Established flows still tracked after a flood of spoofed SYNs. */
+  readonly survivedSyns: number;
+  /** ... after a flood of spoofed ACKs, which start tracking like any first packet of a flow mid-connection. */
+  readonly survivedAcks: number;
+}
+
+/**
+ * How many established flows survive a flood of spoofed packets to their
+ * VIP (IPv4, ipip): `established` flows are tracked, then `flood` packets of
+ * distinct tuples arrive, in chunks of a million; after each chunk every
+ * established flow sends one packet (a live connection keeps sending).
+ * Counted by looking each flow up in the flow table afterwards. Survival,
+ * not time: run once per kind of flood, each on a fresh data plane.
+ */
+export function measureSynFlood(options: { established?: number; flood?: number; log?: (line: string) => void } = {}): FloodResult {
+  const count = options.established ?? 100_000;
+  const flood = options.flood ?? 10_000_000;
+  const chunk = Math.min(flood, 1_000_000);
+  const f = FAMILIES[0]!;
+  const vip = f.vip.ipip;
+  const survivors = (flags: number): number => {
+    const dataplane = balancer();
+    try {
+      const acks = manyFlows(4, vip, TCP_FLAGS.ACK, 0, count);
+      establish(dataplane, manyFlows(4, vip, TCP_FLAGS.SYN, 0, count), acks, count);
+      for (let sent = 0; sent < flood; sent += chunk) {
+        const n = Math.min(chunk, flood - sent);
+        runDurations(dataplane.programFd, manyFlows(4, vip, flags, (1 << 24) + sent, n), n, n);
+        runDurations(dataplane.programFd, acks, count, count);
+      }
+      let alive = 0;
+      for (let i = 0; i < count; i++) {
+        const frame = acks.subarray(i * (acks.length / count));
+        const key = flowKeyV4.encode({
+          saddr: formatAddressBytes(4, frame.subarray(26, 30)),
+          daddr: vip,
+          sport: frame.readUInt16BE(34),
+          dport: 80,
+          proto: 6,
+        });
+        if (dataplane.flowsV4.lookup(key)) alive++;
+      }
+      return alive;
+    } finally {
+      dataplane.close();
+    }
+  };
+  options.log?.(`flood: ${count} established flows, ${flood} spoofed SYNs`);
+  const survivedSyns = survivors(TCP_FLAGS.SYN);
+  options.log?.(`flood: ${count} established flows, ${flood} spoofed ACKs`);
+  const survivedAcks = survivors(TCP_FLAGS.ACK);
+  return { established: count, flood, flowTableSize: DEFAULT_LIMITS.flowTableSize, survivedSyns, survivedAcks };
 }
 
 /** An IPv6 row's ratio to the same row over IPv4 (the same name with "IPv4"), if there is one. */
@@ -310,5 +505,16 @@ export function costTable(rows: readonly CostRow[]): string {
       (r) =>
         `| ${r.scenario} | ${r.ns.toFixed(1)} | ${r.vsFloor.toFixed(2)} | ${r.vsPass.toFixed(2)} | ${vsIpv4(rows, r)?.toFixed(2) ?? ''} |`,
     ),
+  ].join('\n');
+}
+
+export function floodTable(r: FloodResult): string {
+  const share = (n: number) =>
+    `${n.toLocaleString('en-US')} of ${r.established.toLocaleString('en-US')} (${((100 * n) / r.established).toFixed(1)} %)`;
+  return [
+    '| flood (distinct spoofed tuples, IPv4 VIP) | established flows still tracked |',
+    '|---|---:|',
+    `| ${r.flood.toLocaleString('en-US')} SYNs | ${share(r.survivedSyns)} |`,
+    `| ${r.flood.toLocaleString('en-US')} ACKs (for comparison: a first packet mid-connection is tracked) | ${share(r.survivedAcks)} |`,
   ].join('\n');
 }
