@@ -65,6 +65,21 @@ static __always_inline bool kill_switch_tripped(__u64 now)
 }
 
 /*
+ * Why a packet the balancer does not handle (a protocol or ICMP type of no
+ * VIP) passes: unsupported when it is addressed to a VIP's address, not a
+ * VIP otherwise (neighbour discovery, GRE between other hosts...).
+ */
+static __always_inline enum lb_reason unsupported_v4(const struct iphdr *ip)
+{
+	return bpf_map_lookup_elem(&vip_addrs_v4, &ip->daddr) ? LB_REASON_L4_UNSUPPORTED : LB_REASON_NOT_VIP;
+}
+
+static __always_inline enum lb_reason unsupported_v6(const struct ipv6hdr *ip6)
+{
+	return bpf_map_lookup_elem(&vip_addrs_v6, &ip6->daddr) ? LB_REASON_L4_UNSUPPORTED : LB_REASON_NOT_VIP;
+}
+
+/*
  * Sends a packet towards its backend. An encapsulated packet that would
  * exceed the path's MTU is answered with ICMP too-big instead, so the
  * sender's path MTU discovery works through the balancer; one that may be
@@ -189,12 +204,12 @@ static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void 
 		/* Fail open here too: a balancer that is not balancing must not look alive. */
 		if (kill_switch_tripped(bpf_jiffies64()))
 			return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
-		if (reply_echo_v4(pkt, data_end))
+		if (reply_echo_v4(ctx, pkt, data_end))
 			return count_reason(LB_REASON_MALFORMED, XDP_PASS);
 		return count_reason(LB_REASON_ICMP_ECHO_REPLIED, XDP_TX);
 	}
 	if (icmp->type != ICMP_DEST_UNREACH || icmp->code != ICMP_FRAG_NEEDED)
-		return count_reason(LB_REASON_L4_UNSUPPORTED, XDP_PASS);
+		return count_reason(unsupported_v4(ip), XDP_PASS);
 	if ((void *)(quoted + 1) > data_end || (void *)(quoted + 1) > pkt->l3 + pkt->ip_len)
 		return count_reason(LB_REASON_L4_TRUNCATED, XDP_PASS);
 	/* About a packet the VIP sent, and addressed to that VIP. */
@@ -248,7 +263,7 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 	}
 	/* Neighbour discovery and the rest are the kernel's. */
 	if (icmp6->icmp6_type != ICMPV6_PKT_TOOBIG)
-		return count_reason(LB_REASON_L4_UNSUPPORTED, XDP_PASS);
+		return count_reason(unsupported_v6(ip6), XDP_PASS);
 	if ((void *)(quoted + 1) > data_end || (void *)(quoted + 1) > pkt->l3 + pkt->ip_len)
 		return count_reason(LB_REASON_L4_TRUNCATED, XDP_PASS);
 	if (quoted->ip6.version != 6 || !ipv6_addr_equal(&quoted->ip6.saddr, &ip6->daddr))
@@ -291,6 +306,8 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct packet *pkt, vo
 	__u64 now;
 
 	reason = parse_ipv4(ctx, pkt, data_end);
+	if (reason == LB_REASON_L4_UNSUPPORTED)
+		reason = unsupported_v4(pkt->l3);
 	if (reason != LB_REASON_MAX)
 		return count_reason(reason, XDP_PASS);
 	if (pkt->proto == IPPROTO_ICMP)
@@ -333,6 +350,8 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet *pkt, vo
 	__u64 now;
 
 	reason = parse_ipv6(pkt, data_end);
+	if (reason == LB_REASON_L4_UNSUPPORTED)
+		reason = unsupported_v6(pkt->l3);
 	if (reason != LB_REASON_MAX)
 		return count_reason(reason, XDP_PASS);
 	if (pkt->proto == IPPROTO_ICMPV6)

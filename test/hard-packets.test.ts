@@ -658,13 +658,27 @@ describe('packets for no VIP', () => {
     passes(udp6(40050, { dstPort: 80 }), 'not_vip', 'IPv6 protocol');
   });
 
-  test('IP protocols other than TCP, UDP and ICMP (GRE, SCTP, no next header) pass unchanged, counted l4_unsupported', () => {
+  test('IP protocols other than TCP, UDP and ICMP (GRE, SCTP, no next header) to a VIP address pass unchanged, counted l4_unsupported', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
     passes(ipv4Frame({ src: CLIENT, dst: VIP, protocol: 47, payload: Buffer.alloc(24) }), 'l4_unsupported', 'GRE');
     passes(ipv4Frame({ src: CLIENT, dst: VIP, protocol: 132, payload: Buffer.alloc(28) }), 'l4_unsupported', 'SCTP');
     passes(ipv6Frame({ src: CLIENT6, dst: VIP6, protocol: P.NONE, payload: Buffer.alloc(0) }), 'l4_unsupported', 'IPv6 no next header');
     passes(ipv6Frame({ src: CLIENT6, dst: VIP6, protocol: 50, payload: Buffer.alloc(24) }), 'l4_unsupported', 'IPv6 ESP');
+  });
+
+  test('the same protocols between other hosts (GRE, SCTP, ESP) pass unchanged, counted not_vip: they are not for a VIP', () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
+    passes(ipv4Frame({ src: CLIENT, dst: ROUTER, protocol: 47, payload: Buffer.alloc(24) }), 'not_vip', 'GRE');
+    passes(ipv4Frame({ src: CLIENT, dst: OTHER_VIP, protocol: 132, payload: Buffer.alloc(28) }), 'not_vip', 'SCTP');
+    passes(ipv6Frame({ src: CLIENT6, dst: ROUTER6, protocol: P.NONE, payload: Buffer.alloc(0) }), 'not_vip', 'IPv6 no next header');
+    passes(ipv6Frame({ src: CLIENT6, dst: OTHER_VIP6, protocol: 50, payload: Buffer.alloc(24) }), 'not_vip', 'IPv6 ESP');
+    passes(
+      ipv6Frame({ src: CLIENT6, dst: OTHER_VIP6, srcPort: 40060, extensions: [1, 2, 3, 4].map(() => destinationOptionsHeader()) }),
+      'not_vip',
+      'a fourth option header',
+    );
   });
 });
 
@@ -742,6 +756,42 @@ describe('ICMP echo (ping) to VIP addresses', () => {
     }
   });
 
+  test("an echo request whose other words are all zero (Katran's fixture: id 0, sequence 0, no data) is answered with checksum 0xffff, not 0x0000", () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    const zero = (data: Buffer) =>
+      ipv4Frame({ src: CLIENT, dst: VIP, protocol: P.ICMP, ttl: 57, tos: 0x10, id: 0x4242, payload: icmpMessage(ICMP.ECHO, 0, 0, data) });
+    const reply = (rest: number, data: Buffer) =>
+      Buffer.concat([
+        ethernet(MAC.client, MAC.balancer, ETHERTYPE.IPV4),
+        ipv4Header({ src: VIP, dst: CLIENT, protocol: P.ICMP, payloadLength: 8 + data.length, ttl: 64, tos: 0x10, id: 0x4242 }),
+        icmpMessage(ICMP.ECHO_REPLY, 0, rest, data),
+      ]);
+    for (const data of [Buffer.alloc(0), Buffer.alloc(56), Buffer.alloc(1472)]) {
+      const expected = reply(0, data);
+      assert.equal(expected.readUInt16BE(ETH_HLEN + 22), 0xffff, 'the reply built independently carries 0xffff');
+      expectFate(zero(data), { action: 'tx', output: expected, reasons: { icmp_echo_replied: 1 } }, `${data.length} zero bytes`);
+    }
+    // Words that sum to -0 without being zero: 0x0000 is their checksum, and stays.
+    const negativeZero = ipv4Frame({
+      src: CLIENT,
+      dst: VIP,
+      protocol: P.ICMP,
+      ttl: 57,
+      tos: 0x10,
+      id: 0x4242,
+      payload: icmpMessage(ICMP.ECHO, 0, 0xffff0000, Buffer.alloc(0)),
+    });
+    const expected = reply(0xffff0000, Buffer.alloc(0));
+    assert.equal(expected.readUInt16BE(ETH_HLEN + 22), 0x0000);
+    expectFate(negativeZero, { action: 'tx', output: expected, reasons: { icmp_echo_replied: 1 } }, 'identifier 0xffff');
+    const lateOnes = Buffer.concat([Buffer.alloc(1400), Buffer.from([0xff, 0xff])]);
+    expectFate(zero(lateOnes), { action: 'tx', output: reply(0, lateOnes), reasons: { icmp_echo_replied: 1 } }, 'zeros, then 0xffff');
+    for (const data of [Buffer.alloc(0), Buffer.alloc(56)]) {
+      const { output } = testRun(dataplane.programFd, zero(data));
+      assert.equal(internetChecksum(output.subarray(ETH_HLEN + 20)), 0, 'the ICMP checksum verifies as the kernel verifies it');
+    }
+  });
+
   test('a tagged echo request is answered on its VLAN', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     expectFate(withVlan(echoRequest4(), 0x0064), {
@@ -790,6 +840,21 @@ describe('ICMP echo (ping) to VIP addresses', () => {
   test('an echo request that is a fragment passes unchanged, counted fragment', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     passes(echoRequest4({ moreFragments: true, dontFragment: false }), 'fragment');
+  });
+
+  test('other ICMP types to another address (echo reply, port unreachable, time exceeded) pass unchanged, counted not_vip', () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    for (const [type, code] of [
+      [0, 0],
+      [3, 3],
+      [11, 0],
+    ] as const) {
+      passes(
+        ipv4Frame({ src: CLIENT, dst: ROUTER, protocol: P.ICMP, payload: icmpMessage(type, code, 0, Buffer.alloc(28)) }),
+        'not_vip',
+        `type ${type} code ${code}`,
+      );
+    }
   });
 
   test('other ICMP types to a VIP address (echo reply, port unreachable, redirect, timestamp) pass unchanged, counted l4_unsupported', () => {
@@ -852,7 +917,7 @@ describe('ICMP echo (ping) to VIP addresses', () => {
     passes(echoRequest6({ dst: OTHER_VIP6 }), 'not_vip');
   });
 
-  test('neighbour discovery and other ICMPv6 types pass unchanged, counted l4_unsupported', () => {
+  test('neighbour discovery and other ICMPv6 types to a VIP address pass unchanged, counted l4_unsupported', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
     for (const type of [ICMPV6.NEIGHBOR_SOLICIT, 136, 133, ICMPV6.ECHO_REPLY, 1, 3]) {
       passes(
@@ -861,6 +926,30 @@ describe('ICMP echo (ping) to VIP addresses', () => {
         `type ${type}`,
       );
     }
+  });
+
+  test('neighbour discovery and other ICMPv6 to other addresses (solicited-node multicast, all nodes, a neighbour) pass unchanged, counted not_vip', () => {
+    vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
+    const cases = [
+      { dst: 'ff02::1:ff00:100', dstMac: '33:33:ff:00:01:00', type: ICMPV6.NEIGHBOR_SOLICIT, what: 'solicitation for the VIP' },
+      { dst: 'ff02::1', dstMac: '33:33:00:00:00:01', type: 134, what: 'router advertisement' },
+      { dst: ROUTER6, dstMac: MAC.balancer, type: 136, what: 'advertisement to a neighbour' },
+      { dst: OTHER_VIP6, dstMac: MAC.balancer, type: ICMPV6.ECHO_REPLY, what: 'echo reply' },
+    ];
+    for (const c of cases)
+      passes(
+        ipv6Frame({
+          dstMac: c.dstMac,
+          src: CLIENT6,
+          dst: c.dst,
+          protocol: 'icmpv6',
+          icmp: { type: c.type },
+          payload: Buffer.alloc(24),
+          hopLimit: 255,
+        }),
+        'not_vip',
+        c.what,
+      );
   });
 
   test('an ICMPv6 header cut short by the payload length passes unchanged, counted l4_truncated', () => {
