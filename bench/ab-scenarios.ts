@@ -15,6 +15,14 @@ export interface AbScenario {
   readonly establish?: boolean;
 }
 
+/** A flood of spoofed packets against established flows of the IPv4 ipip VIP (bench/flood.ts). */
+export interface AbFlood {
+  readonly established: number;
+  readonly flood: number;
+  readonly touchEvery: number;
+  readonly tcpFlags: number;
+}
+
 export const AB_VIPS = {
   4: { l2dsr: '10.100.0.100', ipip: '10.100.0.101', other: '10.9.9.9' },
   6: { l2dsr: 'fd00:100::100', ipip: 'fd00:100::101', other: 'fd00:9::9' },

@@ -2,14 +2,16 @@
  * One side of bench/ab.ts: loads xdp_balancer from the build in ROOT (its
  * own code sets its maps up: an l2dsr and an ipip VIP of each family, ten
  * backends each), then runs the scenarios the parent asks for and answers
- * with the mean ns per packet. Frames are built here, by this tree's
- * test/support/packets.ts, so both builds get the same bytes.
+ * with the mean ns per packet, or runs a flood on a data plane of its own
+ * and answers with the established flows that survived it. Frames are
+ * built here, by this tree's code, so both builds get the same bytes.
  */
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { TCP_FLAGS } from '../test/support/packets.js';
-import { AB_VIPS, type AbScenario, abFrames } from './ab-scenarios.js';
+import { AB_VIPS, type AbFlood, type AbScenario, abFrames } from './ab-scenarios.js';
+import { floodSurvivors } from './flood.js';
 
 async function main(root: string): Promise<void> {
   const load = (module: string) => import(pathToFileURL(resolve(root, 'dist', module)).href);
@@ -17,8 +19,7 @@ async function main(root: string): Promise<void> {
   const { Reconciler } = await load('src/daemon/reconciler.js');
   const { parseVip } = await load('src/model/address.js');
   const { check, native } = await load('src/dataplane/libbpf.js');
-  const dataplane = BalancerDataplane.load({ maxVips: 64, maxBackends: 1024, flowTableSize: 1_048_576 });
-  dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
+  const { flowKeyV4 } = await load('src/dataplane/abi.js');
   const backend = (family: 4 | 6, i: number) => (family === 4 ? `10.10.0.${11 + i}` : `fd00:10::${(0x11 + i).toString(16)}`);
   const backends = (family: 4 | 6) => Array.from({ length: 10 }, (_, i) => ({ address: backend(family, i), family, weight: 1 }));
   const vip = (family: 4 | 6, address: string, forward: string) => ({
@@ -40,17 +41,43 @@ async function main(root: string): Promise<void> {
     },
   });
   const vips = ([4, 6] as const).flatMap((f) => [vip(f, AB_VIPS[f].l2dsr, 'l2dsr'), vip(f, AB_VIPS[f].ipip, 'ipip')]);
-  new Reconciler(dataplane, pino({ level: 'silent' })).apply({ vips }, paths);
+  const setUp = () => {
+    const loaded = BalancerDataplane.load({ maxVips: 64, maxBackends: 1024, flowTableSize: 1_048_576 });
+    loaded.setKillSwitchDeadline(KILL_SWITCH_NEVER);
+    new Reconciler(loaded, pino({ level: 'silent' })).apply({ vips }, paths);
+    return loaded;
+  };
+  const dataplane = setUp();
 
-  const run = (packets: Buffer, count: number, iterations: number): number => {
+  const runOn = (programFd: number, packets: Buffer, count: number, iterations: number): number => {
     const durations = new Uint32Array(iterations);
-    check(native.testRunDurations(dataplane.programFd, packets, packets.length / count, count, iterations, durations), 'test run');
+    check(native.testRunDurations(programFd, packets, packets.length / count, count, iterations, durations), 'test run');
     let sum = 0;
     for (const d of durations) sum += d;
     return sum / iterations;
   };
+  const run = (packets: Buffer, count: number, iterations: number) => runOn(dataplane.programFd, packets, count, iterations);
+  const flood = (f: AbFlood): { survivors: number; entries: number } => {
+    const fresh = setUp();
+    try {
+      const { survivors } = floodSurvivors(
+        (packets, count) => runOn(fresh.programFd, packets, count, count),
+        (flow) => fresh.flowsV4.lookup(flowKeyV4.encode(flow)) !== null,
+        { ...f, vip: AB_VIPS[4].ipip },
+      );
+      let entries = 0;
+      for (const _ of fresh.flowsV4.entries()) entries++;
+      return { survivors, entries };
+    } finally {
+      fresh.close();
+    }
+  };
   const cache = new Map<string, Buffer>();
-  process.on('message', (s: AbScenario) => {
+  process.on('message', (s: AbScenario | AbFlood) => {
+    if ('flood' in s) {
+      process.send!(flood(s));
+      return;
+    }
     const key = JSON.stringify(s);
     let packets = cache.get(key);
     if (!packets) {

@@ -10,6 +10,9 @@
  *   mkdir /tmp/before && git archive REV | tar -x -C /tmp/before
  *   (cd /tmp/before && ln -s "$OLDPWD/node_modules" && make)
  *   sudo node dist/bench/ab.js /tmp/before [rounds] [scenario filter (a regular expression)]
+ *
+ * With the filter "flood" it instead counts the established flows of each
+ * build that survive floods of spoofed SYNs and ACKs (bench/flood.ts).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { join, resolve } from 'node:path';
@@ -17,7 +20,7 @@ import { loadBpfObject } from '../src/dataplane/bpf-object.js';
 import { check, native } from '../src/dataplane/libbpf.js';
 import { PROJECT_ROOT, bpfObjectPath } from '../src/paths.js';
 import { TCP_FLAGS } from '../test/support/packets.js';
-import { AB_VIPS, type AbScenario, abFrames } from './ab-scenarios.js';
+import { AB_VIPS, type AbFlood, type AbScenario, abFrames } from './ab-scenarios.js';
 
 function start(root: string): Promise<ChildProcess> {
   const child = fork(join(PROJECT_ROOT, 'dist', 'bench', 'ab-worker.js'), [root], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -27,9 +30,11 @@ function start(root: string): Promise<ChildProcess> {
   });
 }
 
-function run(child: ChildProcess, scenario: AbScenario): Promise<number> {
+function run(child: ChildProcess, scenario: AbScenario): Promise<number>;
+function run(child: ChildProcess, scenario: AbFlood): Promise<{ survivors: number; entries: number }>;
+function run(child: ChildProcess, scenario: AbScenario | AbFlood): Promise<unknown> {
   return new Promise((resolveRun) => {
-    child.once('message', (mean) => resolveRun(mean as number));
+    child.once('message', resolveRun);
     child.send(scenario);
   });
 }
@@ -70,6 +75,7 @@ async function main(): Promise<void> {
   const [otherRoot, roundsText, filter] = process.argv.slice(2);
   if (!otherRoot) throw new Error('usage: node dist/bench/ab.js OTHER_TREE [rounds] [scenario filter]');
   const rounds = Number(roundsText ?? 7);
+  if (filter === 'flood') return floods(otherRoot);
   const chosen = scenarios().filter((s) => !filter || new RegExp(filter).test(s.name));
   const pass = loadBpfObject(bpfObjectPath('xdp_pass'), 'xdp_pass');
   const passPackets = abFrames({ family: 4, dst: AB_VIPS[4].other, tcpFlags: TCP_FLAGS.ACK, count: 256, base: 0 });
@@ -106,6 +112,29 @@ async function main(): Promise<void> {
   } finally {
     for (const worker of workers) worker.kill();
     pass.close();
+  }
+}
+
+async function floods(otherRoot: string): Promise<void> {
+  const workers = [await start(resolve(otherRoot)), await start(PROJECT_ROOT)];
+  try {
+    const base = { established: 100_000, flood: 10_000_000, touchEvery: 10_000_000 };
+    process.stdout.write(
+      `${base.established} established flows (IPv4 ipip VIP, flow table of 1,048,576), then ${base.flood} spoofed packets of distinct tuples, the established flows quiet meanwhile:\n\n`,
+    );
+    process.stdout.write(
+      '| flood | survivors before | survivors after | table entries before | table entries after |\n|---|---:|---:|---:|---:|\n',
+    );
+    for (const [name, tcpFlags] of [
+      ['SYNs', TCP_FLAGS.SYN],
+      ['ACKs', TCP_FLAGS.ACK],
+    ] as const) {
+      const before = await run(workers[0]!, { ...base, tcpFlags });
+      const after = await run(workers[1]!, { ...base, tcpFlags });
+      process.stdout.write(`| ${name} | ${before.survivors} | ${after.survivors} | ${before.entries} | ${after.entries} |\n`);
+    }
+  } finally {
+    for (const worker of workers) worker.kill();
   }
 }
 

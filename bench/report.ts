@@ -80,7 +80,7 @@ export function targets(r: BenchResults): string[] {
     const flood = r.cost.flood;
     if (flood)
       lines.push(
-        `| a flood of ${flood.flood.toLocaleString('en-US')} spoofed SYNs evicts no established flow (${flood.established.toLocaleString('en-US')} tracked) | ${flood.survivedSyns.toLocaleString('en-US')} survive | ${yes(flood.survivedSyns === flood.established)} |`,
+        `| a flood of ${flood.flood.toLocaleString('en-US')} spoofed SYNs evicts no established flow (${flood.established.toLocaleString('en-US')} tracked) | ${flood.syns.survivors.toLocaleString('en-US')} survive | ${yes(flood.syns.survivors === flood.established)} |`,
       );
   }
   if (r.http) {
@@ -144,7 +144,7 @@ export function renderReport(r: BenchResults, meta: ReportMeta): string {
       '',
       ...(r.cost.flood
         ? [
-            `SYN flood: ${r.cost.flood.established.toLocaleString('en-US')} established flows of an IPv4 ipip VIP are tracked (flow table of ${r.cost.flood.flowTableSize.toLocaleString('en-US')}), then ${r.cost.flood.flood.toLocaleString('en-US')} spoofed packets of distinct tuples arrive in chunks of a million; after each chunk every established flow sends one packet, as a live connection does. Survivors are counted in the flow table afterwards; each flood runs on a fresh data plane.`,
+            `SYN flood: ${r.cost.flood.established.toLocaleString('en-US')} established flows of an IPv4 ipip VIP are tracked (flow table of ${r.cost.flood.flowTableSize.toLocaleString('en-US')}), then ${r.cost.flood.flood.toLocaleString('en-US')} spoofed packets of distinct tuples arrive; ${r.cost.flood.touchEvery >= r.cost.flood.flood ? 'the established flows send nothing meanwhile (quiet connections: the hardest case for an LRU)' : `every established flow sends one packet per ${r.cost.flood.touchEvery.toLocaleString('en-US')} flood packets`}. Survivors and entries are counted in the flow table afterwards; each flood runs on a fresh data plane.`,
             '',
             floodTable(r.cost.flood),
             '',

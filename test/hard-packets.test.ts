@@ -565,19 +565,23 @@ describe('TCP', () => {
 
   test('a RST of a tracked flow goes to its tracked backend and marks the flow closing', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    balancedL2(tcp4(40033), BE.L2);
+    balancedL2(tcp4(40033), BE.L2, 'SYN');
+    balancedL2(tcp4(40033, { tcpFlags: TCP_FLAGS.ACK }), BE.L2, 'ACK');
     vip(`${VIP}:80/tcp`, [BE.L2_B]);
     balancedL2(tcp4(40033, { tcpFlags: TCP_FLAGS.RST }), BE.L2);
     const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 40033, dport: 80, proto: 6 });
     assert.equal(flowState.decode(dataplane.flowsV4.lookup(key)!).flags, FLOW_FLAG_CLOSING);
   });
 
-  test('a SYN follows the table even for a tracked 5-tuple, and is tracked there', () => {
+  test('a SYN follows the table even for a tracked 5-tuple; a live connection keeps its backend (a SYN does not take it over), a closed one is replaced', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     balancedL2(tcp4(40034, { tcpFlags: TCP_FLAGS.ACK }), BE.L2);
     vip(`${VIP}:80/tcp`, [BE.L2_B]);
     balancedL2(tcp4(40034), BE.L2_B, 'SYN');
-    balancedL2(tcp4(40034, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_B, 'the ACK after it');
+    balancedL2(tcp4(40034, { tcpFlags: TCP_FLAGS.ACK }), BE.L2, 'an ACK of the live connection');
+    balancedL2(tcp4(40034, { tcpFlags: TCP_FLAGS.FIN | TCP_FLAGS.ACK }), BE.L2, 'its FIN');
+    balancedL2(tcp4(40034), BE.L2_B, 'a SYN reusing the tuple');
+    balancedL2(tcp4(40034, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_B, 'the ACK after it: the new connection');
   });
 
   test('TCP options are balanced unchanged', () => {
@@ -1033,7 +1037,7 @@ describe('ICMP errors about VIP flows', () => {
 
   test("fragmentation needed about a tracked flow goes to its tracked backend, not the table's, and leaves the flow's state as it was", () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    balancedL2(tcp4(31000), BE.L2);
+    balancedL2(tcp4(31000, { tcpFlags: TCP_FLAGS.ACK }), BE.L2);
     vip(`${VIP}:80/tcp`, [BE.L2_B]);
     const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 31000, dport: 80, proto: 6 });
     const state = dataplane.flowsV4.lookup(key)!;
@@ -1130,7 +1134,7 @@ describe('ICMP errors about VIP flows', () => {
 
   test('ICMPv6 packet too big about a tracked flow goes to its tracked backend', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
-    balancedL2(tcp6(31011), BE.L2_V6);
+    balancedL2(tcp6(31011, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_V6);
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6_B]);
     balancedL2(packetTooBig(replyPacket6(31011)), BE.L2_V6, undefined, { icmp_error_forwarded: 1 });
   });
@@ -1349,12 +1353,14 @@ describe('IPv6 VIPs and backends', () => {
     balancedL2(udp6(40065, { udpZeroChecksum: true }), BE.L2_V6);
   });
 
-  test('a tracked IPv6 flow keeps its backend when the table changes; a SYN follows the table', () => {
+  test('a tracked IPv6 flow keeps its backend when the table changes; a SYN follows the table; after a RST the tuple is a new connection', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
-    balancedL2(tcp6(40066), BE.L2_V6);
+    balancedL2(tcp6(40066), BE.L2_V6, 'SYN');
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6_B]);
-    balancedL2(tcp6(40066, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_V6, 'ACK');
+    balancedL2(tcp6(40066, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_V6, 'ACK: where its SYN went');
+    balancedL2(tcp6(40066, { tcpFlags: TCP_FLAGS.RST }), BE.L2_V6, 'RST');
     balancedL2(tcp6(40066), BE.L2_V6_B, 'SYN');
+    balancedL2(tcp6(40066, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_V6_B, 'ACK');
     const key = flowKeyV6.encode({ saddr: CLIENT6, daddr: VIP6, sport: 40066, dport: 80, proto: 6 });
     assert.equal(flowState.decode(dataplane.flowsV6.lookup(key)!).backend_id, BE.L2_V6_B);
   });

@@ -66,6 +66,18 @@ struct lb_settings {
 	 * plane only: a restarted daemon takes pinned maps over only when its
 	 * own fingerprint is the same. */
 	__u64 abi_fingerprint;
+	/* This node's MAC on the interface the program is attached to. A frame
+	 * to another unicast MAC (a switch flooding an unknown destination)
+	 * is not this node's to balance. All zero: not checked. */
+	__u8 mac[6];
+	__u16 flags; /* enum lb_settings_flags */
+};
+
+enum lb_settings_flags {
+	/* Maglev table entries are 32-bit backend ids, one per array element;
+	 * otherwise 16-bit, two per element (backend ids below 65536): half
+	 * the memory and cache footprint. Fixed for the life of the maps. */
+	LB_SETTINGS_F_WIDE_TABLES = 1 << 0,
 };
 
 /* VIP map keys: destination address, port and protocol of the packet. */

@@ -144,6 +144,10 @@ export function writeU16(buf: Buffer, value: number, offset = 0): void {
 export function readU16(buf: Buffer, offset = 0): number {
   return LITTLE ? buf.readUInt16LE(offset) : buf.readUInt16BE(offset);
 }
+export function writeU64(buf: Buffer, value: bigint, offset = 0): void {
+  if (LITTLE) buf.writeBigUInt64LE(value, offset);
+  else buf.writeBigUInt64BE(value, offset);
+}
 export function readU64(buf: Buffer, offset = 0): bigint {
   return LITTLE ? buf.readBigUInt64LE(offset) : buf.readBigUInt64BE(offset);
 }
@@ -197,10 +201,17 @@ export const REASON_INFO: Readonly<Record<Reason, { readonly fate: ReasonFate; r
 export const IPPROTO = { tcp: 6, udp: 17 } as const;
 export const PROTOCOL_BY_NUMBER: Readonly<Record<number, 'tcp' | 'udp'>> = { 6: 'tcp', 17: 'udp' };
 
-export const lbSettings = defineStruct('lb_settings', 16, {
+export const lbSettings = defineStruct('lb_settings', 24, {
   kill_switch_deadline: field('u64', 0),
   abi_fingerprint: field('u64', 8),
+  mac: field('mac', 16),
+  flags: field('u16', 22),
 });
+
+/** enum lb_settings_flags. */
+export const SETTINGS_FLAG_WIDE_TABLES = 1 << 0;
+/** Backend ids a Maglev table of 16-bit entries can name (the others need wide tables). */
+export const NARROW_TABLE_MAX_ID = 0xffff;
 
 export const vipKeyV4 = defineStruct('vip_key_v4', 8, {
   addr: field('ipv4', 0),
@@ -284,6 +295,7 @@ export const SHARED_LAYOUTS: readonly StructLayout[] = [
   trafficCounters,
 ];
 
+export type LbSettings = ReturnType<typeof lbSettings.decode>;
 export type VipKeyV4 = ReturnType<typeof vipKeyV4.decode>;
 export type VipInfo = ReturnType<typeof vipInfo.decode>;
 export type FlowKeyV4 = ReturnType<typeof flowKeyV4.decode>;
@@ -303,6 +315,17 @@ export function sumCounters(perCpu: readonly Buffer[]): TrafficCounters {
     total.moved_flows += c.moved_flows;
   }
   return total;
+}
+
+/** Words of the vip_filter map (bpf/lib/maps.h LB_VIP_FILTER_WORDS): 64 bits each. */
+export const VIP_FILTER_WORDS = 1024;
+
+/** The vip_filter bit of a VIP's address, as bpf/lib/vip.h computes it: its 32-bit words mixed by multiplicative hashing, the top 16 bits. */
+export function vipFilterBit(family: 4 | 6, address: string): number {
+  const bytes = addressBytes(family, address);
+  let hash = 0;
+  for (let i = 0; i < bytes.length; i += 4) hash = Math.imul(hash ^ bytes.readUInt32BE(i), 0x9e3779b1);
+  return hash >>> 16;
 }
 
 /**

@@ -58,7 +58,8 @@ export function clearFlows(dataplane: BalancerDataplane): void {
   for (const map of [dataplane.flowsV4, dataplane.flowsV6]) for (const key of [...map.keys()]) map.delete(key);
 }
 
+/** Deletes every VIP entry and VIP address through the data plane (which keeps its address filter with the entries). */
 export function clearVips(dataplane: BalancerDataplane): void {
-  for (const map of [dataplane.vipsV4, dataplane.vipsV6, dataplane.vipAddrsV4, dataplane.vipAddrsV6])
-    for (const key of [...map.keys()]) map.delete(key);
+  for (const [vip] of [...dataplane.vipEntries()]) dataplane.deleteVip(vip);
+  for (const address of dataplane.vipAddresses()) dataplane.deleteVipAddress(address.includes(':') ? 6 : 4, address);
 }
