@@ -159,6 +159,7 @@ function vipSpec(family: 4 | 6, address: string, forward: Mode, backends: readon
 function balancer(): BalancerDataplane {
   const dataplane = BalancerDataplane.load(DEFAULT_LIMITS);
   dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
+  dataplane.setInterfaceMac(BALANCER_MAC);
   const desired: DesiredState = {
     vips: [
       ...FAMILIES.flatMap((f) => MODES.map((mode) => vipSpec(f.family, f.vip[mode], mode, backendSpecs(f)))),

@@ -444,6 +444,21 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet *pkt, vo
 			  flow_hash_v6(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), now, true);
 }
 
+/*
+ * Is the frame this node's to balance? A switch that does not know a
+ * destination MAC floods the frame to every port: each node of a fleet
+ * would balance the same packet. Unicast to another MAC is passed, unless
+ * the control plane has not said which MAC is this node's (all zero).
+ */
+static __always_inline bool for_this_host(const struct ethhdr *eth, const struct lb_settings *cfg)
+{
+	__u32 mac_head = *(const __u32 *)cfg->mac;
+	__u16 mac_tail = *(const __u16 *)(cfg->mac + 4);
+
+	return !(mac_head | mac_tail) ||
+	       (*(const __u32 *)eth->h_dest == mac_head && *(const __u16 *)(eth->h_dest + 4) == mac_tail);
+}
+
 SEC("xdp")
 int xdp_balancer(struct xdp_md *ctx)
 {
@@ -461,6 +476,15 @@ int xdp_balancer(struct xdp_md *ctx)
 	if (!cfg) /* an array's only element: always there */
 		return XDP_PASS;
 	proto = parse_l2(data, data_end, &pkt, &reason);
+	if (proto) {
+		/* Broadcast and multicast frames are never a VIP's. */
+		if (pkt.eth->h_dest[0] & 1)
+			return count_reason(proto == bpf_htons(ETH_P_IP) || proto == bpf_htons(ETH_P_IPV6) ? LB_REASON_NOT_VIP
+													: LB_REASON_NOT_IP,
+					    XDP_PASS);
+		if (!for_this_host(pkt.eth, cfg))
+			return count_reason(LB_REASON_NOT_FOR_THIS_HOST, XDP_PASS);
+	}
 	switch (proto) {
 	case bpf_htons(ETH_P_IP):
 		return balance_v4(ctx, &pkt, data_end, cfg);

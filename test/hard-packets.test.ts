@@ -87,6 +87,7 @@ const BACKENDS: Record<number, TestBackend> = {
 
 const dataplane = BalancerDataplane.load({ maxVips: 32, maxBackends: 64, flowTableSize: 4096 });
 dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
+dataplane.setInterfaceMac(MAC.balancer);
 after(() => dataplane.close());
 
 /** One Maglev table per set of owners, installed once: replacing a table waits for an RCU grace period. */
@@ -292,6 +293,44 @@ describe('Ethernet and VLAN tags', () => {
 
   test('a tagged ARP frame passes unchanged, counted not_ip', () => {
     passes(withVlan(ARP, 5), 'not_ip');
+  });
+
+  const OTHER_HOST = '02:00:00:00:00:77';
+
+  test("a frame to another host's MAC (a switch flooding an unknown destination) passes unchanged, counted not_for_this_host", () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    vip(`[${VIP6}]:80/tcp`, [BE.IPIP6]);
+    passes(withMacs(tcp4(), OTHER_HOST, MAC.client), 'not_for_this_host', 'IPv4 SYN');
+    passes(withMacs(tcp6(), OTHER_HOST, MAC.client), 'not_for_this_host', 'IPv6 SYN');
+    passes(withVlan(withMacs(tcp4(), OTHER_HOST, MAC.client), 0x0064), 'not_for_this_host', 'tagged');
+    passes(withMacs(echoRequest4(), OTHER_HOST, MAC.client), 'not_for_this_host', 'echo request to a VIP');
+    passes(withMacs(ARP, OTHER_HOST, MAC.client), 'not_for_this_host', 'unicast ARP');
+    assert.equal(flowCount(), 0, 'nothing tracked');
+    balancedL2(tcp4(), BE.L2, 'the same SYN to this host');
+  });
+
+  test('broadcast and multicast frames are never balanced or answered: IP passes as not_vip, ARP as not_ip', () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
+    passes(withMacs(tcp4(), 'ff:ff:ff:ff:ff:ff', MAC.client), 'not_vip', 'IPv4 to a VIP, broadcast MAC');
+    passes(withMacs(tcp4(), '01:00:5e:64:00:64', MAC.client), 'not_vip', 'IPv4 to a VIP, multicast MAC');
+    passes(withMacs(tcp6(), '33:33:00:00:01:00', MAC.client), 'not_vip', 'IPv6 to a VIP, multicast MAC');
+    passes(withMacs(echoRequest4(), 'ff:ff:ff:ff:ff:ff', MAC.client), 'not_vip', 'echo request to a VIP, broadcast MAC');
+    passes(ARP, 'not_ip', 'ARP request');
+  });
+
+  test("until the control plane has written this node's MAC, frames to any unicast MAC are balanced", () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    dataplane.setInterfaceMac(null);
+    try {
+      assert.equal(dataplane.interfaceMac(), null);
+      balancedL2(withMacs(tcp4(), OTHER_HOST, MAC.client), BE.L2);
+    } finally {
+      dataplane.setInterfaceMac(MAC.balancer);
+    }
+    assert.equal(dataplane.interfaceMac(), MAC.balancer);
+    assert.throws(() => dataplane.setInterfaceMac('02:00:00:00:00'), /not a MAC address/);
+    assert.throws(() => dataplane.setInterfaceMac('00:00:00:00:00:00'), /pass null/);
   });
 });
 

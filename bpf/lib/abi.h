@@ -50,6 +50,7 @@ enum lb_reason {
 	LB_REASON_ICMP_ERROR_FORWARDED, /* too-big error about a VIP flow: sent to its backend */
 	LB_REASON_TOO_BIG_REPLIED,      /* too big once encapsulated: ICMP too-big sent back */
 	LB_REASON_TOO_BIG_DROPPED,      /* too big, and fragmenting allowed or no reply possible: dropped */
+	LB_REASON_NOT_FOR_THIS_HOST,    /* unicast to another MAC (a switch flooding): passed */
 	LB_REASON_MAX,
 };
 

@@ -177,6 +177,7 @@ export const REASONS = [
   'icmp_error_forwarded',
   'too_big_replied',
   'too_big_dropped',
+  'not_for_this_host',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 /** What happened to the packets counted under a reason (the comments of enum lb_reason). */
@@ -197,6 +198,7 @@ export const REASON_INFO: Readonly<Record<Reason, { readonly fate: ReasonFate; r
   icmp_error_forwarded: { fate: 'forwarded', meaning: 'ICMP too-big about a VIP flow, sent to its backend' },
   too_big_replied: { fate: 'answered', meaning: 'too big once encapsulated: ICMP too-big sent to the client' },
   too_big_dropped: { fate: 'dropped', meaning: 'too big once encapsulated, and DF clear or an ICMP error itself' },
+  not_for_this_host: { fate: 'passed', meaning: "unicast to another host's MAC (a switch flooding an unknown destination)" },
 };
 export const IPPROTO = { tcp: 6, udp: 17 } as const;
 export const PROTOCOL_BY_NUMBER: Readonly<Record<number, 'tcp' | 'udp'>> = { 6: 'tcp', 17: 'udp' };

@@ -259,6 +259,22 @@ export class BalancerDataplane {
     this.writeSettings({ kill_switch_deadline: jiffies });
   }
 
+  /**
+   * This node's MAC on the interface the program is attached to: frames to
+   * another unicast MAC are passed, not balanced (a switch floods frames
+   * for unknown destinations to every node). null: not checked, what a new
+   * data plane starts with. Set it again when the link's MAC changes.
+   */
+  setInterfaceMac(mac: string | null): void {
+    if (mac !== null && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new Error(`not a MAC address: ${mac}`);
+    if (mac === NO_MAC) throw new Error('the MAC 00:00:00:00:00:00 turns the check off: pass null to mean that');
+    this.writeSettings({ mac: mac?.toLowerCase() ?? NO_MAC });
+  }
+
+  interfaceMac(): string | null {
+    return this.current.mac === NO_MAC ? null : this.current.mac;
+  }
+
   /** The data plane is the only reader and this the only writer: the entry is rewritten whole from what was last written. */
   private writeSettings(change: Partial<LbSettings>): void {
     this.current = { ...this.current, ...change };

@@ -236,6 +236,7 @@ const TABLE_SIZE = 61;
 /** Writes the configuration into a freshly loaded balancer, as the packet tests do. */
 export function configureBalancer(dataplane: BalancerDataplane, config: FuzzConfig = FUZZ_CONFIG): void {
   dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
+  dataplane.setInterfaceMac(config.balancerMac);
   for (const b of config.backends) {
     dataplane.putBackend(
       b.id,
@@ -1514,6 +1515,8 @@ export function checkBalancer(
     case 'redirect':
       break;
   }
+  if (!input.subarray(0, 6).equals(macBytes(index.config.balancerMac)))
+    return fail("transmits only frames addressed to this host's MAC", `${action} of a frame to ${hex(input.subarray(0, 6))}`);
   const p = vipPacket(input, index);
   if (typeof p === 'string') {
     const answer = icmpAnswerError(input, output, action, index);
