@@ -175,11 +175,13 @@ static __always_inline int forward_tracked(struct xdp_md *ctx, const struct pack
  * packet after a SYN (the SYN's backend, noted), the first packet of a
  * flow without either (the table's choice: a UDP flow, a TCP flow picked
  * up mid-connection), or a tracked flow whose backend is gone (moved: the
- * table's choice; its entry, `tracked`, is rewritten in place).
+ * table's choice; its entry, `tracked`, is rewritten in place). `hash`
+ * is the flow's, `slot_hash` what picks its slot in the VIP's table (the
+ * same, or its client's for a VIP that hashes sources only).
  */
 static __always_inline int place_flow(struct xdp_md *ctx, const struct packet *pkt, const struct lb_settings *cfg,
 				      const struct vip_info *vip, void *flows, const void *key, struct flow_state *tracked,
-				      __u32 hash, __u64 now, bool v6)
+				      __u32 hash, __u32 slot_hash, __u64 now, bool v6)
 {
 	enum flow_verdict verdict = tracked ? FLOW_MOVED : FLOW_NEW;
 	struct backend_info *be = NULL;
@@ -191,13 +193,28 @@ static __always_inline int place_flow(struct xdp_md *ctx, const struct packet *p
 			verdict = FLOW_TRACKED;
 	}
 	if (!be)
-		be = table_backend(vip, hash, cfg->flags & LB_SETTINGS_F_WIDE_TABLES, &backend_id);
+		be = table_backend(vip, slot_hash, cfg->flags & LB_SETTINGS_F_WIDE_TABLES, &backend_id);
 	if (!be)
 		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
 	track(flows, key, tracked, pkt, backend_id, hash, now);
 	count_traffic(&vip_stats, vip->vip_id, pkt->ip_len, verdict);
 	count_traffic(&backend_stats, backend_id, pkt->ip_len, verdict);
 	return send_to_backend(ctx, pkt, be, v6, true);
+}
+
+/* What picks a flow's slot in the VIP's table (ICMP errors about the flow go where it went). */
+static __always_inline __u32 slot_hash_v4(const struct vip_info *vip, const struct flow_key_v4 *flow)
+{
+	if (vip->flags & LB_VIP_F_HASH_SOURCE)
+		return source_hash_v4(flow->saddr);
+	return flow_hash_v4(flow->saddr, flow->daddr, flow->sport, flow->dport, flow->proto);
+}
+
+static __always_inline __u32 slot_hash_v6(const struct vip_info *vip, const struct flow_key_v6 *flow)
+{
+	if (vip->flags & LB_VIP_F_HASH_SOURCE)
+		return source_hash_v6(flow->saddr);
+	return flow_hash_v6(flow->saddr, flow->daddr, flow->sport, flow->dport, flow->proto);
 }
 
 /*
@@ -223,7 +240,6 @@ static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void 
 	struct iphdr *ip = pkt->l3;
 	struct icmphdr *icmp = pkt->l4;
 	struct quoted_flow_v4 *quoted = (void *)(icmp + 1);
-	struct vip_key_v4 vip_key = {};
 	struct flow_key_v4 flow = {};
 	struct backend_info *be;
 	struct vip_info *vip;
@@ -251,10 +267,7 @@ static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void 
 	if (quoted->ip.ihl != 5 || quoted->ip.version != 4 || quoted->ip.saddr != ip->daddr)
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
 
-	vip_key.addr = quoted->ip.saddr;
-	vip_key.port = quoted->sport;
-	vip_key.proto = quoted->ip.protocol;
-	vip = bpf_map_lookup_elem(&vips_v4, &vip_key);
+	vip = find_vip_v4(quoted->ip.saddr, quoted->sport, quoted->ip.protocol, cfg);
 	if (!vip)
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
 	if (kill_switch_tripped(cfg, bpf_jiffies64()))
@@ -267,7 +280,7 @@ static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void 
 	flow.proto = quoted->ip.protocol;
 	be = peek_tracked(&flows_v4, &flow, &backend_id);
 	if (!be)
-		be = table_backend(vip, flow_hash_v4(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto),
+		be = table_backend(vip, slot_hash_v4(vip, &flow),
 				   cfg->flags & LB_SETTINGS_F_WIDE_TABLES, &backend_id);
 	if (!be)
 		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
@@ -279,7 +292,6 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 	struct ipv6hdr *ip6 = pkt->l3;
 	struct icmp6hdr *icmp6 = pkt->l4;
 	struct quoted_flow_v6 *quoted = (void *)(icmp6 + 1);
-	struct vip_key_v6 vip_key = {};
 	struct flow_key_v6 flow = {};
 	struct backend_info *be;
 	struct vip_info *vip;
@@ -307,10 +319,7 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 	if (quoted->ip6.nexthdr != IPPROTO_TCP && quoted->ip6.nexthdr != IPPROTO_UDP)
 		return count_reason(LB_REASON_L4_UNSUPPORTED, XDP_PASS);
 
-	__builtin_memcpy(vip_key.addr, &quoted->ip6.saddr, sizeof(vip_key.addr));
-	vip_key.port = quoted->sport;
-	vip_key.proto = quoted->ip6.nexthdr;
-	vip = bpf_map_lookup_elem(&vips_v6, &vip_key);
+	vip = find_vip_v6(&quoted->ip6.saddr, quoted->sport, quoted->ip6.nexthdr, cfg);
 	if (!vip)
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
 	if (kill_switch_tripped(cfg, bpf_jiffies64()))
@@ -323,7 +332,7 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 	flow.proto = quoted->ip6.nexthdr;
 	be = peek_tracked(&flows_v6, &flow, &backend_id);
 	if (!be)
-		be = table_backend(vip, flow_hash_v6(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto),
+		be = table_backend(vip, slot_hash_v6(vip, &flow),
 				   cfg->flags & LB_SETTINGS_F_WIDE_TABLES, &backend_id);
 	if (!be)
 		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
@@ -333,12 +342,12 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 static __always_inline int balance_v4(struct xdp_md *ctx, struct packet *pkt, void *data_end, const struct lb_settings *cfg)
 {
 	struct flow_state *tracked = NULL;
-	struct vip_key_v4 vip_key = {};
 	struct flow_key_v4 flow = {};
 	struct backend_info *be;
 	struct vip_info *vip;
 	enum lb_reason reason;
 	struct iphdr *ip;
+	__u32 hash;
 	__u64 now;
 
 	reason = parse_ipv4(ctx, pkt, data_end);
@@ -374,29 +383,27 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct packet *pkt, vo
 		}
 	}
 
-	vip_key.addr = ip->daddr;
-	vip_key.port = pkt->dport;
-	vip_key.proto = pkt->proto;
-	vip = bpf_map_lookup_elem(&vips_v4, &vip_key);
+	vip = find_vip_v4(ip->daddr, pkt->dport, pkt->proto, cfg);
 	if (!vip)
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
 	now = bpf_jiffies64();
 	reason = vip_packet_refused(ctx, pkt, cfg, now, false);
 	if (reason != LB_REASON_MAX)
 		return count_reason(reason, XDP_PASS);
-	return place_flow(ctx, pkt, cfg, vip, &flows_v4, &flow, tracked,
-			  flow_hash_v4(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), now, false);
+	hash = flow_hash_v4(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
+	return place_flow(ctx, pkt, cfg, vip, &flows_v4, &flow, tracked, hash,
+			  vip->flags & LB_VIP_F_HASH_SOURCE ? source_hash_v4(flow.saddr) : hash, now, false);
 }
 
 static __always_inline int balance_v6(struct xdp_md *ctx, struct packet *pkt, void *data_end, const struct lb_settings *cfg)
 {
 	struct flow_state *tracked = NULL;
-	struct vip_key_v6 vip_key = {};
 	struct flow_key_v6 flow = {};
 	struct backend_info *be;
 	struct ipv6hdr *ip6;
 	struct vip_info *vip;
 	enum lb_reason reason;
+	__u32 hash;
 	__u64 now;
 
 	reason = parse_ipv6(pkt, data_end);
@@ -430,18 +437,16 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet *pkt, vo
 		}
 	}
 
-	__builtin_memcpy(vip_key.addr, &ip6->daddr, sizeof(vip_key.addr));
-	vip_key.port = pkt->dport;
-	vip_key.proto = pkt->proto;
-	vip = bpf_map_lookup_elem(&vips_v6, &vip_key);
+	vip = find_vip_v6(&ip6->daddr, pkt->dport, pkt->proto, cfg);
 	if (!vip)
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
 	now = bpf_jiffies64();
 	reason = vip_packet_refused(ctx, pkt, cfg, now, true);
 	if (reason != LB_REASON_MAX)
 		return count_reason(reason, XDP_PASS);
-	return place_flow(ctx, pkt, cfg, vip, &flows_v6, &flow, tracked,
-			  flow_hash_v6(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), now, true);
+	hash = flow_hash_v6(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
+	return place_flow(ctx, pkt, cfg, vip, &flows_v6, &flow, tracked, hash,
+			  vip->flags & LB_VIP_F_HASH_SOURCE ? source_hash_v6(flow.saddr) : hash, now, true);
 }
 
 /*

@@ -7,11 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, beforeEach, describe, test } from 'node:test';
-import { FLOW_FLAG_CLOSING, REASONS, type Reason, flowKeyV4, flowKeyV6, flowState } from '../src/dataplane/abi.js';
+import { FLOW_FLAG_CLOSING, REASONS, type Reason, VIP_FLAG_HASH_SOURCE, flowKeyV4, flowKeyV6, flowState } from '../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
-import { flowHash, tableSlot } from '../src/dataplane/flow-hash.js';
+import { flowHash, sourceHash, tableSlot } from '../src/dataplane/flow-hash.js';
 import { type XdpAction, testRun } from '../src/dataplane/xdp.js';
-import { parseVip } from '../src/model/address.js';
+import { type VipAddress, parseVip } from '../src/model/address.js';
 import { backendEntry, clearFlows, clearVips } from './support/dataplane.js';
 import {
   ETHERTYPE,
@@ -117,7 +117,7 @@ beforeEach(() => {
  * through the owners; its address answers pings. Calling it again with
  * other owners changes the VIP's table (tracked flows keep their backend).
  */
-function vip(text: string, owners: readonly number[]): Uint32Array {
+function vip(text: string | VipAddress, owners: readonly number[], flags = 0): Uint32Array {
   const table = Uint32Array.from({ length: TABLE_SIZE }, (_, i) => owners[i % owners.length]!);
   let id = tableIds.get(owners.join());
   if (id === undefined) {
@@ -125,10 +125,15 @@ function vip(text: string, owners: readonly number[]): Uint32Array {
     tableIds.set(owners.join(), id);
     dataplane.putTables([{ tableId: id, table }]);
   }
-  const v = parseVip(text);
-  dataplane.putVip(v, { vip_id: id, table_id: id, table_size: TABLE_SIZE, flags: 0 });
+  const v = typeof text === 'string' ? parseVip(text) : text;
+  dataplane.putVip(v, { vip_id: id, table_id: id, table_size: TABLE_SIZE, flags });
   dataplane.putVipAddress(v.family, v.address);
   return table;
+}
+
+/** The VIP of all ports of an address and protocol (port 0; the CLI's syntax for it is not settled yet). */
+function allPorts(address: string, protocol: 'tcp' | 'udp' = 'tcp'): VipAddress {
+  return { family: address.includes(':') ? 6 : 4, address, port: 0, protocol };
 }
 
 // ---------------------------------------------------------------------------
@@ -1318,6 +1323,100 @@ describe('MTU: path MTU discovery through the balancer', () => {
 });
 
 // ---------------------------------------------------------------------------
+
+describe('VIPs of all ports (port 0)', () => {
+  test('a packet to a port without a VIP of its own goes to the VIP of all ports of its address and protocol, tracked per 5-tuple', () => {
+    const table = vip(allPorts(VIP), [BE.L2, BE.L2_B]);
+    for (const port of [22, 443, 8080, 65535]) {
+      const owner = table[tableSlot(flowHash({ saddr: CLIENT, daddr: VIP, sport: 40100, dport: port, proto: 6 }), TABLE_SIZE)]!;
+      balancedL2(tcp4(40100, { dstPort: port }), owner, `port ${port}`);
+      balancedL2(tcp4(40100, { dstPort: port, tcpFlags: TCP_FLAGS.ACK }), owner, `port ${port}, ACK`);
+      const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 40100, dport: port, proto: 6 });
+      assert.equal(flowState.decode(dataplane.flowsV4.lookup(key)!).backend_id, owner, `port ${port} tracked`);
+    }
+    passes(udp4(40100, { dstPort: 443 }), 'not_vip', 'another protocol');
+    passes(ipv4Frame({ src: CLIENT, dst: OTHER_VIP, srcPort: 40100, dstPort: 443 }), 'not_vip', 'another address');
+  });
+
+  test('a VIP of its own port wins over the VIP of all ports', () => {
+    vip(allPorts(VIP), [BE.L2_B]);
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    balancedL2(tcp4(40101), BE.L2, 'port 80: its own VIP');
+    balancedL2(tcp4(40101, { dstPort: 81 }), BE.L2_B, 'port 81: all ports');
+  });
+
+  test('once the last VIP of all ports is gone, packets to other ports pass as before (the lookup is off again)', () => {
+    vip(allPorts(VIP), [BE.L2]);
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    balancedL2(tcp4(40102, { dstPort: 443 }), BE.L2);
+    dataplane.deleteVip(allPorts(VIP));
+    passes(tcp4(40103, { dstPort: 443 }), 'not_vip');
+    balancedL2(tcp4(40103), BE.L2, 'the VIP of port 80 stays');
+  });
+
+  test('IPv6: a UDP VIP of all ports, encapsulated 6-in-6', () => {
+    vip(allPorts(VIP6, 'udp'), [BE.IPIP6]);
+    tunnelled(udp6(40104, { dstPort: 5353 }), BE.IPIP6);
+    passes(tcp6(40104, { dstPort: 5353 }), 'not_vip', 'TCP to the same address');
+  });
+
+  test("ICMP too-big about a flow of a VIP of all ports goes to that flow's backend", () => {
+    const table = vip(allPorts(VIP), [BE.L2, BE.L2_B]);
+    const owner = table[tableSlot(flowHash({ saddr: CLIENT, daddr: VIP, sport: 31100, dport: 8443, proto: 6 }), TABLE_SIZE)]!;
+    balancedL2(fragNeeded(replyPacket4(31100, VIP, 'tcp', 8443)), owner, undefined, { icmp_error_forwarded: 1 });
+  });
+});
+
+describe('VIPs that hash the source address only (client stickiness)', () => {
+  const clients = Array.from({ length: 24 }, (_, i) => `10.10.${i}.${(i * 7) % 250}`);
+
+  test("every flow of a client reaches the backend its address's slot names, whatever its ports", () => {
+    const table = vip(`${VIP}:80/tcp`, [BE.L2, BE.L2_B], VIP_FLAG_HASH_SOURCE);
+    const seen = new Set<number>();
+    for (const client of clients) {
+      const owner = table[tableSlot(sourceHash(client), TABLE_SIZE)]!;
+      for (const port of [40200, 40201, 51000, 61234])
+        balancedL2(ipv4Frame({ src: client, dst: VIP, srcPort: port, dstPort: 80, tcpFlags: TCP_FLAGS.SYN }), owner, `${client}:${port}`);
+      seen.add(owner);
+    }
+    assert.equal(seen.size, 2, 'clients are spread over both backends');
+  });
+
+  test('IPv6 too, and a VIP of all ports can hash sources as well', () => {
+    const table = vip(allPorts(VIP6), [BE.L2_V6, BE.L2_V6_B], VIP_FLAG_HASH_SOURCE);
+    const seen = new Set<number>();
+    for (let i = 1; i <= 16; i++) {
+      const client = `2001:db8:10::${((i * 4099) & 0xffff).toString(16)}`;
+      const owner = table[tableSlot(sourceHash(client), TABLE_SIZE)]!;
+      for (const [sport, dport] of [
+        [40300, 80],
+        [40301, 443],
+      ] as const)
+        balancedL2(
+          ipv6Frame({ src: client, dst: VIP6, srcPort: sport, dstPort: dport, tcpFlags: TCP_FLAGS.SYN }),
+          owner,
+          `${client} ${sport}->${dport}`,
+        );
+      seen.add(owner);
+    }
+    assert.equal(seen.size, 2);
+  });
+
+  test('tracking still follows each 5-tuple: a tracked flow keeps its backend when the table changes', () => {
+    const table = vip(`${VIP}:80/tcp`, [BE.L2, BE.L2_B], VIP_FLAG_HASH_SOURCE);
+    const owner = table[tableSlot(sourceHash(CLIENT), TABLE_SIZE)]!;
+    balancedL2(tcp4(40400, { tcpFlags: TCP_FLAGS.ACK }), owner);
+    const other = owner === BE.L2 ? BE.L2_B : BE.L2;
+    vip(`${VIP}:80/tcp`, [other], VIP_FLAG_HASH_SOURCE);
+    balancedL2(tcp4(40400, { tcpFlags: TCP_FLAGS.ACK }), owner, 'the tracked flow');
+    balancedL2(tcp4(40401), other, 'a new flow of the same client');
+  });
+
+  test('ICMP too-big about a flow of such a VIP goes where the flow went', () => {
+    const table = vip(`${VIP}:80/tcp`, [BE.L2, BE.L2_B], VIP_FLAG_HASH_SOURCE);
+    balancedL2(fragNeeded(replyPacket4(31101)), table[tableSlot(sourceHash(CLIENT), TABLE_SIZE)]!, undefined, { icmp_error_forwarded: 1 });
+  });
+});
 
 describe('IPv6 VIPs and backends', () => {
   test('a TCP packet to an IPv6 VIP is balanced with only the MACs rewritten (l2dsr)', () => {

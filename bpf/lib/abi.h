@@ -79,6 +79,9 @@ enum lb_settings_flags {
 	 * otherwise 16-bit, two per element (backend ids below 65536): half
 	 * the memory and cache footprint. Fixed for the life of the maps. */
 	LB_SETTINGS_F_WIDE_TABLES = 1 << 0,
+	/* Some VIP has port 0: a packet no exact-port VIP matches looks for
+	 * the VIP of all ports of its address. Clear, that lookup is skipped. */
+	LB_SETTINGS_F_ANY_PORT_VIPS = 1 << 1,
 };
 
 /* VIP map keys: destination address, port and protocol of the packet. */
@@ -96,11 +99,23 @@ struct vip_key_v6 {
 	__u8 pad;
 };
 
+/*
+ * A VIP's key may have port 0: the VIP of all ports of its address and
+ * protocol (like Katran's and IPVS's fwmark services), matched by packets
+ * to ports no VIP of their own has.
+ */
 struct vip_info {
 	__u32 vip_id;     /* index into vip_stats */
 	__u32 table_id;   /* index into maglev_tables */
 	__u32 table_size; /* entries in that table, a prime */
-	__u32 flags;
+	__u32 flags;      /* enum lb_vip_flags */
+};
+
+enum lb_vip_flags {
+	/* A new flow's Maglev slot comes from the hash of its source address
+	 * alone: all flows of a client reach one backend (client stickiness,
+	 * IPVS's sh scheduler). Tracking still follows each 5-tuple. */
+	LB_VIP_F_HASH_SOURCE = 1 << 0,
 };
 
 /* Connection tracking: the flow's 5-tuple as seen on the wire. */

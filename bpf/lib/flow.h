@@ -60,6 +60,25 @@ static __always_inline __u32 flow_hash_v6(const __be32 *saddr, const __be32 *dad
 	return jhash_3words(bpf_ntohl(daddr[2]), bpf_ntohl(daddr[3]), ports_word(sport, dport), h);
 }
 
+/*
+ * The hash of a client's address alone, for VIPs that keep a client on one
+ * backend (LB_VIP_F_HASH_SOURCE); src/dataplane/flow-hash.ts computes the
+ * same values.
+ */
+#define LB_SOURCE_HASH_SEED 0x5348u
+
+static __always_inline __u32 source_hash_v4(__be32 saddr)
+{
+	return jhash_3words(bpf_ntohl(saddr), 0, 0, LB_SOURCE_HASH_SEED);
+}
+
+static __always_inline __u32 source_hash_v6(const __be32 *saddr)
+{
+	__u32 h = jhash_3words(bpf_ntohl(saddr[0]), bpf_ntohl(saddr[1]), bpf_ntohl(saddr[2]), LB_SOURCE_HASH_SEED);
+
+	return jhash_3words(bpf_ntohl(saddr[3]), 0, 0, h);
+}
+
 /* Maps the flow hash onto [0, table_size) without a division. */
 static __always_inline __u32 table_slot(__u32 hash, __u32 table_size)
 {

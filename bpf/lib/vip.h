@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Is a packet for a VIP: the address filter first (one bit per hash of
- * the destination address, an inlined array read), then the VIP entry.
+ * the destination address, an inlined array read), then the VIP entry of
+ * its port, then the VIP of all ports of its address.
  */
 #ifndef LBCTL_VIP_H
 #define LBCTL_VIP_H
@@ -41,6 +42,41 @@ static __always_inline bool vip_address_possible_v6(const __be32 *addr)
 	h = (h ^ bpf_ntohl(addr[1])) * VIP_FILTER_MIX;
 	h = (h ^ bpf_ntohl(addr[2])) * VIP_FILTER_MIX;
 	return vip_filter_has((h ^ bpf_ntohl(addr[3])) * VIP_FILTER_MIX);
+}
+
+/*
+ * The VIP of a packet: the one of its destination port, else (when any
+ * exists) the one of all ports of its address and protocol.
+ */
+static __always_inline struct vip_info *find_vip_v4(__be32 addr, __be16 port, __u8 proto, const struct lb_settings *cfg)
+{
+	struct vip_key_v4 key = {};
+	struct vip_info *vip;
+
+	key.addr = addr;
+	key.port = port;
+	key.proto = proto;
+	vip = bpf_map_lookup_elem(&vips_v4, &key);
+	if (vip || !(cfg->flags & LB_SETTINGS_F_ANY_PORT_VIPS))
+		return vip;
+	key.port = 0;
+	return bpf_map_lookup_elem(&vips_v4, &key);
+}
+
+static __always_inline struct vip_info *find_vip_v6(const struct in6_addr *addr, __be16 port, __u8 proto,
+						     const struct lb_settings *cfg)
+{
+	struct vip_key_v6 key = {};
+	struct vip_info *vip;
+
+	__builtin_memcpy(key.addr, addr, sizeof(key.addr));
+	key.port = port;
+	key.proto = proto;
+	vip = bpf_map_lookup_elem(&vips_v6, &key);
+	if (vip || !(cfg->flags & LB_SETTINGS_F_ANY_PORT_VIPS))
+		return vip;
+	key.port = 0;
+	return bpf_map_lookup_elem(&vips_v6, &key);
 }
 
 #endif /* LBCTL_VIP_H */

@@ -212,6 +212,9 @@ export const lbSettings = defineStruct('lb_settings', 24, {
 
 /** enum lb_settings_flags. */
 export const SETTINGS_FLAG_WIDE_TABLES = 1 << 0;
+export const SETTINGS_FLAG_ANY_PORT_VIPS = 1 << 1;
+/** enum lb_vip_flags: a new flow's slot from the hash of its client's address alone. */
+export const VIP_FLAG_HASH_SOURCE = 1 << 0;
 /** Backend ids a Maglev table of 16-bit entries can name (the others need wide tables). */
 export const NARROW_TABLE_MAX_ID = 0xffff;
 

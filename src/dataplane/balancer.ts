@@ -6,13 +6,14 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfObjectPath } from '../paths.js';
-import { addressBytes, type Family, formatAddressBytes, type VipAddress } from '../model/address.js';
+import { addressBytes, type Family, formatAddressBytes, formatVip, type VipAddress } from '../model/address.js';
 import {
   backendInfo,
   type BackendInfo,
   lbSettings,
   type LbSettings,
   NARROW_TABLE_MAX_ID,
+  SETTINGS_FLAG_ANY_PORT_VIPS,
   SETTINGS_FLAG_WIDE_TABLES,
   readU32,
   SHARED_LAYOUTS,
@@ -140,6 +141,8 @@ export class BalancerDataplane {
   /** Where tables of VIPs without a usable backend (and unused slots) point. */
   private readonly emptyTableFd: number;
   private readonly vipFilter: VipFilter;
+  /** VIPs of all ports (port 0), by formatVip. */
+  private readonly anyPortVips: Set<string>;
 
   private constructor(
     private readonly object: LoadedObject,
@@ -164,10 +167,11 @@ export class BalancerDataplane {
     this.reasons = object.perCpuMap('reasons');
     this.settings = object.map('settings');
     this.vipFilterMap = object.map('vip_filter');
-    this.vipFilter = new VipFilter(
-      this.vipFilterMap,
-      [...this.vipEntries()].map(([vip]) => vip),
-    );
+    const vips = [...this.vipEntries()].map(([vip]) => vip);
+    this.vipFilter = new VipFilter(this.vipFilterMap, vips);
+    this.anyPortVips = new Set(vips.filter((v) => v.port === 0).map(formatVip));
+    this.writeAnyPortFlag();
+    this.writeSettings({});
   }
 
   /** A new data plane: new, empty maps. */
@@ -192,7 +196,6 @@ export class BalancerDataplane {
       mac: NO_MAC,
       flags: limits.maxBackends - 1 > NARROW_TABLE_MAX_ID ? SETTINGS_FLAG_WIDE_TABLES : 0,
     });
-    dataplane.writeSettings({});
     return dataplane;
   }
 
@@ -290,19 +293,39 @@ export class BalancerDataplane {
     return lbSettings.decode(this.settings.lookup(u32Key(0))!).kill_switch_deadline;
   }
 
+  /**
+   * A VIP's entry. Port 0 makes it the VIP of all ports of its address and
+   * protocol, for packets to ports without a VIP of their own (the data
+   * plane looks for one only while such a VIP exists).
+   */
   putVip(vip: VipAddress, info: VipInfo): void {
     const added = this.vipFilter.add(vip);
+    if (vip.port === 0) this.anyPortVips.add(formatVip(vip));
+    this.writeAnyPortFlag();
     try {
       this.vipMap(vip.family).update(encodeVipKey(vip), vipInfo.encode(info));
     } catch (error) {
-      if (added) this.vipFilter.remove(vip);
+      if (added) this.forgetVip(vip);
       throw error;
     }
   }
 
   deleteVip(vip: VipAddress): void {
     this.vipMap(vip.family).delete(encodeVipKey(vip));
+    this.forgetVip(vip);
+  }
+
+  private forgetVip(vip: VipAddress): void {
     this.vipFilter.remove(vip);
+    this.anyPortVips.delete(formatVip(vip));
+    this.writeAnyPortFlag();
+  }
+
+  /** LB_SETTINGS_F_ANY_PORT_VIPS while a VIP of all ports exists: set before its entry is written, cleared after the last is gone. */
+  private writeAnyPortFlag(): void {
+    const flags =
+      this.anyPortVips.size > 0 ? this.current.flags | SETTINGS_FLAG_ANY_PORT_VIPS : this.current.flags & ~SETTINGS_FLAG_ANY_PORT_VIPS;
+    if (flags !== this.current.flags) this.writeSettings({ flags });
   }
 
   /** Every VIP entry, both families. */
