@@ -103,7 +103,7 @@ static __always_inline enum lb_reason unsupported_v6(const struct ipv6hdr *ip6)
  * fragmented cannot be (XDP does not fragment) and is dropped, counted.
  */
 static __always_inline int send_to_backend(struct xdp_md *ctx, const struct packet *pkt,
-					   const struct backend_info *be, bool inner_v6, bool may_answer)
+					   const struct backend_info *be, bool inner_v6, bool may_answer, __u32 hash)
 {
 	__u16 overhead;
 
@@ -121,7 +121,7 @@ static __always_inline int send_to_backend(struct xdp_md *ctx, const struct pack
 			return count_reason(LB_REASON_TOO_BIG_DROPPED, XDP_DROP);
 		return count_reason(LB_REASON_TOO_BIG_REPLIED, XDP_TX);
 	}
-	if (encapsulate(ctx, pkt, be, inner_v6))
+	if (encapsulate(ctx, pkt, be, inner_v6, hash))
 		return count_reason(LB_REASON_ENCAP_FAILED, XDP_DROP);
 	return transmit(ctx, be);
 }
@@ -132,9 +132,9 @@ static __always_inline int send_to_backend(struct xdp_md *ctx, const struct pack
  * counted as such, never answered (no error about an error).
  */
 static __always_inline int forward_icmp_error(struct xdp_md *ctx, const struct packet *pkt,
-					      const struct backend_info *be, bool inner_v6)
+					      const struct backend_info *be, bool inner_v6, const void *flow)
 {
-	int action = send_to_backend(ctx, pkt, be, inner_v6, false);
+	int action = send_to_backend(ctx, pkt, be, inner_v6, false, encap_needs_hash(be) ? flow_key_hash(flow, inner_v6) : 0);
 
 	if (action == XDP_TX || action == XDP_REDIRECT)
 		count_reason(LB_REASON_ICMP_ERROR_FORWARDED, 0);
@@ -162,12 +162,12 @@ static __always_inline void follow_reused_tuple(struct flow_state *tracked, __u3
 
 /* A packet of a tracked flow whose backend is active, to be balanced: to that backend. */
 static __always_inline int forward_tracked(struct xdp_md *ctx, const struct packet *pkt, struct flow_state *tracked,
-					   const struct backend_info *be, __u64 now, bool v6)
+					   const struct backend_info *be, const void *key, __u64 now, bool v6)
 {
 	touch(tracked, pkt, now);
 	count_traffic(&vip_stats, be->vip_id, pkt->ip_len, FLOW_TRACKED);
 	count_traffic(&backend_stats, tracked->backend_id, pkt->ip_len, FLOW_TRACKED);
-	return send_to_backend(ctx, pkt, be, v6, true);
+	return send_to_backend(ctx, pkt, be, v6, true, encap_needs_hash(be) ? flow_key_hash(key, v6) : 0);
 }
 
 /*
@@ -199,7 +199,7 @@ static __always_inline int place_flow(struct xdp_md *ctx, const struct packet *p
 	track(flows, key, tracked, pkt, backend_id, hash, now);
 	count_traffic(&vip_stats, vip->vip_id, pkt->ip_len, verdict);
 	count_traffic(&backend_stats, backend_id, pkt->ip_len, verdict);
-	return send_to_backend(ctx, pkt, be, v6, true);
+	return send_to_backend(ctx, pkt, be, v6, true, hash);
 }
 
 /* What picks a flow's slot in the VIP's table (ICMP errors about the flow go where it went). */
@@ -284,7 +284,7 @@ static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void 
 				   cfg->flags & LB_SETTINGS_F_WIDE_TABLES, &backend_id);
 	if (!be)
 		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
-	return forward_icmp_error(ctx, pkt, be, false);
+	return forward_icmp_error(ctx, pkt, be, false, &flow);
 }
 
 static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void *data_end, const struct lb_settings *cfg)
@@ -336,7 +336,7 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 				   cfg->flags & LB_SETTINGS_F_WIDE_TABLES, &backend_id);
 	if (!be)
 		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
-	return forward_icmp_error(ctx, pkt, be, true);
+	return forward_icmp_error(ctx, pkt, be, true, &flow);
 }
 
 static __always_inline int balance_v4(struct xdp_md *ctx, struct packet *pkt, void *data_end, const struct lb_settings *cfg)
@@ -379,7 +379,7 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct packet *pkt, vo
 				follow_reused_tuple(tracked, flow_hash_v4(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), now);
 			be = active_backend(tracked->backend_id);
 			if (be)
-				return forward_tracked(ctx, pkt, tracked, be, now, false);
+				return forward_tracked(ctx, pkt, tracked, be, &flow, now, false);
 		}
 	}
 
@@ -433,7 +433,7 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet *pkt, vo
 				follow_reused_tuple(tracked, flow_hash_v6(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), now);
 			be = active_backend(tracked->backend_id);
 			if (be)
-				return forward_tracked(ctx, pkt, tracked, be, now, true);
+				return forward_tracked(ctx, pkt, tracked, be, &flow, now, true);
 		}
 	}
 

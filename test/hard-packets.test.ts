@@ -7,12 +7,22 @@
  */
 import assert from 'node:assert/strict';
 import { after, beforeEach, describe, test } from 'node:test';
-import { FLOW_FLAG_CLOSING, REASONS, type Reason, VIP_FLAG_HASH_SOURCE, flowKeyV4, flowKeyV6, flowState } from '../src/dataplane/abi.js';
+import {
+  FLOW_FLAG_CLOSING,
+  REASONS,
+  type Reason,
+  VIP_FLAG_HASH_SOURCE,
+  flowKeyV4,
+  flowKeyV6,
+  flowState,
+  tunnelSourceSpread,
+} from '../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
-import { flowHash, sourceHash, tableSlot } from '../src/dataplane/flow-hash.js';
+import { type Flow, flowHash, outerFlowLabel, outerSourceHost, sourceHash, tableSlot } from '../src/dataplane/flow-hash.js';
 import { type XdpAction, testRun } from '../src/dataplane/xdp.js';
 import { type VipAddress, parseVip } from '../src/model/address.js';
 import { backendEntry, clearFlows, clearVips } from './support/dataplane.js';
+import { insidePrefix } from './lab/lab.js';
 import {
   ETHERTYPE,
   ICMP,
@@ -28,6 +38,7 @@ import {
   internetChecksum,
   ipv4Frame,
   ipv4Header,
+  ipv6Bytes,
   ipv6Frame,
   ipv6Header,
   macBytes,
@@ -57,6 +68,8 @@ interface TestBackend {
   readonly forward: 'l2dsr' | 'ipip';
   readonly mac: string;
   readonly mtu?: number;
+  /** ipip: an outer source range instead of the balancer's address. */
+  readonly range?: SourceRange;
 }
 
 const BE = {
@@ -70,6 +83,9 @@ const BE = {
   IPIP6_MTU: 8,
   IPIP6_SMALL_MTU: 9,
   IPIP4_MTU_576: 10,
+  IPIP4_RANGE: 11,
+  IPIP6_RANGE: 12,
+  IPIP4_RANGE_V6: 13,
 } as const;
 
 const BACKENDS: Record<number, TestBackend> = {
@@ -83,6 +99,9 @@ const BACKENDS: Record<number, TestBackend> = {
   [BE.IPIP6_MTU]: { address: '2001:db8:20::15', forward: 'ipip', mac: MAC.router, mtu: 1400 },
   [BE.IPIP6_SMALL_MTU]: { address: '2001:db8:20::16', forward: 'ipip', mac: MAC.router, mtu: 1300 },
   [BE.IPIP4_MTU_576]: { address: '10.20.0.16', forward: 'ipip', mac: MAC.router, mtu: 576 },
+  [BE.IPIP4_RANGE]: { address: '10.20.0.17', forward: 'ipip', mac: MAC.router, range: { base: '10.10.4.0', bits: 8 } },
+  [BE.IPIP6_RANGE]: { address: '2001:db8:20::17', forward: 'ipip', mac: MAC.router, range: { base: '2001:db8:10::7:0', bits: 16 } },
+  [BE.IPIP4_RANGE_V6]: { address: '10.20.0.18', forward: 'ipip', mac: MAC.router, range: { base: '10.10.5.0', bits: 2 } },
 };
 
 const dataplane = BalancerDataplane.load({ maxVips: 32, maxBackends: 64, flowTableSize: 4096 });
@@ -106,7 +125,9 @@ beforeEach(() => {
         srcMac: MAC.balancer,
         ifindex: LOOPBACK_IFINDEX,
         mtu: b.mtu,
-        ...(b.forward === 'ipip' ? { tunnelSource: b.address.includes(':') ? BALANCER6 : BALANCER } : {}),
+        ...(b.forward === 'ipip'
+          ? { tunnelSource: b.range?.base ?? (b.address.includes(':') ? BALANCER6 : BALANCER), tunnelSourceBits: b.range?.bits ?? 0 }
+          : {}),
       }),
     );
   }
@@ -181,7 +202,8 @@ function balancedL2(frame: Buffer, backend: number, what?: string, reasons: Reas
 
 /** ipip: the frame's IP packet (and anything after it) behind an outer header to the backend. */
 function tunnelled(frame: Buffer, backend: number, what?: string, reasons: Reasons = {}): void {
-  expectFate(frame, { action: 'tx', output: encapsulated(frame, BACKENDS[backend]!.address), reasons }, what);
+  const b = BACKENDS[backend]!;
+  expectFate(frame, { action: 'tx', output: encapsulated(frame, b.address, b.range), reasons }, what);
 }
 
 function l2Length(frame: Buffer): number {
@@ -190,32 +212,82 @@ function l2Length(frame: Buffer): number {
 }
 
 /**
+ * The flow a frame belongs to, read from its bytes: TCP or UDP after any
+ * IPv6 option headers, or, for an ICMP error, the quoted packet's flow
+ * turned around (client -> VIP).
+ */
+function flowOf(frame: Buffer): Flow {
+  const l2 = l2Length(frame);
+  const v6 = frame.readUInt16BE(l2 - 2) === ETHERTYPE.IPV6;
+  const address = (at: number) => (v6 ? formatIpv6(frame.subarray(at, at + 16)) : Array.from(frame.subarray(at, at + 4)).join('.'));
+  let next = v6 ? frame[l2 + 6]! : frame[l2 + 9]!;
+  let l4 = l2 + (v6 ? 40 : (frame[l2]! & 0x0f) * 4);
+  while (v6 && (next === P.HOPOPTS || next === P.DSTOPTS)) {
+    next = frame[l4]!;
+    l4 += (frame[l4 + 1]! + 1) * 8;
+  }
+  const saddr = address(l2 + (v6 ? 8 : 12));
+  const daddr = address(l2 + (v6 ? 24 : 16));
+  if (next === P.ICMP || next === P.ICMPV6) {
+    const quoted = Buffer.concat([frame.subarray(0, l2), frame.subarray(l4 + 8)]);
+    const q = flowOf(quoted);
+    return { saddr: q.daddr, daddr: q.saddr, sport: q.dport, dport: q.sport, proto: q.proto };
+  }
+  return { saddr, daddr, sport: frame.readUInt16BE(l4), dport: frame.readUInt16BE(l4 + 2), proto: next };
+}
+
+function formatIpv6(bytes: Buffer): string {
+  return Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(2 * i).toString(16)).join(':');
+}
+
+/** An outer source range: its first address and host bits (0: one source). */
+interface SourceRange {
+  readonly base: string;
+  readonly bits: number;
+}
+
+/** The outer source of a flow from a range: its first address plus the low bits of the flow's hash. */
+function outerSource(range: SourceRange, flow: Flow): string {
+  const host = outerSourceHost(flowHash(flow), tunnelSourceSpread(range.bits));
+  if (!range.base.includes(':')) {
+    const n = (range.base.split('.').reduce((acc, o) => acc * 256 + Number(o), 0) + host) >>> 0;
+    return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  }
+  const bytes = ipv6Bytes(range.base);
+  bytes.writeUInt32BE((bytes.readUInt32BE(12) | host) >>> 0, 12);
+  return formatIpv6(bytes);
+}
+
+/**
  * The spec of encapsulation, computed from the input: Ethernet to the next
  * hop (a VLAN tag kept, its EtherType now the outer family's), an outer
- * header from the balancer's tunnel address with TTL / hop limit 64 that
- * copies the inner TOS / traffic class, the IPv4 identification and DF
- * (IPv6 inside: DF set, identification 0; IPv6 outside: flow label 0), then
- * the input's IP packet and whatever followed it, byte for byte.
+ * header from the balancer's tunnel address (or the flow's address of a
+ * source range) with TTL / hop limit 64 that copies the inner TOS / traffic
+ * class, the IPv4 identification and DF (IPv6 inside: DF set,
+ * identification 0; IPv6 outside: the flow's label), then the input's IP
+ * packet and whatever followed it, byte for byte.
  */
-function encapsulated(frame: Buffer, backendAddress: string): Buffer {
+function encapsulated(frame: Buffer, backendAddress: string, range?: SourceRange): Buffer {
   const l2 = l2Length(frame);
   const innerV6 = frame.readUInt16BE(l2 - 2) === ETHERTYPE.IPV6;
   const tos = innerV6 ? (frame.readUInt32BE(l2) >>> 20) & 0xff : frame[l2 + 1]!;
   const innerLength = innerV6 ? 40 + frame.readUInt16BE(l2 + 4) : frame.readUInt16BE(l2 + 2);
   const protocol = innerV6 ? P.IPV6 : P.IPIP;
   const outerV6 = backendAddress.includes(':');
+  const flow = flowOf(frame);
+  const src = range ? outerSource(range, flow) : outerV6 ? BALANCER6 : BALANCER;
   const outer = outerV6
     ? ipv6Header({
-        src: BALANCER6,
+        src,
         dst: backendAddress,
         nextHeader: protocol,
         payloadLength: innerLength,
         hopLimit: 64,
         trafficClass: tos,
-        flowLabel: 0,
+        flowLabel: outerFlowLabel(flowHash(flow)),
       })
     : ipv4Header({
-        src: BALANCER,
+        src,
         dst: backendAddress,
         protocol,
         payloadLength: innerLength,
@@ -1324,6 +1396,67 @@ describe('MTU: path MTU discovery through the balancer', () => {
 
 // ---------------------------------------------------------------------------
 
+describe('outer source ranges (RSS-friendly IP-in-IP)', () => {
+  /** The outer header's source (and IPv6 flow label) of what the balancer sent for a frame. */
+  function outerOf(frame: Buffer): { src: string; label?: number; checksumValid: boolean } {
+    const { action, output } = testRun(dataplane.programFd, frame);
+    assert.equal(action, 'tx');
+    if (output.readUInt16BE(12) === ETHERTYPE.IPV6)
+      return { src: formatIpv6(output.subarray(22, 38)), label: output.readUInt32BE(14) & 0xfffff, checksumValid: true };
+    return { src: Array.from(output.subarray(26, 30)).join('.'), checksumValid: internetChecksum(output.subarray(14, 34)) === 0 };
+  }
+
+  test("IPv4: a flow's outer source is the range's first address plus the low bits of its hash, the same for each of its packets; flows spread over the range", () => {
+    vip(`${VIP}:80/tcp`, [BE.IPIP4_RANGE]);
+    const sources = new Set<string>();
+    for (let port = 41000; port < 41200; port++) {
+      tunnelled(tcp4(port), BE.IPIP4_RANGE, `SYN ${port}`);
+      const seen = [
+        tcp4(port),
+        tcp4(port, { tcpFlags: TCP_FLAGS.ACK }),
+        tcp4(port, { tcpFlags: TCP_FLAGS.ACK | TCP_FLAGS.PSH, payload: Buffer.from('data') }),
+      ].map(outerOf);
+      assert.ok(
+        seen.every((o) => o.src === seen[0]!.src && o.checksumValid),
+        `port ${port}: ${JSON.stringify(seen)}`,
+      );
+      assert.ok(insidePrefix(seen[0]!.src, '10.10.4.0/24'), seen[0]!.src);
+      sources.add(seen[0]!.src);
+    }
+    assert.ok(sources.size > 100, `200 flows used ${sources.size} of the 256 sources`);
+  });
+
+  test("IPv6: the same within the range's last bits, and the outer flow label is the flow's, the same for each of its packets", () => {
+    vip(`[${VIP6}]:80/tcp`, [BE.IPIP6_RANGE]);
+    const sources = new Set<string>();
+    const labels = new Set<number>();
+    for (let port = 41000; port < 41100; port++) {
+      tunnelled(tcp6(port), BE.IPIP6_RANGE, `SYN ${port}`);
+      tunnelled(tcp6(port, { tcpFlags: TCP_FLAGS.ACK }), BE.IPIP6_RANGE, `ACK ${port}`);
+      const first = outerOf(tcp6(port, { tcpFlags: TCP_FLAGS.ACK }));
+      assert.ok(insidePrefix(first.src, '2001:db8:10::7:0/112'), first.src);
+      sources.add(first.src);
+      labels.add(first.label!);
+    }
+    assert.ok(sources.size > 90 && labels.size > 90, `100 flows: ${sources.size} sources, ${labels.size} labels`);
+  });
+
+  test('across families too (6-in-4 from an IPv4 range, 4-in-6 with a label), with VLAN tags and ICMP errors about the flow', () => {
+    vip(`[${VIP6}]:80/tcp`, [BE.IPIP4_RANGE_V6]);
+    for (let port = 41300; port < 41320; port++) tunnelled(tcp6(port), BE.IPIP4_RANGE_V6, `6-in-4 ${port}`);
+    tunnelled(withVlan(tcp6(41321), 0x0064), BE.IPIP4_RANGE_V6, 'tagged');
+    vip(`${VIP}:53/udp`, [BE.IPIP6_RANGE]);
+    for (let port = 41300; port < 41320; port++) tunnelled(udp4(port), BE.IPIP6_RANGE, `4-in-6 ${port}`);
+    vip(`${VIP}:80/tcp`, [BE.IPIP4_RANGE]);
+    tunnelled(fragNeeded(replyPacket4(41330)), BE.IPIP4_RANGE, 'fragmentation needed about a flow', { icmp_error_forwarded: 1 });
+  });
+
+  test('without a range every flow leaves from the one tunnel source', () => {
+    vip(`${VIP}:80/tcp`, [BE.IPIP4]);
+    for (let port = 41400; port < 41420; port++) assert.equal(outerOf(tcp4(port)).src, BALANCER);
+  });
+});
+
 describe('VIPs of all ports (port 0)', () => {
   test('a packet to a port without a VIP of its own goes to the VIP of all ports of its address and protocol, tracked per 5-tuple', () => {
     const table = vip(allPorts(VIP), [BE.L2, BE.L2_B]);
@@ -1424,7 +1557,7 @@ describe('IPv6 VIPs and backends', () => {
     balancedL2(tcp6(40060, { payload: Buffer.from('GET / HTTP/1.1\r\n\r\n') }), BE.L2_V6);
   });
 
-  test('a UDP packet to an IPv6 VIP is encapsulated 6-in-6: next header 41, hop limit 64, traffic class copied, flow label 0', () => {
+  test("a UDP packet to an IPv6 VIP is encapsulated 6-in-6: next header 41, hop limit 64, traffic class copied, the flow's label", () => {
     vip(`[${VIP6}]:53/udp`, [BE.IPIP6]);
     const frame = udp6(40061, { trafficClass: 0xb8, flowLabel: 0x12345, hopLimit: 3 });
     const expected = Buffer.concat([
@@ -1436,7 +1569,7 @@ describe('IPv6 VIPs and backends', () => {
         payloadLength: frame.length - ETH_HLEN,
         hopLimit: 64,
         trafficClass: 0xb8,
-        flowLabel: 0,
+        flowLabel: outerFlowLabel(flowHash({ saddr: CLIENT6, daddr: VIP6, sport: 40061, dport: 53, proto: 17 })),
       }),
       frame.subarray(ETH_HLEN),
     ]);
@@ -1475,6 +1608,7 @@ describe('IPv6 VIPs and backends', () => {
         payloadLength: frame.length - ETH_HLEN,
         hopLimit: 64,
         trafficClass: 0x2e,
+        flowLabel: outerFlowLabel(flowHash({ saddr: CLIENT, daddr: VIP, sport: 40063, dport: 53, proto: 17 })),
       }),
       frame.subarray(ETH_HLEN),
     ]);

@@ -210,6 +210,7 @@ describe('Reconciler', () => {
       address: field16('10.10.0.11'),
       tunnel_csum_base: 0,
       vip_id: web.vipId,
+      tunnel_src_spread: 0,
     });
     assert.deepEqual(backendEntry(2), {
       dst_mac: BACKEND_MAC,
@@ -222,6 +223,7 @@ describe('Reconciler', () => {
       address: field16('10.10.0.12'),
       tunnel_csum_base: tunnelChecksumBase(TUNNEL_SRC, '10.10.0.12'),
       vip_id: web.vipId,
+      tunnel_src_spread: 0,
     });
     assert.equal(backendEntry(3).forward, FORWARD.ipip, 'the VIP default applies');
     assert.deepEqual(backendEntry(3).address, field16('10.10.0.21'));

@@ -170,7 +170,13 @@ struct backend_info {
 	 * folded: per packet only the other words are added. */
 	__u32 tunnel_csum_base;
 	__u32 vip_id; /* the VIP this entry serves */
-	__u32 pad;
+	/* Outer source range (ipip): these bits of the outer source's last 32
+	 * bits (network order; the host part of a prefix) are the low bits of
+	 * the flow's hash, so that a backend's NIC, whose RSS hashes only the
+	 * outer addresses of a tunnelled packet, spreads the flows over its
+	 * receive queues. tunnel_src holds the range's first address (these
+	 * bits zero). 0: one source for all flows. */
+	__be32 tunnel_src_spread;
 };
 
 /* Per VIP and per backend. Packets of tracked flows = packets - new_flows. */

@@ -79,6 +79,19 @@ static __always_inline __u32 source_hash_v6(const __be32 *saddr)
 	return jhash_3words(bpf_ntohl(saddr[3]), 0, 0, h);
 }
 
+/* The hash of a flow by its key, of either family (`v6` is a constant where it is inlined). */
+static __always_inline __u32 flow_key_hash(const void *key, bool v6)
+{
+	if (v6) {
+		const struct flow_key_v6 *k = key;
+
+		return flow_hash_v6(k->saddr, k->daddr, k->sport, k->dport, k->proto);
+	}
+	const struct flow_key_v4 *k = key;
+
+	return flow_hash_v4(k->saddr, k->daddr, k->sport, k->dport, k->proto);
+}
+
 /* Maps the flow hash onto [0, table_size) without a division. */
 static __always_inline __u32 table_slot(__u32 hash, __u32 table_size)
 {

@@ -475,6 +475,7 @@ function encodeBackend(vipId: number, backend: BackendSpec, forward: ForwardMeth
       tunnel_src: tunnelled ? padded(addressBytes(backend.family, path.tunnelSrc!)) : Buffer.alloc(16),
       tunnel_csum_base: v4Tunnel ? tunnelChecksumBase(path.tunnelSrc!, backend.address) : 0,
       vip_id: vipId,
+      tunnel_src_spread: 0,
     })
     .toString('hex');
 }

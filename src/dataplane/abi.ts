@@ -9,7 +9,7 @@ import { addressBytes, formatAddressBytes } from '../model/address.js';
 
 const LITTLE = endianness() === 'LE';
 
-type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'ipv6' | 'mac' | 'bytes16' | 'pad';
+type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'be32' | 'ipv4' | 'ipv6' | 'mac' | 'bytes16' | 'pad';
 
 interface Field<K extends Kind = Kind> {
   readonly kind: K;
@@ -29,7 +29,18 @@ type Shape<F extends Fields> = {
   [N in keyof F as F[N]['kind'] extends 'pad' ? never : N]: ValueOf<F[N]['kind']>;
 };
 
-const KIND_SIZE: Record<Exclude<Kind, 'pad'>, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, ipv4: 4, ipv6: 16, mac: 6, bytes16: 16 };
+const KIND_SIZE: Record<Exclude<Kind, 'pad'>, number> = {
+  u8: 1,
+  u16: 2,
+  u32: 4,
+  u64: 8,
+  be16: 2,
+  be32: 4,
+  ipv4: 4,
+  ipv6: 16,
+  mac: 6,
+  bytes16: 16,
+};
 
 function field<K extends Exclude<Kind, 'pad'>>(kind: K, offset: number): Field<K> {
   return { kind, offset, size: KIND_SIZE[kind] };
@@ -87,6 +98,9 @@ function writeField(buf: Buffer, f: Field, value: unknown, where: string): void 
     case 'be16':
       buf.writeUInt16BE(value as number, f.offset);
       break;
+    case 'be32':
+      buf.writeUInt32BE(value as number, f.offset);
+      break;
     case 'ipv4':
       Buffer.from((value as string).split('.').map(Number)).copy(buf, f.offset);
       break;
@@ -116,6 +130,8 @@ function readField(buf: Buffer, f: Field): unknown {
       return LITTLE ? buf.readBigUInt64LE(f.offset) : buf.readBigUInt64BE(f.offset);
     case 'be16':
       return buf.readUInt16BE(f.offset);
+    case 'be32':
+      return buf.readUInt32BE(f.offset);
     case 'ipv4':
       return Array.from(buf.subarray(f.offset, f.offset + 4)).join('.');
     case 'ipv6':
@@ -277,8 +293,20 @@ export const backendInfo = defineStruct('backend_info', 64, {
   tunnel_src: field('bytes16', 36),
   tunnel_csum_base: field('u32', 52),
   vip_id: field('u32', 56),
-  pad: pad(60, 4),
+  tunnel_src_spread: field('be32', 60),
 });
+
+/**
+ * tunnel_src_spread for an outer source range of `hostBits` host bits (an
+ * IPv4 /(32 - hostBits), or the last hostBits bits of an IPv6 prefix; at
+ * most 32): each flow's outer source is the range's first address plus
+ * the low hostBits bits of the flow's hash (flow-hash.ts outerSourceHost).
+ */
+export function tunnelSourceSpread(hostBits: number): number {
+  if (!Number.isInteger(hostBits) || hostBits < 0 || hostBits > 32)
+    throw new Error(`host bits of an outer source range: 0 to 32, not ${hostBits}`);
+  return hostBits === 32 ? 0xffffffff : 2 ** hostBits - 1;
+}
 
 export const trafficCounters = defineStruct('traffic_counters', 32, {
   packets: field('u64', 0),

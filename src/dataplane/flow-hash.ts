@@ -67,6 +67,16 @@ export function slotHash(flow: Flow, vipFlags: number): number {
   return vipFlags & VIP_FLAG_HASH_SOURCE ? sourceHash(flow.saddr) : flowHash(flow);
 }
 
+/** The host part of a flow's outer source within a range (tunnel_src_spread: bpf/lib/forward.h): the low bits of its hash. */
+export function outerSourceHost(hash: number, spread: number): number {
+  return (hash & spread) >>> 0;
+}
+
+/** The flow label of a flow's outer IPv6 header (bpf/lib/forward.h): the top 20 bits of its hash, 1 for 0. */
+export function outerFlowLabel(hash: number): number {
+  return hash >>> 12 || 1;
+}
+
 export function tableSlot(hash: number, tableSize: number): number {
   return Number((BigInt(hash) * BigInt(tableSize)) >> 32n);
 }

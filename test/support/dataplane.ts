@@ -1,5 +1,12 @@
 /** Writing a data plane's maps directly, for packet tests (the daemon uses the reconciler). */
-import { BACKEND_FLAG_ACTIVE, BACKEND_FLAG_IPV6, type BackendInfo, FORWARD, tunnelChecksumBase } from '../../src/dataplane/abi.js';
+import {
+  BACKEND_FLAG_ACTIVE,
+  BACKEND_FLAG_IPV6,
+  type BackendInfo,
+  FORWARD,
+  tunnelChecksumBase,
+  tunnelSourceSpread,
+} from '../../src/dataplane/abi.js';
 import { type BalancerDataplane } from '../../src/dataplane/balancer.js';
 import { addressBytes, parseVip } from '../../src/model/address.js';
 
@@ -17,6 +24,8 @@ export interface BackendOptions {
   readonly srcMac: string;
   readonly ifindex: number;
   readonly tunnelSource?: string;
+  /** Host bits of the outer source range starting at tunnelSource (0: that one source). */
+  readonly tunnelSourceBits?: number;
   readonly mtu?: number;
   readonly vipId?: number;
   readonly active?: boolean;
@@ -36,6 +45,7 @@ export function backendEntry(o: BackendOptions): BackendInfo {
     tunnel_src: tunnelled ? field16(o.tunnelSource!) : Buffer.alloc(16),
     tunnel_csum_base: tunnelled && !v6 ? tunnelChecksumBase(o.tunnelSource!, o.address) : 0,
     vip_id: o.vipId ?? 0,
+    tunnel_src_spread: tunnelled ? tunnelSourceSpread(o.tunnelSourceBits ?? 0) : 0,
   };
 }
 
