@@ -160,7 +160,20 @@ static __always_inline void follow_reused_tuple(struct flow_state *tracked, __u3
 	tracked->last_seen = now;
 }
 
-/* A packet of a tracked flow whose backend is active, to be balanced: to that backend. */
+/*
+ * The backend of a tracked flow's packet, if still active: its own, or,
+ * for a tuple whose connection may be over, that of a SYN of a new
+ * connection on it. NULL: the flow is placed again (place_flow).
+ */
+static __always_inline struct backend_info *tracked_backend(struct flow_state *tracked, const struct packet *pkt,
+							    const void *key, __u64 now, bool v6)
+{
+	if (tuple_may_be_reused(tracked, pkt, now))
+		follow_reused_tuple(tracked, flow_key_hash(key, v6), now);
+	return active_backend(tracked->backend_id);
+}
+
+/* A packet of a tracked flow whose backend is active: to that backend, whatever the table says now. */
 static __always_inline int forward_tracked(struct xdp_md *ctx, const struct packet *pkt, struct flow_state *tracked,
 					   const struct backend_info *be, const void *key, __u64 now, bool v6)
 {
@@ -375,9 +388,7 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct packet *pkt, vo
 			reason = vip_packet_refused(ctx, pkt, cfg, now, false);
 			if (reason != LB_REASON_MAX)
 				return count_reason(reason, XDP_PASS);
-			if (tuple_may_be_reused(tracked, pkt, now))
-				follow_reused_tuple(tracked, flow_hash_v4(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), now);
-			be = active_backend(tracked->backend_id);
+			be = tracked_backend(tracked, pkt, &flow, now, false);
 			if (be)
 				return forward_tracked(ctx, pkt, tracked, be, &flow, now, false);
 		}
@@ -429,9 +440,7 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet *pkt, vo
 			reason = vip_packet_refused(ctx, pkt, cfg, now, true);
 			if (reason != LB_REASON_MAX)
 				return count_reason(reason, XDP_PASS);
-			if (tuple_may_be_reused(tracked, pkt, now))
-				follow_reused_tuple(tracked, flow_hash_v6(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), now);
-			be = active_backend(tracked->backend_id);
+			be = tracked_backend(tracked, pkt, &flow, now, true);
 			if (be)
 				return forward_tracked(ctx, pkt, tracked, be, &flow, now, true);
 		}

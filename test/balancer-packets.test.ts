@@ -35,9 +35,9 @@ dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
 const readJiffies = () => readU64(testRun(dataplane.clockFd, Buffer.alloc(64)).output);
 after(() => dataplane.close());
 
-/** A backend entry serving VIP vipId (packets of its tracked flows count for that VIP). */
-function l2Backend(id: number, ifindex = LOOPBACK_IFINDEX, vipId = 0) {
-  dataplane.putBackend(
+/** A backend entry serving VIP vipId (packets of its tracked flows count for that VIP), in this file's data plane or another. */
+function l2Backend(id: number, ifindex = LOOPBACK_IFINDEX, vipId = 0, into: BalancerDataplane = dataplane) {
+  into.putBackend(
     id,
     backendEntry({ address: `10.10.0.${10 + id}`, forward: 'l2dsr', dstMac: BACKEND_MAC[id]!, srcMac: MAC.balancer, ifindex, vipId }),
   );
@@ -222,16 +222,7 @@ describe('kill-switch', () => {
     const fresh = BalancerDataplane.load({ maxVips: 4, maxBackends: 16, flowTableSize: 1024 });
     try {
       assert.equal(fresh.killSwitchDeadline(), 0n);
-      fresh.putBackend(
-        BE_L2,
-        backendEntry({
-          address: '10.10.0.11',
-          forward: 'l2dsr',
-          dstMac: BACKEND_MAC[BE_L2]!,
-          srcMac: MAC.balancer,
-          ifindex: LOOPBACK_IFINDEX,
-        }),
-      );
+      l2Backend(BE_L2, LOOPBACK_IFINDEX, 0, fresh);
       fresh.putTables([{ tableId: 0, table: new Uint32Array(TABLE_SIZE).fill(BE_L2) }]);
       fresh.putVip(parseVip(`${VIP}:80/tcp`), { vip_id: 0, table_id: 0, table_size: TABLE_SIZE, flags: 0 });
       assert.equal(testRun(fresh.programFd, syn(30101)).action, 'pass');
@@ -285,16 +276,7 @@ describe('backend choice', () => {
           ifindex: LOOPBACK_IFINDEX,
         }),
       );
-      wide.putBackend(
-        BE_L2,
-        backendEntry({
-          address: '10.10.0.11',
-          forward: 'l2dsr',
-          dstMac: BACKEND_MAC[BE_L2]!,
-          srcMac: MAC.balancer,
-          ifindex: LOOPBACK_IFINDEX,
-        }),
-      );
+      l2Backend(BE_L2, LOOPBACK_IFINDEX, 0, wide);
       const table = putVipWithTable(wide, `${VIP}:80/tcp`, [high, BE_L2], 0, TABLE_SIZE);
       assert.deepEqual(wide.readTable(0), table);
       const macs = new Set<string>();

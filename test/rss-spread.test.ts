@@ -51,32 +51,19 @@ before(async () => {
   const sw = lab.ns('sw');
   const ip = (...args: string[]) => execFileSync('ip', args);
   ip('netns', 'add', NS);
-  ip(
-    'link',
-    'add',
-    PORT,
+  // One end on the switch, the other the backend's eth0: QUEUES queues each, the interior MTU.
+  const end = (name: string, ns: string) => [
+    name,
     'netns',
-    sw,
+    ns,
     'numrxqueues',
     `${QUEUES}`,
     'numtxqueues',
     `${QUEUES}`,
     'mtu',
     `${LAB.mtu.interior}`,
-    'type',
-    'veth',
-    'peer',
-    'name',
-    'eth0',
-    'netns',
-    NS,
-    'numrxqueues',
-    `${QUEUES}`,
-    'numtxqueues',
-    `${QUEUES}`,
-    'mtu',
-    `${LAB.mtu.interior}`,
-  );
+  ];
+  ip('link', 'add', ...end(PORT, sw), 'type', 'veth', 'peer', 'name', ...end('eth0', NS));
   inBackend(['ethtool', '-K', 'eth0', 'rx', 'off', 'tx', 'off']);
   inBackend(['ip', 'link', 'set', 'lo', 'up']);
   inBackend(['ip', 'link', 'set', 'eth0', 'up']);
