@@ -134,7 +134,7 @@ static __always_inline int send_to_backend(struct xdp_md *ctx, const struct pack
 static __always_inline int forward_icmp_error(struct xdp_md *ctx, const struct packet *pkt,
 					      const struct backend_info *be, bool inner_v6, const void *flow)
 {
-	int action = send_to_backend(ctx, pkt, be, inner_v6, false, encap_needs_hash(be) ? flow_key_hash(flow, inner_v6) : 0);
+	int action = send_to_backend(ctx, pkt, be, inner_v6, false, encap_needs_hash(be) ? encap_hash(flow, inner_v6) : 0);
 
 	if (action == XDP_TX || action == XDP_REDIRECT)
 		count_reason(LB_REASON_ICMP_ERROR_FORWARDED, 0);
@@ -180,7 +180,7 @@ static __always_inline int forward_tracked(struct xdp_md *ctx, const struct pack
 	touch(tracked, pkt, now);
 	count_traffic(&vip_stats, be->vip_id, pkt->ip_len, FLOW_TRACKED);
 	count_traffic(&backend_stats, tracked->backend_id, pkt->ip_len, FLOW_TRACKED);
-	return send_to_backend(ctx, pkt, be, v6, true, encap_needs_hash(be) ? flow_key_hash(key, v6) : 0);
+	return send_to_backend(ctx, pkt, be, v6, true, encap_needs_hash(be) ? encap_hash(key, v6) : 0);
 }
 
 /*
@@ -212,7 +212,8 @@ static __always_inline int place_flow(struct xdp_md *ctx, const struct packet *p
 	track(flows, key, tracked, pkt, backend_id, hash, now);
 	count_traffic(&vip_stats, vip->vip_id, pkt->ip_len, verdict);
 	count_traffic(&backend_stats, backend_id, pkt->ip_len, verdict);
-	return send_to_backend(ctx, pkt, be, v6, true, hash);
+	/* IPv4's tunnel hash is the flow hash, already at hand. */
+	return send_to_backend(ctx, pkt, be, v6, true, !encap_needs_hash(be) ? 0 : v6 ? encap_hash(key, true) : hash);
 }
 
 /* What picks a flow's slot in the VIP's table (ICMP errors about the flow go where it went). */

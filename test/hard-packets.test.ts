@@ -18,7 +18,7 @@ import {
   tunnelSourceSpread,
 } from '../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
-import { type Flow, flowHash, outerFlowLabel, outerSourceHost, sourceHash, tableSlot } from '../src/dataplane/flow-hash.js';
+import { type Flow, encapHash, flowHash, outerFlowLabel, outerSourceHost, sourceHash, tableSlot } from '../src/dataplane/flow-hash.js';
 import { type XdpAction, testRun } from '../src/dataplane/xdp.js';
 import { type VipAddress, parseVip } from '../src/model/address.js';
 import { backendEntry, clearFlows, clearVips } from './support/dataplane.js';
@@ -248,7 +248,7 @@ interface SourceRange {
 
 /** The outer source of a flow from a range: its first address plus the low bits of the flow's hash. */
 function outerSource(range: SourceRange, flow: Flow): string {
-  const host = outerSourceHost(flowHash(flow), tunnelSourceSpread(range.bits));
+  const host = outerSourceHost(encapHash(flow), tunnelSourceSpread(range.bits));
   if (!range.base.includes(':')) {
     const n = (range.base.split('.').reduce((acc, o) => acc * 256 + Number(o), 0) + host) >>> 0;
     return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
@@ -284,7 +284,7 @@ function encapsulated(frame: Buffer, backendAddress: string, range?: SourceRange
         payloadLength: innerLength,
         hopLimit: 64,
         trafficClass: tos,
-        flowLabel: outerFlowLabel(flowHash(flow)),
+        flowLabel: outerFlowLabel(encapHash(flow)),
       })
     : ipv4Header({
         src,
@@ -1569,7 +1569,7 @@ describe('IPv6 VIPs and backends', () => {
         payloadLength: frame.length - ETH_HLEN,
         hopLimit: 64,
         trafficClass: 0xb8,
-        flowLabel: outerFlowLabel(flowHash({ saddr: CLIENT6, daddr: VIP6, sport: 40061, dport: 53, proto: 17 })),
+        flowLabel: outerFlowLabel(encapHash({ saddr: CLIENT6, daddr: VIP6, sport: 40061, dport: 53, proto: 17 })),
       }),
       frame.subarray(ETH_HLEN),
     ]);
@@ -1608,7 +1608,7 @@ describe('IPv6 VIPs and backends', () => {
         payloadLength: frame.length - ETH_HLEN,
         hopLimit: 64,
         trafficClass: 0x2e,
-        flowLabel: outerFlowLabel(flowHash({ saddr: CLIENT, daddr: VIP, sport: 40063, dport: 53, proto: 17 })),
+        flowLabel: outerFlowLabel(encapHash({ saddr: CLIENT, daddr: VIP, sport: 40063, dport: 53, proto: 17 })),
       }),
       frame.subarray(ETH_HLEN),
     ]);

@@ -92,6 +92,25 @@ static __always_inline __u32 flow_key_hash(const void *key, bool v6)
 	return flow_hash_v4(k->saddr, k->daddr, k->sport, k->dport, k->proto);
 }
 
+/*
+ * What picks a tunnelled flow's outer source in a range and its outer IPv6
+ * flow label: the same for every packet of the flow, and cheap, since
+ * tracked packets compute it. IPv4: the flow hash. IPv6: one round over the
+ * addresses folded to a word each (the flow hash takes three).
+ * src/dataplane/flow-hash.ts (encapHash) computes the same.
+ */
+static __always_inline __u32 encap_hash(const void *key, bool v6)
+{
+	if (v6) {
+		const struct flow_key_v6 *k = key;
+		__u32 s = k->saddr[0] ^ k->saddr[1] ^ k->saddr[2] ^ k->saddr[3];
+		__u32 d = k->daddr[0] ^ k->daddr[1] ^ k->daddr[2] ^ k->daddr[3];
+
+		return jhash_3words(bpf_ntohl(s), bpf_ntohl(d), ports_word(k->sport, k->dport), LB_FLOW_HASH_SEED + k->proto);
+	}
+	return flow_key_hash(key, false);
+}
+
 /* Maps the flow hash onto [0, table_size) without a division. */
 static __always_inline __u32 table_slot(__u32 hash, __u32 table_size)
 {

@@ -67,12 +67,21 @@ export function slotHash(flow: Flow, vipFlags: number): number {
   return vipFlags & VIP_FLAG_HASH_SOURCE ? sourceHash(flow.saddr) : flowHash(flow);
 }
 
-/** The host part of a flow's outer source within a range (tunnel_src_spread: bpf/lib/forward.h): the low bits of its hash. */
+/** What picks a tunnelled flow's outer source in a range and its outer IPv6 flow label (bpf/lib/flow.h encap_hash). */
+export function encapHash(flow: Flow): number {
+  const s = words(flow.saddr);
+  if (s.length === 1) return flowHash(flow);
+  const d = words(flow.daddr);
+  const fold = (w: number[]) => (w[0]! ^ w[1]! ^ w[2]! ^ w[3]!) >>> 0;
+  return jhash3Words(fold(s), fold(d), ((flow.sport << 16) | flow.dport) >>> 0, (FLOW_HASH_SEED + flow.proto) >>> 0);
+}
+
+/** The host part of a flow's outer source within a range (tunnel_src_spread: bpf/lib/forward.h): the low bits of its encapHash. */
 export function outerSourceHost(hash: number, spread: number): number {
   return (hash & spread) >>> 0;
 }
 
-/** The flow label of a flow's outer IPv6 header (bpf/lib/forward.h): the top 20 bits of its hash, 1 for 0. */
+/** The flow label of a flow's outer IPv6 header (bpf/lib/forward.h): the top 20 bits of its encapHash, 1 for 0. */
 export function outerFlowLabel(hash: number): number {
   return hash >>> 12 || 1;
 }
