@@ -79,8 +79,9 @@ before(async () => {
   await sh('sw', ['ethtool', '-K', PORT, 'rx', 'off', 'tx', 'off']);
   await sh('sw', ['ip', 'link', 'set', PORT, 'master', LAB.front.bridge, 'up']);
   await sh('sw', ['bridge', 'fdb', 'add', backendMac, 'dev', PORT, 'master', 'static']);
-  await sh('sw', ['tc', 'qdisc', 'add', 'dev', PORT, 'clsact']);
-  await sh('sw', ['tc', 'filter', 'add', 'dev', PORT, 'egress', 'bpf', 'direct-action', 'obj', TC_RSS, 'sec', 'tc']);
+  // tc -n: in a mount namespace of its own, so that its loader leaves nothing in the host's bpffs.
+  execFileSync('tc', ['-n', sw, 'qdisc', 'add', 'dev', PORT, 'clsact']);
+  execFileSync('tc', ['-n', sw, 'filter', 'add', 'dev', PORT, 'egress', 'bpf', 'direct-action', 'obj', TC_RSS, 'sec', 'tc']);
 });
 
 after(async () => {
