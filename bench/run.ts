@@ -16,6 +16,8 @@
  *   BENCH_OUT=NAME         results file name under bench/results (NAME.md, NAME.json, NAME-http.svg)
  *   BENCH_REVISION=TEXT    what was measured, for the results file (default: git describe --dirty)
  *   BENCH_ITERATIONS, BENCH_ROUNDS            part 1 (default 1,000,000 runs, 5 rounds)
+ *   BENCH_MANY_FLOWS       part 1: flows of the "million" rows (1,000,000)
+ *   BENCH_FLOOD, BENCH_FLOOD_ESTABLISHED      part 1: spoofed packets of the flood and the flows it meets (10,000,000, 100,000)
  *   BENCH_RATE_ROUNDS, BENCH_RATE_SECONDS, BENCH_RATE_THREADS   part 2 (3, 3, 1)
  *   BENCH_RATE_SWITCH=bridge  part 2 through the lab's Linux bridge instead of bench/xdp_switch.bpf.c
  *   BENCH_HTTP_ROUNDS, BENCH_HTTP_SECONDS, BENCH_HTTP_CONNECTIONS  part 3 (5, 6, 64)
@@ -30,7 +32,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { ensureBpffs } from '../src/daemon/bpffs.js';
 import { PROJECT_ROOT, bpfObjectPath } from '../src/paths.js';
-import { measureDataplaneCost } from './dataplane-cost.js';
+import { measureDataplaneCost, measureSynFlood } from './dataplane-cost.js';
 import { measurePacketRate } from './packet-rate.js';
 import { httpSvg, measureHttp } from './http.js';
 import { measureControlPlane } from './control-plane.js';
@@ -89,8 +91,15 @@ async function main(): Promise<void> {
   if (parts.includes('cost')) {
     const iterations = num('BENCH_ITERATIONS', 1_000_000, 100_000);
     const rounds = num('BENCH_ROUNDS', 5, 1);
-    const rows = await timed('cost', () => measureDataplaneCost({ iterations, rounds, log }));
-    if (rows) results.cost = { iterations, rounds, rows };
+    const cost = await timed('cost', () => ({
+      rows: measureDataplaneCost({ iterations, rounds, manyFlows: num('BENCH_MANY_FLOWS', 1_000_000, 100_000), log }),
+      flood: measureSynFlood({
+        flood: num('BENCH_FLOOD', 10_000_000, 1_000_000),
+        established: num('BENCH_FLOOD_ESTABLISHED', 100_000, 10_000),
+        log,
+      }),
+    }));
+    if (cost) results.cost = { iterations, rounds, ...cost };
   }
   if (parts.includes('rate')) {
     const rate = await timed('rate', () =>

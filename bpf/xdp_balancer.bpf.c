@@ -22,6 +22,7 @@
 #include "lib/flow.h"
 #include "lib/forward.h"
 #include "lib/icmp.h"
+#include "lib/vip.h"
 
 static __always_inline int count_reason(enum lb_reason reason, int action)
 {
@@ -56,12 +57,43 @@ static __always_inline void count_traffic(void *map, __u32 id, __u64 bytes, enum
 }
 
 /* Has the control plane stopped confirming it is alive (or been told to stop)? */
-static __always_inline bool kill_switch_tripped(__u64 now)
+static __always_inline bool kill_switch_tripped(const struct lb_settings *cfg, __u64 now)
 {
-	__u32 zero = 0;
-	struct lb_settings *cfg = bpf_map_lookup_elem(&settings, &zero);
+	return now > cfg->kill_switch_deadline;
+}
 
-	return !cfg || now > cfg->kill_switch_deadline;
+/*
+ * Why a packet to a VIP must not be balanced, or LB_REASON_MAX: the
+ * kill-switch (fail open), an IPv4 header whose checksum is wrong. Only
+ * packets to VIPs pay for the checksum: the kernel checks the rest.
+ */
+static __always_inline enum lb_reason vip_packet_refused(struct xdp_md *ctx, const struct packet *pkt,
+							const struct lb_settings *cfg, __u64 now, bool v6)
+{
+	const struct iphdr *ip = pkt->l3;
+
+	if (kill_switch_tripped(cfg, now))
+		return LB_REASON_KILL_SWITCH;
+	if (v6)
+		return LB_REASON_MAX;
+	if (ip->ihl == 5 ? !ipv4_short_header_valid(ip) : !ipv4_long_header_valid(ctx, pkt->l2_len, ip->ihl * 4))
+		return LB_REASON_MALFORMED;
+	return LB_REASON_MAX;
+}
+
+/*
+ * Why a packet the balancer does not handle (a protocol or ICMP type of no
+ * VIP) passes: unsupported when it is addressed to a VIP's address, not a
+ * VIP otherwise (neighbour discovery, GRE between other hosts...).
+ */
+static __always_inline enum lb_reason unsupported_v4(const struct iphdr *ip)
+{
+	return bpf_map_lookup_elem(&vip_addrs_v4, &ip->daddr) ? LB_REASON_L4_UNSUPPORTED : LB_REASON_NOT_VIP;
+}
+
+static __always_inline enum lb_reason unsupported_v6(const struct ipv6hdr *ip6)
+{
+	return bpf_map_lookup_elem(&vip_addrs_v6, &ip6->daddr) ? LB_REASON_L4_UNSUPPORTED : LB_REASON_NOT_VIP;
 }
 
 /*
@@ -71,7 +103,7 @@ static __always_inline bool kill_switch_tripped(__u64 now)
  * fragmented cannot be (XDP does not fragment) and is dropped, counted.
  */
 static __always_inline int send_to_backend(struct xdp_md *ctx, const struct packet *pkt,
-					   const struct backend_info *be, bool inner_v6, bool may_answer)
+					   const struct backend_info *be, bool inner_v6, bool may_answer, __u32 hash)
 {
 	__u16 overhead;
 
@@ -89,7 +121,7 @@ static __always_inline int send_to_backend(struct xdp_md *ctx, const struct pack
 			return count_reason(LB_REASON_TOO_BIG_DROPPED, XDP_DROP);
 		return count_reason(LB_REASON_TOO_BIG_REPLIED, XDP_TX);
 	}
-	if (encapsulate(ctx, pkt, be, inner_v6))
+	if (encapsulate(ctx, pkt, be, inner_v6, hash))
 		return count_reason(LB_REASON_ENCAP_FAILED, XDP_DROP);
 	return transmit(ctx, be);
 }
@@ -100,54 +132,103 @@ static __always_inline int send_to_backend(struct xdp_md *ctx, const struct pack
  * counted as such, never answered (no error about an error).
  */
 static __always_inline int forward_icmp_error(struct xdp_md *ctx, const struct packet *pkt,
-					      const struct backend_info *be, bool inner_v6)
+					      const struct backend_info *be, bool inner_v6, const void *flow)
 {
-	int action = send_to_backend(ctx, pkt, be, inner_v6, false);
+	int action = send_to_backend(ctx, pkt, be, inner_v6, false, encap_needs_hash(be) ? encap_hash(flow, inner_v6) : 0);
 
 	if (action == XDP_TX || action == XDP_REDIRECT)
 		count_reason(LB_REASON_ICMP_ERROR_FORWARDED, 0);
 	return action;
 }
 
-/* The backend for a flow to a VIP: tracked, or the table's choice (then tracked). */
-static __always_inline struct backend_info *pick_backend_v4(const struct vip_info *vip, const struct flow_key_v4 *flow,
-							    const struct packet *pkt, __u64 now, __u32 *backend_id,
-							    enum flow_verdict *verdict)
+/*
+ * A tracked flow whose connection may be over (tuple_may_be_reused) and a
+ * SYN noted since its last packet: the client opened a new connection on
+ * the tuple, and its packets follow that SYN to its backend.
+ */
+static __always_inline void follow_reused_tuple(struct flow_state *tracked, __u32 hash, __u64 now)
 {
-	struct flow_state *entry;
-	struct backend_info *be = tracked_backend(&flows_v4, flow, pkt, now, backend_id, verdict, &entry);
+	__u64 since = now - LB_SYN_NOTE_JIFFIES;
+	__u32 backend_id;
 
-	if (be)
-		return be;
-	be = table_backend(vip, flow_hash_v4(flow->saddr, flow->daddr, flow->sport, flow->dport, flow->proto), backend_id);
-	if (be)
-		track(&flows_v4, flow, entry, pkt, *backend_id, now);
-	return be;
+	if ((__s64)(tracked->last_seen - since) > 0)
+		since = tracked->last_seen;
+	if (!take_noted_syn(hash, since, &backend_id))
+		return;
+	tracked->backend_id = backend_id;
+	tracked->flags = 0;
+	tracked->last_seen = now;
 }
 
-static __always_inline struct backend_info *pick_backend_v6(const struct vip_info *vip, const struct flow_key_v6 *flow,
-							    const struct packet *pkt, __u64 now, __u32 *backend_id,
-							    enum flow_verdict *verdict)
+/*
+ * The backend of a tracked flow's packet, if still active: its own, or,
+ * for a tuple whose connection may be over, that of a SYN of a new
+ * connection on it. NULL: the flow is placed again (place_flow).
+ */
+static __always_inline struct backend_info *tracked_backend(struct flow_state *tracked, const struct packet *pkt,
+							    const void *key, __u64 now, bool v6)
 {
-	struct flow_state *entry;
-	struct backend_info *be = tracked_backend(&flows_v6, flow, pkt, now, backend_id, verdict, &entry);
-
-	if (be)
-		return be;
-	be = table_backend(vip, flow_hash_v6(flow->saddr, flow->daddr, flow->sport, flow->dport, flow->proto), backend_id);
-	if (be)
-		track(&flows_v6, flow, entry, pkt, *backend_id, now);
-	return be;
+	if (tuple_may_be_reused(tracked, pkt, now))
+		follow_reused_tuple(tracked, flow_key_hash(key, v6), now);
+	return active_backend(tracked->backend_id);
 }
 
-static __always_inline int balance(struct xdp_md *ctx, const struct packet *pkt, const struct vip_info *vip,
-				   struct backend_info *be, __u32 backend_id, enum flow_verdict verdict, bool v6)
+/* A packet of a tracked flow whose backend is active: to that backend, whatever the table says now. */
+static __always_inline int forward_tracked(struct xdp_md *ctx, const struct packet *pkt, struct flow_state *tracked,
+					   const struct backend_info *be, const void *key, __u64 now, bool v6)
 {
+	touch(tracked, pkt, now);
+	count_traffic(&vip_stats, be->vip_id, pkt->ip_len, FLOW_TRACKED);
+	count_traffic(&backend_stats, tracked->backend_id, pkt->ip_len, FLOW_TRACKED);
+	return send_to_backend(ctx, pkt, be, v6, true, encap_needs_hash(be) ? encap_hash(key, v6) : 0);
+}
+
+/*
+ * A flow without an active tracked backend: a SYN (a new connection), the
+ * packet after a SYN (the SYN's backend, noted), the first packet of a
+ * flow without either (the table's choice: a UDP flow, a TCP flow picked
+ * up mid-connection), or a tracked flow whose backend is gone (moved: the
+ * table's choice; its entry, `tracked`, is rewritten in place). `hash`
+ * is the flow's, `slot_hash` what picks its slot in the VIP's table (the
+ * same, or its client's for a VIP that hashes sources only).
+ */
+static __always_inline int place_flow(struct xdp_md *ctx, const struct packet *pkt, const struct lb_settings *cfg,
+				      const struct vip_info *vip, void *flows, const void *key, struct flow_state *tracked,
+				      __u32 hash, __u32 slot_hash, __u64 now, bool v6)
+{
+	enum flow_verdict verdict = tracked ? FLOW_MOVED : FLOW_NEW;
+	struct backend_info *be = NULL;
+	__u32 backend_id;
+
+	if (!tracked && !pkt->new_tcp && pkt->proto == IPPROTO_TCP) {
+		be = take_noted_syn(hash, now - LB_SYN_NOTE_JIFFIES, &backend_id);
+		if (be)
+			verdict = FLOW_TRACKED;
+	}
+	if (!be)
+		be = table_backend(vip, slot_hash, cfg->flags & LB_SETTINGS_F_WIDE_TABLES, &backend_id);
 	if (!be)
 		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
+	track(flows, key, tracked, pkt, backend_id, hash, now);
 	count_traffic(&vip_stats, vip->vip_id, pkt->ip_len, verdict);
 	count_traffic(&backend_stats, backend_id, pkt->ip_len, verdict);
-	return send_to_backend(ctx, pkt, be, v6, true);
+	/* IPv4's tunnel hash is the flow hash, already at hand. */
+	return send_to_backend(ctx, pkt, be, v6, true, !encap_needs_hash(be) ? 0 : v6 ? encap_hash(key, true) : hash);
+}
+
+/* What picks a flow's slot in the VIP's table (ICMP errors about the flow go where it went). */
+static __always_inline __u32 slot_hash_v4(const struct vip_info *vip, const struct flow_key_v4 *flow)
+{
+	if (vip->flags & LB_VIP_F_HASH_SOURCE)
+		return source_hash_v4(flow->saddr);
+	return flow_hash_v4(flow->saddr, flow->daddr, flow->sport, flow->dport, flow->proto);
+}
+
+static __always_inline __u32 slot_hash_v6(const struct vip_info *vip, const struct flow_key_v6 *flow)
+{
+	if (vip->flags & LB_VIP_F_HASH_SOURCE)
+		return source_hash_v6(flow->saddr);
+	return flow_hash_v6(flow->saddr, flow->daddr, flow->sport, flow->dport, flow->proto);
 }
 
 /*
@@ -168,12 +249,11 @@ struct quoted_flow_v6 {
 	__u32 rest;
 };
 
-static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void *data_end)
+static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void *data_end, const struct lb_settings *cfg)
 {
 	struct iphdr *ip = pkt->l3;
 	struct icmphdr *icmp = pkt->l4;
 	struct quoted_flow_v4 *quoted = (void *)(icmp + 1);
-	struct vip_key_v4 vip_key = {};
 	struct flow_key_v4 flow = {};
 	struct backend_info *be;
 	struct vip_info *vip;
@@ -187,27 +267,24 @@ static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void 
 		if (!bpf_map_lookup_elem(&vip_addrs_v4, &ip->daddr))
 			return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
 		/* Fail open here too: a balancer that is not balancing must not look alive. */
-		if (kill_switch_tripped(bpf_jiffies64()))
+		if (kill_switch_tripped(cfg, bpf_jiffies64()))
 			return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
-		if (reply_echo_v4(pkt, data_end))
+		if (reply_echo_v4(ctx, pkt, data_end))
 			return count_reason(LB_REASON_MALFORMED, XDP_PASS);
 		return count_reason(LB_REASON_ICMP_ECHO_REPLIED, XDP_TX);
 	}
 	if (icmp->type != ICMP_DEST_UNREACH || icmp->code != ICMP_FRAG_NEEDED)
-		return count_reason(LB_REASON_L4_UNSUPPORTED, XDP_PASS);
+		return count_reason(unsupported_v4(ip), XDP_PASS);
 	if ((void *)(quoted + 1) > data_end || (void *)(quoted + 1) > pkt->l3 + pkt->ip_len)
 		return count_reason(LB_REASON_L4_TRUNCATED, XDP_PASS);
 	/* About a packet the VIP sent, and addressed to that VIP. */
 	if (quoted->ip.ihl != 5 || quoted->ip.version != 4 || quoted->ip.saddr != ip->daddr)
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
 
-	vip_key.addr = quoted->ip.saddr;
-	vip_key.port = quoted->sport;
-	vip_key.proto = quoted->ip.protocol;
-	vip = bpf_map_lookup_elem(&vips_v4, &vip_key);
+	vip = find_vip_v4(quoted->ip.saddr, quoted->sport, quoted->ip.protocol, cfg);
 	if (!vip)
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
-	if (kill_switch_tripped(bpf_jiffies64()))
+	if (kill_switch_tripped(cfg, bpf_jiffies64()))
 		return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
 
 	flow.saddr = quoted->ip.daddr;
@@ -217,18 +294,18 @@ static __always_inline int icmp_v4(struct xdp_md *ctx, struct packet *pkt, void 
 	flow.proto = quoted->ip.protocol;
 	be = peek_tracked(&flows_v4, &flow, &backend_id);
 	if (!be)
-		be = table_backend(vip, flow_hash_v4(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), &backend_id);
+		be = table_backend(vip, slot_hash_v4(vip, &flow),
+				   cfg->flags & LB_SETTINGS_F_WIDE_TABLES, &backend_id);
 	if (!be)
 		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
-	return forward_icmp_error(ctx, pkt, be, false);
+	return forward_icmp_error(ctx, pkt, be, false, &flow);
 }
 
-static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void *data_end)
+static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void *data_end, const struct lb_settings *cfg)
 {
 	struct ipv6hdr *ip6 = pkt->l3;
 	struct icmp6hdr *icmp6 = pkt->l4;
 	struct quoted_flow_v6 *quoted = (void *)(icmp6 + 1);
-	struct vip_key_v6 vip_key = {};
 	struct flow_key_v6 flow = {};
 	struct backend_info *be;
 	struct vip_info *vip;
@@ -240,7 +317,7 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 		if (!bpf_map_lookup_elem(&vip_addrs_v6, &ip6->daddr))
 			return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
 		/* Fail open here too: a balancer that is not balancing must not look alive. */
-		if (kill_switch_tripped(bpf_jiffies64()))
+		if (kill_switch_tripped(cfg, bpf_jiffies64()))
 			return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
 		if (reply_echo_v6(pkt, data_end))
 			return count_reason(LB_REASON_MALFORMED, XDP_PASS);
@@ -248,7 +325,7 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 	}
 	/* Neighbour discovery and the rest are the kernel's. */
 	if (icmp6->icmp6_type != ICMPV6_PKT_TOOBIG)
-		return count_reason(LB_REASON_L4_UNSUPPORTED, XDP_PASS);
+		return count_reason(unsupported_v6(ip6), XDP_PASS);
 	if ((void *)(quoted + 1) > data_end || (void *)(quoted + 1) > pkt->l3 + pkt->ip_len)
 		return count_reason(LB_REASON_L4_TRUNCATED, XDP_PASS);
 	if (quoted->ip6.version != 6 || !ipv6_addr_equal(&quoted->ip6.saddr, &ip6->daddr))
@@ -256,13 +333,10 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 	if (quoted->ip6.nexthdr != IPPROTO_TCP && quoted->ip6.nexthdr != IPPROTO_UDP)
 		return count_reason(LB_REASON_L4_UNSUPPORTED, XDP_PASS);
 
-	__builtin_memcpy(vip_key.addr, &quoted->ip6.saddr, sizeof(vip_key.addr));
-	vip_key.port = quoted->sport;
-	vip_key.proto = quoted->ip6.nexthdr;
-	vip = bpf_map_lookup_elem(&vips_v6, &vip_key);
+	vip = find_vip_v6(&quoted->ip6.saddr, quoted->sport, quoted->ip6.nexthdr, cfg);
 	if (!vip)
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
-	if (kill_switch_tripped(bpf_jiffies64()))
+	if (kill_switch_tripped(cfg, bpf_jiffies64()))
 		return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
 
 	__builtin_memcpy(flow.saddr, &quoted->ip6.daddr, sizeof(flow.saddr));
@@ -272,90 +346,132 @@ static __always_inline int icmp_v6(struct xdp_md *ctx, struct packet *pkt, void 
 	flow.proto = quoted->ip6.nexthdr;
 	be = peek_tracked(&flows_v6, &flow, &backend_id);
 	if (!be)
-		be = table_backend(vip, flow_hash_v6(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto), &backend_id);
+		be = table_backend(vip, slot_hash_v6(vip, &flow),
+				   cfg->flags & LB_SETTINGS_F_WIDE_TABLES, &backend_id);
 	if (!be)
 		return count_reason(LB_REASON_NO_BACKEND, XDP_DROP);
-	return forward_icmp_error(ctx, pkt, be, true);
+	return forward_icmp_error(ctx, pkt, be, true, &flow);
 }
 
-static __always_inline int balance_v4(struct xdp_md *ctx, struct packet *pkt, void *data_end)
+static __always_inline int balance_v4(struct xdp_md *ctx, struct packet *pkt, void *data_end, const struct lb_settings *cfg)
 {
-	struct vip_key_v4 vip_key = {};
+	struct flow_state *tracked = NULL;
 	struct flow_key_v4 flow = {};
-	enum flow_verdict verdict;
 	struct backend_info *be;
 	struct vip_info *vip;
 	enum lb_reason reason;
-	__u32 backend_id = 0;
 	struct iphdr *ip;
+	__u32 hash;
 	__u64 now;
 
 	reason = parse_ipv4(ctx, pkt, data_end);
+	if (reason == LB_REASON_L4_UNSUPPORTED)
+		reason = unsupported_v4(pkt->l3);
 	if (reason != LB_REASON_MAX)
 		return count_reason(reason, XDP_PASS);
 	if (pkt->proto == IPPROTO_ICMP)
-		return icmp_v4(ctx, pkt, data_end);
+		return icmp_v4(ctx, pkt, data_end, cfg);
 
 	ip = pkt->l3;
-	vip_key.addr = ip->daddr;
-	vip_key.port = pkt->dport;
-	vip_key.proto = pkt->proto;
-	vip = bpf_map_lookup_elem(&vips_v4, &vip_key);
-	if (!vip)
+	if (!vip_address_possible_v4(ip->daddr))
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
-	now = bpf_jiffies64();
-	if (kill_switch_tripped(now))
-		return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
-	/* Only packets to VIPs pay for this: the kernel checks the rest. */
-	if (ip->ihl == 5 ? !ipv4_short_header_valid(ip)
-			 : !ipv4_long_header_valid(ctx, pkt->l2_len, ip->ihl * 4))
-		return count_reason(LB_REASON_MALFORMED, XDP_PASS);
-
 	flow.saddr = ip->saddr;
 	flow.daddr = ip->daddr;
 	flow.sport = pkt->sport;
 	flow.dport = pkt->dport;
 	flow.proto = pkt->proto;
-	be = pick_backend_v4(vip, &flow, pkt, now, &backend_id, &verdict);
-	return balance(ctx, pkt, vip, be, backend_id, verdict, false);
+	/* Tracked flows first: their packets need no VIP lookup. A SYN starts a
+	 * new connection and is never tracked: it does not look. */
+	if (!pkt->new_tcp) {
+		tracked = bpf_map_lookup_elem(&flows_v4, &flow);
+		if (tracked) {
+			now = bpf_jiffies64();
+			reason = vip_packet_refused(ctx, pkt, cfg, now, false);
+			if (reason != LB_REASON_MAX)
+				return count_reason(reason, XDP_PASS);
+			be = tracked_backend(tracked, pkt, &flow, now, false);
+			if (be)
+				return forward_tracked(ctx, pkt, tracked, be, &flow, now, false);
+		}
+	}
+
+	vip = find_vip_v4(ip->daddr, pkt->dport, pkt->proto, cfg);
+	if (!vip)
+		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+	now = bpf_jiffies64();
+	reason = vip_packet_refused(ctx, pkt, cfg, now, false);
+	if (reason != LB_REASON_MAX)
+		return count_reason(reason, XDP_PASS);
+	hash = flow_hash_v4(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
+	return place_flow(ctx, pkt, cfg, vip, &flows_v4, &flow, tracked, hash,
+			  vip->flags & LB_VIP_F_HASH_SOURCE ? source_hash_v4(flow.saddr) : hash, now, false);
 }
 
-static __always_inline int balance_v6(struct xdp_md *ctx, struct packet *pkt, void *data_end)
+static __always_inline int balance_v6(struct xdp_md *ctx, struct packet *pkt, void *data_end, const struct lb_settings *cfg)
 {
-	struct vip_key_v6 vip_key = {};
+	struct flow_state *tracked = NULL;
 	struct flow_key_v6 flow = {};
-	enum flow_verdict verdict;
 	struct backend_info *be;
 	struct ipv6hdr *ip6;
 	struct vip_info *vip;
 	enum lb_reason reason;
-	__u32 backend_id = 0;
+	__u32 hash;
 	__u64 now;
 
 	reason = parse_ipv6(pkt, data_end);
+	if (reason == LB_REASON_L4_UNSUPPORTED)
+		reason = unsupported_v6(pkt->l3);
 	if (reason != LB_REASON_MAX)
 		return count_reason(reason, XDP_PASS);
 	if (pkt->proto == IPPROTO_ICMPV6)
-		return icmp_v6(ctx, pkt, data_end);
+		return icmp_v6(ctx, pkt, data_end, cfg);
 
 	ip6 = pkt->l3;
-	__builtin_memcpy(vip_key.addr, &ip6->daddr, sizeof(vip_key.addr));
-	vip_key.port = pkt->dport;
-	vip_key.proto = pkt->proto;
-	vip = bpf_map_lookup_elem(&vips_v6, &vip_key);
-	if (!vip)
+	if (!vip_address_possible_v6(ip6->daddr.in6_u.u6_addr32))
 		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
-	now = bpf_jiffies64();
-	if (kill_switch_tripped(now))
-		return count_reason(LB_REASON_KILL_SWITCH, XDP_PASS);
-
 	__builtin_memcpy(flow.saddr, &ip6->saddr, sizeof(flow.saddr));
 	__builtin_memcpy(flow.daddr, &ip6->daddr, sizeof(flow.daddr));
 	flow.sport = pkt->sport;
 	flow.dport = pkt->dport;
 	flow.proto = pkt->proto;
-	be = pick_backend_v6(vip, &flow, pkt, now, &backend_id, &verdict);
-	return balance(ctx, pkt, vip, be, backend_id, verdict, true);
+	if (!pkt->new_tcp) {
+		tracked = bpf_map_lookup_elem(&flows_v6, &flow);
+		if (tracked) {
+			now = bpf_jiffies64();
+			reason = vip_packet_refused(ctx, pkt, cfg, now, true);
+			if (reason != LB_REASON_MAX)
+				return count_reason(reason, XDP_PASS);
+			be = tracked_backend(tracked, pkt, &flow, now, true);
+			if (be)
+				return forward_tracked(ctx, pkt, tracked, be, &flow, now, true);
+		}
+	}
+
+	vip = find_vip_v6(&ip6->daddr, pkt->dport, pkt->proto, cfg);
+	if (!vip)
+		return count_reason(LB_REASON_NOT_VIP, XDP_PASS);
+	now = bpf_jiffies64();
+	reason = vip_packet_refused(ctx, pkt, cfg, now, true);
+	if (reason != LB_REASON_MAX)
+		return count_reason(reason, XDP_PASS);
+	hash = flow_hash_v6(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
+	return place_flow(ctx, pkt, cfg, vip, &flows_v6, &flow, tracked, hash,
+			  vip->flags & LB_VIP_F_HASH_SOURCE ? source_hash_v6(flow.saddr) : hash, now, true);
+}
+
+/*
+ * Is the frame this node's to balance? A switch that does not know a
+ * destination MAC floods the frame to every port: each node of a fleet
+ * would balance the same packet. Unicast to another MAC is passed, unless
+ * the control plane has not said which MAC is this node's (all zero).
+ */
+static __always_inline bool for_this_host(const struct ethhdr *eth, const struct lb_settings *cfg)
+{
+	__u32 mac_head = *(const __u32 *)cfg->mac;
+	__u16 mac_tail = *(const __u16 *)(cfg->mac + 4);
+
+	return !(mac_head | mac_tail) ||
+	       (*(const __u32 *)eth->h_dest == mac_head && *(const __u16 *)(eth->h_dest + 4) == mac_tail);
 }
 
 SEC("xdp")
@@ -367,12 +483,28 @@ int xdp_balancer(struct xdp_md *ctx)
 	 * verifier would refuse otherwise), and this runs for every packet. */
 	struct packet pkt;
 	enum lb_reason reason;
+	__u32 zero = 0;
+	const struct lb_settings *cfg = bpf_map_lookup_elem(&settings, &zero);
 
-	switch (parse_l2(data, data_end, &pkt, &reason)) {
+	__be16 proto;
+
+	if (!cfg) /* an array's only element: always there */
+		return XDP_PASS;
+	proto = parse_l2(data, data_end, &pkt, &reason);
+	if (proto) {
+		/* Broadcast and multicast frames are never a VIP's. */
+		if (pkt.eth->h_dest[0] & 1)
+			return count_reason(proto == bpf_htons(ETH_P_IP) || proto == bpf_htons(ETH_P_IPV6) ? LB_REASON_NOT_VIP
+													: LB_REASON_NOT_IP,
+					    XDP_PASS);
+		if (!for_this_host(pkt.eth, cfg))
+			return count_reason(LB_REASON_NOT_FOR_THIS_HOST, XDP_PASS);
+	}
+	switch (proto) {
 	case bpf_htons(ETH_P_IP):
-		return balance_v4(ctx, &pkt, data_end);
+		return balance_v4(ctx, &pkt, data_end, cfg);
 	case bpf_htons(ETH_P_IPV6):
-		return balance_v6(ctx, &pkt, data_end);
+		return balance_v6(ctx, &pkt, data_end, cfg);
 	default:
 		return count_reason(reason, XDP_PASS);
 	}

@@ -50,6 +50,7 @@ enum lb_reason {
 	LB_REASON_ICMP_ERROR_FORWARDED, /* too-big error about a VIP flow: sent to its backend */
 	LB_REASON_TOO_BIG_REPLIED,      /* too big once encapsulated: ICMP too-big sent back */
 	LB_REASON_TOO_BIG_DROPPED,      /* too big, and fragmenting allowed or no reply possible: dropped */
+	LB_REASON_NOT_FOR_THIS_HOST,    /* unicast to another MAC (a switch flooding): passed */
 	LB_REASON_MAX,
 };
 
@@ -66,6 +67,21 @@ struct lb_settings {
 	 * plane only: a restarted daemon takes pinned maps over only when its
 	 * own fingerprint is the same. */
 	__u64 abi_fingerprint;
+	/* This node's MAC on the interface the program is attached to. A frame
+	 * to another unicast MAC (a switch flooding an unknown destination)
+	 * is not this node's to balance. All zero: not checked. */
+	__u8 mac[6];
+	__u16 flags; /* enum lb_settings_flags */
+};
+
+enum lb_settings_flags {
+	/* Maglev table entries are 32-bit backend ids, one per array element;
+	 * otherwise 16-bit, two per element (backend ids below 65536): half
+	 * the memory and cache footprint. Fixed for the life of the maps. */
+	LB_SETTINGS_F_WIDE_TABLES = 1 << 0,
+	/* Some VIP has port 0: a packet no exact-port VIP matches looks for
+	 * the VIP of all ports of its address. Clear, that lookup is skipped. */
+	LB_SETTINGS_F_ANY_PORT_VIPS = 1 << 1,
 };
 
 /* VIP map keys: destination address, port and protocol of the packet. */
@@ -83,11 +99,23 @@ struct vip_key_v6 {
 	__u8 pad;
 };
 
+/*
+ * A VIP's key may have port 0: the VIP of all ports of its address and
+ * protocol (like Katran's and IPVS's fwmark services), matched by packets
+ * to ports no VIP of their own has.
+ */
 struct vip_info {
 	__u32 vip_id;     /* index into vip_stats */
 	__u32 table_id;   /* index into maglev_tables */
 	__u32 table_size; /* entries in that table, a prime */
-	__u32 flags;
+	__u32 flags;      /* enum lb_vip_flags */
+};
+
+enum lb_vip_flags {
+	/* A new flow's Maglev slot comes from the hash of its source address
+	 * alone: all flows of a client reach one backend (client stickiness,
+	 * IPVS's sh scheduler). Tracking still follows each 5-tuple. */
+	LB_VIP_F_HASH_SOURCE = 1 << 0,
 };
 
 /* Connection tracking: the flow's 5-tuple as seen on the wire. */
@@ -142,7 +170,13 @@ struct backend_info {
 	 * folded: per packet only the other words are added. */
 	__u32 tunnel_csum_base;
 	__u32 vip_id; /* the VIP this entry serves */
-	__u32 pad;
+	/* Outer source range (ipip): these bits of the outer source's last 32
+	 * bits (network order; the host part of a prefix) are the low bits of
+	 * the flow's hash, so that a backend's NIC, whose RSS hashes only the
+	 * outer addresses of a tunnelled packet, spreads the flows over its
+	 * receive queues. tunnel_src holds the range's first address (these
+	 * bits zero). 0: one source for all flows. */
+	__be32 tunnel_src_spread;
 };
 
 /* Per VIP and per backend. Packets of tracked flows = packets - new_flows. */

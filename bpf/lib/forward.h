@@ -67,10 +67,18 @@ static __always_inline void inner_fields_of(const struct packet *pkt, bool inner
 	}
 }
 
+/* Does encapsulating for this backend take the flow's hash (an outer source range, an IPv6 flow label)? */
+static __always_inline bool encap_needs_hash(const struct backend_info *be)
+{
+	return be->forward == LB_FORWARD_IPIP && (be->tunnel_src_spread || (be->flags & LB_BACKEND_F_IPV6));
+}
+
 static __always_inline int write_outer_v4(struct iphdr *outer, void *data_end, const struct backend_info *be,
-					  const struct inner_fields *in)
+					  const struct inner_fields *in, __u32 hash)
 {
 	__u16 *words = (__u16 *)outer;
+	/* The low bits of the hash make the host part of the source. */
+	__u32 host = bpf_htonl(hash) & be->tunnel_src_spread;
 	__u32 sum;
 
 	if ((void *)(outer + 1) > data_end)
@@ -84,28 +92,37 @@ static __always_inline int write_outer_v4(struct iphdr *outer, void *data_end, c
 	outer->ttl = ENCAP_TTL;
 	outer->protocol = in->proto;
 	outer->check = 0;
-	outer->saddr = be->tunnel_src[0];
+	outer->saddr = be->tunnel_src[0] | host;
 	outer->daddr = be->address[0];
-	/* The address words are summed once by the control plane. */
-	sum = be->tunnel_csum_base + words[0] + words[1] + words[2] + words[3] + words[4];
+	/* The address words are summed once by the control plane, the range's
+	 * bits (zero in tunnel_src: or is add) per packet. */
+	sum = be->tunnel_csum_base + (host & 0xffff) + (host >> 16) + words[0] + words[1] + words[2] + words[3] + words[4];
 	outer->check = csum_fold32(sum);
 	return 0;
 }
 
+/*
+ * The outer IPv6 header labels the flow (RFC 6438): the top 20 bits of the
+ * flow's hash (0, "not labelled", becomes 1), so that routers and NICs that
+ * hash the label spread the tunnelled flows.
+ */
 static __always_inline int write_outer_v6(struct ipv6hdr *outer, void *data_end, const struct backend_info *be,
-					  const struct inner_fields *in)
+					  const struct inner_fields *in, __u32 hash)
 {
+	__u32 label = hash >> 12 ?: 1;
+
 	if ((void *)(outer + 1) > data_end)
 		return -1;
 	outer->version = 6;
 	outer->priority = in->tos >> 4;
-	outer->flow_lbl[0] = (in->tos & 0x0f) << 4;
-	outer->flow_lbl[1] = 0;
-	outer->flow_lbl[2] = 0;
+	outer->flow_lbl[0] = ((in->tos & 0x0f) << 4) | (label >> 16);
+	outer->flow_lbl[1] = (label >> 8) & 0xff;
+	outer->flow_lbl[2] = label & 0xff;
 	outer->payload_len = bpf_htons(in->len);
 	outer->nexthdr = in->proto == IPPROTO_IPIP ? IPPROTO_IPIP : IPPROTO_IPV6;
 	outer->hop_limit = ENCAP_TTL;
 	__builtin_memcpy(&outer->saddr, be->tunnel_src, sizeof(outer->saddr));
+	outer->saddr.in6_u.u6_addr32[3] |= bpf_htonl(hash) & be->tunnel_src_spread;
 	__builtin_memcpy(&outer->daddr, be->address, sizeof(outer->daddr));
 	return 0;
 }
@@ -113,10 +130,11 @@ static __always_inline int write_outer_v6(struct ipv6hdr *outer, void *data_end,
 /*
  * Prepends an outer IP header of the backend's family to the IP packet
  * after the L2 header (4-in-4, 6-in-6, 4-in-6, 6-in-4), keeps a VLAN tag,
- * sets the MACs for the next hop. Returns -1 if there is no room.
+ * sets the MACs for the next hop. `hash` is the flow's (encap_needs_hash).
+ * Returns -1 if there is no room.
  */
 static __always_inline int encapsulate(struct xdp_md *ctx, const struct packet *pkt, const struct backend_info *be,
-				       bool inner_v6)
+				       bool inner_v6, __u32 hash)
 {
 	bool outer_v6 = be->flags & LB_BACKEND_F_IPV6;
 	int overhead = outer_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
@@ -156,11 +174,12 @@ static __always_inline int encapsulate(struct xdp_md *ctx, const struct packet *
 		eth->h_proto = tpid;
 		new_tag->tci = tag.tci;
 		new_tag->proto = outer_type;
-		return outer_v6 ? write_outer_v6(outer, data_end, be, &in) : write_outer_v4(outer, data_end, be, &in);
+		return outer_v6 ? write_outer_v6(outer, data_end, be, &in, hash)
+				: write_outer_v4(outer, data_end, be, &in, hash);
 	}
 	eth->h_proto = outer_type;
-	return outer_v6 ? write_outer_v6((void *)(eth + 1), data_end, be, &in)
-			: write_outer_v4((void *)(eth + 1), data_end, be, &in);
+	return outer_v6 ? write_outer_v6((void *)(eth + 1), data_end, be, &in, hash)
+			: write_outer_v4((void *)(eth + 1), data_end, be, &in, hash);
 }
 
 /* Bytes the outer header adds for this backend. */

@@ -16,6 +16,8 @@
 #define LB_DEFAULT_MAX_BACKENDS 65536
 #define LB_DEFAULT_FLOWS 1048576
 #define LB_DEFAULT_TABLE_SIZE 65537
+/* 64-bit words of vip_filter: 65536 bits. */
+#define LB_VIP_FILTER_WORDS 1024
 
 /* VIPs of each family. Elements are freed after an RCU grace period, so a
  * reader never sees a value half-way through being replaced. */
@@ -34,6 +36,21 @@ struct {
 	__type(key, struct vip_key_v6);
 	__type(value, struct vip_info);
 } vips_v6 SEC(".maps");
+
+/*
+ * Which destination addresses may carry a VIP: one bit per hash of the
+ * address (lib/vip.h). A packet whose bit is clear is not for a VIP: it
+ * passes after an array read the verifier inlines, without the VIP hash
+ * lookup (a function call) that costs the others tens of nanoseconds.
+ * src/dataplane/balancer.ts sets a bit before the first VIP entry of its
+ * address is written and clears it after the last one is deleted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_VIP_FILTER_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} vip_filter SEC(".maps");
 
 /* Addresses that carry at least one VIP: the balancer answers pings to them. */
 struct {
@@ -92,6 +109,26 @@ struct {
 	__type(key, struct flow_key_v6);
 	__type(value, struct flow_state);
 } flows_v6 SEC(".maps");
+
+/*
+ * Recent SYNs, for the packets that follow them (lib/flow.h): a SYN is not
+ * tracked, so the backend it was sent to is noted here, in the slot of its
+ * flow hash, until another SYN takes the slot. Direct-mapped: a note costs
+ * one store, and a flood of SYNs only overwrites notes, never tracked flows.
+ */
+struct syn_note {
+	__u64 flow;     /* the flow hash (high 32 bits) and the backend id */
+	__u64 seen;     /* jiffies */
+};
+
+#define LB_SYN_NOTES (1u << 18)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_SYN_NOTES);
+	__type(key, __u32);
+	__type(value, struct syn_note);
+} syn_notes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -380,6 +380,7 @@ function encodeBackend(vipId: number, backend: BackendSpec, forward: ForwardMeth
     tunnel_src: tunnelled ? padded(addressBytes(backend.family, path.tunnelSrc!)) : Buffer.alloc(16),
     tunnel_csum_base: tunnelled && backend.family === 4 ? tunnelChecksumBase(path.tunnelSrc!, backend.address) : 0,
     vip_id: vipId,
+    tunnel_src_spread: 0,
   });
 }
 

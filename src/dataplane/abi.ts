@@ -9,7 +9,7 @@ import { addressBytes, formatAddressBytes } from '../model/address.js';
 
 const LITTLE = endianness() === 'LE';
 
-type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'ipv4' | 'ipv6' | 'mac' | 'bytes16' | 'pad';
+type Kind = 'u8' | 'u16' | 'u32' | 'u64' | 'be16' | 'be32' | 'ipv4' | 'ipv6' | 'mac' | 'bytes16' | 'pad';
 
 interface Field<K extends Kind = Kind> {
   readonly kind: K;
@@ -29,7 +29,18 @@ type Shape<F extends Fields> = {
   [N in keyof F as F[N]['kind'] extends 'pad' ? never : N]: ValueOf<F[N]['kind']>;
 };
 
-const KIND_SIZE: Record<Exclude<Kind, 'pad'>, number> = { u8: 1, u16: 2, u32: 4, u64: 8, be16: 2, ipv4: 4, ipv6: 16, mac: 6, bytes16: 16 };
+const KIND_SIZE: Record<Exclude<Kind, 'pad'>, number> = {
+  u8: 1,
+  u16: 2,
+  u32: 4,
+  u64: 8,
+  be16: 2,
+  be32: 4,
+  ipv4: 4,
+  ipv6: 16,
+  mac: 6,
+  bytes16: 16,
+};
 
 function field<K extends Exclude<Kind, 'pad'>>(kind: K, offset: number): Field<K> {
   return { kind, offset, size: KIND_SIZE[kind] };
@@ -87,6 +98,9 @@ function writeField(buf: Buffer, f: Field, value: unknown, where: string): void 
     case 'be16':
       buf.writeUInt16BE(value as number, f.offset);
       break;
+    case 'be32':
+      buf.writeUInt32BE(value as number, f.offset);
+      break;
     case 'ipv4':
       Buffer.from((value as string).split('.').map(Number)).copy(buf, f.offset);
       break;
@@ -116,6 +130,8 @@ function readField(buf: Buffer, f: Field): unknown {
       return LITTLE ? buf.readBigUInt64LE(f.offset) : buf.readBigUInt64BE(f.offset);
     case 'be16':
       return buf.readUInt16BE(f.offset);
+    case 'be32':
+      return buf.readUInt32BE(f.offset);
     case 'ipv4':
       return Array.from(buf.subarray(f.offset, f.offset + 4)).join('.');
     case 'ipv6':
@@ -143,6 +159,10 @@ export function writeU16(buf: Buffer, value: number, offset = 0): void {
 }
 export function readU16(buf: Buffer, offset = 0): number {
   return LITTLE ? buf.readUInt16LE(offset) : buf.readUInt16BE(offset);
+}
+export function writeU64(buf: Buffer, value: bigint, offset = 0): void {
+  if (LITTLE) buf.writeBigUInt64LE(value, offset);
+  else buf.writeBigUInt64BE(value, offset);
 }
 export function readU64(buf: Buffer, offset = 0): bigint {
   return LITTLE ? buf.readBigUInt64LE(offset) : buf.readBigUInt64BE(offset);
@@ -173,6 +193,7 @@ export const REASONS = [
   'icmp_error_forwarded',
   'too_big_replied',
   'too_big_dropped',
+  'not_for_this_host',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 /** What happened to the packets counted under a reason (the comments of enum lb_reason). */
@@ -193,14 +214,25 @@ export const REASON_INFO: Readonly<Record<Reason, { readonly fate: ReasonFate; r
   icmp_error_forwarded: { fate: 'forwarded', meaning: 'ICMP too-big about a VIP flow, sent to its backend' },
   too_big_replied: { fate: 'answered', meaning: 'too big once encapsulated: ICMP too-big sent to the client' },
   too_big_dropped: { fate: 'dropped', meaning: 'too big once encapsulated, and DF clear or an ICMP error itself' },
+  not_for_this_host: { fate: 'passed', meaning: "unicast to another host's MAC (a switch flooding an unknown destination)" },
 };
 export const IPPROTO = { tcp: 6, udp: 17 } as const;
 export const PROTOCOL_BY_NUMBER: Readonly<Record<number, 'tcp' | 'udp'>> = { 6: 'tcp', 17: 'udp' };
 
-export const lbSettings = defineStruct('lb_settings', 16, {
+export const lbSettings = defineStruct('lb_settings', 24, {
   kill_switch_deadline: field('u64', 0),
   abi_fingerprint: field('u64', 8),
+  mac: field('mac', 16),
+  flags: field('u16', 22),
 });
+
+/** enum lb_settings_flags. */
+export const SETTINGS_FLAG_WIDE_TABLES = 1 << 0;
+export const SETTINGS_FLAG_ANY_PORT_VIPS = 1 << 1;
+/** enum lb_vip_flags: a new flow's slot from the hash of its client's address alone. */
+export const VIP_FLAG_HASH_SOURCE = 1 << 0;
+/** Backend ids a Maglev table of 16-bit entries can name (the others need wide tables). */
+export const NARROW_TABLE_MAX_ID = 0xffff;
 
 export const vipKeyV4 = defineStruct('vip_key_v4', 8, {
   addr: field('ipv4', 0),
@@ -261,8 +293,20 @@ export const backendInfo = defineStruct('backend_info', 64, {
   tunnel_src: field('bytes16', 36),
   tunnel_csum_base: field('u32', 52),
   vip_id: field('u32', 56),
-  pad: pad(60, 4),
+  tunnel_src_spread: field('be32', 60),
 });
+
+/**
+ * tunnel_src_spread for an outer source range of `hostBits` host bits (an
+ * IPv4 /(32 - hostBits), or the last hostBits bits of an IPv6 prefix; at
+ * most 32): each flow's outer source is the range's first address plus
+ * the low hostBits bits of the flow's hash (flow-hash.ts outerSourceHost).
+ */
+export function tunnelSourceSpread(hostBits: number): number {
+  if (!Number.isInteger(hostBits) || hostBits < 0 || hostBits > 32)
+    throw new Error(`host bits of an outer source range: 0 to 32, not ${hostBits}`);
+  return hostBits === 32 ? 0xffffffff : 2 ** hostBits - 1;
+}
 
 export const trafficCounters = defineStruct('traffic_counters', 32, {
   packets: field('u64', 0),
@@ -284,6 +328,7 @@ export const SHARED_LAYOUTS: readonly StructLayout[] = [
   trafficCounters,
 ];
 
+export type LbSettings = ReturnType<typeof lbSettings.decode>;
 export type VipKeyV4 = ReturnType<typeof vipKeyV4.decode>;
 export type VipInfo = ReturnType<typeof vipInfo.decode>;
 export type FlowKeyV4 = ReturnType<typeof flowKeyV4.decode>;
@@ -303,6 +348,17 @@ export function sumCounters(perCpu: readonly Buffer[]): TrafficCounters {
     total.moved_flows += c.moved_flows;
   }
   return total;
+}
+
+/** Words of the vip_filter map (bpf/lib/maps.h LB_VIP_FILTER_WORDS): 64 bits each. */
+export const VIP_FILTER_WORDS = 1024;
+
+/** The vip_filter bit of a VIP's address, as bpf/lib/vip.h computes it: its 32-bit words mixed by multiplicative hashing, the top 16 bits. */
+export function vipFilterBit(family: 4 | 6, address: string): number {
+  const bytes = addressBytes(family, address);
+  let hash = 0;
+  for (let i = 0; i < bytes.length; i += 4) hash = Math.imul(hash ^ bytes.readUInt32BE(i), 0x9e3779b1);
+  return hash >>> 16;
 }
 
 /**

@@ -8,11 +8,15 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfObjectPath } from '../paths.js';
 import { type BalancerLimits, DEFAULT_LIMITS } from '../model/limits.js';
-import { addressBytes, type Family, formatAddressBytes, type VipAddress } from '../model/address.js';
+import { addressBytes, type Family, formatAddressBytes, formatVip, type VipAddress } from '../model/address.js';
 import {
   backendInfo,
   type BackendInfo,
   lbSettings,
+  type LbSettings,
+  NARROW_TABLE_MAX_ID,
+  SETTINGS_FLAG_ANY_PORT_VIPS,
+  SETTINGS_FLAG_WIDE_TABLES,
   readU32,
   SHARED_LAYOUTS,
   readU64,
@@ -37,6 +41,7 @@ import type { TrackedFlow } from '../core/flows.js';
 import type { BalancerMaps } from '../core/reconciler.js';
 import type { Flow } from './flow-hash.js';
 import { type BpfMap, type PerCpuBpfMap } from './bpf-map.js';
+import { VipFilter } from './vip-filter.js';
 import { loadBpfObject, type LoadedObject, mapDefinitions } from './bpf-object.js';
 import { readBtfStructs } from './btf.js';
 import { BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_MAP_TYPE, check, closeFd, errnoText, mapInfo, native } from './libbpf.js';
@@ -69,6 +74,46 @@ function abiFingerprint(): bigint {
   return digest.readBigUInt64BE(0);
 }
 
+/**
+ * A table of 16-bit entries (bpf/lib/flow.h table_backend): two slots to
+ * a 32-bit element, the even one in the low half. A table of odd size ends
+ * with half an element, whose other half is 0 (no backend).
+ */
+function packTable(table: Uint32Array): Uint32Array {
+  const packed = new Uint32Array((table.length + 1) >> 1);
+  for (let i = 0; i < table.length; i++) {
+    if (table[i]! > NARROW_TABLE_MAX_ID) throw new Error(`backend id ${table[i]} does not fit a table of 16-bit entries`);
+    packed[i >> 1]! |= table[i]! << ((i & 1) * 16);
+  }
+  return packed;
+}
+
+/** Back to a backend id per slot; the padding of an odd-sized table (a last 0: no backend) is dropped. */
+function unpackTable(elements: Uint32Array): Uint32Array {
+  const table = new Uint32Array(elements.length * 2);
+  elements.forEach((e, i) => {
+    table[2 * i] = e & 0xffff;
+    table[2 * i + 1] = e >>> 16;
+  });
+  return table.length > 1 && table[table.length - 1] === 0 ? table.subarray(0, table.length - 1) : table;
+}
+
+const NO_MAC = '00:00:00:00:00:00';
+
+/**
+ * The kernel hashes an LRU map of E entries into roundup_pow_of_two(E)
+ * buckets, so a flow table of a power-of-two size (the default, 2^20), full
+ * as an LRU soon is, has a flow per bucket. One entry more gives it twice
+ * the buckets (16 bytes each) and chains half as long: an established flow
+ * among a million costs ~20% less (docs/connection-tracking.md). Every size
+ * gets the one spare, so the size asked for is E - 1, always.
+ */
+const FLOW_MAP_SPARE = 1;
+
+function flowMapEntries(flowTableSize: number): number {
+  return flowTableSize + FLOW_MAP_SPARE;
+}
+
 function encodeVipKey(vip: VipAddress): Buffer {
   const proto = IPPROTO[vip.protocol];
   return vip.family === 4
@@ -91,14 +136,20 @@ export class BalancerDataplane implements BalancerMaps {
   readonly backendStats: PerCpuBpfMap;
   readonly reasons: PerCpuBpfMap;
   readonly settings: BpfMap;
+  /** Bits of the addresses that carry VIPs (bpf/lib/vip.h), kept with the VIP entries. */
+  readonly vipFilterMap: BpfMap;
 
   /** Where tables of VIPs without a usable backend (and unused slots) point. */
   private readonly emptyTableFd: number;
+  private readonly vipFilter: VipFilter;
+  /** VIPs of all ports (port 0), by formatVip. */
+  private readonly anyPortVips: Set<string>;
 
   private constructor(
     private readonly object: LoadedObject,
     readonly limits: BalancerLimits,
-    private readonly fingerprint: bigint,
+    /** What the settings entry holds, written whole whenever a field changes. */
+    private current: LbSettings,
   ) {
     this.emptyTableFd = check(
       native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_empty', 4, 4, 1, MAGLEV_TABLE_FLAGS),
@@ -116,22 +167,36 @@ export class BalancerDataplane implements BalancerMaps {
     this.backendStats = object.perCpuMap('backend_stats');
     this.reasons = object.perCpuMap('reasons');
     this.settings = object.map('settings');
+    this.vipFilterMap = object.map('vip_filter');
+    const vips = [...this.vipEntries()].map(([vip]) => vip);
+    this.vipFilter = new VipFilter(this.vipFilterMap, vips);
+    this.anyPortVips = new Set(vips.filter((v) => v.port === 0).map(formatVip));
+    this.writeAnyPortFlag();
+    this.writeSettings({});
   }
 
   /** A new data plane: new, empty maps. */
   static load(limits: BalancerLimits = DEFAULT_LIMITS): BalancerDataplane {
     const object = loadBpfObject(OBJECT, 'xdp_balancer', {
       vips_v4: limits.maxVips,
+      vips_v6: limits.maxVips,
+      vip_addrs_v4: limits.maxVips,
+      vip_addrs_v6: limits.maxVips,
       // Twice the VIPs: a table can be built in a spare slot and switched
       // to in one write of the VIP entry when its size changes.
       maglev_tables: limits.maxVips * 2,
       vip_stats: limits.maxVips,
       backends: limits.maxBackends,
       backend_stats: limits.maxBackends,
-      flows_v4: limits.flowTableSize,
+      flows_v4: flowMapEntries(limits.flowTableSize),
+      flows_v6: flowMapEntries(limits.flowTableSize),
     });
-    const dataplane = new BalancerDataplane(object, limits, abiFingerprint());
-    dataplane.writeSettings(0n);
+    const dataplane = new BalancerDataplane(object, limits, {
+      kill_switch_deadline: 0n,
+      abi_fingerprint: abiFingerprint(),
+      mac: NO_MAC,
+      flags: limits.maxBackends - 1 > NARROW_TABLE_MAX_ID ? SETTINGS_FLAG_WIDE_TABLES : 0,
+    });
     return dataplane;
   }
 
@@ -157,16 +222,16 @@ export class BalancerDataplane implements BalancerMaps {
             return { refused: `map ${definition.name} has another ${field} (${pinned[field]}, this version uses ${definition[field]})` };
         }
       }
-      const settings = Buffer.alloc(lbSettings.size);
-      check(native.mapLookup(reuse.settings!, u32Key(0), settings), 'reading the pinned settings');
-      if (lbSettings.decode(settings).abi_fingerprint !== fingerprint)
-        return { refused: 'the pinned maps were written by a version with other data layouts' };
+      const raw = Buffer.alloc(lbSettings.size);
+      check(native.mapLookup(reuse.settings!, u32Key(0), raw), 'reading the pinned settings');
+      const settings = lbSettings.decode(raw);
+      if (settings.abi_fingerprint !== fingerprint) return { refused: 'the pinned maps were written by a version with other data layouts' };
       const limits = {
         maxVips: mapInfo(reuse.vips_v4!).maxEntries,
         maxBackends: mapInfo(reuse.backends!).maxEntries,
-        flowTableSize: mapInfo(reuse.flows_v4!).maxEntries,
+        flowTableSize: mapInfo(reuse.flows_v4!).maxEntries - FLOW_MAP_SPARE,
       };
-      return { dataplane: new BalancerDataplane(loadBpfObject(OBJECT, 'xdp_balancer', {}, reuse), limits, fingerprint) };
+      return { dataplane: new BalancerDataplane(loadBpfObject(OBJECT, 'xdp_balancer', {}, reuse), limits, settings) };
     } finally {
       for (const fd of Object.values(reuse)) closeFd(fd);
     }
@@ -195,24 +260,74 @@ export class BalancerDataplane implements BalancerMaps {
    * it they pass to the kernel. KILL_SWITCH_NEVER for tests and benchmarks.
    */
   setKillSwitchDeadline(jiffies: bigint): void {
-    this.writeSettings(jiffies);
+    this.writeSettings({ kill_switch_deadline: jiffies });
   }
 
-  private writeSettings(deadline: bigint): void {
-    this.settings.update(u32Key(0), lbSettings.encode({ kill_switch_deadline: deadline, abi_fingerprint: this.fingerprint }));
+  /**
+   * This node's MAC on the interface the program is attached to: frames to
+   * another unicast MAC are passed, not balanced (a switch floods frames
+   * for unknown destinations to every node). null: not checked, what a new
+   * data plane starts with. Set it again when the link's MAC changes.
+   */
+  setInterfaceMac(mac: string | null): void {
+    if (mac !== null && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new Error(`not a MAC address: ${mac}`);
+    if (mac === NO_MAC) throw new Error('the MAC 00:00:00:00:00:00 turns the check off: pass null to mean that');
+    this.writeSettings({ mac: mac?.toLowerCase() ?? NO_MAC });
+  }
+
+  interfaceMac(): string | null {
+    return this.current.mac === NO_MAC ? null : this.current.mac;
+  }
+
+  /** The data plane is the only reader and this the only writer: the entry is rewritten whole from what was last written. */
+  private writeSettings(change: Partial<LbSettings>): void {
+    this.current = { ...this.current, ...change };
+    this.settings.update(u32Key(0), lbSettings.encode(this.current));
+  }
+
+  /** Maglev tables hold 32-bit entries (more than 65535 backends), not 16-bit ones. */
+  private get wideTables(): boolean {
+    return (this.current.flags & SETTINGS_FLAG_WIDE_TABLES) !== 0;
   }
 
   killSwitchDeadline(): bigint {
     return lbSettings.decode(this.settings.lookup(u32Key(0))!).kill_switch_deadline;
   }
 
-  /** An entry as encoded by the planner, or its fields (tests). */
+  /**
+   * A VIP's entry, as encoded by the planner or its fields (tests). Port 0
+   * makes it the VIP of all ports of its address and protocol, for packets
+   * to ports without a VIP of their own (the data plane looks for one only
+   * while such a VIP exists).
+   */
   putVip(vip: VipAddress, entry: Buffer | VipInfo): void {
-    this.vipMap(vip.family).update(encodeVipKey(vip), Buffer.isBuffer(entry) ? entry : vipInfo.encode(entry));
+    const added = this.vipFilter.add(vip);
+    if (vip.port === 0) this.anyPortVips.add(formatVip(vip));
+    this.writeAnyPortFlag();
+    try {
+      this.vipMap(vip.family).update(encodeVipKey(vip), Buffer.isBuffer(entry) ? entry : vipInfo.encode(entry));
+    } catch (error) {
+      if (added) this.forgetVip(vip);
+      throw error;
+    }
   }
 
   deleteVip(vip: VipAddress): void {
     this.vipMap(vip.family).delete(encodeVipKey(vip));
+    this.forgetVip(vip);
+  }
+
+  private forgetVip(vip: VipAddress): void {
+    this.vipFilter.remove(vip);
+    this.anyPortVips.delete(formatVip(vip));
+    this.writeAnyPortFlag();
+  }
+
+  /** LB_SETTINGS_F_ANY_PORT_VIPS while a VIP of all ports exists: set before its entry is written, cleared after the last is gone. */
+  private writeAnyPortFlag(): void {
+    const flags =
+      this.anyPortVips.size > 0 ? this.current.flags | SETTINGS_FLAG_ANY_PORT_VIPS : this.current.flags & ~SETTINGS_FLAG_ANY_PORT_VIPS;
+    if (flags !== this.current.flags) this.writeSettings({ flags });
   }
 
   /** Every VIP entry, both families, encoded. */
@@ -260,12 +375,13 @@ export class BalancerDataplane implements BalancerMaps {
     try {
       const fds = writes.map(({ table }) => {
         if (!table) return this.emptyTableFd;
+        const packed = this.wideTables ? table : packTable(table);
         const fd = check(
-          native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_table', 4, 4, table.length, MAGLEV_TABLE_FLAGS),
+          native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_table', 4, 4, packed.length, MAGLEV_TABLE_FLAGS),
           'creating a Maglev table',
         );
         created.push(fd);
-        check(native.arrayFillU32(fd, table, table.length), 'filling a Maglev table');
+        check(native.arrayFillU32(fd, packed, packed.length), 'filling a Maglev table');
         return fd;
       });
       const ids = Uint32Array.from(writes, (w) => w.tableId);
@@ -277,20 +393,20 @@ export class BalancerDataplane implements BalancerMaps {
     }
   }
 
-  /** The table a VIP's slot holds, read back from the kernel (tests, checks). */
+  /** The table a VIP's slot holds (backend id per slot), read back from the kernel (tests, checks). */
   readTable(tableId: number): Uint32Array | null {
     const idValue = this.tables.lookup(u32Key(tableId));
     if (!idValue) return null;
     const fd = check(native.mapFdById(readU32(idValue)), 'opening a Maglev table');
     try {
       const info = mapInfo(fd);
-      const table = new Uint32Array(info.maxEntries);
+      const elements = new Uint32Array(info.maxEntries);
       const value = Buffer.alloc(4);
-      for (let slot = 0; slot < table.length; slot++) {
-        check(native.mapLookup(fd, u32Key(slot), value), 'reading a Maglev table');
-        table[slot] = readU32(value);
+      for (let i = 0; i < elements.length; i++) {
+        check(native.mapLookup(fd, u32Key(i), value), 'reading a Maglev table');
+        elements[i] = readU32(value);
       }
-      return table;
+      return this.wideTables ? elements : unpackTable(elements);
     } finally {
       closeFd(fd);
     }

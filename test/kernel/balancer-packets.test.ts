@@ -9,8 +9,10 @@ import { parseVip } from '../../src/model/address.js';
 import { backendEntry, clearFlows as clearFlowMaps, clearVips, putVipWithTable } from '../support/dataplane.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../../src/dataplane/balancer.js';
 import { flowHash, tableSlot } from '../../src/dataplane/flow-hash.js';
+import { check } from '../../src/dataplane/libbpf.js';
+import { nativeTesting } from '../support/native-testing.js';
 import { testRun } from '../../src/dataplane/xdp.js';
-import { MAC, TCP_FLAGS, ipv4Frame, parseEthernet, parseIpv4 } from '../support/packets.js';
+import { MAC, TCP_FLAGS, ipv4Frame, ipv6Frame, parseEthernet, parseIpv4 } from '../support/packets.js';
 
 const VIP = '10.100.0.100';
 const OTHER_VIP = '10.100.0.101';
@@ -34,10 +36,11 @@ dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
 const readJiffies = () => readU64(testRun(dataplane.clockFd, Buffer.alloc(64)).output);
 after(() => dataplane.close());
 
-function l2Backend(id: number, ifindex = LOOPBACK_IFINDEX) {
-  dataplane.putBackend(
+/** A backend entry serving VIP vipId (packets of its tracked flows count for that VIP), in this file's data plane or another. */
+function l2Backend(id: number, ifindex = LOOPBACK_IFINDEX, vipId = 0, into: BalancerDataplane = dataplane) {
+  into.putBackend(
     id,
-    backendEntry({ address: `10.10.0.${10 + id}`, forward: 'l2dsr', dstMac: BACKEND_MAC[id]!, srcMac: MAC.balancer, ifindex }),
+    backendEntry({ address: `10.10.0.${10 + id}`, forward: 'l2dsr', dstMac: BACKEND_MAC[id]!, srcMac: MAC.balancer, ifindex, vipId }),
   );
 }
 
@@ -220,16 +223,7 @@ describe('kill-switch', () => {
     const fresh = BalancerDataplane.load({ maxVips: 4, maxBackends: 16, flowTableSize: 1024 });
     try {
       assert.equal(fresh.killSwitchDeadline(), 0n);
-      fresh.putBackend(
-        BE_L2,
-        backendEntry({
-          address: '10.10.0.11',
-          forward: 'l2dsr',
-          dstMac: BACKEND_MAC[BE_L2]!,
-          srcMac: MAC.balancer,
-          ifindex: LOOPBACK_IFINDEX,
-        }),
-      );
+      l2Backend(BE_L2, LOOPBACK_IFINDEX, 0, fresh);
       fresh.putTables([{ tableId: 0, table: new Uint32Array(TABLE_SIZE).fill(BE_L2) }]);
       fresh.putVip(parseVip(`${VIP}:80/tcp`), { vip_id: 0, table_id: 0, table_size: TABLE_SIZE, flags: 0 });
       assert.equal(testRun(fresh.programFd, syn(30101)).action, 'pass');
@@ -239,14 +233,14 @@ describe('kill-switch', () => {
   });
 });
 
+function chosenMac(frame: Buffer): string {
+  const { action, output } = testRun(dataplane.programFd, frame);
+  assert.equal(action, 'tx');
+  return parseEthernet(output).dst;
+}
+
 describe('backend choice', () => {
   const OWNERS = [BE_L2, BE_L2_OTHER];
-
-  function chosenMac(frame: Buffer): string {
-    const { action, output } = testRun(dataplane.programFd, frame);
-    assert.equal(action, 'tx');
-    return parseEthernet(output).dst;
-  }
 
   test('a flow always gets the same backend, the one its Maglev slot names', () => {
     const table = vip(VIP, 80, 'tcp', OWNERS);
@@ -260,6 +254,44 @@ describe('backend choice', () => {
       seen.add(BACKEND_MAC[expected]!);
     }
     assert.equal(seen.size, 2, 'both backends got flows');
+  });
+
+  test('Maglev tables hold 16-bit entries, two to an element, and read back slot for slot; an id above 65535 is refused', () => {
+    const table = vip(VIP, 80, 'tcp', [BE_L2, BE_L2_OTHER, BE_OTHER_IFACE]);
+    assert.deepEqual(dataplane.readTable(0), table);
+    assert.throws(() => dataplane.putTables([{ tableId: 1, table: new Uint32Array(TABLE_SIZE).fill(65536) }]), /does not fit/);
+  });
+
+  test('a data plane for more than 65535 backends holds 32-bit table entries and reaches backends with such ids', () => {
+    const wide = BalancerDataplane.load({ maxVips: 4, maxBackends: 70_000, flowTableSize: 1024 });
+    try {
+      wide.setKillSwitchDeadline(KILL_SWITCH_NEVER);
+      const high = 69_999;
+      wide.putBackend(
+        high,
+        backendEntry({
+          address: '10.10.0.99',
+          forward: 'l2dsr',
+          dstMac: BACKEND_MAC[BE_OTHER_IFACE]!,
+          srcMac: MAC.balancer,
+          ifindex: LOOPBACK_IFINDEX,
+        }),
+      );
+      l2Backend(BE_L2, LOOPBACK_IFINDEX, 0, wide);
+      const table = putVipWithTable(wide, `${VIP}:80/tcp`, [high, BE_L2], 0, TABLE_SIZE);
+      assert.deepEqual(wide.readTable(0), table);
+      const macs = new Set<string>();
+      for (let port = 20000; port < 20100; port++) {
+        const expected = table[tableSlot(flowHash({ saddr: CLIENT, daddr: VIP, sport: port, dport: 80, proto: 6 }), TABLE_SIZE)]!;
+        const { action, output } = testRun(wide.programFd, syn(port));
+        assert.equal(action, 'tx');
+        assert.equal(parseEthernet(output).dst, BACKEND_MAC[expected === high ? BE_OTHER_IFACE : BE_L2], `port ${port}`);
+        macs.add(parseEthernet(output).dst);
+      }
+      assert.equal(macs.size, 2);
+    } finally {
+      wide.close();
+    }
   });
 
   test('a tracked flow keeps its backend when the table changes', () => {
@@ -289,6 +321,8 @@ describe('backend choice', () => {
   });
 
   test('counters count packets, IP bytes, new flows and moved flows per VIP and per backend', () => {
+    l2Backend(BE_L2, LOOPBACK_IFINDEX, 3);
+    l2Backend(BE_L2_OTHER, LOOPBACK_IFINDEX, 3);
     vip(VIP, 80, 'tcp', [BE_L2], 3);
     dataplane.resetVipCounters(3);
     dataplane.resetBackendCounters(BE_L2);
@@ -314,6 +348,8 @@ describe('backend choice', () => {
     const before = readJiffies();
     testRun(dataplane.programFd, syn(30005));
     const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 30005, dport: 80, proto: 6 });
+    assert.equal(dataplane.flowsV4.lookup(key), null, 'a SYN is not tracked');
+    testRun(dataplane.programFd, syn(30005, { tcpFlags: TCP_FLAGS.ACK }));
     const opened = flowState.decode(dataplane.flowsV4.lookup(key)!);
     assert.equal(opened.backend_id, BE_L2);
     assert.equal(opened.flags, 0);
@@ -322,17 +358,148 @@ describe('backend choice', () => {
     assert.equal(flowState.decode(dataplane.flowsV4.lookup(key)!).flags, FLOW_FLAG_CLOSING);
   });
 
-  test("a SYN on the tuple of a tracked flow tracks the new connection: the table's backend, not closing, seen now", () => {
+  test("a new connection on the tuple of a closed flow is tracked on its SYN's backend: not closing, seen now", () => {
     vip(VIP, 80, 'tcp', [BE_L2]);
-    testRun(dataplane.programFd, syn(30006));
+    testRun(dataplane.programFd, syn(30006, { tcpFlags: TCP_FLAGS.ACK }));
     const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 30006, dport: 80, proto: 6 });
-    dataplane.flowsV4.update(key, flowState.encode({ backend_id: BE_L2, flags: FLOW_FLAG_CLOSING, last_seen: 0n }));
+    dataplane.flowsV4.update(key, flowState.encode({ backend_id: BE_L2, flags: FLOW_FLAG_CLOSING, last_seen: readJiffies() }));
     vip(VIP, 80, 'tcp', [BE_L2_OTHER]);
     const before = readJiffies();
-    testRun(dataplane.programFd, syn(30006));
+    assert.equal(chosenMac(syn(30006)), BACKEND_MAC[BE_L2_OTHER], 'the SYN follows the table');
+    assert.equal(flowState.decode(dataplane.flowsV4.lookup(key)!).backend_id, BE_L2, 'and leaves the entry alone');
+    assert.equal(chosenMac(syn(30006, { tcpFlags: TCP_FLAGS.ACK })), BACKEND_MAC[BE_L2_OTHER], 'the ACK follows the SYN');
     const state = flowState.decode(dataplane.flowsV4.lookup(key)!);
     assert.equal(state.backend_id, BE_L2_OTHER);
     assert.equal(state.flags, 0);
     assert.ok(state.last_seen >= before, 'last_seen is now');
+  });
+});
+
+describe('connection tracking starts after the SYN', () => {
+  const key = (sport: number) => flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport, dport: 80, proto: 6 });
+
+  test('a SYN is not tracked; the packet after it follows it to its backend, even when the table changed in between, and is tracked', () => {
+    vip(VIP, 80, 'tcp', [BE_L2]);
+    assert.equal(chosenMac(syn(30200)), BACKEND_MAC[BE_L2]);
+    assert.equal(dataplane.flowsV4.lookup(key(30200)), null);
+    vip(VIP, 80, 'tcp', [BE_L2_OTHER]);
+    assert.equal(chosenMac(syn(30200, { tcpFlags: TCP_FLAGS.ACK })), BACKEND_MAC[BE_L2], 'the handshake completes where it started');
+    assert.equal(flowState.decode(dataplane.flowsV4.lookup(key(30200))!).backend_id, BE_L2);
+    assert.equal(chosenMac(syn(30201, { tcpFlags: TCP_FLAGS.ACK })), BACKEND_MAC[BE_L2_OTHER], 'a flow without a SYN takes the table');
+  });
+
+  test("a retransmitted SYN after a table change moves the handshake to the table's backend, and the ACK follows it", () => {
+    vip(VIP, 80, 'tcp', [BE_L2]);
+    assert.equal(chosenMac(syn(30202)), BACKEND_MAC[BE_L2]);
+    vip(VIP, 80, 'tcp', [BE_L2_OTHER]);
+    assert.equal(chosenMac(syn(30202)), BACKEND_MAC[BE_L2_OTHER]);
+    assert.equal(chosenMac(syn(30202, { tcpFlags: TCP_FLAGS.ACK })), BACKEND_MAC[BE_L2_OTHER]);
+  });
+
+  test("a RST after a SYN goes to the SYN's backend and is not tracked", () => {
+    vip(VIP, 80, 'tcp', [BE_L2]);
+    chosenMac(syn(30203));
+    vip(VIP, 80, 'tcp', [BE_L2_OTHER]);
+    assert.equal(chosenMac(syn(30203, { tcpFlags: TCP_FLAGS.RST })), BACKEND_MAC[BE_L2]);
+    assert.equal(dataplane.flowsV4.lookup(key(30203)), null);
+  });
+
+  test("the SYN's backend gone (removed, its id cleared), the packet after it takes the table's choice", () => {
+    vip(VIP, 80, 'tcp', [BE_L2]);
+    chosenMac(syn(30204));
+    vip(VIP, 80, 'tcp', [BE_L2_OTHER]);
+    dataplane.clearBackend(BE_L2);
+    assert.equal(chosenMac(syn(30204, { tcpFlags: TCP_FLAGS.ACK })), BACKEND_MAC[BE_L2_OTHER]);
+  });
+
+  test('UDP has no SYN: its first packet takes the table and is tracked', () => {
+    vip(VIP, 53, 'udp', [BE_L2]);
+    const datagram = ipv4Frame({ src: CLIENT, dst: VIP, srcPort: 30205, dstPort: 53, protocol: 'udp' });
+    assert.equal(chosenMac(datagram), BACKEND_MAC[BE_L2]);
+    vip(VIP, 53, 'udp', [BE_L2_OTHER]);
+    assert.equal(chosenMac(datagram), BACKEND_MAC[BE_L2], 'tracked from its first packet');
+  });
+
+  test('a SYN on the tuple of a live connection (not closing, seen within the last second) does not take it over', () => {
+    vip(VIP, 80, 'tcp', [BE_L2]);
+    chosenMac(syn(30206));
+    chosenMac(syn(30206, { tcpFlags: TCP_FLAGS.ACK }));
+    vip(VIP, 80, 'tcp', [BE_L2_OTHER]);
+    assert.equal(chosenMac(syn(30206)), BACKEND_MAC[BE_L2_OTHER], 'the SYN itself follows the table');
+    assert.equal(chosenMac(syn(30206, { tcpFlags: TCP_FLAGS.ACK })), BACKEND_MAC[BE_L2], 'the connection stays');
+  });
+
+  test('a SYN on the tuple of a flow silent for a while (a connection the server reset) starts a new connection there', () => {
+    vip(VIP, 80, 'tcp', [BE_L2]);
+    chosenMac(syn(30207, { tcpFlags: TCP_FLAGS.ACK }));
+    dataplane.flowsV4.update(key(30207), flowState.encode({ backend_id: BE_L2, flags: 0, last_seen: readJiffies() - 1000n }));
+    vip(VIP, 80, 'tcp', [BE_L2_OTHER]);
+    assert.equal(chosenMac(syn(30207, { tcpFlags: TCP_FLAGS.ACK })), BACKEND_MAC[BE_L2], 'no SYN since: the silent flow keeps its backend');
+    dataplane.flowsV4.update(key(30207), flowState.encode({ backend_id: BE_L2, flags: 0, last_seen: readJiffies() - 1000n }));
+    assert.equal(chosenMac(syn(30207)), BACKEND_MAC[BE_L2_OTHER]);
+    assert.equal(chosenMac(syn(30207, { tcpFlags: TCP_FLAGS.ACK })), BACKEND_MAC[BE_L2_OTHER], 'the new connection follows its SYN');
+    assert.equal(flowState.decode(dataplane.flowsV4.lookup(key(30207))!).backend_id, BE_L2_OTHER);
+  });
+
+  test('established flows survive a flood of spoofed SYNs of distinct tuples that outnumber the flow table 25 times', () => {
+    const flows = 1000;
+    const flood = 100_000; // the flow table holds 4096
+    vip(VIP, 80, 'tcp', [BE_L2, BE_L2_OTHER]);
+    const clientFrame = (i: number, tcpFlags: number) =>
+      ipv4Frame({ src: `172.16.${i >> 8}.${i & 255}`, dst: VIP, srcPort: 1024 + (i % 60000), dstPort: 80, tcpFlags });
+    const run = (count: number, make: (i: number) => Buffer) => {
+      const frames = Array.from({ length: count }, (_, i) => make(i));
+      const durations = new Uint32Array(count);
+      check(
+        nativeTesting.testRunDurations(dataplane.programFd, Buffer.concat(frames), frames[0]!.length, count, count, durations),
+        'test run',
+      );
+    };
+    run(flows, (i) => clientFrame(i, TCP_FLAGS.SYN));
+    run(flows, (i) => clientFrame(i, TCP_FLAGS.ACK));
+    const before = new Map([...dataplane.flowsV4.entries()].map(([k, v]) => [k.toString('hex'), flowState.decode(v).backend_id]));
+    assert.equal(before.size, flows, 'every established flow is tracked');
+    run(flood, (i) => clientFrame(flows + i, TCP_FLAGS.SYN));
+    const after = new Map([...dataplane.flowsV4.entries()].map(([k, v]) => [k.toString('hex'), flowState.decode(v).backend_id]));
+    assert.deepEqual(after, before, 'the same flows, on the same backends, and no other');
+    vip(VIP, 80, 'tcp', [BE_L2_OTHER]);
+    for (let i = 0; i < flows; i += 97) {
+      const tracked = before.get(
+        flowKeyV4.encode({ saddr: `172.16.${i >> 8}.${i & 255}`, daddr: VIP, sport: 1024 + i, dport: 80, proto: 6 }).toString('hex'),
+      )!;
+      assert.equal(chosenMac(clientFrame(i, TCP_FLAGS.ACK)), BACKEND_MAC[tracked], `flow ${i} still reaches its backend`);
+    }
+  });
+});
+
+describe('the VIP address filter', () => {
+  const filterBits = () => [...dataplane.vipFilterMap.entries()].reduce((n, [, v]) => n + (readU64(v) === 0n ? 0 : 1), 0);
+
+  test('a VIP on any address is balanced (the filter bit the control plane sets is the one the data plane reads), and passes once deleted', () => {
+    l2Backend(BE_L2);
+    // As many as the data plane holds (16 VIPs).
+    const addresses = Array.from({ length: 8 }, (_, i) => [
+      `10.${(i * 37) & 255}.${(i * 11) & 255}.${i + 1}`,
+      `2001:db8:${(i * 4099).toString(16)}::${(i * 31 + 1).toString(16)}`,
+    ]).flat();
+    const frame = (address: string) =>
+      address.includes(':')
+        ? ipv6Frame({ src: '2001:db8:ffff::1', dst: address, srcPort: 30300, dstPort: 80, tcpFlags: TCP_FLAGS.SYN })
+        : ipv4Frame({ src: CLIENT, dst: address, srcPort: 30300, dstPort: 80, tcpFlags: TCP_FLAGS.SYN });
+    addresses.forEach((address, i) =>
+      putVipWithTable(dataplane, address.includes(':') ? `[${address}]:80/tcp` : `${address}:80/tcp`, [BE_L2], i % 8, TABLE_SIZE),
+    );
+    for (const address of addresses) assert.equal(testRun(dataplane.programFd, frame(address)).action, 'tx', address);
+    clearVips(dataplane);
+    assert.equal(filterBits(), 0, 'no bit left once every VIP is gone');
+    for (const address of addresses) assert.equal(testRun(dataplane.programFd, frame(address)).action, 'pass', address);
+  });
+
+  test('deleting one of two VIPs of an address keeps the other balanced', () => {
+    vip(VIP, 80, 'tcp', [BE_L2]);
+    vip(VIP, 443, 'tcp', [BE_L2], 1);
+    dataplane.deleteVip(parseVip(`${VIP}:80/tcp`));
+    assert.equal(chosenMac(syn(30301, { dstPort: 443 })), BACKEND_MAC[BE_L2]);
+    assert.ok(filterBits() > 0);
   });
 });

@@ -110,6 +110,9 @@ const innerFrame6 = ipv6Frame({
 interface TunnelSpec {
   /** The outer destination; its family is the outer header's. */
   readonly to?: string;
+  /** The outer source: the balancer's address by default, or one of its outer source range. */
+  readonly from?: string;
+  readonly flowLabel?: number;
   readonly extraOuterPayload?: Buffer;
 }
 
@@ -119,8 +122,8 @@ function tunnel(inner: Buffer, spec: TunnelSpec = {}): Buffer {
   const packet = Buffer.concat([inner.subarray(14), spec.extraOuterPayload ?? Buffer.alloc(0)]);
   const protocol = inner.readUInt16BE(12) === ETHERTYPE.IPV6 ? 41 : 4;
   const outer = to.includes(':')
-    ? ipv6Header({ src: BALANCER6, dst: to, nextHeader: protocol, payloadLength: packet.length })
-    : ipv4Header({ src: BALANCER, dst: to, protocol, payloadLength: packet.length });
+    ? ipv6Header({ src: spec.from ?? BALANCER6, dst: to, nextHeader: protocol, payloadLength: packet.length, flowLabel: spec.flowLabel })
+    : ipv4Header({ src: spec.from ?? BALANCER, dst: to, protocol, payloadLength: packet.length });
   return Buffer.concat([ethernet(MAC.backend1, MAC.router, to.includes(':') ? ETHERTYPE.IPV6 : ETHERTYPE.IPV4), outer, packet]);
 }
 
@@ -205,6 +208,22 @@ describe('decapsulated: the outer header removed, the EtherType set to the inner
       innerFrame4,
       innerLength4,
     );
+  });
+
+  test("a tunnel from any outer source (a balancer's outer source range: one address per flow), with any flow label, is decapsulated", () => {
+    for (let i = 0; i < 64; i++) {
+      decapsulates(tunnel(innerFrame4, { from: `10.10.${4 + (i >> 5)}.${(i * 37) & 255}` }), innerFrame4, innerLength4, `from source ${i}`);
+      decapsulates(
+        tunnel(innerFrame6, {
+          to: ENDPOINT6,
+          from: `2001:db8:10::7:${(i * 4099) & 0xffff}`.replace(/:(\d+)$/, (_, n: string) => `:${Number(n).toString(16)}`),
+          flowLabel: (i * 0x3579b) & 0xfffff,
+        }),
+        innerFrame6,
+        innerLength6,
+        `IPv6 source ${i}`,
+      );
+    }
   });
 });
 

@@ -121,6 +121,9 @@ test('the fuzz checker accepts correct outputs and catches wrong ones', () => {
   broken(checkBalancer(syn, TX, changed, index), /re-addressed/);
   broken(checkBalancer(syn, PASS, changed, index), /unchanged/);
   broken(checkBalancer(syn, 0, syn, index), /aborted/);
+  const flooded = macs(syn, '02:00:00:00:00:77', MAC.client);
+  broken(checkBalancer(flooded, TX, macs(flooded, '02:00:00:00:00:13', MAC.balancer), index), /this host's MAC/);
+  ok(checkBalancer(flooded, PASS, flooded, index), 'passed');
   const badChecksum = Buffer.from(syn);
   badChecksum[14 + 8]! ^= 1; // TTL, checksum not updated
   broken(checkBalancer(badChecksum, TX, macs(badChecksum, '02:00:00:00:00:11', MAC.balancer), index), /checksum/);

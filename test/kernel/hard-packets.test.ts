@@ -7,12 +7,22 @@
  */
 import assert from 'node:assert/strict';
 import { after, beforeEach, describe, test } from 'node:test';
-import { FLOW_FLAG_CLOSING, REASONS, type Reason, flowKeyV4, flowKeyV6, flowState } from '../../src/dataplane/abi.js';
+import {
+  FLOW_FLAG_CLOSING,
+  REASONS,
+  type Reason,
+  VIP_FLAG_HASH_SOURCE,
+  flowKeyV4,
+  flowKeyV6,
+  flowState,
+  tunnelSourceSpread,
+} from '../../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../../src/dataplane/balancer.js';
-import { flowHash, tableSlot } from '../../src/dataplane/flow-hash.js';
+import { type Flow, encapHash, flowHash, outerFlowLabel, outerSourceHost, sourceHash, tableSlot } from '../../src/dataplane/flow-hash.js';
 import { type XdpAction, testRun } from '../../src/dataplane/xdp.js';
-import { parseVip } from '../../src/model/address.js';
+import { type VipAddress, parseVip } from '../../src/model/address.js';
 import { backendEntry, clearFlows, clearVips } from '../support/dataplane.js';
+import { insidePrefix } from '../lab/lab.js';
 import {
   ETHERTYPE,
   ICMP,
@@ -28,6 +38,7 @@ import {
   internetChecksum,
   ipv4Frame,
   ipv4Header,
+  ipv6Bytes,
   ipv6Frame,
   ipv6Header,
   macBytes,
@@ -57,6 +68,8 @@ interface TestBackend {
   readonly forward: 'l2dsr' | 'ipip';
   readonly mac: string;
   readonly mtu?: number;
+  /** ipip: an outer source range instead of the balancer's address. */
+  readonly range?: SourceRange;
 }
 
 const BE = {
@@ -70,6 +83,9 @@ const BE = {
   IPIP6_MTU: 8,
   IPIP6_SMALL_MTU: 9,
   IPIP4_MTU_576: 10,
+  IPIP4_RANGE: 11,
+  IPIP6_RANGE: 12,
+  IPIP4_RANGE_V6: 13,
 } as const;
 
 const BACKENDS: Record<number, TestBackend> = {
@@ -83,10 +99,14 @@ const BACKENDS: Record<number, TestBackend> = {
   [BE.IPIP6_MTU]: { address: '2001:db8:20::15', forward: 'ipip', mac: MAC.router, mtu: 1400 },
   [BE.IPIP6_SMALL_MTU]: { address: '2001:db8:20::16', forward: 'ipip', mac: MAC.router, mtu: 1300 },
   [BE.IPIP4_MTU_576]: { address: '10.20.0.16', forward: 'ipip', mac: MAC.router, mtu: 576 },
+  [BE.IPIP4_RANGE]: { address: '10.20.0.17', forward: 'ipip', mac: MAC.router, range: { base: '10.10.4.0', bits: 8 } },
+  [BE.IPIP6_RANGE]: { address: '2001:db8:20::17', forward: 'ipip', mac: MAC.router, range: { base: '2001:db8:10::7:0', bits: 16 } },
+  [BE.IPIP4_RANGE_V6]: { address: '10.20.0.18', forward: 'ipip', mac: MAC.router, range: { base: '10.10.5.0', bits: 2 } },
 };
 
 const dataplane = BalancerDataplane.load({ maxVips: 32, maxBackends: 64, flowTableSize: 4096 });
 dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
+dataplane.setInterfaceMac(MAC.balancer);
 after(() => dataplane.close());
 
 /** One Maglev table per set of owners, installed once: replacing a table waits for an RCU grace period. */
@@ -105,7 +125,9 @@ beforeEach(() => {
         srcMac: MAC.balancer,
         ifindex: LOOPBACK_IFINDEX,
         mtu: b.mtu,
-        ...(b.forward === 'ipip' ? { tunnelSource: b.address.includes(':') ? BALANCER6 : BALANCER } : {}),
+        ...(b.forward === 'ipip'
+          ? { tunnelSource: b.range?.base ?? (b.address.includes(':') ? BALANCER6 : BALANCER), tunnelSourceBits: b.range?.bits ?? 0 }
+          : {}),
       }),
     );
   }
@@ -116,7 +138,7 @@ beforeEach(() => {
  * through the owners; its address answers pings. Calling it again with
  * other owners changes the VIP's table (tracked flows keep their backend).
  */
-function vip(text: string, owners: readonly number[]): Uint32Array {
+function vip(text: string | VipAddress, owners: readonly number[], flags = 0): Uint32Array {
   const table = Uint32Array.from({ length: TABLE_SIZE }, (_, i) => owners[i % owners.length]!);
   let id = tableIds.get(owners.join());
   if (id === undefined) {
@@ -124,10 +146,15 @@ function vip(text: string, owners: readonly number[]): Uint32Array {
     tableIds.set(owners.join(), id);
     dataplane.putTables([{ tableId: id, table }]);
   }
-  const v = parseVip(text);
-  dataplane.putVip(v, { vip_id: id, table_id: id, table_size: TABLE_SIZE, flags: 0 });
+  const v = typeof text === 'string' ? parseVip(text) : text;
+  dataplane.putVip(v, { vip_id: id, table_id: id, table_size: TABLE_SIZE, flags });
   dataplane.putVipAddress(v.family, v.address);
   return table;
+}
+
+/** The VIP of all ports of an address and protocol (port 0; the CLI's syntax for it is not settled yet). */
+function allPorts(address: string, protocol: 'tcp' | 'udp' = 'tcp'): VipAddress {
+  return { family: address.includes(':') ? 6 : 4, address, port: 0, protocol };
 }
 
 // ---------------------------------------------------------------------------
@@ -175,7 +202,8 @@ function balancedL2(frame: Buffer, backend: number, what?: string, reasons: Reas
 
 /** ipip: the frame's IP packet (and anything after it) behind an outer header to the backend. */
 function tunnelled(frame: Buffer, backend: number, what?: string, reasons: Reasons = {}): void {
-  expectFate(frame, { action: 'tx', output: encapsulated(frame, BACKENDS[backend]!.address), reasons }, what);
+  const b = BACKENDS[backend]!;
+  expectFate(frame, { action: 'tx', output: encapsulated(frame, b.address, b.range), reasons }, what);
 }
 
 function l2Length(frame: Buffer): number {
@@ -184,32 +212,82 @@ function l2Length(frame: Buffer): number {
 }
 
 /**
+ * The flow a frame belongs to, read from its bytes: TCP or UDP after any
+ * IPv6 option headers, or, for an ICMP error, the quoted packet's flow
+ * turned around (client -> VIP).
+ */
+function flowOf(frame: Buffer): Flow {
+  const l2 = l2Length(frame);
+  const v6 = frame.readUInt16BE(l2 - 2) === ETHERTYPE.IPV6;
+  const address = (at: number) => (v6 ? formatIpv6(frame.subarray(at, at + 16)) : Array.from(frame.subarray(at, at + 4)).join('.'));
+  let next = v6 ? frame[l2 + 6]! : frame[l2 + 9]!;
+  let l4 = l2 + (v6 ? 40 : (frame[l2]! & 0x0f) * 4);
+  while (v6 && (next === P.HOPOPTS || next === P.DSTOPTS)) {
+    next = frame[l4]!;
+    l4 += (frame[l4 + 1]! + 1) * 8;
+  }
+  const saddr = address(l2 + (v6 ? 8 : 12));
+  const daddr = address(l2 + (v6 ? 24 : 16));
+  if (next === P.ICMP || next === P.ICMPV6) {
+    const quoted = Buffer.concat([frame.subarray(0, l2), frame.subarray(l4 + 8)]);
+    const q = flowOf(quoted);
+    return { saddr: q.daddr, daddr: q.saddr, sport: q.dport, dport: q.sport, proto: q.proto };
+  }
+  return { saddr, daddr, sport: frame.readUInt16BE(l4), dport: frame.readUInt16BE(l4 + 2), proto: next };
+}
+
+function formatIpv6(bytes: Buffer): string {
+  return Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(2 * i).toString(16)).join(':');
+}
+
+/** An outer source range: its first address and host bits (0: one source). */
+interface SourceRange {
+  readonly base: string;
+  readonly bits: number;
+}
+
+/** The outer source of a flow from a range: its first address plus the low bits of the flow's hash. */
+function outerSource(range: SourceRange, flow: Flow): string {
+  const host = outerSourceHost(encapHash(flow), tunnelSourceSpread(range.bits));
+  if (!range.base.includes(':')) {
+    const n = (range.base.split('.').reduce((acc, o) => acc * 256 + Number(o), 0) + host) >>> 0;
+    return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  }
+  const bytes = ipv6Bytes(range.base);
+  bytes.writeUInt32BE((bytes.readUInt32BE(12) | host) >>> 0, 12);
+  return formatIpv6(bytes);
+}
+
+/**
  * The spec of encapsulation, computed from the input: Ethernet to the next
  * hop (a VLAN tag kept, its EtherType now the outer family's), an outer
- * header from the balancer's tunnel address with TTL / hop limit 64 that
- * copies the inner TOS / traffic class, the IPv4 identification and DF
- * (IPv6 inside: DF set, identification 0; IPv6 outside: flow label 0), then
- * the input's IP packet and whatever followed it, byte for byte.
+ * header from the balancer's tunnel address (or the flow's address of a
+ * source range) with TTL / hop limit 64 that copies the inner TOS / traffic
+ * class, the IPv4 identification and DF (IPv6 inside: DF set,
+ * identification 0; IPv6 outside: the flow's label), then the input's IP
+ * packet and whatever followed it, byte for byte.
  */
-function encapsulated(frame: Buffer, backendAddress: string): Buffer {
+function encapsulated(frame: Buffer, backendAddress: string, range?: SourceRange): Buffer {
   const l2 = l2Length(frame);
   const innerV6 = frame.readUInt16BE(l2 - 2) === ETHERTYPE.IPV6;
   const tos = innerV6 ? (frame.readUInt32BE(l2) >>> 20) & 0xff : frame[l2 + 1]!;
   const innerLength = innerV6 ? 40 + frame.readUInt16BE(l2 + 4) : frame.readUInt16BE(l2 + 2);
   const protocol = innerV6 ? P.IPV6 : P.IPIP;
   const outerV6 = backendAddress.includes(':');
+  const flow = flowOf(frame);
+  const src = range ? outerSource(range, flow) : outerV6 ? BALANCER6 : BALANCER;
   const outer = outerV6
     ? ipv6Header({
-        src: BALANCER6,
+        src,
         dst: backendAddress,
         nextHeader: protocol,
         payloadLength: innerLength,
         hopLimit: 64,
         trafficClass: tos,
-        flowLabel: 0,
+        flowLabel: outerFlowLabel(encapHash(flow)),
       })
     : ipv4Header({
-        src: BALANCER,
+        src,
         dst: backendAddress,
         protocol,
         payloadLength: innerLength,
@@ -292,6 +370,44 @@ describe('Ethernet and VLAN tags', () => {
 
   test('a tagged ARP frame passes unchanged, counted not_ip', () => {
     passes(withVlan(ARP, 5), 'not_ip');
+  });
+
+  const OTHER_HOST = '02:00:00:00:00:77';
+
+  test("a frame to another host's MAC (a switch flooding an unknown destination) passes unchanged, counted not_for_this_host", () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    vip(`[${VIP6}]:80/tcp`, [BE.IPIP6]);
+    passes(withMacs(tcp4(), OTHER_HOST, MAC.client), 'not_for_this_host', 'IPv4 SYN');
+    passes(withMacs(tcp6(), OTHER_HOST, MAC.client), 'not_for_this_host', 'IPv6 SYN');
+    passes(withVlan(withMacs(tcp4(), OTHER_HOST, MAC.client), 0x0064), 'not_for_this_host', 'tagged');
+    passes(withMacs(echoRequest4(), OTHER_HOST, MAC.client), 'not_for_this_host', 'echo request to a VIP');
+    passes(withMacs(ARP, OTHER_HOST, MAC.client), 'not_for_this_host', 'unicast ARP');
+    assert.equal(flowCount(), 0, 'nothing tracked');
+    balancedL2(tcp4(), BE.L2, 'the same SYN to this host');
+  });
+
+  test('broadcast and multicast frames are never balanced or answered: IP passes as not_vip, ARP as not_ip', () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
+    passes(withMacs(tcp4(), 'ff:ff:ff:ff:ff:ff', MAC.client), 'not_vip', 'IPv4 to a VIP, broadcast MAC');
+    passes(withMacs(tcp4(), '01:00:5e:64:00:64', MAC.client), 'not_vip', 'IPv4 to a VIP, multicast MAC');
+    passes(withMacs(tcp6(), '33:33:00:00:01:00', MAC.client), 'not_vip', 'IPv6 to a VIP, multicast MAC');
+    passes(withMacs(echoRequest4(), 'ff:ff:ff:ff:ff:ff', MAC.client), 'not_vip', 'echo request to a VIP, broadcast MAC');
+    passes(ARP, 'not_ip', 'ARP request');
+  });
+
+  test("until the control plane has written this node's MAC, frames to any unicast MAC are balanced", () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    dataplane.setInterfaceMac(null);
+    try {
+      assert.equal(dataplane.interfaceMac(), null);
+      balancedL2(withMacs(tcp4(), OTHER_HOST, MAC.client), BE.L2);
+    } finally {
+      dataplane.setInterfaceMac(MAC.balancer);
+    }
+    assert.equal(dataplane.interfaceMac(), MAC.balancer);
+    assert.throws(() => dataplane.setInterfaceMac('02:00:00:00:00'), /not a MAC address/);
+    assert.throws(() => dataplane.setInterfaceMac('00:00:00:00:00:00'), /pass null/);
   });
 });
 
@@ -565,19 +681,23 @@ describe('TCP', () => {
 
   test('a RST of a tracked flow goes to its tracked backend and marks the flow closing', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    balancedL2(tcp4(40033), BE.L2);
+    balancedL2(tcp4(40033), BE.L2, 'SYN');
+    balancedL2(tcp4(40033, { tcpFlags: TCP_FLAGS.ACK }), BE.L2, 'ACK');
     vip(`${VIP}:80/tcp`, [BE.L2_B]);
     balancedL2(tcp4(40033, { tcpFlags: TCP_FLAGS.RST }), BE.L2);
     const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 40033, dport: 80, proto: 6 });
     assert.equal(flowState.decode(dataplane.flowsV4.lookup(key)!).flags, FLOW_FLAG_CLOSING);
   });
 
-  test('a SYN follows the table even for a tracked 5-tuple, and is tracked there', () => {
+  test('a SYN follows the table even for a tracked 5-tuple; a live connection keeps its backend (a SYN does not take it over), a closed one is replaced', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     balancedL2(tcp4(40034, { tcpFlags: TCP_FLAGS.ACK }), BE.L2);
     vip(`${VIP}:80/tcp`, [BE.L2_B]);
     balancedL2(tcp4(40034), BE.L2_B, 'SYN');
-    balancedL2(tcp4(40034, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_B, 'the ACK after it');
+    balancedL2(tcp4(40034, { tcpFlags: TCP_FLAGS.ACK }), BE.L2, 'an ACK of the live connection');
+    balancedL2(tcp4(40034, { tcpFlags: TCP_FLAGS.FIN | TCP_FLAGS.ACK }), BE.L2, 'its FIN');
+    balancedL2(tcp4(40034), BE.L2_B, 'a SYN reusing the tuple');
+    balancedL2(tcp4(40034, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_B, 'the ACK after it: the new connection');
   });
 
   test('TCP options are balanced unchanged', () => {
@@ -658,13 +778,27 @@ describe('packets for no VIP', () => {
     passes(udp6(40050, { dstPort: 80 }), 'not_vip', 'IPv6 protocol');
   });
 
-  test('IP protocols other than TCP, UDP and ICMP (GRE, SCTP, no next header) pass unchanged, counted l4_unsupported', () => {
+  test('IP protocols other than TCP, UDP and ICMP (GRE, SCTP, no next header) to a VIP address pass unchanged, counted l4_unsupported', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
     passes(ipv4Frame({ src: CLIENT, dst: VIP, protocol: 47, payload: Buffer.alloc(24) }), 'l4_unsupported', 'GRE');
     passes(ipv4Frame({ src: CLIENT, dst: VIP, protocol: 132, payload: Buffer.alloc(28) }), 'l4_unsupported', 'SCTP');
     passes(ipv6Frame({ src: CLIENT6, dst: VIP6, protocol: P.NONE, payload: Buffer.alloc(0) }), 'l4_unsupported', 'IPv6 no next header');
     passes(ipv6Frame({ src: CLIENT6, dst: VIP6, protocol: 50, payload: Buffer.alloc(24) }), 'l4_unsupported', 'IPv6 ESP');
+  });
+
+  test('the same protocols between other hosts (GRE, SCTP, ESP) pass unchanged, counted not_vip: they are not for a VIP', () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
+    passes(ipv4Frame({ src: CLIENT, dst: ROUTER, protocol: 47, payload: Buffer.alloc(24) }), 'not_vip', 'GRE');
+    passes(ipv4Frame({ src: CLIENT, dst: OTHER_VIP, protocol: 132, payload: Buffer.alloc(28) }), 'not_vip', 'SCTP');
+    passes(ipv6Frame({ src: CLIENT6, dst: ROUTER6, protocol: P.NONE, payload: Buffer.alloc(0) }), 'not_vip', 'IPv6 no next header');
+    passes(ipv6Frame({ src: CLIENT6, dst: OTHER_VIP6, protocol: 50, payload: Buffer.alloc(24) }), 'not_vip', 'IPv6 ESP');
+    passes(
+      ipv6Frame({ src: CLIENT6, dst: OTHER_VIP6, srcPort: 40060, extensions: [1, 2, 3, 4].map(() => destinationOptionsHeader()) }),
+      'not_vip',
+      'a fourth option header',
+    );
   });
 });
 
@@ -742,6 +876,42 @@ describe('ICMP echo (ping) to VIP addresses', () => {
     }
   });
 
+  test("an echo request whose other words are all zero (Katran's fixture: id 0, sequence 0, no data) is answered with checksum 0xffff, not 0x0000", () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    const zero = (data: Buffer) =>
+      ipv4Frame({ src: CLIENT, dst: VIP, protocol: P.ICMP, ttl: 57, tos: 0x10, id: 0x4242, payload: icmpMessage(ICMP.ECHO, 0, 0, data) });
+    const reply = (rest: number, data: Buffer) =>
+      Buffer.concat([
+        ethernet(MAC.client, MAC.balancer, ETHERTYPE.IPV4),
+        ipv4Header({ src: VIP, dst: CLIENT, protocol: P.ICMP, payloadLength: 8 + data.length, ttl: 64, tos: 0x10, id: 0x4242 }),
+        icmpMessage(ICMP.ECHO_REPLY, 0, rest, data),
+      ]);
+    for (const data of [Buffer.alloc(0), Buffer.alloc(56), Buffer.alloc(1472)]) {
+      const expected = reply(0, data);
+      assert.equal(expected.readUInt16BE(ETH_HLEN + 22), 0xffff, 'the reply built independently carries 0xffff');
+      expectFate(zero(data), { action: 'tx', output: expected, reasons: { icmp_echo_replied: 1 } }, `${data.length} zero bytes`);
+    }
+    // Words that sum to -0 without being zero: 0x0000 is their checksum, and stays.
+    const negativeZero = ipv4Frame({
+      src: CLIENT,
+      dst: VIP,
+      protocol: P.ICMP,
+      ttl: 57,
+      tos: 0x10,
+      id: 0x4242,
+      payload: icmpMessage(ICMP.ECHO, 0, 0xffff0000, Buffer.alloc(0)),
+    });
+    const expected = reply(0xffff0000, Buffer.alloc(0));
+    assert.equal(expected.readUInt16BE(ETH_HLEN + 22), 0x0000);
+    expectFate(negativeZero, { action: 'tx', output: expected, reasons: { icmp_echo_replied: 1 } }, 'identifier 0xffff');
+    const lateOnes = Buffer.concat([Buffer.alloc(1400), Buffer.from([0xff, 0xff])]);
+    expectFate(zero(lateOnes), { action: 'tx', output: reply(0, lateOnes), reasons: { icmp_echo_replied: 1 } }, 'zeros, then 0xffff');
+    for (const data of [Buffer.alloc(0), Buffer.alloc(56)]) {
+      const { output } = testRun(dataplane.programFd, zero(data));
+      assert.equal(internetChecksum(output.subarray(ETH_HLEN + 20)), 0, 'the ICMP checksum verifies as the kernel verifies it');
+    }
+  });
+
   test('a tagged echo request is answered on its VLAN', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     expectFate(withVlan(echoRequest4(), 0x0064), {
@@ -790,6 +960,21 @@ describe('ICMP echo (ping) to VIP addresses', () => {
   test('an echo request that is a fragment passes unchanged, counted fragment', () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
     passes(echoRequest4({ moreFragments: true, dontFragment: false }), 'fragment');
+  });
+
+  test('other ICMP types to another address (echo reply, port unreachable, time exceeded) pass unchanged, counted not_vip', () => {
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    for (const [type, code] of [
+      [0, 0],
+      [3, 3],
+      [11, 0],
+    ] as const) {
+      passes(
+        ipv4Frame({ src: CLIENT, dst: ROUTER, protocol: P.ICMP, payload: icmpMessage(type, code, 0, Buffer.alloc(28)) }),
+        'not_vip',
+        `type ${type} code ${code}`,
+      );
+    }
   });
 
   test('other ICMP types to a VIP address (echo reply, port unreachable, redirect, timestamp) pass unchanged, counted l4_unsupported', () => {
@@ -852,7 +1037,7 @@ describe('ICMP echo (ping) to VIP addresses', () => {
     passes(echoRequest6({ dst: OTHER_VIP6 }), 'not_vip');
   });
 
-  test('neighbour discovery and other ICMPv6 types pass unchanged, counted l4_unsupported', () => {
+  test('neighbour discovery and other ICMPv6 types to a VIP address pass unchanged, counted l4_unsupported', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
     for (const type of [ICMPV6.NEIGHBOR_SOLICIT, 136, 133, ICMPV6.ECHO_REPLY, 1, 3]) {
       passes(
@@ -861,6 +1046,30 @@ describe('ICMP echo (ping) to VIP addresses', () => {
         `type ${type}`,
       );
     }
+  });
+
+  test('neighbour discovery and other ICMPv6 to other addresses (solicited-node multicast, all nodes, a neighbour) pass unchanged, counted not_vip', () => {
+    vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
+    const cases = [
+      { dst: 'ff02::1:ff00:100', dstMac: '33:33:ff:00:01:00', type: ICMPV6.NEIGHBOR_SOLICIT, what: 'solicitation for the VIP' },
+      { dst: 'ff02::1', dstMac: '33:33:00:00:00:01', type: 134, what: 'router advertisement' },
+      { dst: ROUTER6, dstMac: MAC.balancer, type: 136, what: 'advertisement to a neighbour' },
+      { dst: OTHER_VIP6, dstMac: MAC.balancer, type: ICMPV6.ECHO_REPLY, what: 'echo reply' },
+    ];
+    for (const c of cases)
+      passes(
+        ipv6Frame({
+          dstMac: c.dstMac,
+          src: CLIENT6,
+          dst: c.dst,
+          protocol: 'icmpv6',
+          icmp: { type: c.type },
+          payload: Buffer.alloc(24),
+          hopLimit: 255,
+        }),
+        'not_vip',
+        c.what,
+      );
   });
 
   test('an ICMPv6 header cut short by the payload length passes unchanged, counted l4_truncated', () => {
@@ -944,7 +1153,7 @@ describe('ICMP errors about VIP flows', () => {
 
   test("fragmentation needed about a tracked flow goes to its tracked backend, not the table's, and leaves the flow's state as it was", () => {
     vip(`${VIP}:80/tcp`, [BE.L2]);
-    balancedL2(tcp4(31000), BE.L2);
+    balancedL2(tcp4(31000, { tcpFlags: TCP_FLAGS.ACK }), BE.L2);
     vip(`${VIP}:80/tcp`, [BE.L2_B]);
     const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 31000, dport: 80, proto: 6 });
     const state = dataplane.flowsV4.lookup(key)!;
@@ -1041,7 +1250,7 @@ describe('ICMP errors about VIP flows', () => {
 
   test('ICMPv6 packet too big about a tracked flow goes to its tracked backend', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
-    balancedL2(tcp6(31011), BE.L2_V6);
+    balancedL2(tcp6(31011, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_V6);
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6_B]);
     balancedL2(packetTooBig(replyPacket6(31011)), BE.L2_V6, undefined, { icmp_error_forwarded: 1 });
   });
@@ -1187,13 +1396,168 @@ describe('MTU: path MTU discovery through the balancer', () => {
 
 // ---------------------------------------------------------------------------
 
+describe('outer source ranges (RSS-friendly IP-in-IP)', () => {
+  /** The outer header's source (and IPv6 flow label) of what the balancer sent for a frame. */
+  function outerOf(frame: Buffer): { src: string; label?: number; checksumValid: boolean } {
+    const { action, output } = testRun(dataplane.programFd, frame);
+    assert.equal(action, 'tx');
+    if (output.readUInt16BE(12) === ETHERTYPE.IPV6)
+      return { src: formatIpv6(output.subarray(22, 38)), label: output.readUInt32BE(14) & 0xfffff, checksumValid: true };
+    return { src: Array.from(output.subarray(26, 30)).join('.'), checksumValid: internetChecksum(output.subarray(14, 34)) === 0 };
+  }
+
+  test("IPv4: a flow's outer source is the range's first address plus the low bits of its hash, the same for each of its packets; flows spread over the range", () => {
+    vip(`${VIP}:80/tcp`, [BE.IPIP4_RANGE]);
+    const sources = new Set<string>();
+    for (let port = 41000; port < 41200; port++) {
+      tunnelled(tcp4(port), BE.IPIP4_RANGE, `SYN ${port}`);
+      const seen = [
+        tcp4(port),
+        tcp4(port, { tcpFlags: TCP_FLAGS.ACK }),
+        tcp4(port, { tcpFlags: TCP_FLAGS.ACK | TCP_FLAGS.PSH, payload: Buffer.from('data') }),
+      ].map(outerOf);
+      assert.ok(
+        seen.every((o) => o.src === seen[0]!.src && o.checksumValid),
+        `port ${port}: ${JSON.stringify(seen)}`,
+      );
+      assert.ok(insidePrefix(seen[0]!.src, '10.10.4.0/24'), seen[0]!.src);
+      sources.add(seen[0]!.src);
+    }
+    assert.ok(sources.size > 100, `200 flows used ${sources.size} of the 256 sources`);
+  });
+
+  test("IPv6: the same within the range's last bits, and the outer flow label is the flow's, the same for each of its packets", () => {
+    vip(`[${VIP6}]:80/tcp`, [BE.IPIP6_RANGE]);
+    const sources = new Set<string>();
+    const labels = new Set<number>();
+    for (let port = 41000; port < 41100; port++) {
+      tunnelled(tcp6(port), BE.IPIP6_RANGE, `SYN ${port}`);
+      tunnelled(tcp6(port, { tcpFlags: TCP_FLAGS.ACK }), BE.IPIP6_RANGE, `ACK ${port}`);
+      const first = outerOf(tcp6(port, { tcpFlags: TCP_FLAGS.ACK }));
+      assert.ok(insidePrefix(first.src, '2001:db8:10::7:0/112'), first.src);
+      sources.add(first.src);
+      labels.add(first.label!);
+    }
+    assert.ok(sources.size > 90 && labels.size > 90, `100 flows: ${sources.size} sources, ${labels.size} labels`);
+  });
+
+  test('across families too (6-in-4 from an IPv4 range, 4-in-6 with a label), with VLAN tags and ICMP errors about the flow', () => {
+    vip(`[${VIP6}]:80/tcp`, [BE.IPIP4_RANGE_V6]);
+    for (let port = 41300; port < 41320; port++) tunnelled(tcp6(port), BE.IPIP4_RANGE_V6, `6-in-4 ${port}`);
+    tunnelled(withVlan(tcp6(41321), 0x0064), BE.IPIP4_RANGE_V6, 'tagged');
+    vip(`${VIP}:53/udp`, [BE.IPIP6_RANGE]);
+    for (let port = 41300; port < 41320; port++) tunnelled(udp4(port), BE.IPIP6_RANGE, `4-in-6 ${port}`);
+    vip(`${VIP}:80/tcp`, [BE.IPIP4_RANGE]);
+    tunnelled(fragNeeded(replyPacket4(41330)), BE.IPIP4_RANGE, 'fragmentation needed about a flow', { icmp_error_forwarded: 1 });
+  });
+
+  test('without a range every flow leaves from the one tunnel source', () => {
+    vip(`${VIP}:80/tcp`, [BE.IPIP4]);
+    for (let port = 41400; port < 41420; port++) assert.equal(outerOf(tcp4(port)).src, BALANCER);
+  });
+});
+
+describe('VIPs of all ports (port 0)', () => {
+  test('a packet to a port without a VIP of its own goes to the VIP of all ports of its address and protocol, tracked per 5-tuple', () => {
+    const table = vip(allPorts(VIP), [BE.L2, BE.L2_B]);
+    for (const port of [22, 443, 8080, 65535]) {
+      const owner = table[tableSlot(flowHash({ saddr: CLIENT, daddr: VIP, sport: 40100, dport: port, proto: 6 }), TABLE_SIZE)]!;
+      balancedL2(tcp4(40100, { dstPort: port }), owner, `port ${port}`);
+      balancedL2(tcp4(40100, { dstPort: port, tcpFlags: TCP_FLAGS.ACK }), owner, `port ${port}, ACK`);
+      const key = flowKeyV4.encode({ saddr: CLIENT, daddr: VIP, sport: 40100, dport: port, proto: 6 });
+      assert.equal(flowState.decode(dataplane.flowsV4.lookup(key)!).backend_id, owner, `port ${port} tracked`);
+    }
+    passes(udp4(40100, { dstPort: 443 }), 'not_vip', 'another protocol');
+    passes(ipv4Frame({ src: CLIENT, dst: OTHER_VIP, srcPort: 40100, dstPort: 443 }), 'not_vip', 'another address');
+  });
+
+  test('a VIP of its own port wins over the VIP of all ports', () => {
+    vip(allPorts(VIP), [BE.L2_B]);
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    balancedL2(tcp4(40101), BE.L2, 'port 80: its own VIP');
+    balancedL2(tcp4(40101, { dstPort: 81 }), BE.L2_B, 'port 81: all ports');
+  });
+
+  test('once the last VIP of all ports is gone, packets to other ports pass as before (the lookup is off again)', () => {
+    vip(allPorts(VIP), [BE.L2]);
+    vip(`${VIP}:80/tcp`, [BE.L2]);
+    balancedL2(tcp4(40102, { dstPort: 443 }), BE.L2);
+    dataplane.deleteVip(allPorts(VIP));
+    passes(tcp4(40103, { dstPort: 443 }), 'not_vip');
+    balancedL2(tcp4(40103), BE.L2, 'the VIP of port 80 stays');
+  });
+
+  test('IPv6: a UDP VIP of all ports, encapsulated 6-in-6', () => {
+    vip(allPorts(VIP6, 'udp'), [BE.IPIP6]);
+    tunnelled(udp6(40104, { dstPort: 5353 }), BE.IPIP6);
+    passes(tcp6(40104, { dstPort: 5353 }), 'not_vip', 'TCP to the same address');
+  });
+
+  test("ICMP too-big about a flow of a VIP of all ports goes to that flow's backend", () => {
+    const table = vip(allPorts(VIP), [BE.L2, BE.L2_B]);
+    const owner = table[tableSlot(flowHash({ saddr: CLIENT, daddr: VIP, sport: 31100, dport: 8443, proto: 6 }), TABLE_SIZE)]!;
+    balancedL2(fragNeeded(replyPacket4(31100, VIP, 'tcp', 8443)), owner, undefined, { icmp_error_forwarded: 1 });
+  });
+});
+
+describe('VIPs that hash the source address only (client stickiness)', () => {
+  const clients = Array.from({ length: 24 }, (_, i) => `10.10.${i}.${(i * 7) % 250}`);
+
+  test("every flow of a client reaches the backend its address's slot names, whatever its ports", () => {
+    const table = vip(`${VIP}:80/tcp`, [BE.L2, BE.L2_B], VIP_FLAG_HASH_SOURCE);
+    const seen = new Set<number>();
+    for (const client of clients) {
+      const owner = table[tableSlot(sourceHash(client), TABLE_SIZE)]!;
+      for (const port of [40200, 40201, 51000, 61234])
+        balancedL2(ipv4Frame({ src: client, dst: VIP, srcPort: port, dstPort: 80, tcpFlags: TCP_FLAGS.SYN }), owner, `${client}:${port}`);
+      seen.add(owner);
+    }
+    assert.equal(seen.size, 2, 'clients are spread over both backends');
+  });
+
+  test('IPv6 too, and a VIP of all ports can hash sources as well', () => {
+    const table = vip(allPorts(VIP6), [BE.L2_V6, BE.L2_V6_B], VIP_FLAG_HASH_SOURCE);
+    const seen = new Set<number>();
+    for (let i = 1; i <= 16; i++) {
+      const client = `2001:db8:10::${((i * 4099) & 0xffff).toString(16)}`;
+      const owner = table[tableSlot(sourceHash(client), TABLE_SIZE)]!;
+      for (const [sport, dport] of [
+        [40300, 80],
+        [40301, 443],
+      ] as const)
+        balancedL2(
+          ipv6Frame({ src: client, dst: VIP6, srcPort: sport, dstPort: dport, tcpFlags: TCP_FLAGS.SYN }),
+          owner,
+          `${client} ${sport}->${dport}`,
+        );
+      seen.add(owner);
+    }
+    assert.equal(seen.size, 2);
+  });
+
+  test('tracking still follows each 5-tuple: a tracked flow keeps its backend when the table changes', () => {
+    const table = vip(`${VIP}:80/tcp`, [BE.L2, BE.L2_B], VIP_FLAG_HASH_SOURCE);
+    const owner = table[tableSlot(sourceHash(CLIENT), TABLE_SIZE)]!;
+    balancedL2(tcp4(40400, { tcpFlags: TCP_FLAGS.ACK }), owner);
+    const other = owner === BE.L2 ? BE.L2_B : BE.L2;
+    vip(`${VIP}:80/tcp`, [other], VIP_FLAG_HASH_SOURCE);
+    balancedL2(tcp4(40400, { tcpFlags: TCP_FLAGS.ACK }), owner, 'the tracked flow');
+    balancedL2(tcp4(40401), other, 'a new flow of the same client');
+  });
+
+  test('ICMP too-big about a flow of such a VIP goes where the flow went', () => {
+    const table = vip(`${VIP}:80/tcp`, [BE.L2, BE.L2_B], VIP_FLAG_HASH_SOURCE);
+    balancedL2(fragNeeded(replyPacket4(31101)), table[tableSlot(sourceHash(CLIENT), TABLE_SIZE)]!, undefined, { icmp_error_forwarded: 1 });
+  });
+});
+
 describe('IPv6 VIPs and backends', () => {
   test('a TCP packet to an IPv6 VIP is balanced with only the MACs rewritten (l2dsr)', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
     balancedL2(tcp6(40060, { payload: Buffer.from('GET / HTTP/1.1\r\n\r\n') }), BE.L2_V6);
   });
 
-  test('a UDP packet to an IPv6 VIP is encapsulated 6-in-6: next header 41, hop limit 64, traffic class copied, flow label 0', () => {
+  test("a UDP packet to an IPv6 VIP is encapsulated 6-in-6: next header 41, hop limit 64, traffic class copied, the flow's label", () => {
     vip(`[${VIP6}]:53/udp`, [BE.IPIP6]);
     const frame = udp6(40061, { trafficClass: 0xb8, flowLabel: 0x12345, hopLimit: 3 });
     const expected = Buffer.concat([
@@ -1205,7 +1569,7 @@ describe('IPv6 VIPs and backends', () => {
         payloadLength: frame.length - ETH_HLEN,
         hopLimit: 64,
         trafficClass: 0xb8,
-        flowLabel: 0,
+        flowLabel: outerFlowLabel(encapHash({ saddr: CLIENT6, daddr: VIP6, sport: 40061, dport: 53, proto: 17 })),
       }),
       frame.subarray(ETH_HLEN),
     ]);
@@ -1244,6 +1608,7 @@ describe('IPv6 VIPs and backends', () => {
         payloadLength: frame.length - ETH_HLEN,
         hopLimit: 64,
         trafficClass: 0x2e,
+        flowLabel: outerFlowLabel(encapHash({ saddr: CLIENT, daddr: VIP, sport: 40063, dport: 53, proto: 17 })),
       }),
       frame.subarray(ETH_HLEN),
     ]);
@@ -1260,12 +1625,14 @@ describe('IPv6 VIPs and backends', () => {
     balancedL2(udp6(40065, { udpZeroChecksum: true }), BE.L2_V6);
   });
 
-  test('a tracked IPv6 flow keeps its backend when the table changes; a SYN follows the table', () => {
+  test('a tracked IPv6 flow keeps its backend when the table changes; a SYN follows the table; after a RST the tuple is a new connection', () => {
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6]);
-    balancedL2(tcp6(40066), BE.L2_V6);
+    balancedL2(tcp6(40066), BE.L2_V6, 'SYN');
     vip(`[${VIP6}]:80/tcp`, [BE.L2_V6_B]);
-    balancedL2(tcp6(40066, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_V6, 'ACK');
+    balancedL2(tcp6(40066, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_V6, 'ACK: where its SYN went');
+    balancedL2(tcp6(40066, { tcpFlags: TCP_FLAGS.RST }), BE.L2_V6, 'RST');
     balancedL2(tcp6(40066), BE.L2_V6_B, 'SYN');
+    balancedL2(tcp6(40066, { tcpFlags: TCP_FLAGS.ACK }), BE.L2_V6_B, 'ACK');
     const key = flowKeyV6.encode({ saddr: CLIENT6, daddr: VIP6, sport: 40066, dport: 80, proto: 6 });
     assert.equal(flowState.decode(dataplane.flowsV6.lookup(key)!).backend_id, BE.L2_V6_B);
   });

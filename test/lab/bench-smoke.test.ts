@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { costTable, measureDataplaneCost } from '../../bench/dataplane-cost.js';
+import { costTable, floodTable, measureDataplaneCost, measureSynFlood } from '../../bench/dataplane-cost.js';
 import { RATE_SYSTEMS, measurePacketRate, rateTable } from '../../bench/packet-rate.js';
 import { HTTP_SYSTEMS, HTTP_VARIANTS, httpSvg, httpTable, measureHttp } from '../../bench/http.js';
 import { CLI_COMMANDS, MAGLEV_CASES, controlTable, measureControlPlane } from '../../bench/control-plane.js';
@@ -22,8 +22,9 @@ describe('benchmarks (quick smoke run)', () => {
   test('1. data-plane cost per packet (IPv4, IPv6, across families)', () => {
     // measureDataplaneCost also checks the first packet of every scenario
     // (action, backend MAC, outer header): a scenario on the wrong path throws.
-    const rows = measureDataplaneCost({ iterations: 2000, rounds: 1 });
-    results.cost = { rows, iterations: 2000, rounds: 1 };
+    const rows = measureDataplaneCost({ iterations: 2000, rounds: 1, manyFlows: 20_000 });
+    const flood = measureSynFlood({ established: 1000, flood: 50_000 });
+    results.cost = { rows, iterations: 2000, rounds: 1, flood };
     const names = rows.map((r) => r.scenario);
     const expected = [
       'bare XDP_PASS',
@@ -32,6 +33,9 @@ describe('benchmarks (quick smoke run)', () => {
       ...['IPv4', 'IPv6'].flatMap((f) => [
         `${f} balancer: not a VIP`,
         ...['l2dsr', 'ipip'].flatMap((m) => [`${f} balancer ${m}: new flow (SYN, 64k tuples)`, `${f} balancer ${m}: established flow`]),
+        `${f} balancer ipip: new flow (SYN, 20,000 tuples)`,
+        `${f} balancer ipip: first packet after the SYN (an ACK of an untracked flow: tracks it)`,
+        `${f} balancer ipip: established flow, 20,000 flows tracked`,
       ]),
       ...['IPv4 balancer ipip, IPv6 backends (4in6)', 'IPv6 balancer ipip, IPv4 backends (6in4)'].flatMap((t) => [
         `${t}: new flow (SYN, 64k tuples)`,
@@ -54,6 +58,10 @@ describe('benchmarks (quick smoke run)', () => {
           `${r.scenario}: × the IPv6 floor`,
         );
     }
+    assert.equal(flood.established, 1000);
+    for (const o of [flood.syns, flood.acks])
+      assert.ok(o.survivors >= 0 && o.survivors <= 1000 && o.entries >= o.survivors, JSON.stringify(flood));
+    assert.match(floodTable(flood), /\| 50,000 SYNs \| [\d,]+ of 1,000 \([\d.]+ %\) \| [\d,]+ \|/);
     const table = costTable(rows);
     assert.match(
       table,

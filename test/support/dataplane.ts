@@ -1,5 +1,12 @@
 /** Writing a data plane's maps directly, for packet tests (the daemon uses the reconciler). */
-import { BACKEND_FLAG_ACTIVE, BACKEND_FLAG_IPV6, type BackendInfo, FORWARD, tunnelChecksumBase } from '../../src/dataplane/abi.js';
+import {
+  BACKEND_FLAG_ACTIVE,
+  BACKEND_FLAG_IPV6,
+  type BackendInfo,
+  FORWARD,
+  tunnelChecksumBase,
+  tunnelSourceSpread,
+} from '../../src/dataplane/abi.js';
 import { type BalancerDataplane } from '../../src/dataplane/balancer.js';
 import { addressBytes, parseVip } from '../../src/model/address.js';
 
@@ -17,6 +24,8 @@ export interface BackendOptions {
   readonly srcMac: string;
   readonly ifindex: number;
   readonly tunnelSource?: string;
+  /** Host bits of the outer source range starting at tunnelSource (0: that one source). */
+  readonly tunnelSourceBits?: number;
   readonly mtu?: number;
   readonly vipId?: number;
   readonly active?: boolean;
@@ -36,6 +45,7 @@ export function backendEntry(o: BackendOptions): BackendInfo {
     tunnel_src: tunnelled ? field16(o.tunnelSource!) : Buffer.alloc(16),
     tunnel_csum_base: tunnelled && !v6 ? tunnelChecksumBase(o.tunnelSource!, o.address) : 0,
     vip_id: o.vipId ?? 0,
+    tunnel_src_spread: tunnelled ? tunnelSourceSpread(o.tunnelSourceBits ?? 0) : 0,
   };
 }
 
@@ -58,7 +68,8 @@ export function clearFlows(dataplane: BalancerDataplane): void {
   for (const map of [dataplane.flowsV4, dataplane.flowsV6]) for (const key of [...map.keys()]) map.delete(key);
 }
 
+/** Deletes every VIP entry and VIP address through the data plane (which keeps its address filter with the entries). */
 export function clearVips(dataplane: BalancerDataplane): void {
-  for (const map of [dataplane.vipsV4, dataplane.vipsV6, dataplane.vipAddrsV4, dataplane.vipAddrsV6])
-    for (const key of [...map.keys()]) map.delete(key);
+  for (const [vip] of [...dataplane.vipEntries()]) dataplane.deleteVip(vip);
+  for (const address of dataplane.vipAddresses()) dataplane.deleteVipAddress(address.includes(':') ? 6 : 4, address);
 }

@@ -157,8 +157,10 @@ export interface FuzzBackend {
   /** The backend's address: the outer destination (ipip), of this family. */
   readonly family: Family;
   readonly address: string;
-  /** ipip: the outer source. */
+  /** ipip: the outer source, or the first address of the outer source range. */
   readonly tunnelSource: string;
+  /** ipip: host bits of the outer source range (each flow's source within it); 0 or absent: tunnelSource alone. */
+  readonly tunnelSourceBits?: number;
   /** ipip: the largest packet the path carries once encapsulated (0: unchecked); bigger ones get ICMP too-big. */
   readonly mtu: number;
 }
@@ -216,17 +218,40 @@ export const FUZZ_CONFIG: FuzzConfig = {
       tunnelSource: '',
       mtu: 0,
     },
+    // Outer source ranges: each flow's outer source from the range (decapsulated like any other).
+    {
+      id: 8,
+      forward: 'ipip',
+      mac: MAC.router,
+      ifindex: LOOPBACK,
+      family: 4,
+      address: TUNNEL_A,
+      tunnelSource: '10.10.8.0',
+      tunnelSourceBits: 8,
+      mtu: 0,
+    },
+    {
+      id: 9,
+      forward: 'ipip',
+      mac: MAC.router,
+      ifindex: LOOPBACK,
+      family: 6,
+      address: TUNNEL_V6,
+      tunnelSource: '2001:db8:10::8:0',
+      tunnelSourceBits: 16,
+      mtu: 0,
+    },
   ],
   vips: [
     { family: 4, address: '10.100.0.100', port: 80, protocol: 'tcp', backends: [1, 2] },
     { family: 4, address: '10.100.0.100', port: 53, protocol: 'udp', backends: [1] },
     { family: 4, address: '10.100.0.101', port: 80, protocol: 'tcp', backends: [3, 4] }, // 4 has an MTU: too-big answers
-    { family: 4, address: '10.100.0.101', port: 443, protocol: 'udp', backends: [3, 6] }, // 4-in-4 and 4-in-6
+    { family: 4, address: '10.100.0.101', port: 443, protocol: 'udp', backends: [3, 6, 8, 9] }, // 4-in-4 and 4-in-6, from one source or a range
     { family: 4, address: '10.100.0.102', port: 8080, protocol: 'tcp', backends: [5] }, // another interface: redirect
     { family: 4, address: '10.100.0.103', port: 80, protocol: 'tcp', backends: [] }, // no backend: dropped
     { family: 6, address: '2001:db8:100::100', port: 80, protocol: 'tcp', backends: [7] },
     { family: 6, address: '2001:db8:100::100', port: 53, protocol: 'udp', backends: [6] }, // 6-in-6
-    { family: 6, address: '2001:db8:100::101', port: 80, protocol: 'tcp', backends: [3, 6] }, // 6-in-4 and 6-in-6
+    { family: 6, address: '2001:db8:100::101', port: 80, protocol: 'tcp', backends: [3, 6, 8, 9] }, // 6-in-4 and 6-in-6, from one source or a range
     { family: 6, address: '2001:db8:100::101', port: 443, protocol: 'udp', backends: [] },
   ],
   decapEndpoints: [TUNNEL_A, TUNNEL_B, TUNNEL_V6],
@@ -237,6 +262,7 @@ const TABLE_SIZE = 61;
 /** Writes the configuration into a freshly loaded balancer, as the packet tests do. */
 export function configureBalancer(dataplane: BalancerDataplane, config: FuzzConfig = FUZZ_CONFIG): void {
   dataplane.setKillSwitchDeadline(KILL_SWITCH_NEVER);
+  dataplane.setInterfaceMac(config.balancerMac);
   for (const b of config.backends) {
     dataplane.putBackend(
       b.id,
@@ -247,7 +273,7 @@ export function configureBalancer(dataplane: BalancerDataplane, config: FuzzConf
         srcMac: config.balancerMac,
         ifindex: b.ifindex,
         mtu: b.mtu,
-        ...(b.forward === 'ipip' ? { tunnelSource: b.tunnelSource } : {}),
+        ...(b.forward === 'ipip' ? { tunnelSource: b.tunnelSource, tunnelSourceBits: b.tunnelSourceBits ?? 0 } : {}),
       }),
     );
   }
@@ -1420,8 +1446,8 @@ function forwardedError(input: Buffer, output: Buffer, p: VipPacket, b: FuzzBack
   if (outer.proto !== innerProto) return `outer protocol ${outer.proto} for an IPv${p.ip.version} packet`;
   if (outer.fragment) return 'outer header says fragment';
   if (!outer.checksumValid) return 'outer IPv4 header checksum wrong';
-  if (!outer.src.equals(b.family === 4 ? v4(b.tunnelSource) : v6(b.tunnelSource)))
-    return `outer source ${hex(outer.src)} is not the tunnel source`;
+  if (!inRange(outer.src, b.family === 4 ? v4(b.tunnelSource) : v6(b.tunnelSource), b.tunnelSourceBits ?? 0))
+    return `outer source ${hex(outer.src)} is not the tunnel source${b.tunnelSourceBits ? ` nor in its range of ${b.tunnelSourceBits} host bits` : ''}`;
   if (!outer.dst.equals(b.family === 4 ? v4(b.address) : v6(b.address)))
     return `outer destination ${hex(outer.dst)} is not backend ${b.id}`;
   if (outer.length !== outer.headerLength + p.ip.length)
@@ -1434,6 +1460,13 @@ function forwardedError(input: Buffer, output: Buffer, p: VipPacket, b: FuzzBack
   if (tail.length > 0 && !tail.equals(input.subarray(p.ip.start + p.ip.length)))
     return "bytes after the inner packet are neither the input's nor trimmed";
   return null;
+}
+
+/** Does address lie in the range of hostBits host bits (at most 32, the last word) starting at base? */
+function inRange(address: Buffer, base: Buffer, hostBits: number): boolean {
+  const last = address.length - 4;
+  const mask = hostBits >= 32 ? 0 : ~(2 ** hostBits - 1) >>> 0;
+  return address.subarray(0, last).equals(base.subarray(0, last)) && (address.readUInt32BE(last) & mask) >>> 0 === base.readUInt32BE(last);
 }
 
 /**
@@ -1515,6 +1548,8 @@ export function checkBalancer(
     case 'redirect':
       break;
   }
+  if (!input.subarray(0, 6).equals(macBytes(index.config.balancerMac)))
+    return fail("transmits only frames addressed to this host's MAC", `${action} of a frame to ${hex(input.subarray(0, 6))}`);
   const p = vipPacket(input, index);
   if (typeof p === 'string') {
     const answer = icmpAnswerError(input, output, action, index);

@@ -1,0 +1,184 @@
+/**
+ * RSS-friendly IP-in-IP, end to end in network namespaces: a backend with
+ * four receive queues behind the lab's switch, xdp_decap on it, and
+ * xdp_balancer in the balancer's namespace tunnelling a UDP VIP to it. A
+ * NIC's receive-side scaling hashes only the outer addresses of a
+ * tunnelled packet; veth does not (the kernel's hash looks inside
+ * IP-in-IP), so bench/tc_rss.bpf.c on the switch port towards the backend
+ * picks the queue from the outer addresses as such a NIC would. From one
+ * outer source every flow lands on one queue; from a range, the flows
+ * spread over all of them, and xdp_decap hands every packet to the stack.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { LAB, Lab, ROOT } from './lab.js';
+import type { RawBalancerOptions } from '../support/raw-balancer.js';
+
+const NS = `lbtrss-${randomBytes(3).toString('hex')}`;
+const PORT = 'rss0'; // the backend's port on the switch
+const QUEUES = 4;
+const ADDRESS = { 4: '10.10.0.60', 6: 'fd00:10::60' } as const;
+const VIP = { 4: LAB.vips[0]!, 6: LAB.vips6[0]! } as const;
+const OUTER = {
+  4: { fixed: { base: LAB.balancer, bits: 0 }, range: { base: '10.10.0.128', bits: 6 } },
+  6: { fixed: { base: LAB.balancer6, bits: 0 }, range: { base: 'fd00:10::8:0', bits: 6 } },
+} as const;
+const FLOWS = 64;
+const PACKETS_PER_FLOW = 5;
+const LBCTL = join(ROOT, 'bin', 'lbctl');
+const RAW_BALANCER = join(ROOT, 'dist', 'test', 'support', 'raw-balancer.js');
+const TC_RSS = join(ROOT, 'build', 'bench', 'tc_rss.bpf.o');
+
+let lab: Lab;
+let backendMac: string;
+
+/** Runs a command in the backend's namespace (nsenter: network only, bpffs stays visible). */
+function inBackend(argv: string[]): string {
+  return execFileSync('nsenter', [`--net=/run/netns/${NS}`, '--', ...argv], { encoding: 'utf8' });
+}
+
+async function sh(role: string, argv: string[]): Promise<string> {
+  const r = await lab.exec(role, argv);
+  if (r.code !== 0) throw new Error(`${role}: ${argv.join(' ')}: ${r.stderr || r.stdout}`);
+  return r.stdout;
+}
+
+before(async () => {
+  lab = await Lab.up({ decap: false });
+  const sw = lab.ns('sw');
+  const ip = (...args: string[]) => execFileSync('ip', args);
+  ip('netns', 'add', NS);
+  // One end on the switch, the other the backend's eth0: QUEUES queues each, the interior MTU.
+  const end = (name: string, ns: string) => [
+    name,
+    'netns',
+    ns,
+    'numrxqueues',
+    `${QUEUES}`,
+    'numtxqueues',
+    `${QUEUES}`,
+    'mtu',
+    `${LAB.mtu.interior}`,
+  ];
+  ip('link', 'add', ...end(PORT, sw), 'type', 'veth', 'peer', 'name', ...end('eth0', NS));
+  inBackend(['ethtool', '-K', 'eth0', 'rx', 'off', 'tx', 'off']);
+  inBackend(['ip', 'link', 'set', 'lo', 'up']);
+  inBackend(['ip', 'link', 'set', 'eth0', 'up']);
+  inBackend(['ip', 'addr', 'add', `${ADDRESS[4]}/${LAB.front.prefixLength}`, 'dev', 'eth0']);
+  inBackend(['ip', 'addr', 'add', `${ADDRESS[6]}/${LAB.front.prefixLength6}`, 'dev', 'eth0', 'nodad']);
+  inBackend(['ip', 'addr', 'add', `${VIP[4]}/32`, 'dev', 'lo']);
+  inBackend(['ip', 'addr', 'add', `${VIP[6]}/128`, 'dev', 'lo']);
+  backendMac = (JSON.parse(inBackend(['ip', '-j', 'link', 'show', 'dev', 'eth0'])) as Array<{ address: string }>)[0]!.address;
+  // The tunnels' endpoint: xdp_decap, as on any backend; then the queues (the end running XDP first).
+  inBackend([LBCTL, 'decap', 'attach', '--interface', 'eth0']);
+  inBackend(['ethtool', '-L', 'eth0', 'rx', `${QUEUES}`, 'tx', `${QUEUES}`]);
+  await sh('sw', ['ethtool', '-L', PORT, 'rx', `${QUEUES}`, 'tx', `${QUEUES}`]);
+  await sh('sw', ['ethtool', '-K', PORT, 'rx', 'off', 'tx', 'off']);
+  await sh('sw', ['ip', 'link', 'set', PORT, 'master', LAB.front.bridge, 'up']);
+  await sh('sw', ['bridge', 'fdb', 'add', backendMac, 'dev', PORT, 'master', 'static']);
+  // tc -n: in a mount namespace of its own, so that its loader leaves nothing in the host's bpffs.
+  execFileSync('tc', ['-n', sw, 'qdisc', 'add', 'dev', PORT, 'clsact']);
+  execFileSync('tc', ['-n', sw, 'filter', 'add', 'dev', PORT, 'egress', 'bpf', 'direct-action', 'obj', TC_RSS, 'sec', 'tc']);
+});
+
+after(async () => {
+  try {
+    execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
+  } catch {
+    // not created
+  }
+  await lab?.down();
+});
+
+function queueCounts(): number[] {
+  const stats = inBackend(['ethtool', '-S', 'eth0']);
+  return Array.from({ length: QUEUES }, (_, q) => Number(new RegExp(`rx_queue_${q}_xdp_packets: (\\d+)`).exec(stats)![1]));
+}
+
+/** UDP datagrams the backend's stack took (to the VIP's closed port: counted as such). */
+function udpReceived(family: 4 | 6): number {
+  if (family === 4) {
+    const lines = inBackend(['cat', '/proc/net/snmp'])
+      .split('\n')
+      .filter((l) => l.startsWith('Udp:'));
+    const [names, values] = lines.map((l) => l.trim().split(/\s+/));
+    const field = (name: string) => Number(values![names!.indexOf(name)]);
+    return field('InDatagrams') + field('NoPorts');
+  }
+  const snmp6 = inBackend(['cat', '/proc/net/snmp6']);
+  const field = (name: string) => Number(new RegExp(`^${name}\\s+(\\d+)`, 'm').exec(snmp6)![1]);
+  return field('Udp6InDatagrams') + field('Udp6NoPorts');
+}
+
+/** FLOWS UDP flows (one source port each) from the client to the VIP, PACKETS_PER_FLOW datagrams each. */
+async function sendFlows(family: 4 | 6): Promise<void> {
+  const script = [
+    'import socket, sys',
+    `for p in range(${FLOWS}):`,
+    `    s = socket.socket(socket.AF_INET${family === 6 ? '6' : ''}, socket.SOCK_DGRAM)`,
+    `    s.bind(("", 21000 + p))`,
+    `    for i in range(${PACKETS_PER_FLOW}): s.sendto(b"rss", ("${VIP[family]}", 9))`,
+    '    s.close()',
+  ].join('\n');
+  await sh('client', ['python3', '-c', script]);
+}
+
+async function withBalancer<T>(options: RawBalancerOptions, body: () => Promise<T>): Promise<T> {
+  const child = lab.spawn('lb', [process.execPath, RAW_BALANCER, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+    child.once('exit', (code) => reject(new Error(`raw balancer exited (${code}): ${err}`)));
+  });
+  try {
+    return await body();
+  } finally {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.stdin!.end();
+    await exited;
+  }
+}
+
+async function spread(family: 4 | 6, outer: { base: string; bits: number }): Promise<{ perQueue: number[]; received: number }> {
+  const options: RawBalancerOptions = {
+    interface: 'eth0',
+    vip: family === 6 ? `[${VIP[6]}]:9/udp` : `${VIP[4]}:9/udp`,
+    backend: { address: ADDRESS[family], mac: backendMac, tunnelSource: outer.base, tunnelSourceBits: outer.bits },
+  };
+  return withBalancer(options, async () => {
+    const queuesBefore = queueCounts();
+    const receivedBefore = udpReceived(family);
+    await sendFlows(family);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    return { perQueue: queueCounts().map((n, q) => n - queuesBefore[q]!), received: udpReceived(family) - receivedBefore };
+  });
+}
+
+const SENT = FLOWS * PACKETS_PER_FLOW;
+
+for (const family of [4, 6] as const) {
+  test(`IPv${family}: from one outer source every flow reaches one receive queue of the backend; from a range they spread over all ${QUEUES}, every packet decapsulated`, async (t) => {
+    const fixed = await spread(family, OUTER[family].fixed);
+    const range = await spread(family, OUTER[family].range);
+    t.diagnostic(
+      `packets per receive queue: one source ${fixed.perQueue.join(' ')}, a range of ${2 ** OUTER[family].range.bits} ${range.perQueue.join(' ')}`,
+    );
+    for (const [name, r] of [
+      ['one source', fixed],
+      ['a range', range],
+    ] as const) {
+      const tunnelled = r.perQueue.reduce((a, b) => a + b, 0);
+      assert.ok(tunnelled >= SENT, `${name}: ${tunnelled} packets reached the backend's queues, ${SENT} sent`);
+      assert.equal(r.received, SENT, `${name}: the backend's stack took every datagram, decapsulated`);
+    }
+    assert.ok(Math.max(...fixed.perQueue) >= SENT, `one source: one queue takes every flow (${fixed.perQueue.join(' ')})`);
+    assert.ok(
+      range.perQueue.every((n) => n >= SENT / QUEUES / 3 && n <= SENT / 2),
+      `a range: every queue takes a share, none half (${range.perQueue.join(' ')})`,
+    );
+  });
+}
