@@ -3,7 +3,7 @@
  * A request names a method and carries params; the answer carries the same
  * id and either a result or an error.
  */
-import type { ForwardMethod } from '../model/address.js';
+import type { ForwardMethod, VipHash } from '../model/address.js';
 import type { AllDownPolicy, CheckOptions } from '../model/check.js';
 import type { StateDifference } from '../model/state-diff.js';
 import type { Reason, ReasonFate } from '../dataplane/abi.js';
@@ -186,6 +186,8 @@ export interface VipSummary {
   readonly allDown: boolean;
   /** The fewest healthy backends to announce it, when it sets its own. */
   readonly need?: number;
+  /** What picks a new flow's backend: the whole flow, or the client's address alone. */
+  readonly hash: VipHash;
   readonly announce: AnnounceView;
   readonly packets: number;
   readonly bytes: number;
@@ -301,7 +303,11 @@ export interface ExplainResult {
     readonly lastSeenSecondsAgo: number;
     readonly closing: boolean;
   };
+  /** The destination port of the flow explained (the VIP's, or the one given for a VIP of all ports). */
+  readonly port: number;
   readonly table: {
+    /** What the slot came from: the whole flow, or the client's address (a VIP with hash source). */
+    readonly hashOf: VipHash;
     readonly hash: string;
     readonly slot: number;
     readonly tableSize: number;
@@ -329,7 +335,15 @@ export interface Methods {
   'killswitch.release': { params: Record<string, never>; result: KillSwitchStatus };
   'killswitch.status': { params: Record<string, never>; result: KillSwitchStatus };
   'vip.add': {
-    params: { vip: string; forward?: ForwardMethod; tableSize?: number; check?: CheckOptions; onAllDown?: AllDownPolicy; need?: number };
+    params: {
+      vip: string;
+      forward?: ForwardMethod;
+      tableSize?: number;
+      check?: CheckOptions;
+      onAllDown?: AllDownPolicy;
+      need?: number;
+      hash?: VipHash;
+    };
     result: ChangeResult;
   };
   'vip.remove': { params: { vip: string }; result: ChangeResult };
@@ -345,7 +359,8 @@ export interface Methods {
     result: ChangeResult;
   };
   'backend.undrain': { params: { vip: string; address: string }; result: ChangeResult };
-  explain: { params: { client: string; vip: string }; result: ExplainResult };
+  /** port: the destination port, for a VIP of all ports (port 0). */
+  explain: { params: { client: string; vip: string; port?: number }; result: ExplainResult };
   'backend.list': { params: { vip: string }; result: BackendSummary[] };
   stats: { params: Record<string, never>; result: StatsResult };
 }

@@ -72,7 +72,8 @@ export function formatPreview(p: ChangePreview): string {
 }
 
 export function formatExplain(e: ExplainResult): string {
-  const lines = [`flow ${e.client} -> ${e.vip}: goes to ${e.backend ?? 'nowhere (dropped)'}, decided by the ${e.decidedBy}`];
+  const to = e.vip.endsWith(`:${e.port}/tcp`) || e.vip.endsWith(`:${e.port}/udp`) ? e.vip : `${e.vip} (port ${e.port})`;
+  const lines = [`flow ${e.client} -> ${to}: goes to ${e.backend ?? 'nowhere (dropped)'}, decided by the ${e.decidedBy}`];
   if (e.tracked) {
     lines.push(
       `  tracked:  backend ${e.tracked.backend} (${e.tracked.state}), last packet ${e.tracked.lastSeenSecondsAgo} s ago${e.tracked.closing ? ', client closing' : ''}`,
@@ -82,11 +83,15 @@ export function formatExplain(e: ExplainResult): string {
     lines.push('  tracked:  no (a new flow)');
   }
   lines.push(
-    `  table:    hash ${e.table.hash} -> slot ${e.table.slot} of ${e.table.tableSize} -> ${e.table.owner ?? 'no usable backend'}` +
+    `  table:    ${e.table.hashOf === 'source' ? "hash of the client's address" : 'hash'} ${e.table.hash} -> slot ${e.table.slot} of ${e.table.tableSize} -> ${e.table.owner ?? 'no usable backend'}` +
       (e.table.owner ? ` (owns ${percent(e.table.ownerShare)} of the table)` : ''),
   );
   if (e.tracked && e.decidedBy === 'tracked flow' && e.table.owner !== e.backend) {
-    lines.push('            a new connection from this address and port (a TCP SYN) would follow the table');
+    lines.push(
+      e.table.hashOf === 'source'
+        ? '            a new connection from this address (a TCP SYN, any port) would follow the table'
+        : '            a new connection from this address and port (a TCP SYN) would follow the table',
+    );
   }
   return lines.join('\n');
 }
@@ -169,6 +174,7 @@ export function formatVips(vips: readonly VipSummary[]): string {
     v.forward,
     `${v.activeBackends}/${v.backends}`,
     String(v.tableSize),
+    v.hash,
     v.check.split(' ')[0]!,
     v.onAllDown,
     compact(v.packets),
@@ -193,6 +199,7 @@ export function formatVips(vips: readonly VipSummary[]): string {
         'FORWARD',
         'BACKENDS',
         'TABLE',
+        'HASH',
         'CHECK',
         'ALL DOWN',
         'PACKETS',

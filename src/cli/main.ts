@@ -12,7 +12,16 @@ import { Command, Option } from 'commander';
 import type { ChangeResult, MethodName, Methods } from '../api/protocol.js';
 import type * as Format from './format.js';
 import { DEFAULT_BPFFS, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
-import { FORWARD_METHODS, type ForwardMethod, parseForward, parseListenAddress, parseWeight } from '../model/address.js';
+import {
+  DEFAULT_VIP_HASH,
+  FORWARD_METHODS,
+  type ForwardMethod,
+  VIP_HASHES,
+  parseForward,
+  parseListenAddress,
+  parseVipHash,
+  parseWeight,
+} from '../model/address.js';
 import { LOG_LEVELS } from '../log-levels.js';
 import { NEED_LIMITS, validateAnnounceProto, validateAnnounceTable, validateNeed } from '../model/announce.js';
 import { InputError } from '../model/errors.js';
@@ -228,7 +237,7 @@ export function buildProgram(json = false): Command {
 
   const vip = program.command('vip').description('virtual services');
   withCheckOptions(vip.command('add <vip>'), 'of its backends')
-    .description('add a VIP, e.g. 10.0.0.100:80/tcp or [2001:db8::10]:80/tcp')
+    .description('add a VIP, e.g. 10.0.0.100:80/tcp or [2001:db8::10]:80/tcp; port 0 takes every port without a VIP of its own')
     .addOption(forwardOption('for its backends').default('l2dsr'))
     .option('--table-size <n>', 'Maglev table size (a prime)', integer('table size', 1, 1_048_573))
     .addOption(
@@ -238,6 +247,11 @@ export function buildProgram(json = false): Command {
     )
     .option('--need <n>', "fewest healthy backends to announce it (a fleet node; default the daemon's announce need)", (text: string) =>
       validateNeed(integer('need', 1, NEED_LIMITS.max)(text)),
+    )
+    .addOption(
+      new Option('--hash <what>', "what picks a new flow's backend: the whole flow, or the client's address alone (client stickiness)")
+        .choices(VIP_HASHES)
+        .default(DEFAULT_VIP_HASH),
     )
     .addOption(socketOption())
     .addOption(jsonOption())
@@ -249,6 +263,7 @@ export function buildProgram(json = false): Command {
         onAllDown: parseAllDownPolicy(opts.onAllDown),
         ...(opts.tableSize ? { tableSize: opts.tableSize } : {}),
         ...(opts.need ? { need: opts.need as number } : {}),
+        ...(opts.hash !== DEFAULT_VIP_HASH ? { hash: parseVipHash(opts.hash) } : {}),
         ...(check ? { check } : {}),
       });
       await reportChange(result, opts.json);
@@ -373,10 +388,11 @@ export function buildProgram(json = false): Command {
   program
     .command('explain <client> <vip>')
     .description('which backend a flow from CLIENT (ADDRESS:PORT) to VIP goes to, and why')
+    .option('--port <port>', 'the port the client connects to, for a VIP of all ports (port 0)', integer('port', 1, 65535))
     .addOption(socketOption())
     .addOption(jsonOption())
     .action(async (client: string, vipText: string, opts) => {
-      const result = await call(opts.socket, 'explain', { client, vip: vipText });
+      const result = await call(opts.socket, 'explain', { client, vip: vipText, ...(opts.port ? { port: opts.port as number } : {}) });
       await print(opts.json, result, (f) => f.formatExplain(result));
     });
 

@@ -43,6 +43,8 @@ import type { HealthLookup, VipView } from './views.js';
 export interface PathSource extends PathLookup {
   /** Resolves the targets again; whether any path changed. */
   refresh(targets: readonly PathTarget[], options?: RefreshOptions): Promise<boolean>;
+  /** The MAC of the balancer's interface as of the last refresh (null: none; undefined: not known yet). */
+  interfaceMac(): string | null | undefined;
 }
 
 export interface ControlLoopDeps {
@@ -369,7 +371,13 @@ export class ControlLoop {
   /** Writes a state to the maps with the current paths and health, then points the health checks at it. */
   private apply(desired: DesiredState): void {
     const paths = (target: PathTarget): PathResult => this.deps.paths.get(target);
-    this.deps.reconciler.apply({ desired, paths, health: this.deps.health, keepOnAllDown: this.deps.keepOnAllDown ?? false });
+    this.deps.reconciler.apply({
+      desired,
+      paths,
+      health: this.deps.health,
+      keepOnAllDown: this.deps.keepOnAllDown ?? false,
+      interfaceMac: this.deps.paths.interfaceMac(),
+    });
     this.onCheckTargets?.(checkTargets(desired, this.deps.paths));
     this.onApplied?.();
   }
@@ -421,7 +429,8 @@ export class ControlLoop {
     const paths = (target: PathTarget) => this.deps.paths.get(target);
     const beforeSpec = findVip(before, key)!;
     const afterSpec = findVip(after, key)!;
-    const flows: TrackedFlow[] = [...this.deps.flows.trackedFlows()].filter((f) => isFlowOf(f, afterSpec.vip));
+    const vips = after.vips.map((v) => v.vip);
+    const flows: TrackedFlow[] = [...this.deps.flows.trackedFlows()].filter((f) => isFlowOf(f, afterSpec.vip, vips));
     const now = this.deps.clock.now();
     return previewChange(
       key,

@@ -27,6 +27,14 @@ export function isActiveFlow(flow: TrackedFlow, idleSeconds: number, clock: Pick
   return !flow.closing && clock.secondsSince(flow.lastSeen, now) < idleSeconds;
 }
 
-export function isFlowOf(flow: TrackedFlow, vip: VipAddress): boolean {
-  return flow.key.daddr === vip.address && flow.key.dport === vip.port && flow.key.proto === IPPROTO[vip.protocol];
+/**
+ * Is a tracked flow one of this VIP's: to its address, protocol and port;
+ * for a VIP of all ports (port 0), to any port without a VIP of its own
+ * among `vips` (that VIP takes those packets).
+ */
+export function isFlowOf(flow: TrackedFlow, vip: VipAddress, vips: readonly VipAddress[]): boolean {
+  const { daddr, dport, proto } = flow.key;
+  if (daddr !== vip.address || proto !== IPPROTO[vip.protocol]) return false;
+  if (vip.port !== 0) return dport === vip.port;
+  return !vips.some((v) => v.port === dport && v.address === daddr && v.protocol === vip.protocol);
 }

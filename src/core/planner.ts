@@ -6,9 +6,17 @@
  * it is tested without root (test/unit/planner.test.ts); the reconciler
  * carries the writes out, in the order given here.
  */
-import { BACKEND_FLAG_ACTIVE, BACKEND_FLAG_IPV6, FORWARD, backendInfo, tunnelChecksumBase, vipInfo } from '../dataplane/abi.js';
+import {
+  BACKEND_FLAG_ACTIVE,
+  BACKEND_FLAG_IPV6,
+  FORWARD,
+  VIP_FLAG_HASH_SOURCE,
+  backendInfo,
+  tunnelChecksumBase,
+  vipInfo,
+} from '../dataplane/abi.js';
 import { buildMaglevTable, countEntries } from '../maglev/maglev.js';
-import { type Family, type ForwardMethod, type VipAddress, addressBytes, formatVip } from '../model/address.js';
+import { DEFAULT_VIP_HASH, type Family, type ForwardMethod, type VipAddress, addressBytes, formatVip } from '../model/address.js';
 import { type BackendSpec, type DesiredState, type VipSpec, effectiveForward } from '../model/desired-state.js';
 import type { AllDownPolicy } from '../model/check.js';
 import { InputError } from '../model/errors.js';
@@ -54,6 +62,8 @@ export interface MapState {
   readonly backendIds: IdPool;
   /** Ids of removed backends, free again once no tracked flow names them. */
   readonly quarantined: readonly number[];
+  /** The MAC frames must be addressed to (lb_settings.mac); null: not checked. */
+  readonly interfaceMac: string | null;
 }
 
 export interface TableWrite {
@@ -79,6 +89,8 @@ export interface MapWrites {
   readonly vipsDeleted: readonly VipAddress[];
   readonly tablesReleased: readonly number[];
   readonly backendsCleared: readonly number[];
+  /** The interface's MAC, when it changed. */
+  readonly interfaceMac?: string | null;
 }
 
 export interface Plan {
@@ -99,6 +111,8 @@ export interface PlanInputs {
    * the packets still on their way keep their backends (docs/fleet.md).
    */
   readonly keepOnAllDown?: boolean;
+  /** The MAC of the interface the program is attached to; undefined: not known yet (what the maps hold stays). */
+  readonly interfaceMac?: string | null;
 }
 
 /** The state of maps nothing has been written to. */
@@ -112,6 +126,7 @@ export function emptyMapState(limits: MapLimits): MapState {
     // Backend id 0 is never allocated: an all-zero table entry names no one.
     backendIds: new IdPool(1, limits.maxBackends),
     quarantined: [],
+    interfaceMac: null,
   };
 }
 
@@ -129,7 +144,8 @@ export function countWrites(w: MapWrites): number {
     w.vipAddressesRemoved.length +
     w.vipsDeleted.length +
     w.tablesReleased.length +
-    w.backendsCleared.length
+    w.backendsCleared.length +
+    (w.interfaceMac !== undefined ? 1 : 0)
   );
 }
 
@@ -137,13 +153,14 @@ export function countWrites(w: MapWrites): number {
  * Throws InputError when ids would run out; otherwise the next state and
  * the writes that reach it.
  */
-export function plan(current: MapState, { desired, paths, health, keepOnAllDown = false }: PlanInputs): Plan {
+export function plan(current: MapState, { desired, paths, health, keepOnAllDown = false, interfaceMac }: PlanInputs): Plan {
   refuseOverCapacity(current, desired);
   const vipIds = current.vipIds.clone();
   const backendIds = current.backendIds.clone();
   const vips = new Map<string, WrittenVip>();
   const backends = new Map<string, WrittenBackend>();
   const quarantined = [...current.quarantined];
+  const mac = interfaceMac === undefined ? current.interfaceMac : interfaceMac;
   const views: VipView[] = [];
   const resetVipCounters: number[] = [];
   const resetBackendCounters: number[] = [];
@@ -238,7 +255,9 @@ export function plan(current: MapState, { desired, paths, health, keepOnAllDown 
     }
     if (written && written.tableId !== tableId) tablesReleased.push(written.tableId);
 
-    const entry = vipInfo.encode({ vip_id: vipId, table_id: tableId, table_size: spec.tableSize, flags: 0 });
+    const hash = spec.hash ?? DEFAULT_VIP_HASH;
+    const flags = hash === 'source' ? VIP_FLAG_HASH_SOURCE : 0;
+    const entry = vipInfo.encode({ vip_id: vipId, table_id: tableId, table_size: spec.tableSize, flags });
     if (!written || !entry.equals(written.entry)) vipWrites.push({ vip: spec.vip, entry });
     vips.set(key, { vip: spec.vip, vipId, tableId, tableSize: spec.tableSize, table, members: memberKey, tableKnown: true, entry });
 
@@ -247,6 +266,7 @@ export function plan(current: MapState, { desired, paths, health, keepOnAllDown 
       key,
       vip: spec.vip,
       forward: spec.forward,
+      hash,
       tableSize: spec.tableSize,
       vipId,
       allDown,
@@ -284,6 +304,7 @@ export function plan(current: MapState, { desired, paths, health, keepOnAllDown 
       vipIds,
       backendIds,
       quarantined,
+      interfaceMac: mac,
     },
     writes: {
       resetVipCounters,
@@ -296,6 +317,7 @@ export function plan(current: MapState, { desired, paths, health, keepOnAllDown 
       vipsDeleted,
       tablesReleased,
       backendsCleared,
+      ...(mac !== current.interfaceMac ? { interfaceMac: mac } : {}),
     },
     views,
     tablesBuilt,

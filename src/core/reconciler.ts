@@ -43,6 +43,9 @@ export interface BalancerMaps {
   vipAddresses(): string[];
   trackedFlows(): Iterable<TrackedFlow>;
   deleteFlow(key: Flow): boolean;
+  /** The MAC frames must be addressed to, to be balanced; null: any. */
+  setInterfaceMac(mac: string | null): void;
+  interfaceMac(): string | null;
 }
 
 export interface ApplyResult {
@@ -136,6 +139,7 @@ export class Reconciler {
       ),
       backendIds: new IdPool(1, limits.maxBackends, inUse),
       quarantined: [],
+      interfaceMac: maps.interfaceMac(),
     });
   }
 
@@ -211,13 +215,15 @@ export class Reconciler {
   /** Deletes the tracked flows of these VIPs: their next packets follow the Maglev table. How many. */
   forgetFlows(vips: readonly VipAddress[]): number {
     if (vips.length === 0) return 0;
-    const stale = [...this.maps.trackedFlows()].filter((flow) => vips.some((vip) => isFlowOf(flow, vip)));
+    const all = [...this.state.vips.values()].map((v) => v.vip);
+    const stale = [...this.maps.trackedFlows()].filter((flow) => vips.some((vip) => isFlowOf(flow, vip, all)));
     let forgotten = 0;
     for (const flow of stale) if (this.maps.deleteFlow(flow.key)) forgotten++;
     return forgotten;
   }
 
   private write({ writes: w }: Plan): void {
+    if (w.interfaceMac !== undefined) this.maps.setInterfaceMac(w.interfaceMac);
     for (const id of w.resetVipCounters) this.maps.resetVipCounters(id);
     for (const id of w.resetBackendCounters) this.maps.resetBackendCounters(id);
     for (const { id, entry } of w.backends) this.maps.putBackend(id, entry);

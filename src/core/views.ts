@@ -5,7 +5,7 @@
  */
 import type { BackendState } from '../api/protocol.js';
 import type { BackendHealth } from '../health/checker.js';
-import type { ForwardMethod, VipAddress } from '../model/address.js';
+import type { ForwardMethod, VipAddress, VipHash } from '../model/address.js';
 import type { DrainSpec } from '../model/desired-state.js';
 import type { ForwardingPath } from '../net/forwarding-paths.js';
 
@@ -31,6 +31,8 @@ export interface VipView {
   readonly key: string;
   readonly vip: VipAddress;
   readonly forward: ForwardMethod;
+  /** What picks a new flow's slot in the table. */
+  readonly hash: VipHash;
   readonly tableSize: number;
   readonly vipId: number;
   /** Every reachable backend fails its health check. */

@@ -21,7 +21,7 @@ import type { BalancerDataplane } from '../dataplane/balancer.js';
 import { validateTableSize } from '../maglev/maglev.js';
 import { type CheckSettings, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { formatDuration } from '../model/duration.js';
-import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
+import { DEFAULT_VIP_HASH, formatVip, parseForward, parseIpAddress, parseVip, parseVipHash, parseWeight } from '../model/address.js';
 import { type Change, DEFAULT_WEIGHT, type DrainSpec, effectiveCheck, findVip, vipSettings } from '../model/desired-state.js';
 import { InputError, quote } from '../model/errors.js';
 import type { Handlers } from './api-server.js';
@@ -87,6 +87,7 @@ export function createHandlers(daemon: DaemonApi): Handlers {
         ...(p.check !== undefined ? { check: checkOverrides(requireObject(p.check, 'check')) } : {}),
         ...(p.onAllDown !== undefined ? { onAllDown: parseAllDownPolicy(requireString(p.onAllDown, 'onAllDown')) } : {}),
         ...(p.need !== undefined ? { need: requireNumber(p.need, 'need') } : {}),
+        ...(p.hash !== undefined ? { hash: parseVipHash(requireString(p.hash, 'hash')) } : {}),
       });
       return change({ op: 'vip.add', vip, settings }, { signal });
     },
@@ -107,6 +108,7 @@ export function createHandlers(daemon: DaemonApi): Handlers {
           onAllDown: spec?.onAllDown ?? 'keep',
           allDown: v.allDown,
           ...(spec?.need !== undefined ? { need: spec.need } : {}),
+          hash: spec?.hash ?? DEFAULT_VIP_HASH,
           announce: daemon.announceView(v.key),
           packets: Number(counters.packets),
           bytes: Number(counters.bytes),
@@ -190,6 +192,7 @@ export function createHandlers(daemon: DaemonApi): Handlers {
         },
         parseClientEndpoint(requireString(p.client, 'client')),
         vipKey(p.vip),
+        p.port !== undefined ? requireNumber(p.port, 'port') : undefined,
       ),
 
     stats: async () => daemon.stats(),

@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { validateTableSize } from '../maglev/maglev.js';
-import { formatVip, parseForward, parseIpAddress, parseVip, parseWeight } from '../model/address.js';
+import { formatVip, parseForward, parseIpAddress, parseVip, parseVipHash, parseWeight } from '../model/address.js';
 import { type BackendChange, type DrainSpec, type RuntimeChanges, NO_CHANGES, vipSettings } from '../model/desired-state.js';
 import { type CheckOptions, type CheckSettings, type CheckSpec, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { InputError } from '../model/errors.js';
@@ -132,6 +132,7 @@ function validateChanges(data: unknown): RuntimeChanges {
         check: validateCheck(change.check, key),
         onAllDown: parseAllDownPolicy(String(change.onAllDown)),
         ...(change.need !== undefined ? { need: change.need as number } : {}),
+        ...(change.hash !== undefined ? { hash: parseVipHash(String(change.hash)) } : {}),
       });
       vips[key] = { op: 'add', ...settings, backends };
     } else if (change.op === 'modify') {

@@ -6,6 +6,15 @@ export type Protocol = 'tcp' | 'udp';
 export type ForwardMethod = 'l2dsr' | 'ipip';
 
 export const FORWARD_METHODS: readonly ForwardMethod[] = ['l2dsr', 'ipip'];
+/**
+ * What picks a new flow's backend: the whole flow (addresses, ports,
+ * protocol), or the client's address alone, so that every connection of a
+ * client goes to the same backend while the set of backends holds (client
+ * stickiness, IPVS's sh scheduler).
+ */
+export type VipHash = 'flow' | 'source';
+export const VIP_HASHES: readonly VipHash[] = ['flow', 'source'];
+export const DEFAULT_VIP_HASH: VipHash = 'flow';
 export const PROTOCOLS: readonly Protocol[] = ['tcp', 'udp'];
 
 /** A virtual service: what clients connect to. */
@@ -25,7 +34,7 @@ export function parseIpAddress(text: string, what = 'address'): { family: Family
   throw new InputError(`invalid ${what} ${quote(text)}: expected an IPv4 or IPv6 address`);
 }
 
-/** Parses `10.0.0.100:80/tcp` or `[2001:db8::10]:80/udp`. */
+/** Parses `10.0.0.100:80/tcp` or `[2001:db8::10]:80/udp`; port 0 is the VIP of all ports of its address and protocol. */
 export function parseVip(text: string): VipAddress {
   const match = /^(?:\[([^\]]+)\]|([^:/[\]]+)):(\d+)\/([a-z]+)$/i.exec(text.trim());
   if (!match) {
@@ -43,8 +52,8 @@ export function parseVip(text: string): VipAddress {
   const special = specialAddress(family, address);
   if (special) throw new InputError(`invalid VIP ${quote(text)}: ${address} is ${special}, not an address clients can be balanced to`);
   const port = Number(portText);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new InputError(`invalid VIP ${quote(text)}: port must be from 1 to 65535`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new InputError(`invalid VIP ${quote(text)}: port must be from 1 to 65535, or 0 for all ports`);
   }
   const protocol = protocolText!.toLowerCase();
   if (!PROTOCOLS.includes(protocol as Protocol)) {
@@ -77,6 +86,11 @@ function specialAddress(family: Family, address: string): string | undefined {
 export function formatVip(vip: VipAddress): string {
   const host = vip.family === 6 ? `[${vip.address}]` : vip.address;
   return `${host}:${vip.port}/${vip.protocol}`;
+}
+
+export function parseVipHash(text: string): VipHash {
+  if (VIP_HASHES.includes(text as VipHash)) return text as VipHash;
+  throw new InputError(`invalid hash ${quote(text)}: expected flow (the whole flow) or source (the client's address alone)`);
 }
 
 export function parseForward(text: string): ForwardMethod {

@@ -152,6 +152,12 @@ export function validateCheckSettings(settings: CheckSettings, vip: VipAddress):
     throw new InputError(`invalid ${where}: a ${spec.kind} check needs a ${protocol.toUpperCase()} VIP (use ${fits})`);
   }
 
+  if (vip.port === 0 && spec.kind !== 'none' && settings.port === undefined) {
+    throw new InputError(
+      `invalid ${where}: a VIP of all ports (port 0) needs the port to check: check_port in a config file, --check-port`,
+    );
+  }
+
   const { intervalMs, timeoutMs } = settings;
   const interval = CHECK_LIMITS.intervalMs;
   if (!Number.isInteger(intervalMs) || intervalMs < interval.min || intervalMs > interval.max) {

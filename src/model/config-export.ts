@@ -5,7 +5,7 @@
  * own field names; parsing the text gives the same state back.
  */
 import { stringify } from 'yaml';
-import { formatVip } from './address.js';
+import { DEFAULT_VIP_HASH, formatVip } from './address.js';
 import { type CheckSettings, defaultCheck, formatCheck } from './check.js';
 import type { DaemonSettings } from './config.js';
 import { DEFAULT_FORWARD, DEFAULT_WEIGHT, type BackendSpec, type DesiredState, type VipSpec } from './desired-state.js';
@@ -40,6 +40,8 @@ function exportVip(spec: VipSpec): Record<string, unknown> {
     ...(spec.tableSize !== DEFAULT_TABLE_SIZE ? { table_size: spec.tableSize } : {}),
     ...checkFields(spec.check, defaultCheck(spec.vip)),
     ...(spec.onAllDown !== DEFAULT_ALL_DOWN ? { on_all_down: spec.onAllDown } : {}),
+    ...(spec.need !== undefined ? { need: spec.need } : {}),
+    ...((spec.hash ?? DEFAULT_VIP_HASH) !== DEFAULT_VIP_HASH ? { hash: spec.hash } : {}),
     backends: spec.backends.map((b) => exportBackend(b, spec.check)),
   };
 }

@@ -15,6 +15,7 @@ import {
   formatListenAddress,
   formatVip,
   parseForward,
+  parseVipHash,
   parseIpAddress,
   parseListenAddress,
   parseTunnelSources,
@@ -101,7 +102,7 @@ const TOP_FIELDS = [
 ] as const;
 const ANNOUNCE_FIELDS = ['table', 'proto', 'need', 'hold_down', 'withdraw_delay'] as const;
 const CHECK_FIELDS = ['check', 'check_interval', 'check_timeout', 'rise', 'fall', 'check_dsr', 'check_port', 'check_status'] as const;
-const VIP_FIELDS = ['vip', 'forward', 'table_size', ...CHECK_FIELDS, 'on_all_down', 'need', 'backends'] as const;
+const VIP_FIELDS = ['vip', 'forward', 'table_size', ...CHECK_FIELDS, 'on_all_down', 'need', 'hash', 'backends'] as const;
 const BACKEND_FIELDS = ['address', 'weight', 'forward', ...CHECK_FIELDS] as const;
 
 /**
@@ -305,6 +306,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
         ...(vipCheck ? { check: vipCheck } : {}),
         ...(fields.on_all_down ? { onAllDown: fields.on_all_down.parse(parseAllDownPolicy) } : {}),
         ...(fields.need ? { need: fields.need.integerWith(validateNeed) } : {}),
+        ...(fields.hash ? { hash: fields.hash.parse(parseVipHash) } : {}),
       }),
     );
 

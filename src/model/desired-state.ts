@@ -14,7 +14,7 @@ import {
   validateCheckSettings,
   withCheckOverrides,
 } from './check.js';
-import { type Family, type ForwardMethod, type VipAddress, formatVip, parseVip } from './address.js';
+import { type Family, type ForwardMethod, type VipAddress, type VipHash, formatVip, parseVip } from './address.js';
 import { validateNeed } from './announce.js';
 import { InputError } from './errors.js';
 
@@ -48,11 +48,13 @@ export interface VipSpec {
   readonly onAllDown: AllDownPolicy;
   /** Fewest healthy backends to announce the VIP (a fleet node); default the daemon's `announce.need`. */
   readonly need?: number;
+  /** What picks a new flow's backend; absent: the whole flow. */
+  readonly hash?: VipHash;
   readonly backends: readonly BackendSpec[];
 }
 
 /** How a VIP is defined, apart from its address and backends. */
-export type VipSettings = Pick<VipSpec, 'forward' | 'tableSize' | 'check' | 'onAllDown' | 'need'>;
+export type VipSettings = Pick<VipSpec, 'forward' | 'tableSize' | 'check' | 'onAllDown' | 'need' | 'hash'>;
 
 export interface DesiredState {
   readonly vips: readonly VipSpec[];
@@ -140,6 +142,7 @@ export function applyChanges(config: DesiredState, changes: RuntimeChanges): Des
         check: change.check,
         onAllDown: change.onAllDown,
         ...(change.need !== undefined ? { need: change.need } : {}),
+        ...(change.hash === 'source' ? { hash: change.hash } : {}),
         backends: [],
       };
     } else if (base) {
@@ -176,7 +179,14 @@ function patchBackend(backend: BackendSpec, patch: BackendPatch): BackendSpec {
 /** A VIP's settings with the defaults for what was not given. */
 export function vipSettings(
   vip: VipAddress,
-  given: { forward?: ForwardMethod; tableSize?: number; check?: Partial<CheckSettings>; onAllDown?: AllDownPolicy; need?: number },
+  given: {
+    forward?: ForwardMethod;
+    tableSize?: number;
+    check?: Partial<CheckSettings>;
+    onAllDown?: AllDownPolicy;
+    need?: number;
+    hash?: VipHash;
+  },
 ): VipSettings {
   return {
     forward: given.forward ?? DEFAULT_FORWARD,
@@ -184,6 +194,7 @@ export function vipSettings(
     check: validateCheckSettings(withCheckOverrides(defaultCheck(vip), given.check ?? {}), vip),
     onAllDown: given.onAllDown ?? DEFAULT_ALL_DOWN,
     ...(given.need !== undefined ? { need: validateNeed(given.need) } : {}),
+    ...(given.hash === 'source' ? { hash: given.hash } : {}),
   };
 }
 

@@ -3,7 +3,7 @@
  * backend: `lbctl config diff` (the file against the running state) and the
  * runtime changes a reload keeps on top of the file.
  */
-import { formatVip } from './address.js';
+import { DEFAULT_VIP_HASH, formatVip } from './address.js';
 import { formatCheck } from './check.js';
 import { type BackendSpec, type DesiredState, type VipSpec, effectiveCheck } from './desired-state.js';
 import { formatDuration } from './duration.js';
@@ -73,6 +73,8 @@ function describeVipFields(spec: VipSpec): Record<string, string> {
     'table size': String(spec.tableSize),
     check: `${formatCheck(c.spec)}${c.port ? ` port ${c.port}` : ''}${c.expectStatus ? ` status ${c.expectStatus}` : ''} every ${formatDuration(c.intervalMs)} timeout ${formatDuration(c.timeoutMs)} rise ${c.rise} fall ${c.fall}${c.dsr ? ' +dsr' : ''}`,
     'on all down': spec.onAllDown,
+    ...(spec.need !== undefined ? { need: String(spec.need) } : {}),
+    hash: spec.hash ?? DEFAULT_VIP_HASH,
   };
 }
 

@@ -74,6 +74,7 @@ export class ForwardingPaths {
   /** Next hops probed and not answering yet: when, and how long until the next probe. */
   private readonly probing = new Map<string, { at: number; intervalMs: number }>();
   private sources: Partial<Record<Family, string>> = {};
+  private ownMac: string | null | undefined;
   private retryTimer?: NodeJS.Timeout;
   /** A hop that did not answer is due to be probed again: refresh then. */
   onRetryDue?: () => void;
@@ -101,6 +102,15 @@ export class ForwardingPaths {
   }
 
   /**
+   * The MAC of the balancer's interface as of the last refresh: frames to
+   * another unicast MAC are not the balancer's to balance. null: it has
+   * none (the check is off); undefined: not refreshed yet.
+   */
+  interfaceMac(): string | null | undefined {
+    return this.ownMac;
+  }
+
+  /**
    * Resolves the targets again from what the kernel knows, probing next
    * hops it does not know (waiting for them only with waitMs). A next hop
    * that stops answering keeps its last known MAC (the kernel may just
@@ -113,7 +123,9 @@ export class ForwardingPaths {
     const configured = (family: 4 | 6) => this.tunnelSources.find((a) => a.includes(':') === (family === 6));
     const [routes, linkList] = await Promise.all([routesTo([...new Set(unique.map((t) => t.address))]), links()]);
     const linkByName = new Map(linkList.map((l) => [l.ifname, l]));
-    const own = linkByName.get(this.interfaceName)?.addresses ?? [];
+    const ownLink = linkByName.get(this.interfaceName);
+    const own = ownLink?.addresses ?? [];
+    const ownMac = ownLink ? usableMac(ownLink.address) : this.ownMac;
     const source4 = configured(4) ?? primaryOf(own, 4);
     const source6 = configured(6) ?? primaryOf(own, 6);
     const tunnelSourceFor = (address: string) => (address.includes(':') ? source6 : source4);
@@ -167,7 +179,7 @@ export class ForwardingPaths {
 
     const sources = { ...(source4 ? { 4: source4 } : {}), ...(source6 ? { 6: source6 } : {}) };
     // A changed address changes the DSR-path checks' sources even when no path changes.
-    let changed = JSON.stringify(sources) !== JSON.stringify(this.sources);
+    let changed = JSON.stringify(sources) !== JSON.stringify(this.sources) || ownMac !== this.ownMac;
     const now = Date.now();
     for (const [key, result] of next) {
       if (JSON.stringify(result) !== JSON.stringify(this.results.get(key)?.result)) changed = true;
@@ -177,6 +189,7 @@ export class ForwardingPaths {
       for (const [key, { at }] of this.results) if (!next.has(key) && now - at > FORGET_AFTER_MS) this.results.delete(key);
     }
     this.sources = sources;
+    this.ownMac = ownMac;
     return changed;
   }
 
@@ -252,4 +265,9 @@ export class ForwardingPaths {
     for (const entry of await neighbours()) if (isStaticNeighbour(entry)) hops.delete(hopKey({ dev: entry.dev, address: entry.dst }));
     await probeNeighbours([...hops.values()]);
   }
+}
+
+/** A link's MAC, or null for a link without one (loopback, tunnels: all zeros or none). */
+function usableMac(address: string | undefined): string | null {
+  return address && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(address) && address !== '00:00:00:00:00:00' ? address.toLowerCase() : null;
 }

@@ -22,7 +22,7 @@ import {
 } from '../../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../../src/dataplane/balancer.js';
 import { clearFlows as clearFlowMaps, clearVips, field16 } from '../support/dataplane.js';
-import { flowHash, tableSlot } from '../../src/dataplane/flow-hash.js';
+import { flowHash, sourceHash, tableSlot } from '../../src/dataplane/flow-hash.js';
 import { testRun } from '../../src/dataplane/xdp.js';
 import { Reconciler } from '../../src/core/reconciler.js';
 import type { VipView } from '../../src/core/views.js';
@@ -72,9 +72,19 @@ function be(address: string, weight = 1, forward?: ForwardMethod): BackendSpec {
   return { address, family: 4, weight, ...(forward ? { forward } : {}) };
 }
 
-function vip(key: string, backends: BackendSpec[], options: { forward?: ForwardMethod; tableSize?: number } = {}): VipSpec {
+function vip(
+  key: string,
+  backends: BackendSpec[],
+  options: { forward?: ForwardMethod; tableSize?: number; hash?: 'flow' | 'source'; checkPort?: number } = {},
+): VipSpec {
   const address = parseVip(key);
-  return { vip: address, ...vipSettings(address, { forward: options.forward ?? 'l2dsr', tableSize: options.tableSize ?? 251 }), backends };
+  const settings = vipSettings(address, {
+    forward: options.forward ?? 'l2dsr',
+    tableSize: options.tableSize ?? 251,
+    ...(options.hash ? { hash: options.hash } : {}),
+    ...(options.checkPort ? { check: { port: options.checkPort } } : {}),
+  });
+  return { vip: address, ...settings, backends };
 }
 
 function state(...vips: VipSpec[]): DesiredState {
@@ -88,6 +98,7 @@ function fresh(): Reconciler {
   for (let i = 0; i < MAX_BACKENDS; i++) dataplane.clearBackend(i);
   clearFlows();
   unresolved.clear();
+  dataplane.setInterfaceMac(null);
   return new Reconciler(dataplane, log);
 }
 
@@ -662,5 +673,63 @@ describe('Reconciler', () => {
     assert.notEqual(a, b);
     assert.equal(backendEntry(a).forward, FORWARD.l2dsr);
     assert.equal(backendEntry(b).forward, FORWARD.ipip);
+  });
+
+  /** The backend address an ipip packet was sent to (its outer destination), or the action when not sent. */
+  const sentTo = (frame: Buffer): string => {
+    const { action, output } = testRun(dataplane.programFd, frame);
+    return action === 'tx' ? parseIpv4(parseEthernet(output).payload).dst : action;
+  };
+  const FOUR = ['10.10.0.11', '10.10.0.12', '10.10.0.13', '10.10.0.14'].map((a) => be(a));
+
+  test('hash source: every connection of a client goes to one backend; hash flow spreads them', () => {
+    const r = fresh();
+    r.apply({ desired: state(vip(TUNNEL, FOUR, { forward: 'ipip', hash: 'source' })), paths, health: NO_HEALTH });
+    const bySource = new Set(Array.from({ length: 40 }, (_, i) => sentTo(syn('10.100.0.102', 41000 + i))));
+    assert.equal(bySource.size, 1);
+    const table = tableAt(viewOf(r, TUNNEL).vipId)!.entries;
+    const owner = table[tableSlot(sourceHash(CLIENT), table.length)]!;
+    assert.deepEqual([...bySource], [viewOf(r, TUNNEL).backends.find((b) => b.id === owner)!.address]);
+
+    r.apply({ desired: state(vip(TUNNEL, FOUR, { forward: 'ipip' })), paths, health: NO_HEALTH });
+    clearFlows();
+    const byFlow = new Set(Array.from({ length: 40 }, (_, i) => sentTo(syn('10.100.0.102', 42000 + i))));
+    assert.equal(byFlow.size, 4);
+  });
+
+  test('a VIP of all ports takes the ports without a VIP of their own; removing it stops that', () => {
+    const r = fresh();
+    const ALL = '10.100.0.102:0/tcp';
+    const OWN = '10.100.0.102:443/tcp';
+    r.apply({
+      desired: state(vip(ALL, [be('10.10.0.11')], { forward: 'ipip', checkPort: 80 }), vip(OWN, [be('10.10.0.12')], { forward: 'ipip' })),
+      paths,
+      health: NO_HEALTH,
+    });
+    for (const port of [1, 80, 8080, 65535]) assert.equal(sentTo(syn('10.100.0.102', 43000, port)), '10.10.0.11', `port ${port}`);
+    assert.equal(sentTo(syn('10.100.0.102', 43001, 443)), '10.10.0.12', 'a port with its own VIP');
+    assert.equal(sentTo(syn('10.100.0.100', 43002, 8080)), 'pass', 'another address');
+
+    r.apply({ desired: state(vip(OWN, [be('10.10.0.12')], { forward: 'ipip' })), paths, health: NO_HEALTH });
+    clearFlows();
+    assert.equal(sentTo(syn('10.100.0.102', 43003, 8080)), 'pass');
+    assert.equal(sentTo(syn('10.100.0.102', 43004, 443)), '10.10.0.12');
+  });
+
+  test("with the interface's MAC known, frames to another unicast MAC are passed, not balanced", () => {
+    const r = fresh();
+    const desired = state(vip(TUNNEL, [be('10.10.0.11')], { forward: 'ipip' }));
+    const toOther = () =>
+      ipv4Frame({ src: CLIENT, dst: '10.100.0.102', srcPort: 44000, dstPort: 80, tcpFlags: TCP_FLAGS.SYN, dstMac: '02:00:00:00:00:77' });
+    r.apply({ desired, paths, health: NO_HEALTH });
+    assert.equal(sentTo(toOther()), '10.10.0.11', 'not known: not checked');
+    r.apply({ desired, paths, health: NO_HEALTH, interfaceMac: LB_MAC });
+    assert.equal(dataplane.interfaceMac(), LB_MAC);
+    const before = dataplane.reasonCounters().not_for_this_host;
+    assert.equal(sentTo(toOther()), 'pass');
+    assert.equal(dataplane.reasonCounters().not_for_this_host, before + 1n);
+    assert.equal(sentTo(syn('10.100.0.102', 44001)), '10.10.0.11', 'to this MAC');
+    r.apply({ desired, paths, health: NO_HEALTH, interfaceMac: null });
+    assert.equal(sentTo(toOther()), '10.10.0.11', 'a link without a MAC: not checked');
   });
 });

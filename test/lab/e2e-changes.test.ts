@@ -11,6 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import { LAB, Lab, ROOT } from './lab.js';
 import type { BackendSummary, ChangeResult, ExplainResult, VipSummary } from '../../src/api/protocol.js';
 import { LabBalancer, backendPredictor } from '../support/balancer.js';
+import { waitFor } from '../support/wait.js';
+import { EXIT } from '../../src/api/exit-codes.js';
 import type { ConnectionReport } from '../support/long-lived.js';
 
 const VIP = `${LAB.vips[0]}:80/tcp`;
@@ -172,5 +174,42 @@ describe('changing backends under live traffic', () => {
     );
     const [vip] = await lb.json<VipSummary[]>(['vip', 'list']);
     assert.ok(vip!.movedFlows >= byBackend.get('be3')!.length, `moved flows counted (${vip!.movedFlows})`);
+  });
+
+  test("a VIP of all ports hashing the client's address (lbctl vip add ADDRESS:0/tcp --hash source): one backend for every connection of a client, any port", async (t) => {
+    const address = LAB.vips[1]!;
+    const key = `${address}:0/tcp`;
+    const refused = await lb.cli(['vip', 'add', key]);
+    assert.equal(refused.code, EXIT.invalid);
+    assert.match(refused.stderr, /a VIP of all ports \(port 0\) needs the port to check: check_port in a config file, --check-port/);
+    await lb.ok(['vip', 'add', key, '--check-port', '80', '--hash', 'source']);
+    try {
+      for (const backend of ['10.10.0.11', '10.10.0.12', '10.10.0.13']) await lb.ok(['backend', 'add', key, backend]);
+      await waitFor('three healthy backends', async () =>
+        (await lb.json<VipSummary[]>(['vip', 'list'])).find((v) => v.vip === key && v.activeBackends === 3),
+      );
+      const vips = await lb.json<VipSummary[]>(['vip', 'list']);
+      assert.equal(vips.find((v) => v.vip === key)!.hash, 'source');
+      assert.match(await lb.ok(['vip', 'list']), new RegExp(`^${address.replaceAll('.', '\\.')}:0/tcp .* source `, 'm'));
+
+      const answers = await lb.httpFromClient(`http://${address}/`, 40);
+      assert.deepEqual(answers.failures, []);
+      const backends = new Set(answers.answers.map((a) => a.backend));
+      assert.equal(backends.size, 1, `every connection to one backend: ${[...backends].join(', ')}`);
+      const [name] = backends;
+      const sample = answers.answers[0]!;
+      const explained = await lb.json<ExplainResult>(['explain', `${LAB.client}:${sample.port}`, key, '--port', '80']);
+      assert.equal(nameOf(explained.backend!), name);
+      assert.equal(explained.table.hashOf, 'source');
+      // Any other client port and destination port: the same slot.
+      const other = await lb.json<ExplainResult>(['explain', `${LAB.client}:1234`, key, '--port', '8443']);
+      assert.equal(other.table.slot, explained.table.slot);
+      const noPort = await lb.cli(['explain', `${LAB.client}:1234`, key]);
+      assert.equal(noPort.code, EXIT.invalid);
+      assert.match(noPort.stderr, /give the port the client connects to \(--port\)/);
+      t.diagnostic(`40 connections from ${LAB.client} to ${address} (a VIP of all ports, hash source): all on ${name}`);
+    } finally {
+      await lb.ok(['vip', 'remove', key]);
+    }
   });
 });

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { LAB, Lab, ROOT } from './lab.js';
 import type { StatsResult, StatusResult } from '../../src/api/protocol.js';
+import { REASONS } from '../../src/dataplane/abi.js';
 import { LBCTL, LabBalancer } from '../support/balancer.js';
 
 const VIP = `${LAB.vips[0]}:80/tcp`;
@@ -109,7 +110,7 @@ describe('observability in the lab', () => {
     const vip = stats.vips.find((v) => v.vip === VIP)!;
     assert.equal(vip.newFlows, CONNECTIONS);
     for (const b of vip.backends) assert.equal(b.newFlows, answersByBackend.get(b.address));
-    assert.equal(stats.reasons.length, 15);
+    assert.equal(stats.reasons.length, REASONS.length);
     assert.ok(stats.daemon.reconciles >= 4);
     const text = await lb.ok(['stats']);
     assert.match(text, new RegExp(`^${VIP.replaceAll('.', '\\.')}\\s`, 'm'));

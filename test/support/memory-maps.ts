@@ -17,6 +17,7 @@ export class MemoryMaps implements BalancerMaps {
   readonly flows = new Map<string, TrackedFlow>();
   /** Every write, in order: "backend 1", "tables 0,8", "vip 10.0.0.1:80/tcp", ... */
   readonly log: string[] = [];
+  mac: string | null = null;
 
   constructor(readonly limits: { maxVips: number; maxBackends: number; flowTableSize: number }) {}
 
@@ -83,6 +84,15 @@ export class MemoryMaps implements BalancerMaps {
     return this.flows.delete(flowId(key));
   }
 
+  setInterfaceMac(mac: string | null): void {
+    this.mac = mac;
+    this.log.push(`mac ${mac}`);
+  }
+
+  interfaceMac(): string | null {
+    return this.mac;
+  }
+
   addFlow(flow: TrackedFlow): void {
     this.flows.set(flowId(flow.key), flow);
   }
@@ -110,6 +120,8 @@ export class TestPaths {
   /** Addresses whose resolution never ends (a next hop the kernel is still asking for): a refresh naming one never returns. */
   readonly hanging = new Set<string>();
   refreshes = 0;
+  /** The balancer interface's MAC, as a refresh found it. */
+  mac: string | null | undefined = LB_MAC;
 
   get(target: PathTarget): PathResult {
     const failure = this.failures.get(target.address);
@@ -132,6 +144,10 @@ export class TestPaths {
     this.refreshes++;
     if (targets.some((t) => this.hanging.has(t.address))) await new Promise(() => undefined);
     return false;
+  }
+
+  interfaceMac(): string | null | undefined {
+    return this.mac;
   }
 
   localAddress(family: Family): string | undefined {

@@ -1,7 +1,8 @@
 /** Addresses and VIPs as operators write them: one canonical spelling, zones and special addresses refused. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatVip, parseIpAddress, parseVip } from '../../src/model/address.js';
+import { formatVip, parseIpAddress, parseVip, parseVipHash } from '../../src/model/address.js';
+import { vipSettings } from '../../src/model/desired-state.js';
 import { InputError } from '../../src/model/errors.js';
 
 test('addresses get one canonical spelling', () => {
@@ -45,4 +46,29 @@ test('a VIP cannot be an unspecified, broadcast, multicast or loopback address',
   for (const text of ['10.0.0.100:80/tcp', '223.255.255.255:80/tcp', '240.0.0.1:80/tcp', '[2001:db8::10]:80/tcp', '[fd00::1]:53/udp']) {
     assert.equal(formatVip(parseVip(text)), text);
   }
+});
+
+test('port 0 is the VIP of all ports; it needs the port its backends are checked on', () => {
+  const all = parseVip('10.100.0.100:0/tcp');
+  assert.equal(all.port, 0);
+  assert.equal(formatVip(parseVip('[2001:db8::10]:0/udp')), '[2001:db8::10]:0/udp');
+  assert.throws(() => parseVip('10.100.0.100:65536/tcp'), /port must be from 1 to 65535, or 0 for all ports/);
+  assert.throws(
+    () => vipSettings(all, {}),
+    /a VIP of all ports \(port 0\) needs the port to check: check_port in a config file, --check-port/,
+  );
+  assert.equal(vipSettings(all, { check: { port: 443 } }).check.port, 443);
+  assert.equal(vipSettings(all, { check: { spec: { kind: 'none' } } }).check.spec.kind, 'none');
+  assert.equal(vipSettings(parseVip('10.100.0.100:0/udp'), { check: { port: 53 } }).check.spec.kind, 'udp');
+});
+
+test('a VIP hashes the whole flow, or the source address alone', () => {
+  assert.equal(parseVipHash('source'), 'source');
+  assert.equal(parseVipHash('flow'), 'flow');
+  assert.throws(
+    () => parseVipHash('sh'),
+    (e: unknown) => e instanceof InputError && /invalid hash "sh": expected flow .* or source/.test(e.message),
+  );
+  assert.equal(vipSettings(parseVip('10.100.0.100:80/tcp'), { hash: 'source' }).hash, 'source');
+  assert.equal(vipSettings(parseVip('10.100.0.100:80/tcp'), { hash: 'flow' }).hash, undefined, 'the default is not stored');
 });

@@ -56,6 +56,7 @@ function view(vip: VipAddress, backends: string[]): VipView {
     key: formatVip(vip),
     vip,
     forward: 'l2dsr',
+    hash: 'flow',
     tableSize: 251,
     vipId: 0,
     allDown: false,

@@ -159,6 +159,7 @@ describe('healthyBackends', () => {
     key: WEB,
     vip: parseVip(WEB),
     forward: 'l2dsr',
+    hash: 'flow',
     tableSize: 251,
     vipId: 0,
     allDown: false,

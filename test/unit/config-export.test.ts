@@ -38,7 +38,13 @@ vips:
     backends:
       - address: 10.10.0.21
   - vip: 10.100.0.101:443/tcp
+    need: 2
     backends: []
+  - vip: 10.100.0.102:0/tcp
+    hash: source
+    check_port: 443
+    backends:
+      - address: 10.10.0.41
 `;
 
 test('an exported config parses back to the same settings and state', () => {
@@ -48,7 +54,9 @@ test('an exported config parses back to the same settings and state', () => {
   const back = parseConfig(text, 'exported.yaml');
   assert.deepEqual(back.settings, settings);
   assert.deepEqual(back.state, state);
-  assert.doesNotMatch(text, /weight: 1\n|forward: l2dsr|table_size: 65537|check_dsr: true/, 'defaults are not written');
+  assert.doesNotMatch(text, /weight: 1\n|forward: l2dsr|table_size: 65537|check_dsr: true|hash: flow/, 'defaults are not written');
+  assert.match(text, /need: 2\n/);
+  assert.match(text, /vip: 10\.100\.0\.102:0\/tcp\n +check_port: 443\n +hash: source\n/);
 });
 
 test('runtime changes are folded in; a drain is noted, not written as config', () => {
@@ -88,7 +96,7 @@ test('the differences between the file and the running state, one line each', ()
   assert.deepEqual(diffStates(file, running).map(formatDifference), [
     '~ backend 10.100.0.100:80/tcp 10.10.0.11: weight 6 -> 9',
     '- backend 10.100.0.100:80/tcp 10.10.0.12: weight 0, forward ipip, check tcp port 8080 every 500ms timeout 200ms rise 5 fall 3',
-    '- vip 10.100.0.101:443/tcp: forward l2dsr, table size 65537, check tcp every 2s timeout 1s rise 2 fall 3 +dsr, on all down keep',
+    '- vip 10.100.0.101:443/tcp: forward l2dsr, table size 65537, check tcp every 2s timeout 1s rise 2 fall 3 +dsr, on all down keep, need 2, hash flow',
   ]);
   assert.deepEqual(diffStates(running, running), []);
   const edited = parseConfig(
@@ -98,4 +106,6 @@ test('the differences between the file and the running state, one line each', ()
   assert.deepEqual(diffStates(file, edited).map(formatDifference), [
     '~ vip 10.100.0.100:80/tcp: table size 251 -> 257, on all down drop -> keep',
   ]);
+  const hashed = parseConfig(FILE.replace('    on_all_down: drop\n', '    on_all_down: drop\n    hash: source\n'), 'x').state;
+  assert.deepEqual(diffStates(file, hashed).map(formatDifference), ['~ vip 10.100.0.100:80/tcp: hash flow -> source']);
 });

@@ -215,7 +215,7 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       3,
       5,
       'vips[0]',
-      'unknown field "tablesize" (expected vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, need, backends)',
+      'unknown field "tablesize" (expected vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, need, hash, backends)',
     );
     assertFails(
       `${VIP}      - address: 10.10.0.1\n        wieght: 2\n`,
@@ -247,7 +247,7 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       2,
       5,
       'vips[0]',
-      'expected a mapping with fields vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, need, backends, got the string "10.0.0.1:80/tcp"',
+      'expected a mapping with fields vip, forward, table_size, check, check_interval, check_timeout, rise, fall, check_dsr, check_port, check_status, on_all_down, need, hash, backends, got the string "10.0.0.1:80/tcp"',
     );
     assertFails(
       `${VIP}      10.10.0.1\n`,

@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import { type ExplainSource, explainFlow, parseClientEndpoint } from '../../src/core/explain.js';
 import type { TrackedFlow } from '../../src/core/flows.js';
 import { emptyMapState, plan } from '../../src/core/planner.js';
-import { flowHash, tableSlot } from '../../src/dataplane/flow-hash.js';
+import { flowHash, sourceHash, tableSlot } from '../../src/dataplane/flow-hash.js';
 import type { BackendHealth } from '../../src/health/checker.js';
 import { parseVip } from '../../src/model/address.js';
 import { vipSettings } from '../../src/model/desired-state.js';
@@ -14,13 +14,21 @@ import { TestPaths } from '../support/memory-maps.js';
 const WEB = '10.100.0.100:80/tcp';
 const paths = new TestPaths();
 
-function source(options: { down?: string; tracked?: TrackedFlow } = {}): ExplainSource {
+const ALL_PORTS = '10.100.0.100:0/tcp';
+const BACKENDS = ['10.10.0.11', '10.10.0.12', '10.10.0.13'].map((address) => ({ address, family: 4 as const, weight: 1 }));
+
+function source(options: { down?: string; tracked?: TrackedFlow; hash?: 'flow' | 'source' } = {}): ExplainSource {
   const desired = {
     vips: [
       {
         vip: parseVip(WEB),
-        ...vipSettings(parseVip(WEB), { tableSize: 251 }),
-        backends: ['10.10.0.11', '10.10.0.12', '10.10.0.13'].map((address) => ({ address, family: 4 as const, weight: 1 })),
+        ...vipSettings(parseVip(WEB), { tableSize: 251, ...(options.hash ? { hash: options.hash } : {}) }),
+        backends: BACKENDS,
+      },
+      {
+        vip: parseVip(ALL_PORTS),
+        ...vipSettings(parseVip(ALL_PORTS), { tableSize: 251, check: { port: 80 }, ...(options.hash ? { hash: options.hash } : {}) }),
+        backends: BACKENDS,
       },
     ],
   };
@@ -82,5 +90,31 @@ describe('explain', () => {
     for (const bad of ['10.10.0.10', '10.10.0.10:0', '10.10.0.10:70000', 'host:80', '[::1]']) {
       assert.throws(() => parseClientEndpoint(bad), InputError, bad);
     }
+  });
+
+  test("hash source: the slot comes from the client's address alone, whatever its port", () => {
+    const s = source({ hash: 'source' });
+    const one = explainFlow(s, CLIENT, WEB);
+    const other = explainFlow(s, { ...CLIENT, port: 51234 }, WEB);
+    assert.equal(one.table.hashOf, 'source');
+    assert.equal(one.table.slot, tableSlot(sourceHash(CLIENT.address), 251));
+    assert.equal(other.table.slot, one.table.slot);
+    assert.equal(other.backend, one.backend);
+    assert.equal(explainFlow(source(), CLIENT, WEB).table.hashOf, 'flow');
+  });
+
+  test('a VIP of all ports: the port the client connects to is needed, and must not have a VIP of its own', () => {
+    const s = source();
+    const result = explainFlow(s, CLIENT, ALL_PORTS, 8443);
+    assert.equal(result.port, 8443);
+    assert.equal(result.table.slot, tableSlot(flowHash({ ...FLOW, dport: 8443 }), 251));
+    assert.throws(() => explainFlow(s, CLIENT, ALL_PORTS), /a VIP of all ports: give the port the client connects to/);
+    assert.throws(
+      () => explainFlow(s, CLIENT, ALL_PORTS, 80),
+      /port 80 of 10\.100\.0\.100 has a VIP of its own: explain 10\.100\.0\.100:80\/tcp/,
+    );
+    assert.throws(() => explainFlow(s, CLIENT, ALL_PORTS, 70000), /invalid port 70000/);
+    assert.throws(() => explainFlow(s, CLIENT, WEB, 81), /has port 80: give no other port/);
+    assert.equal(explainFlow(s, CLIENT, WEB, 80).port, 80);
   });
 });

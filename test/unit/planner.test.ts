@@ -7,7 +7,15 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type MapState, type Plan, countWrites, emptyMapState, plan } from '../../src/core/planner.js';
 import type { VipView } from '../../src/core/views.js';
-import { BACKEND_FLAG_ACTIVE, BACKEND_FLAG_IPV6, FORWARD, backendInfo, tunnelChecksumBase, vipInfo } from '../../src/dataplane/abi.js';
+import {
+  BACKEND_FLAG_ACTIVE,
+  BACKEND_FLAG_IPV6,
+  FORWARD,
+  VIP_FLAG_HASH_SOURCE,
+  backendInfo,
+  tunnelChecksumBase,
+  vipInfo,
+} from '../../src/dataplane/abi.js';
 import type { BackendHealth } from '../../src/health/checker.js';
 import { buildMaglevTable } from '../../src/maglev/maglev.js';
 import { type ForwardMethod, parseVip } from '../../src/model/address.js';
@@ -43,13 +51,19 @@ function state(...vips: VipSpec[]): DesiredState {
 function planFrom(
   current: MapState,
   desired: DesiredState,
-  options: { paths?: TestPaths; down?: string[]; keepOnAllDown?: boolean } = {},
+  options: { paths?: TestPaths; down?: string[]; keepOnAllDown?: boolean; interfaceMac?: string | null } = {},
 ): Plan {
   const paths = options.paths ?? new TestPaths();
   const down = new Set(options.down ?? []);
   const health = (_vip: string, address: string): BackendHealth | undefined =>
     down.has(address) ? { state: 'down', since: '2026-01-01T00:00:00.000Z', consecutive: 3 } : undefined;
-  return plan(current, { desired, paths: (t) => paths.get(t), health, keepOnAllDown: options.keepOnAllDown ?? false });
+  return plan(current, {
+    desired,
+    paths: (t) => paths.get(t),
+    health,
+    keepOnAllDown: options.keepOnAllDown ?? false,
+    ...(options.interfaceMac !== undefined ? { interfaceMac: options.interfaceMac } : {}),
+  });
 }
 
 /** The writes of a plan as readable lines, in order. */
@@ -66,6 +80,7 @@ function writeLog(p: Plan): string[] {
     ...w.vipsDeleted.map((v) => `delete vip ${v.address}:${v.port}`),
     ...(w.tablesReleased.length ? [`release tables ${w.tablesReleased.join(',')}`] : []),
     ...w.backendsCleared.map((id) => `clear backend ${id}`),
+    ...(w.interfaceMac !== undefined ? [`mac ${w.interfaceMac}`] : []),
   ];
 }
 
@@ -394,5 +409,32 @@ describe('plan', () => {
     const p = planFrom(first.next, EMPTY_STATE);
     assert.deepEqual(writeLog(p), ['delete address 10.100.0.100', 'delete vip 10.100.0.100:80', 'release tables 0', 'clear backend 1']);
     assert.deepEqual(p.views, []);
+  });
+
+  test('hash source: the VIP entry carries the flag, the view says so; a change of hash rewrites only the entry', () => {
+    const byFlow = planFrom(empty, state(vip(WEB, [be('10.10.0.11')])));
+    assert.equal(vipInfo.decode(byFlow.writes.vips[0]!.entry).flags, 0);
+    assert.equal(viewOf(byFlow, WEB).hash, 'flow');
+    const source = { ...vip(WEB, [be('10.10.0.11')]), hash: 'source' as const };
+    const bySource = planFrom(byFlow.next, state(source));
+    assert.deepEqual(writeLog(bySource), ['vip 10.100.0.100:80']);
+    assert.equal(vipInfo.decode(bySource.writes.vips[0]!.entry).flags, VIP_FLAG_HASH_SOURCE);
+    assert.equal(viewOf(bySource, WEB).hash, 'source');
+  });
+
+  test("the interface's MAC is written when it first becomes known and when it changes, never otherwise", () => {
+    const first = planFrom(empty, state(vip(WEB, [be('10.10.0.11')])), { interfaceMac: LB_MAC });
+    assert.equal(writeLog(first).at(-1), `mac ${LB_MAC}`);
+    assert.equal(first.next.interfaceMac, LB_MAC);
+    assert.deepEqual(writeLog(planFrom(first.next, state(vip(WEB, [be('10.10.0.11')])), { interfaceMac: LB_MAC })), []);
+    // Not known (no refresh yet): what the maps hold stays.
+    const unknown = planFrom(first.next, state(vip(WEB, [be('10.10.0.11')])));
+    assert.deepEqual(writeLog(unknown), []);
+    assert.equal(unknown.next.interfaceMac, LB_MAC);
+    const changed = planFrom(first.next, state(vip(WEB, [be('10.10.0.11')])), { interfaceMac: '02:00:00:00:00:99' });
+    assert.deepEqual(writeLog(changed), ['mac 02:00:00:00:00:99']);
+    assert.equal(countWrites(changed.writes), 1);
+    // A link without a MAC turns the check off.
+    assert.deepEqual(writeLog(planFrom(changed.next, state(vip(WEB, [be('10.10.0.11')])), { interfaceMac: null })), ['mac null']);
   });
 });

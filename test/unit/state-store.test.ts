@@ -58,6 +58,11 @@ const CHANGES: RuntimeChanges = {
       },
     },
     '[2001:db8::10]:443/udp': { op: 'remove' },
+    '10.100.0.201:0/tcp': {
+      op: 'add',
+      ...vipSettings(parseVip('10.100.0.201:0/tcp'), { check: { port: 443 }, hash: 'source', need: 2 }),
+      backends: {},
+    },
     '[2001:db8::20]:53/udp': {
       op: 'add',
       ...vipSettings(parseVip('[2001:db8::20]:53/udp'), { forward: 'l2dsr', tableSize: 65537 }),
