@@ -114,8 +114,8 @@ test('make install puts a systemd unit and an example config beside it; both are
   const example = join(destdir, 'etc/lbctl/lbctl.example.yaml');
   const config = await loadConfigFile(example);
   assert.equal(config.settings.interface, 'eth0');
-  const [v4, v6] = config.state.vips;
-  assert.equal(config.state.vips.length, 2, 'an IPv4 and an IPv6 VIP');
+  const [v4, v6, allPorts] = config.state.vips;
+  assert.equal(config.state.vips.length, 3, 'an IPv4 and an IPv6 VIP, a VIP of all ports');
   assert.deepEqual(
     v4!.backends.map((b) => [b.address, b.weight, b.forward ?? v4!.forward]),
     [
@@ -126,4 +126,5 @@ test('make install puts a systemd unit and an example config beside it; both are
   );
   assert.deepEqual([v4!.check.intervalMs, v4!.check.timeoutMs, v4!.check.rise, v4!.check.fall], [2000, 1000, 2, 3]);
   assert.equal(v6!.backends[0]!.family, 6);
+  assert.deepEqual([allPorts!.vip.port, allPorts!.hash, allPorts!.check.port], [0, 'source', 443]);
 });
