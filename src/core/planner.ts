@@ -6,7 +6,15 @@
  * it is tested without root (test/unit/planner.test.ts); the reconciler
  * carries the writes out, in the order given here.
  */
-import { BACKEND_FLAG_ACTIVE, BACKEND_FLAG_IPV6, FORWARD, backendInfo, tunnelChecksumBase, vipInfo } from '../dataplane/abi.js';
+import {
+  BACKEND_FLAG_ACTIVE,
+  BACKEND_FLAG_IPV6,
+  FORWARD,
+  backendInfo,
+  tunnelChecksumBase,
+  tunnelSourceSpread,
+  vipInfo,
+} from '../dataplane/abi.js';
 import { buildMaglevTable, countEntries } from '../maglev/maglev.js';
 import { type Family, type ForwardMethod, type VipAddress, addressBytes, formatVip } from '../model/address.js';
 import { type BackendSpec, type DesiredState, type VipSpec, effectiveForward } from '../model/desired-state.js';
@@ -380,7 +388,8 @@ function encodeBackend(vipId: number, backend: BackendSpec, forward: ForwardMeth
     tunnel_src: tunnelled ? padded(addressBytes(backend.family, path.tunnelSrc!)) : Buffer.alloc(16),
     tunnel_csum_base: tunnelled && backend.family === 4 ? tunnelChecksumBase(path.tunnelSrc!, backend.address) : 0,
     vip_id: vipId,
-    tunnel_src_spread: 0,
+    // A range's first address has its host bits zero: the data plane ors each flow's in, and the checksum base holds.
+    tunnel_src_spread: tunnelled ? tunnelSourceSpread(path.tunnelSourceBits ?? 0) : 0,
   });
 }
 

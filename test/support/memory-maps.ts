@@ -7,7 +7,7 @@ import type { TableWrite } from '../../src/core/planner.js';
 import type { BalancerMaps } from '../../src/core/reconciler.js';
 import type { Flow } from '../../src/dataplane/flow-hash.js';
 import { type Family, type VipAddress, formatVip } from '../../src/model/address.js';
-import type { PathResult, PathTarget } from '../../src/net/forwarding-paths.js';
+import type { ForwardingPath, PathResult, PathTarget } from '../../src/net/forwarding-paths.js';
 
 export class MemoryMaps implements BalancerMaps {
   readonly vips = new Map<string, { vip: VipAddress; entry: Buffer }>();
@@ -110,6 +110,8 @@ export class TestPaths {
   /** Addresses whose resolution never ends (a next hop the kernel is still asking for): a refresh naming one never returns. */
   readonly hanging = new Set<string>();
   refreshes = 0;
+  /** ipip paths from this range of outer sources instead of TUNNEL_SOURCE. */
+  tunnelRange?: { readonly address: string; readonly bits: number };
 
   get(target: PathTarget): PathResult {
     const failure = this.failures.get(target.address);
@@ -123,9 +125,15 @@ export class TestPaths {
         nextHop: target.address,
         dstMac: BACKEND_MAC,
         mtu: 1500,
-        ...(target.forward === 'ipip' ? { tunnelSrc: TUNNEL_SOURCE } : {}),
+        ...(target.forward === 'ipip' ? this.tunnel() : {}),
       },
     };
+  }
+
+  private tunnel(): Pick<ForwardingPath, 'tunnelSrc' | 'tunnelSourceBits'> {
+    return this.tunnelRange
+      ? { tunnelSrc: this.tunnelRange.address, tunnelSourceBits: this.tunnelRange.bits }
+      : { tunnelSrc: TUNNEL_SOURCE };
   }
 
   async refresh(targets: readonly PathTarget[] = []): Promise<boolean> {
