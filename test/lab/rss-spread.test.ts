@@ -5,35 +5,36 @@
  * NIC's receive-side scaling hashes only the outer addresses of a
  * tunnelled packet; veth does not (the kernel's hash looks inside
  * IP-in-IP), so bench/tc_rss.bpf.c on the switch port towards the backend
- * picks the queue from the outer addresses as such a NIC would. From one
- * outer source every flow lands on one queue; from a range, the flows
- * spread over all of them, and xdp_decap hands every packet to the stack.
+ * picks the queue from the outer addresses as such a NIC would. The
+ * balancer is the real daemon (a config file with the VIP): from one outer
+ * source (the interface's address) every flow lands on one queue; started
+ * with `--tunnel-source PREFIX`, the flows spread over all of them, and
+ * xdp_decap hands every packet to the stack.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { LAB, Lab, ROOT } from './lab.js';
-import type { RawBalancerOptions } from '../support/raw-balancer.js';
+import type { BackendSummary, StatusResult } from '../../src/api/protocol.js';
+import { LBCTL, LabBalancer } from '../support/balancer.js';
+import { waitFor } from '../support/wait.js';
 
 const NS = `lbtrss-${randomBytes(3).toString('hex')}`;
 const PORT = 'rss0'; // the backend's port on the switch
 const QUEUES = 4;
 const ADDRESS = { 4: '10.10.0.60', 6: 'fd00:10::60' } as const;
 const VIP = { 4: LAB.vips[0]!, 6: LAB.vips6[0]! } as const;
-const OUTER = {
-  4: { fixed: { base: LAB.balancer, bits: 0 }, range: { base: '10.10.0.128', bits: 6 } },
-  6: { fixed: { base: LAB.balancer6, bits: 0 }, range: { base: 'fd00:10::8:0', bits: 6 } },
-} as const;
+/** Outer source ranges of 64 addresses, not assigned to the balancer. */
+const RANGE = { 4: '10.10.0.128/26', 6: 'fd00:10::8:0/122' } as const;
 const FLOWS = 64;
 const PACKETS_PER_FLOW = 5;
-const LBCTL = join(ROOT, 'bin', 'lbctl');
-const RAW_BALANCER = join(ROOT, 'dist', 'test', 'support', 'raw-balancer.js');
 const TC_RSS = join(ROOT, 'build', 'bench', 'tc_rss.bpf.o');
 
 let lab: Lab;
-let backendMac: string;
+let lb: LabBalancer;
 
 /** Runs a command in the backend's namespace (nsenter: network only, bpffs stays visible). */
 function inBackend(argv: string[]): string {
@@ -71,7 +72,7 @@ before(async () => {
   inBackend(['ip', 'addr', 'add', `${ADDRESS[6]}/${LAB.front.prefixLength6}`, 'dev', 'eth0', 'nodad']);
   inBackend(['ip', 'addr', 'add', `${VIP[4]}/32`, 'dev', 'lo']);
   inBackend(['ip', 'addr', 'add', `${VIP[6]}/128`, 'dev', 'lo']);
-  backendMac = (JSON.parse(inBackend(['ip', '-j', 'link', 'show', 'dev', 'eth0'])) as Array<{ address: string }>)[0]!.address;
+  const backendMac = (JSON.parse(inBackend(['ip', '-j', 'link', 'show', 'dev', 'eth0'])) as Array<{ address: string }>)[0]!.address;
   // The tunnels' endpoint: xdp_decap, as on any backend; then the queues (the end running XDP first).
   inBackend([LBCTL, 'decap', 'attach', '--interface', 'eth0']);
   inBackend(['ethtool', '-L', 'eth0', 'rx', `${QUEUES}`, 'tx', `${QUEUES}`]);
@@ -82,15 +83,21 @@ before(async () => {
   // tc -n: in a mount namespace of its own, so that its loader leaves nothing in the host's bpffs.
   execFileSync('tc', ['-n', sw, 'qdisc', 'add', 'dev', PORT, 'clsact']);
   execFileSync('tc', ['-n', sw, 'filter', 'add', 'dev', PORT, 'egress', 'bpf', 'direct-action', 'obj', TC_RSS, 'sec', 'tc']);
+  lb = new LabBalancer(lab);
 });
 
 after(async () => {
   try {
-    execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
-  } catch {
-    // not created
+    await lb?.stop();
+  } finally {
+    try {
+      execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
+    } catch {
+      // not created
+    }
+    // Also kills a daemon that would not stop, and removes its pins.
+    await lab?.down();
   }
-  await lab?.down();
 });
 
 function queueCounts(): number[] {
@@ -126,35 +133,48 @@ async function sendFlows(family: 4 | 6): Promise<void> {
   await sh('client', ['python3', '-c', script]);
 }
 
-async function withBalancer<T>(options: RawBalancerOptions, body: () => Promise<T>): Promise<T> {
-  const child = lab.spawn('lb', [process.execPath, RAW_BALANCER, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
-    child.once('exit', (code) => reject(new Error(`raw balancer exited (${code}): ${err}`)));
-  });
+const vipOf = (family: 4 | 6) => (family === 6 ? `[${VIP[6]}]:9/udp` : `${VIP[4]}:9/udp`);
+
+/**
+ * Runs the daemon with the VIP of the family tunnelled to the backend
+ * (a config file; `--tunnel-source` when given) while `body` runs.
+ */
+async function withBalancer<T>(family: 4 | 6, tunnelSource: string | undefined, body: (status: StatusResult) => Promise<T>): Promise<T> {
+  const config = join(lab.runtimeDir, `rss-${family}.yaml`);
+  writeFileSync(
+    config,
+    [
+      'vips:',
+      `  - vip: "${vipOf(family)}"`,
+      '    forward: ipip',
+      '    check: none',
+      '    backends:',
+      `      - address: ${ADDRESS[family]}`,
+      '',
+    ].join('\n'),
+  );
+  await lb.start(['--config', config, ...(tunnelSource ? ['--tunnel-source', tunnelSource] : [])]);
   try {
-    return await body();
+    await waitFor(`${ADDRESS[family]} active`, async () =>
+      (await lb.json<BackendSummary[]>(['backend', 'list', vipOf(family)]))[0]?.state === 'active' ? true : undefined,
+    );
+    return await body(await lb.json<StatusResult>(['status']));
   } finally {
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.stdin!.end();
-    await exited;
+    await lb.stop();
   }
 }
 
-async function spread(family: 4 | 6, outer: { base: string; bits: number }): Promise<{ perQueue: number[]; received: number }> {
-  const options: RawBalancerOptions = {
-    interface: 'eth0',
-    vip: family === 6 ? `[${VIP[6]}]:9/udp` : `${VIP[4]}:9/udp`,
-    backend: { address: ADDRESS[family], mac: backendMac, tunnelSource: outer.base, tunnelSourceBits: outer.bits },
-  };
-  return withBalancer(options, async () => {
+async function spread(family: 4 | 6, tunnelSource?: string): Promise<{ perQueue: number[]; received: number; sources: readonly string[] }> {
+  return withBalancer(family, tunnelSource, async (status) => {
     const queuesBefore = queueCounts();
     const receivedBefore = udpReceived(family);
     await sendFlows(family);
     await new Promise((resolve) => setTimeout(resolve, 200));
-    return { perQueue: queueCounts().map((n, q) => n - queuesBefore[q]!), received: udpReceived(family) - receivedBefore };
+    return {
+      perQueue: queueCounts().map((n, q) => n - queuesBefore[q]!),
+      received: udpReceived(family) - receivedBefore,
+      sources: status.tunnelSources,
+    };
   });
 }
 
@@ -162,10 +182,14 @@ const SENT = FLOWS * PACKETS_PER_FLOW;
 
 for (const family of [4, 6] as const) {
   test(`IPv${family}: from one outer source every flow reaches one receive queue of the backend; from a range they spread over all ${QUEUES}, every packet decapsulated`, async (t) => {
-    const fixed = await spread(family, OUTER[family].fixed);
-    const range = await spread(family, OUTER[family].range);
-    t.diagnostic(
-      `packets per receive queue: one source ${fixed.perQueue.join(' ')}, a range of ${2 ** OUTER[family].range.bits} ${range.perQueue.join(' ')}`,
+    const fixed = await spread(family);
+    const range = await spread(family, RANGE[family]);
+    t.diagnostic(`packets per receive queue: one source ${fixed.perQueue.join(' ')}, ${RANGE[family]} ${range.perQueue.join(' ')}`);
+    assert.deepEqual(fixed.sources, [LAB.balancer, LAB.balancer6], "by default the interface's addresses");
+    assert.deepEqual(
+      range.sources,
+      family === 4 ? [RANGE[4], LAB.balancer6] : [LAB.balancer, RANGE[6]],
+      'status shows the range of that family',
     );
     for (const [name, r] of [
       ['one source', fixed],
