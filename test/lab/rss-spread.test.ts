@@ -18,7 +18,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { LAB, Lab, ROOT } from './lab.js';
-import type { BackendSummary, StatusResult } from '../../src/api/protocol.js';
+import type { BackendSummary, ConfigDiff, StatusResult } from '../../src/api/protocol.js';
 import { LBCTL, LabBalancer } from '../support/balancer.js';
 import { waitFor } from '../support/wait.js';
 
@@ -135,15 +135,13 @@ async function sendFlows(family: 4 | 6): Promise<void> {
 
 const vipOf = (family: 4 | 6) => (family === 6 ? `[${VIP[6]}]:9/udp` : `${VIP[4]}:9/udp`);
 
-/**
- * Runs the daemon with the VIP of the family tunnelled to the backend
- * (a config file; `--tunnel-source` when given) while `body` runs.
- */
-async function withBalancer<T>(family: 4 | 6, tunnelSource: string | undefined, body: (status: StatusResult) => Promise<T>): Promise<T> {
+/** A config file with the VIP of the family tunnelled to the backend (and tunnel_source when given); returns its path. */
+function writeConfig(family: 4 | 6, tunnelSource?: string): string {
   const config = join(lab.runtimeDir, `rss-${family}.yaml`);
   writeFileSync(
     config,
     [
+      ...(tunnelSource ? [`tunnel_source: [${tunnelSource}]`] : []),
       'vips:',
       `  - vip: "${vipOf(family)}"`,
       '    forward: ipip',
@@ -153,7 +151,17 @@ async function withBalancer<T>(family: 4 | 6, tunnelSource: string | undefined, 
       '',
     ].join('\n'),
   );
-  await lb.start(['--config', config, ...(tunnelSource ? ['--tunnel-source', tunnelSource] : [])]);
+  return config;
+}
+
+/** Runs the daemon with writeConfig's file (and --tunnel-source when given) while `body` runs. */
+async function withBalancer<T>(
+  family: 4 | 6,
+  sources: { flag?: string; config?: string },
+  body: (status: StatusResult) => Promise<T>,
+): Promise<T> {
+  const config = writeConfig(family, sources.config);
+  await lb.start(['--config', config, ...(sources.flag ? ['--tunnel-source', sources.flag] : [])]);
   try {
     await waitFor(`${ADDRESS[family]} active`, async () =>
       (await lb.json<BackendSummary[]>(['backend', 'list', vipOf(family)]))[0]?.state === 'active' ? true : undefined,
@@ -165,7 +173,7 @@ async function withBalancer<T>(family: 4 | 6, tunnelSource: string | undefined, 
 }
 
 async function spread(family: 4 | 6, tunnelSource?: string): Promise<{ perQueue: number[]; received: number; sources: readonly string[] }> {
-  return withBalancer(family, tunnelSource, async (status) => {
+  return withBalancer(family, { flag: tunnelSource }, async (status) => {
     const queuesBefore = queueCounts();
     const receivedBefore = udpReceived(family);
     await sendFlows(family);
@@ -206,3 +214,15 @@ for (const family of [4, 6] as const) {
     );
   });
 }
+
+test('ranges from the config file: status shows them; config diff says another range takes a restart, the same ones spelled otherwise do not', async () => {
+  await withBalancer(4, { config: `${RANGE[4]}, ${RANGE[6]}` }, async (status) => {
+    assert.deepEqual(status.tunnelSources, [RANGE[4], RANGE[6]]);
+    assert.ok((await lb.ok(['status'])).includes(`tunnels    from ${RANGE[4]} (64 addresses, spread by flow), ${RANGE[6]} (64 addresses`));
+    const restartNeeded = async () => (await lb.json<ConfigDiff>(['config', 'diff'])).settings;
+    writeConfig(4, 'FD00:10:0:0::8:0/122, 10.10.0.128/26');
+    assert.deepEqual(await restartNeeded(), []);
+    writeConfig(4, `10.10.0.64/26, ${RANGE[6]}`);
+    assert.deepEqual(await restartNeeded(), ['tunnel_source changed in the config: it takes effect at the next lbctl restart']);
+  });
+});
