@@ -149,7 +149,7 @@ export interface StatusResult {
   readonly socket: string;
   readonly stateDir: string;
   readonly pinDir: string;
-  /** Outer sources of ipip packets, one per family the interface has an address of. */
+  /** Outer sources of ipip packets, one per family: configured (ADDRESS, or ADDRESS/LEN for a range), else the interface's address. */
   readonly tunnelSources: readonly string[];
   readonly configPath: string | null;
   readonly vips: number;

@@ -10,6 +10,7 @@ import type {
   TrafficStats,
   VipSummary,
 } from '../api/protocol.js';
+import { parseTunnelSource } from '../model/address.js';
 import { type StateDifference, formatDifference } from '../model/state-diff.js';
 
 /** Plain-text tables for terminals: columns padded, numbers right-aligned. */
@@ -139,6 +140,12 @@ export function formatStats(s: StatsResult): string {
   ].join('\n');
 }
 
+/** A range of outer sources says how many addresses each flow's source is picked from. */
+function formatTunnelSourceLine(text: string): string {
+  const source = parseTunnelSource(text);
+  return source.hostBits === 0 ? text : `${text} (${2 ** source.hostBits} addresses, spread by flow)`;
+}
+
 export function formatStatus(s: StatusResult): string {
   const attached = s.dataplane.state === 'attached';
   const lines = [
@@ -154,7 +161,7 @@ export function formatStatus(s: StatusResult): string {
     `metrics    ${s.metricsAddress ? `http://${s.metricsAddress}/metrics, status page http://${s.metricsAddress}/` : '(off: lbctl start --metrics-address ADDRESS:PORT)'}`,
     `kill-switch ${formatKillSwitch(s.killSwitch)}`,
     `announce   ${formatAnnounce(s.announce)}`,
-    `tunnels    from ${s.tunnelSources.join(', ') || '(no address on the interface: ipip backends unusable)'}`,
+    `tunnels    from ${s.tunnelSources.map(formatTunnelSourceLine).join(', ') || '(no address on the interface: ipip backends unusable)'}`,
     `netns      ${s.netns.name ?? `(unnamed) inode ${s.netns.inode}`}`,
     `config     ${s.configPath ?? '(none)'}`,
     `state      ${s.stateDir}`,

@@ -128,7 +128,7 @@ export function buildProgram(json = false): Command {
     .option('--pin-dir <dir>', 'where maps are pinned (default: BPFFS/lbctl/<netns>/<interface>)')
     .option(
       '--tunnel-source <address>',
-      "outer source of ipip packets, once per family (default: the interface's primary addresses)",
+      "outer source of ipip packets, or a range ADDRESS/LEN spreading flows over a backend's receive queues; once per family (default: the interface's primary addresses)",
       (value: string, previous: string[] = []) => [...previous, value],
     )
     .option('--flow-table-size <n>', 'connection-tracking entries', integer('flow table size', 1024, 67_108_864))

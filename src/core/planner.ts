@@ -13,6 +13,7 @@ import {
   VIP_FLAG_HASH_SOURCE,
   backendInfo,
   tunnelChecksumBase,
+  tunnelSourceSpread,
   vipInfo,
 } from '../dataplane/abi.js';
 import { buildMaglevTable, countEntries } from '../maglev/maglev.js';
@@ -402,7 +403,8 @@ function encodeBackend(vipId: number, backend: BackendSpec, forward: ForwardMeth
     tunnel_src: tunnelled ? padded(addressBytes(backend.family, path.tunnelSrc!)) : Buffer.alloc(16),
     tunnel_csum_base: tunnelled && backend.family === 4 ? tunnelChecksumBase(path.tunnelSrc!, backend.address) : 0,
     vip_id: vipId,
-    tunnel_src_spread: 0,
+    // A range's first address has its host bits zero: the data plane ors each flow's in, and the checksum base holds.
+    tunnel_src_spread: tunnelled ? tunnelSourceSpread(path.tunnelSourceBits ?? 0) : 0,
   });
 }
 

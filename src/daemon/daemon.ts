@@ -24,7 +24,7 @@ import type { HealthLookup } from '../core/views.js';
 import { DownSettler } from '../fleet/down-settler.js';
 import type { AnnounceSettings } from '../model/announce.js';
 import { AnnounceController, announceViewOf, watchdogStallMs } from '../fleet/announce-controller.js';
-import { formatListenAddress, type ListenAddress } from '../model/address.js';
+import { formatListenAddress, formatTunnelSource, type ListenAddress, tunnelSourceOf } from '../model/address.js';
 import { type DaemonSettings, loadConfigFile } from '../model/config.js';
 import { InputError } from '../model/errors.js';
 import { exportConfig } from '../model/config-export.js';
@@ -55,7 +55,7 @@ export interface DaemonOptions {
   readonly stateDir: string;
   readonly bpffsRoot: string;
   readonly pinDir?: string;
-  /** Outer sources of ipip packets, one per family; default the interface's primary addresses. */
+  /** Outer sources of ipip packets (parseTunnelSources: an address or a range), one per family; default the interface's primary addresses. */
   readonly tunnelSources: readonly string[];
   readonly limits: BalancerLimits;
   readonly killSwitchTimeoutMs: number;
@@ -533,13 +533,13 @@ export class Daemon implements DaemonApi {
     };
   }
 
-  /** The outer source per family: configured, or the interface's primary address. */
+  /** The outer source per family: configured (an address or a range, ADDRESS/LEN), or the interface's primary address. */
   private async tunnelSources(): Promise<string[]> {
     const sources: string[] = [];
     for (const family of [4, 6] as const) {
-      const address =
-        this.options.tunnelSources.find((a) => a.includes(':') === (family === 6)) ?? (await primaryAddress(this.interfaceName, family));
-      if (address) sources.push(address);
+      const configured = tunnelSourceOf(this.options.tunnelSources, family);
+      const source = configured ? formatTunnelSource(configured) : await primaryAddress(this.interfaceName, family);
+      if (source) sources.push(source);
     }
     return sources;
   }

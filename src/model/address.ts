@@ -179,14 +179,84 @@ export function addressBytes(family: Family, address: string): Buffer {
   return buf;
 }
 
-/** Outer sources of IP-in-IP packets: at most one address per family. */
+/**
+ * An outer source of IP-in-IP packets: one address (hostBits 0), or a
+ * range whose first address is `address` (host bits zero): each flow's
+ * outer source is that address plus the low hostBits bits of the flow's
+ * hash (bpf/lib/forward.h tunnel_src_spread).
+ */
+export interface TunnelSource {
+  readonly family: Family;
+  readonly address: string;
+  readonly hostBits: number;
+}
+
+/**
+ * Shortest prefix of an outer source range per family. The data plane
+ * spreads over the last 32 bits of an address; an IPv4 range is also held
+ * to 16 host bits: 65536 sources is far more than any NIC's RSS table
+ * (128 to 512 entries) can tell apart, and a bigger range is more likely
+ * a typo than a plan.
+ */
+export const TUNNEL_RANGE_MIN_PREFIX: Record<Family, number> = { 4: 16, 6: 96 };
+
+/** `ADDRESS` (one source) or `ADDRESS/LEN` (a range: ADDRESS its first address). */
+export function parseTunnelSource(text: string): TunnelSource {
+  const [addressText, lengthText, ...rest] = text.trim().split('/');
+  const { family, address } = parseIpAddress(addressText!, 'tunnel source');
+  if (lengthText === undefined) return { family, address, hostBits: 0 };
+  const bits = family === 4 ? 32 : 128;
+  const minimum = TUNNEL_RANGE_MIN_PREFIX[family];
+  if (rest.length > 0 || !/^\d{1,3}$/.test(lengthText) || Number(lengthText) > bits)
+    throw new InputError(`invalid tunnel source ${quote(text)}: expected ADDRESS or ADDRESS/LEN with LEN from ${minimum} to ${bits}`);
+  const length = Number(lengthText);
+  if (length < minimum) {
+    throw new InputError(
+      `invalid tunnel source ${quote(text)}: an IPv${family} range has a prefix length from ${minimum} to ${bits}` +
+        (family === 4 ? ' (at most 65536 outer sources)' : ' (the data plane spreads flows over the last 32 bits)'),
+    );
+  }
+  const hostBits = bits - length;
+  const first = withLast32Bits(family, address, (low) => low & ~(2 ** hostBits - 1));
+  if (first !== address) {
+    throw new InputError(
+      `invalid tunnel source ${quote(text)}: ${address} is not the first address of its /${length}; the range is ${first}/${length}`,
+    );
+  }
+  const last = withLast32Bits(family, address, (low) => low | (2 ** hostBits - 1));
+  const special = specialAddress(family, address) ?? specialAddress(family, last);
+  if (special) throw new InputError(`invalid tunnel source ${quote(text)}: the range holds ${special}`);
+  return { family, address, hostBits };
+}
+
+/** The config file's and the command line's form: `ADDRESS`, or `ADDRESS/LEN` for a range. */
+export function formatTunnelSource(source: TunnelSource): string {
+  return source.hostBits === 0 ? source.address : `${source.address}/${(source.family === 4 ? 32 : 128) - source.hostBits}`;
+}
+
+/** The address with its last 32 bits (all of an IPv4 address) mapped by `change`. */
+function withLast32Bits(family: Family, address: string, change: (low: number) => number): string {
+  const bytes = addressBytes(family, address);
+  bytes.writeUInt32BE(change(bytes.readUInt32BE(bytes.length - 4)) >>> 0, bytes.length - 4);
+  return formatAddressBytes(family, bytes);
+}
+
+/**
+ * Outer sources of IP-in-IP packets, at most one per family, in their
+ * canonical text (a /32 or /128 range is its one address), IPv4 first.
+ */
 export function parseTunnelSources(texts: readonly string[]): string[] {
-  const sources = texts.map((text) => parseIpAddress(text, 'tunnel source'));
+  const sources = texts.map(parseTunnelSource);
   for (const family of [4, 6] as const) {
     if (sources.filter((s) => s.family === family).length > 1)
       throw new InputError(`more than one IPv${family} tunnel source: give at most one per family`);
   }
-  return sources.map((s) => s.address);
+  return sources.sort((a, b) => a.family - b.family).map(formatTunnelSource);
+}
+
+/** The configured outer source of a family, from parseTunnelSources's texts. */
+export function tunnelSourceOf(texts: readonly string[], family: Family): TunnelSource | undefined {
+  return texts.map(parseTunnelSource).find((s) => s.family === family);
 }
 
 /** The inverse of addressBytes. */

@@ -11,7 +11,7 @@
  * static (PERMANENT, NOARP) or another control plane owns (extern_learn)
  * are read, never probed: probing rewrites an entry.
  */
-import { type Family, type ForwardMethod } from '../model/address.js';
+import { type Family, type ForwardMethod, type TunnelSource, tunnelSourceOf } from '../model/address.js';
 import { primaryOf } from './iproute.js';
 import { type LinkAnswer, type NeighbourAnswer, links, neighbours, probeNeighbours, routesTo } from './iproute-batch.js';
 
@@ -21,8 +21,10 @@ export interface ForwardingPath {
   readonly srcMac: string;
   readonly nextHop: string;
   readonly dstMac: string;
-  /** Outer source address (ipip only), of the backend's family. */
+  /** Outer source address (ipip only), of the backend's family: the first address of a range. */
   readonly tunnelSrc?: string;
+  /** ipip from a range of outer sources: its host bits (each flow gets one address of the range). */
+  readonly tunnelSourceBits?: number;
   /** Largest IP packet the path carries: the route's MTU, else the device's. */
   readonly mtu: number;
 }
@@ -79,23 +81,30 @@ export class ForwardingPaths {
   /** A hop that did not answer is due to be probed again: refresh then. */
   onRetryDue?: () => void;
 
+  private readonly tunnelSources: Partial<Record<Family, TunnelSource>>;
+
   /**
-   * tunnelSources: fixed outer sources for ipip, at most one per family;
-   * by default the interface's primary address of the backend's family.
+   * tunnelSources: configured outer sources for ipip (parseTunnelSources),
+   * an address or a range, at most one per family; by default the
+   * interface's primary address of the backend's family.
    */
   constructor(
     private readonly interfaceName: string,
-    private readonly tunnelSources: readonly string[] = [],
-  ) {}
+    tunnelSources: readonly string[] = [],
+  ) {
+    this.tunnelSources = { 4: tunnelSourceOf(tunnelSources, 4), 6: tunnelSourceOf(tunnelSources, 6) };
+  }
 
   get(target: PathTarget): PathResult {
     return this.results.get(targetKey(target))?.result ?? { ok: false, reason: 'not resolved yet', permanent: false };
   }
 
   /**
-   * The balancer's own address of a family as of the last refresh (the
-   * tunnel source of that family: configured, else the interface's primary
-   * address): the source of DSR-path checks to VIPs of that family.
+   * The balancer's own address of a family as of the last refresh: the
+   * source of DSR-path checks to VIPs of that family, where the backend
+   * answers. The configured tunnel source of that family when it is one
+   * address, else the interface's primary address (a range of outer
+   * sources need not be assigned to this host).
    */
   localAddress(family: Family): string | undefined {
     return this.sources[family];
@@ -120,15 +129,24 @@ export class ForwardingPaths {
    */
   async refresh(targets: readonly PathTarget[], options: RefreshOptions = {}): Promise<boolean> {
     const unique = [...new Map(targets.map((t) => [targetKey(t), t])).values()];
-    const configured = (family: 4 | 6) => this.tunnelSources.find((a) => a.includes(':') === (family === 6));
     const [routes, linkList] = await Promise.all([routesTo([...new Set(unique.map((t) => t.address))]), links()]);
     const linkByName = new Map(linkList.map((l) => [l.ifname, l]));
     const ownLink = linkByName.get(this.interfaceName);
     const own = ownLink?.addresses ?? [];
     const ownMac = ownLink ? usableMac(ownLink.address) : this.ownMac;
-    const source4 = configured(4) ?? primaryOf(own, 4);
-    const source6 = configured(6) ?? primaryOf(own, 6);
-    const tunnelSourceFor = (address: string) => (address.includes(':') ? source6 : source4);
+    const local = (family: Family) => {
+      const configured = this.tunnelSources[family];
+      return configured?.hostBits === 0 ? configured.address : primaryOf(own, family);
+    };
+    const source4 = local(4);
+    const source6 = local(6);
+    const tunnelFor = (address: string): Pick<ForwardingPath, 'tunnelSrc' | 'tunnelSourceBits'> | undefined => {
+      const family = address.includes(':') ? 6 : 4;
+      const range = this.tunnelSources[family];
+      if (range && range.hostBits > 0) return { tunnelSrc: range.address, tunnelSourceBits: range.hostBits };
+      const source = family === 6 ? source6 : source4;
+      return source ? { tunnelSrc: source } : undefined;
+    };
 
     const next = new Map<string, PathResult>();
     const pending: Array<{ target: PathTarget; dev: string; nextHop: string; link: LinkAnswer; mtu: number }> = [];
@@ -144,7 +162,7 @@ export class ForwardingPaths {
         fail(`${target.address} is behind router ${route.gateway}: l2dsr needs the backend on the balancer's own segment (use ipip)`);
         continue;
       }
-      if (target.forward === 'ipip' && !tunnelSourceFor(target.address)) {
+      if (target.forward === 'ipip' && !tunnelFor(target.address)) {
         fail(`${this.interfaceName} has no IPv${target.address.includes(':') ? 6 : 4} address to use as the tunnel source`);
         continue;
       }
@@ -164,7 +182,7 @@ export class ForwardingPaths {
       const mac = macs.get(hopKey({ dev, address: nextHop }));
       const previous = this.results.get(key)?.result;
       if (mac) {
-        const tunnel = target.forward === 'ipip' ? { tunnelSrc: tunnelSourceFor(target.address)! } : {};
+        const tunnel = target.forward === 'ipip' ? tunnelFor(target.address)! : {};
         next.set(key, { ok: true, path: { dev, ifindex: link.ifindex, srcMac: link.address!, nextHop, dstMac: mac, mtu, ...tunnel } });
       } else if (previous?.ok && previous.path.nextHop === nextHop && previous.path.dev === dev) {
         next.set(key, previous);

@@ -7,21 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, beforeEach, describe, test } from 'node:test';
-import {
-  FLOW_FLAG_CLOSING,
-  REASONS,
-  type Reason,
-  VIP_FLAG_HASH_SOURCE,
-  flowKeyV4,
-  flowKeyV6,
-  flowState,
-  tunnelSourceSpread,
-} from '../../src/dataplane/abi.js';
+import { FLOW_FLAG_CLOSING, REASONS, type Reason, VIP_FLAG_HASH_SOURCE, flowKeyV4, flowKeyV6, flowState } from '../../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../../src/dataplane/balancer.js';
-import { type Flow, encapHash, flowHash, outerFlowLabel, outerSourceHost, sourceHash, tableSlot } from '../../src/dataplane/flow-hash.js';
+import { type Flow, encapHash, flowHash, outerFlowLabel, sourceHash, tableSlot } from '../../src/dataplane/flow-hash.js';
 import { type XdpAction, testRun } from '../../src/dataplane/xdp.js';
 import { type VipAddress, parseVip } from '../../src/model/address.js';
-import { backendEntry, clearFlows, clearVips } from '../support/dataplane.js';
+import { type SourceRange, backendEntry, clearFlows, clearVips, outerSource } from '../support/dataplane.js';
 import { insidePrefix } from '../lab/lab.js';
 import {
   ETHERTYPE,
@@ -38,7 +29,6 @@ import {
   internetChecksum,
   ipv4Frame,
   ipv4Header,
-  ipv6Bytes,
   ipv6Frame,
   ipv6Header,
   macBytes,
@@ -238,24 +228,6 @@ function flowOf(frame: Buffer): Flow {
 
 function formatIpv6(bytes: Buffer): string {
   return Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(2 * i).toString(16)).join(':');
-}
-
-/** An outer source range: its first address and host bits (0: one source). */
-interface SourceRange {
-  readonly base: string;
-  readonly bits: number;
-}
-
-/** The outer source of a flow from a range: its first address plus the low bits of the flow's hash. */
-function outerSource(range: SourceRange, flow: Flow): string {
-  const host = outerSourceHost(encapHash(flow), tunnelSourceSpread(range.bits));
-  if (!range.base.includes(':')) {
-    const n = (range.base.split('.').reduce((acc, o) => acc * 256 + Number(o), 0) + host) >>> 0;
-    return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-  }
-  const bytes = ipv6Bytes(range.base);
-  bytes.writeUInt32BE((bytes.readUInt32BE(12) | host) >>> 0, 12);
-  return formatIpv6(bytes);
 }
 
 /**

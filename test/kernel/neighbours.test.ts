@@ -3,7 +3,8 @@
  * their own (a veth pair whose far end, in a second namespace, answers ARP
  * for the addresses it holds): entries an operator made static are used
  * and never probed; a next hop the kernel does not know yet is probed and
- * resolved in the background, waited for only when asked.
+ * resolved in the background, waited for only when asked. And the
+ * tunnel sources and local addresses paths are given.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -38,11 +39,11 @@ after(() => {
   }
 });
 
-/** Runs `body` (module code using `paths`, a ForwardingPaths on v0) in the namespace; returns what it prints as JSON. */
-function inNamespace(body: string): unknown {
+/** Runs `body` (module code using `paths`, a ForwardingPaths on v0 with these tunnel sources) in the namespace; returns what it prints as JSON. */
+function inNamespace(body: string, tunnelSources: string[] = []): unknown {
   const module = JSON.stringify(new URL('../../src/net/forwarding-paths.js', import.meta.url).href);
   const script = `import { ForwardingPaths } from ${module};
-    const paths = new ForwardingPaths('v0');
+    const paths = new ForwardingPaths('v0', ${JSON.stringify(tunnelSources)});
     const out = (value) => process.stdout.write(JSON.stringify(value));
     ${body}
     process.exit(0);`;
@@ -114,3 +115,16 @@ test(
     assert.deepEqual([result.before, result.after], [false, true]);
   },
 );
+
+test("an outer source range (not on the host) goes into ipip paths; the balancer's own address stays the interface's", () => {
+  const body = `
+    const target = { address: '10.99.0.11', forward: 'ipip' };
+    await paths.refresh([target]);
+    out({ path: paths.get(target).path, local: paths.localAddress(4) });`;
+  const range = inNamespace(body, ['10.77.0.0/24']) as { path: { tunnelSrc: string; tunnelSourceBits?: number }; local: string };
+  assert.deepEqual([range.path.tunnelSrc, range.path.tunnelSourceBits, range.local], ['10.77.0.0', 8, '10.99.0.1']);
+  const single = inNamespace(body, ['10.77.0.9']) as typeof range;
+  assert.deepEqual([single.path.tunnelSrc, single.path.tunnelSourceBits, single.local], ['10.77.0.9', undefined, '10.77.0.9']);
+  const primary = inNamespace(body) as typeof range;
+  assert.deepEqual([primary.path.tunnelSrc, primary.path.tunnelSourceBits, primary.local], ['10.99.0.1', undefined, '10.99.0.1']);
+});

@@ -21,17 +21,18 @@ import {
   vipKeyV4,
 } from '../../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../../src/dataplane/balancer.js';
-import { clearFlows as clearFlowMaps, clearVips, field16 } from '../support/dataplane.js';
-import { flowHash, sourceHash, tableSlot } from '../../src/dataplane/flow-hash.js';
+import { type SourceRange, clearFlows as clearFlowMaps, clearVips, field16, outerSource } from '../support/dataplane.js';
+import { type Flow, flowHash, sourceHash, tableSlot } from '../../src/dataplane/flow-hash.js';
 import { testRun } from '../../src/dataplane/xdp.js';
 import { Reconciler } from '../../src/core/reconciler.js';
 import type { VipView } from '../../src/core/views.js';
 import { buildMaglevTable } from '../../src/maglev/maglev.js';
-import { type ForwardMethod, parseVip } from '../../src/model/address.js';
+import { type ForwardMethod, formatAddressBytes, parseVip } from '../../src/model/address.js';
 import { type BackendSpec, type DesiredState, EMPTY_STATE, type VipSpec, vipSettings } from '../../src/model/desired-state.js';
 import { InputError } from '../../src/model/errors.js';
-import { type PathResult, type PathTarget } from '../../src/net/forwarding-paths.js';
-import { ipv4Frame, parseEthernet, parseIpv4, TCP_FLAGS } from '../support/packets.js';
+import { type ForwardingPath, type PathResult, type PathTarget } from '../../src/net/forwarding-paths.js';
+import { ETHERTYPE, ipv4Frame, parseEthernet, parseIpv4, TCP_FLAGS } from '../support/packets.js';
+import { insidePrefix } from '../lab/lab.js';
 
 /** No backend is health-checked here. */
 const NO_HEALTH = () => undefined;
@@ -50,6 +51,8 @@ const LB_MAC = '02:00:00:00:00:02';
 
 /** Addresses (of any VIP) whose path does not resolve, with the reason. */
 const unresolved = new Map<string, string>();
+/** Outer source ranges of ipip paths, per backend family (else one source, TUNNEL_SRC). */
+const tunnelRanges: Partial<Record<4 | 6, SourceRange>> = {};
 
 function paths(target: PathTarget): PathResult {
   const reason = unresolved.get(target.address);
@@ -63,9 +66,14 @@ function paths(target: PathTarget): PathResult {
       nextHop: target.address,
       dstMac: BACKEND_MAC,
       mtu: 0,
-      ...(target.forward === 'ipip' ? { tunnelSrc: TUNNEL_SRC } : {}),
+      ...(target.forward === 'ipip' ? tunnelOf(target.address) : {}),
     },
   };
+}
+
+function tunnelOf(address: string): Pick<ForwardingPath, 'tunnelSrc' | 'tunnelSourceBits'> {
+  const range = tunnelRanges[address.includes(':') ? 6 : 4];
+  return range ? { tunnelSrc: range.base, tunnelSourceBits: range.bits } : { tunnelSrc: TUNNEL_SRC };
 }
 
 function be(address: string, weight = 1, forward?: ForwardMethod): BackendSpec {
@@ -99,6 +107,8 @@ function fresh(): Reconciler {
   clearFlows();
   unresolved.clear();
   dataplane.setInterfaceMac(null);
+  delete tunnelRanges[4];
+  delete tunnelRanges[6];
   return new Reconciler(dataplane, log);
 }
 
@@ -278,6 +288,56 @@ describe('Reconciler', () => {
       seen.add(outer.dst);
     }
     assert.equal(seen.size, 3);
+  });
+
+  test("an ipip path from an outer source range: the entry holds the range's first address, its spread and the checksum base over that address; each flow leaves from one address of the range", () => {
+    const r = fresh();
+    tunnelRanges[4] = { base: '10.10.4.0', bits: 8 };
+    tunnelRanges[6] = { base: 'fd00:10::7:0', bits: 16 };
+    const desired = state(vip(TUNNEL, [be('10.10.0.31'), { address: 'fd00:20::32', family: 6, weight: 1 }], { forward: 'ipip' }));
+    r.apply({ desired, paths, health: NO_HEALTH });
+    const [id4, id6] = [idOf(r, TUNNEL, '10.10.0.31'), idOf(r, TUNNEL, 'fd00:20::32')];
+    const { tunnel_src, tunnel_src_spread, tunnel_csum_base } = backendEntry(id4);
+    assert.deepEqual(
+      { tunnel_src, tunnel_src_spread, tunnel_csum_base },
+      { tunnel_src: field16('10.10.4.0'), tunnel_src_spread: 0xff, tunnel_csum_base: tunnelChecksumBase('10.10.4.0', '10.10.0.31') },
+    );
+    assert.deepEqual([backendEntry(id6).tunnel_src, backendEntry(id6).tunnel_src_spread], [field16('fd00:10::7:0'), 0xffff]);
+
+    /** Sends 120 new flows; checks each one's outer source against the range of its backend's family; returns the sources seen per family. */
+    const sendFlows = (firstPort: number, prefixes: Record<4 | 6, string>): Record<4 | 6, Set<string>> => {
+      const table = tableAt(viewOf(r, TUNNEL).vipId)!.entries;
+      const seen = { 4: new Set<string>(), 6: new Set<string>() };
+      for (let sport = firstPort; sport < firstPort + 120; sport++) {
+        const flow: Flow = { saddr: CLIENT, daddr: '10.100.0.102', sport, dport: 80, proto: 6 };
+        const { action, output } = testRun(dataplane.programFd, syn(flow.daddr, sport));
+        assert.equal(action, 'tx');
+        const frame = parseEthernet(output);
+        const family = frame.etherType === ETHERTYPE.IPV6 ? 6 : 4;
+        assert.equal(family, slotOwner(table, flow.daddr, sport) === id6 ? 6 : 4, `port ${sport}: the outer family is the backend's`);
+        let src: string;
+        if (family === 4) {
+          const outer = parseIpv4(frame.payload);
+          assert.ok(outer.checksumValid, `port ${sport}: outer checksum`);
+          src = outer.src;
+        } else {
+          src = formatAddressBytes(6, frame.payload.subarray(8, 24));
+        }
+        assert.equal(src, outerSource(tunnelRanges[family]!, flow), `port ${sport}`);
+        assert.ok(insidePrefix(src, prefixes[family]), `port ${sport}: ${src} in ${prefixes[family]}`);
+        seen[family].add(src);
+      }
+      return seen;
+    };
+    const seen = sendFlows(30000, { 4: '10.10.4.0/24', 6: 'fd00:10::7:0/112' });
+    assert.ok(seen[4].size > 30 && seen[6].size > 30, `sources used: IPv4 ${seen[4].size}, IPv6 ${seen[6].size}`);
+
+    // Another range (a restart with another tunnel_source) rewrites the entries of that family only.
+    tunnelRanges[4] = { base: '10.10.8.0', bits: 4 };
+    assert.equal(r.apply({ desired, paths, health: NO_HEALTH }).writes, 1);
+    assert.equal(backendEntry(id4).tunnel_src_spread, 0xf);
+    const after = sendFlows(31000, { 4: '10.10.8.0/28', 6: 'fd00:10::7:0/112' });
+    assert.ok(after[4].size > 8, `16 sources, ${after[4].size} used`);
   });
 
   test('applying the same state again writes nothing', () => {

@@ -5,35 +5,36 @@
  * NIC's receive-side scaling hashes only the outer addresses of a
  * tunnelled packet; veth does not (the kernel's hash looks inside
  * IP-in-IP), so bench/tc_rss.bpf.c on the switch port towards the backend
- * picks the queue from the outer addresses as such a NIC would. From one
- * outer source every flow lands on one queue; from a range, the flows
- * spread over all of them, and xdp_decap hands every packet to the stack.
+ * picks the queue from the outer addresses as such a NIC would. The
+ * balancer is the real daemon (a config file with the VIP): from one outer
+ * source (the interface's address) every flow lands on one queue; started
+ * with `--tunnel-source PREFIX`, the flows spread over all of them, and
+ * xdp_decap hands every packet to the stack.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { LAB, Lab, ROOT } from './lab.js';
-import type { RawBalancerOptions } from '../support/raw-balancer.js';
+import type { BackendSummary, ConfigDiff, StatusResult } from '../../src/api/protocol.js';
+import { LBCTL, LabBalancer } from '../support/balancer.js';
+import { waitFor } from '../support/wait.js';
 
 const NS = `lbtrss-${randomBytes(3).toString('hex')}`;
 const PORT = 'rss0'; // the backend's port on the switch
 const QUEUES = 4;
 const ADDRESS = { 4: '10.10.0.60', 6: 'fd00:10::60' } as const;
 const VIP = { 4: LAB.vips[0]!, 6: LAB.vips6[0]! } as const;
-const OUTER = {
-  4: { fixed: { base: LAB.balancer, bits: 0 }, range: { base: '10.10.0.128', bits: 6 } },
-  6: { fixed: { base: LAB.balancer6, bits: 0 }, range: { base: 'fd00:10::8:0', bits: 6 } },
-} as const;
+/** Outer source ranges of 64 addresses, not assigned to the balancer. */
+const RANGE = { 4: '10.10.0.128/26', 6: 'fd00:10::8:0/122' } as const;
 const FLOWS = 64;
 const PACKETS_PER_FLOW = 5;
-const LBCTL = join(ROOT, 'bin', 'lbctl');
-const RAW_BALANCER = join(ROOT, 'dist', 'test', 'support', 'raw-balancer.js');
 const TC_RSS = join(ROOT, 'build', 'bench', 'tc_rss.bpf.o');
 
 let lab: Lab;
-let backendMac: string;
+let lb: LabBalancer;
 
 /** Runs a command in the backend's namespace (nsenter: network only, bpffs stays visible). */
 function inBackend(argv: string[]): string {
@@ -71,7 +72,7 @@ before(async () => {
   inBackend(['ip', 'addr', 'add', `${ADDRESS[6]}/${LAB.front.prefixLength6}`, 'dev', 'eth0', 'nodad']);
   inBackend(['ip', 'addr', 'add', `${VIP[4]}/32`, 'dev', 'lo']);
   inBackend(['ip', 'addr', 'add', `${VIP[6]}/128`, 'dev', 'lo']);
-  backendMac = (JSON.parse(inBackend(['ip', '-j', 'link', 'show', 'dev', 'eth0'])) as Array<{ address: string }>)[0]!.address;
+  const backendMac = (JSON.parse(inBackend(['ip', '-j', 'link', 'show', 'dev', 'eth0'])) as Array<{ address: string }>)[0]!.address;
   // The tunnels' endpoint: xdp_decap, as on any backend; then the queues (the end running XDP first).
   inBackend([LBCTL, 'decap', 'attach', '--interface', 'eth0']);
   inBackend(['ethtool', '-L', 'eth0', 'rx', `${QUEUES}`, 'tx', `${QUEUES}`]);
@@ -82,15 +83,21 @@ before(async () => {
   // tc -n: in a mount namespace of its own, so that its loader leaves nothing in the host's bpffs.
   execFileSync('tc', ['-n', sw, 'qdisc', 'add', 'dev', PORT, 'clsact']);
   execFileSync('tc', ['-n', sw, 'filter', 'add', 'dev', PORT, 'egress', 'bpf', 'direct-action', 'obj', TC_RSS, 'sec', 'tc']);
+  lb = new LabBalancer(lab);
 });
 
 after(async () => {
   try {
-    execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
-  } catch {
-    // not created
+    await lb?.stop();
+  } finally {
+    try {
+      execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
+    } catch {
+      // not created
+    }
+    // Also kills a daemon that would not stop, and removes its pins.
+    await lab?.down();
   }
-  await lab?.down();
 });
 
 function queueCounts(): number[] {
@@ -126,35 +133,56 @@ async function sendFlows(family: 4 | 6): Promise<void> {
   await sh('client', ['python3', '-c', script]);
 }
 
-async function withBalancer<T>(options: RawBalancerOptions, body: () => Promise<T>): Promise<T> {
-  const child = lab.spawn('lb', [process.execPath, RAW_BALANCER, JSON.stringify(options)], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
-    child.once('exit', (code) => reject(new Error(`raw balancer exited (${code}): ${err}`)));
-  });
+const vipOf = (family: 4 | 6) => (family === 6 ? `[${VIP[6]}]:9/udp` : `${VIP[4]}:9/udp`);
+
+/** A config file with the VIP of the family tunnelled to the backend (and tunnel_source when given); returns its path. */
+function writeConfig(family: 4 | 6, tunnelSource?: string): string {
+  const config = join(lab.runtimeDir, `rss-${family}.yaml`);
+  writeFileSync(
+    config,
+    [
+      ...(tunnelSource ? [`tunnel_source: [${tunnelSource}]`] : []),
+      'vips:',
+      `  - vip: "${vipOf(family)}"`,
+      '    forward: ipip',
+      '    check: none',
+      '    backends:',
+      `      - address: ${ADDRESS[family]}`,
+      '',
+    ].join('\n'),
+  );
+  return config;
+}
+
+/** Runs the daemon with writeConfig's file (and --tunnel-source when given) while `body` runs. */
+async function withBalancer<T>(
+  family: 4 | 6,
+  sources: { flag?: string; config?: string },
+  body: (status: StatusResult) => Promise<T>,
+): Promise<T> {
+  const config = writeConfig(family, sources.config);
+  await lb.start(['--config', config, ...(sources.flag ? ['--tunnel-source', sources.flag] : [])]);
   try {
-    return await body();
+    await waitFor(`${ADDRESS[family]} active`, async () =>
+      (await lb.json<BackendSummary[]>(['backend', 'list', vipOf(family)]))[0]?.state === 'active' ? true : undefined,
+    );
+    return await body(await lb.json<StatusResult>(['status']));
   } finally {
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.stdin!.end();
-    await exited;
+    await lb.stop();
   }
 }
 
-async function spread(family: 4 | 6, outer: { base: string; bits: number }): Promise<{ perQueue: number[]; received: number }> {
-  const options: RawBalancerOptions = {
-    interface: 'eth0',
-    vip: family === 6 ? `[${VIP[6]}]:9/udp` : `${VIP[4]}:9/udp`,
-    backend: { address: ADDRESS[family], mac: backendMac, tunnelSource: outer.base, tunnelSourceBits: outer.bits },
-  };
-  return withBalancer(options, async () => {
+async function spread(family: 4 | 6, tunnelSource?: string): Promise<{ perQueue: number[]; received: number; sources: readonly string[] }> {
+  return withBalancer(family, { flag: tunnelSource }, async (status) => {
     const queuesBefore = queueCounts();
     const receivedBefore = udpReceived(family);
     await sendFlows(family);
     await new Promise((resolve) => setTimeout(resolve, 200));
-    return { perQueue: queueCounts().map((n, q) => n - queuesBefore[q]!), received: udpReceived(family) - receivedBefore };
+    return {
+      perQueue: queueCounts().map((n, q) => n - queuesBefore[q]!),
+      received: udpReceived(family) - receivedBefore,
+      sources: status.tunnelSources,
+    };
   });
 }
 
@@ -162,10 +190,14 @@ const SENT = FLOWS * PACKETS_PER_FLOW;
 
 for (const family of [4, 6] as const) {
   test(`IPv${family}: from one outer source every flow reaches one receive queue of the backend; from a range they spread over all ${QUEUES}, every packet decapsulated`, async (t) => {
-    const fixed = await spread(family, OUTER[family].fixed);
-    const range = await spread(family, OUTER[family].range);
-    t.diagnostic(
-      `packets per receive queue: one source ${fixed.perQueue.join(' ')}, a range of ${2 ** OUTER[family].range.bits} ${range.perQueue.join(' ')}`,
+    const fixed = await spread(family);
+    const range = await spread(family, RANGE[family]);
+    t.diagnostic(`packets per receive queue: one source ${fixed.perQueue.join(' ')}, ${RANGE[family]} ${range.perQueue.join(' ')}`);
+    assert.deepEqual(fixed.sources, [LAB.balancer, LAB.balancer6], "by default the interface's addresses");
+    assert.deepEqual(
+      range.sources,
+      family === 4 ? [RANGE[4], LAB.balancer6] : [LAB.balancer, RANGE[6]],
+      'status shows the range of that family',
     );
     for (const [name, r] of [
       ['one source', fixed],
@@ -182,3 +214,15 @@ for (const family of [4, 6] as const) {
     );
   });
 }
+
+test('ranges from the config file: status shows them; config diff says another range takes a restart, the same ones spelled otherwise do not', async () => {
+  await withBalancer(4, { config: `${RANGE[4]}, ${RANGE[6]}` }, async (status) => {
+    assert.deepEqual(status.tunnelSources, [RANGE[4], RANGE[6]]);
+    assert.ok((await lb.ok(['status'])).includes(`tunnels    from ${RANGE[4]} (64 addresses, spread by flow), ${RANGE[6]} (64 addresses`));
+    const restartNeeded = async () => (await lb.json<ConfigDiff>(['config', 'diff'])).settings;
+    writeConfig(4, 'FD00:10:0:0::8:0/122, 10.10.0.128/26');
+    assert.deepEqual(await restartNeeded(), []);
+    writeConfig(4, `10.10.0.64/26, ${RANGE[6]}`);
+    assert.deepEqual(await restartNeeded(), ['tunnel_source changed in the config: it takes effect at the next lbctl restart']);
+  });
+});

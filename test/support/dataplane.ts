@@ -8,7 +8,8 @@ import {
   tunnelSourceSpread,
 } from '../../src/dataplane/abi.js';
 import { type BalancerDataplane } from '../../src/dataplane/balancer.js';
-import { addressBytes, parseVip } from '../../src/model/address.js';
+import { type Flow, encapHash, outerSourceHost } from '../../src/dataplane/flow-hash.js';
+import { addressBytes, formatAddressBytes, parseVip } from '../../src/model/address.js';
 
 /** An address in a 16-byte field: IPv4 in the first 4 bytes. */
 export function field16(address: string): Buffer {
@@ -47,6 +48,21 @@ export function backendEntry(o: BackendOptions): BackendInfo {
     vip_id: o.vipId ?? 0,
     tunnel_src_spread: tunnelled ? tunnelSourceSpread(o.tunnelSourceBits ?? 0) : 0,
   };
+}
+
+/** An outer source range: its first address and host bits (0: one source). */
+export interface SourceRange {
+  readonly base: string;
+  readonly bits: number;
+}
+
+/** The outer source of a flow from a range, as bpf/lib/forward.h picks it: its first address plus the low bits of the flow's hash. */
+export function outerSource(range: SourceRange, flow: Flow): string {
+  const family = range.base.includes(':') ? 6 : 4;
+  const bytes = addressBytes(family, range.base);
+  const last = bytes.length - 4;
+  bytes.writeUInt32BE((bytes.readUInt32BE(last) | outerSourceHost(encapHash(flow), tunnelSourceSpread(range.bits))) >>> 0, last);
+  return formatAddressBytes(family, bytes);
 }
 
 /** A VIP whose table cycles through the given backend ids. */

@@ -7,7 +7,7 @@ import type { TableWrite } from '../../src/core/planner.js';
 import type { BalancerMaps } from '../../src/core/reconciler.js';
 import type { Flow } from '../../src/dataplane/flow-hash.js';
 import { type Family, type VipAddress, formatVip } from '../../src/model/address.js';
-import type { PathResult, PathTarget } from '../../src/net/forwarding-paths.js';
+import type { ForwardingPath, PathResult, PathTarget } from '../../src/net/forwarding-paths.js';
 
 export class MemoryMaps implements BalancerMaps {
   readonly vips = new Map<string, { vip: VipAddress; entry: Buffer }>();
@@ -122,6 +122,8 @@ export class TestPaths {
   refreshes = 0;
   /** The balancer interface's MAC, as a refresh found it. */
   mac: string | null | undefined = LB_MAC;
+  /** ipip paths from this range of outer sources instead of TUNNEL_SOURCE. */
+  tunnelRange?: { readonly address: string; readonly bits: number };
 
   get(target: PathTarget): PathResult {
     const failure = this.failures.get(target.address);
@@ -135,9 +137,15 @@ export class TestPaths {
         nextHop: target.address,
         dstMac: BACKEND_MAC,
         mtu: 1500,
-        ...(target.forward === 'ipip' ? { tunnelSrc: TUNNEL_SOURCE } : {}),
+        ...(target.forward === 'ipip' ? this.tunnel() : {}),
       },
     };
+  }
+
+  private tunnel(): Pick<ForwardingPath, 'tunnelSrc' | 'tunnelSourceBits'> {
+    return this.tunnelRange
+      ? { tunnelSrc: this.tunnelRange.address, tunnelSourceBits: this.tunnelRange.bits }
+      : { tunnelSrc: TUNNEL_SOURCE };
   }
 
   async refresh(targets: readonly PathTarget[] = []): Promise<boolean> {

@@ -52,6 +52,14 @@ test('an engaged or tripped kill-switch, and a program not attached, are loud', 
   assert.match(detached, /^interface {2}eth0 .*: DETACHED: NOTHING IS BALANCED: no XDP program on eth0$/m);
 });
 
+test('the tunnel line shows an outer source range with its size', () => {
+  assert.match(formatStatus(STATUS), /^tunnels {4}from 10\.10\.0\.2$/m);
+  assert.match(
+    formatStatus({ ...STATUS, tunnelSources: ['10.10.0.128/26', 'fd00:10::2'] }),
+    /^tunnels {4}from 10\.10\.0\.128\/26 \(64 addresses, spread by flow\), fd00:10::2$/m,
+  );
+});
+
 test('backends down and VIPs without a healthy backend are listed', () => {
   const text = formatStatus({
     ...STATUS,

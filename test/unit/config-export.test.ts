@@ -59,6 +59,13 @@ test('an exported config parses back to the same settings and state', () => {
   assert.match(text, /vip: 10\.100\.0\.102:0\/tcp\n +check_port: 443\n +hash: source\n/);
 });
 
+test('an outer source range is exported as it was written and parses back', () => {
+  const { settings, state } = parseConfig('tunnel_source: [10.10.0.128/26, 2001:db8::8:0/112]\nvips: []\n', 'lbctl.yaml');
+  const text = exportConfig(settings, state, 'export');
+  assert.match(text, /^tunnel_source:\n {2}- 10\.10\.0\.128\/26\n {2}- 2001:db8::8:0\/112$/m);
+  assert.deepEqual(parseConfig(text, 'exported.yaml').settings.tunnelSources, ['10.10.0.128/26', '2001:db8::8:0/112']);
+});
+
 test('runtime changes are folded in; a drain is noted, not written as config', () => {
   const { settings, state: config } = parseConfig(FILE, 'lbctl.yaml');
   let changes = withChange(

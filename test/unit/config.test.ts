@@ -406,6 +406,17 @@ describe('parseConfig: errors name the file, line, column and field', () => {
       'tunnel_source',
       'more than one IPv4 tunnel source: give at most one per family',
     );
+    assertFails(
+      'tunnel_source: 10.10.0.65/28\n',
+      1,
+      16,
+      'tunnel_source',
+      'invalid tunnel source "10.10.0.65/28": 10.10.0.65 is not the first address of its /28; the range is 10.10.0.64/28',
+    );
+    assert.deepEqual(parseConfig('tunnel_source: [fd00:10::8:0/112, 10.10.0.128/26]\n', FILE).settings.tunnelSources, [
+      '10.10.0.128/26',
+      'fd00:10::8:0/112',
+    ]);
   });
 
   test('metrics_address and log_level', () => {

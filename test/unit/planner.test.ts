@@ -227,6 +227,28 @@ describe('plan', () => {
     assert.equal(backendInfo.decode(p.writes.backends[0]!.entry).forward, FORWARD.ipip);
   });
 
+  test("an outer source range: the entry holds the range's first address, its spread and the checksum base over that address; another range rewrites only ipip entries", () => {
+    const paths = new TestPaths();
+    paths.tunnelRange = { address: '10.10.4.0', bits: 8 };
+    const desired = state(vip(WEB, [be('10.10.0.11'), be('10.20.0.12', 1, { forward: 'ipip' }), be('10.20.0.13', 1, { forward: 'ipip' })]));
+    const first = planFrom(empty, desired, { paths });
+    const ipip = backendInfo.decode(first.writes.backends[1]!.entry);
+    assert.deepEqual(ipip.tunnel_src.subarray(0, 4), Buffer.from([10, 10, 4, 0]));
+    assert.equal(ipip.tunnel_src_spread, 0xff);
+    assert.equal(ipip.tunnel_csum_base, tunnelChecksumBase('10.10.4.0', '10.20.0.12'));
+    assert.equal(backendInfo.decode(first.writes.backends[0]!.entry).tunnel_src_spread, 0, 'l2dsr has no tunnel');
+
+    paths.tunnelRange = { address: '10.10.8.0', bits: 10 };
+    const p = planFrom(first.next, desired, { paths });
+    assert.deepEqual(writeLog(p), ['backend 2', 'backend 3']);
+    const moved = backendInfo.decode(p.writes.backends[0]!.entry);
+    assert.deepEqual([moved.tunnel_src.subarray(0, 4), moved.tunnel_src_spread], [Buffer.from([10, 10, 8, 0]), 0x3ff]);
+
+    delete paths.tunnelRange;
+    const single = backendInfo.decode(planFrom(p.next, desired, { paths }).writes.backends[0]!.entry);
+    assert.deepEqual([single.tunnel_src.subarray(0, 4), single.tunnel_src_spread], [Buffer.from([10, 10, 0, 2]), 0]);
+  });
+
   test('an unresolved backend stays out of the table, unwritten, until its path resolves', () => {
     const paths = new TestPaths();
     paths.failures.set('10.10.0.12', { reason: 'next hop 10.10.0.12 on eth0 does not answer ARP', permanent: false });
