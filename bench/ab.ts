@@ -17,7 +17,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { loadBpfObject } from '../src/dataplane/bpf-object.js';
-import { check } from '../src/dataplane/libbpf.js';
+import { orThrow } from '../src/dataplane/libbpf.js';
 import { PROJECT_ROOT, bpfObjectPath } from '../src/paths.js';
 import { nativeTesting } from '../test/support/native-testing.js';
 import { TCP_FLAGS } from '../test/support/packets.js';
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
   const passPackets = abFrames({ family: 4, dst: AB_VIPS[4].other, tcpFlags: TCP_FLAGS.ACK, count: 256, base: 0 });
   const runPass = () => {
     const durations = new Uint32Array(300_000);
-    check(
+    orThrow(
       nativeTesting.testRunDurations(pass.programFd, passPackets, passPackets.length / 256, 256, durations.length, durations),
       'bare pass',
     );

@@ -26,7 +26,7 @@ import { flowKeyV4 } from '../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../src/dataplane/balancer.js';
 import { DEFAULT_LIMITS } from '../src/model/limits.js';
 import { loadBpfObject } from '../src/dataplane/bpf-object.js';
-import { check } from '../src/dataplane/libbpf.js';
+import { orThrow } from '../src/dataplane/libbpf.js';
 import { testRun } from '../src/dataplane/xdp.js';
 import { Reconciler } from '../src/core/reconciler.js';
 import { parseVip } from '../src/model/address.js';
@@ -129,7 +129,10 @@ function flows(f: FamilySpec, vip: string, count: number, flags: number): Buffer
 
 function runDurations(programFd: number, packets: Buffer, count: number, iterations: number): Uint32Array {
   const durations = new Uint32Array(iterations);
-  check(nativeTesting.testRunDurations(programFd, packets, packets.length / count, count, iterations, durations), 'BPF_PROG_TEST_RUN loop');
+  orThrow(
+    nativeTesting.testRunDurations(programFd, packets, packets.length / count, count, iterations, durations),
+    'BPF_PROG_TEST_RUN loop',
+  );
   return durations;
 }
 

@@ -9,7 +9,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Lab } from '../test/lab/lab.js';
 import { loadBpfObject, type LoadedObject } from '../src/dataplane/bpf-object.js';
-import { check, native } from '../src/dataplane/libbpf.js';
+import { orThrow, native } from '../src/dataplane/libbpf.js';
 import { PROJECT_ROOT, bpfObjectPath } from '../src/paths.js';
 
 let pins = 0;
@@ -55,7 +55,7 @@ export class AttachedXdp {
 async function attachLoaded(lab: Lab, role: string, dev: string, object: LoadedObject, name: string): Promise<void> {
   const pin = pinPath();
   try {
-    check(native.objPin(object.programFd, pin) as number, `pinning ${name}`);
+    orThrow(native.objPin(object.programFd, pin) as number, `pinning ${name}`);
     await mustExec(lab, role, ['ip', 'link', 'set', 'dev', dev, 'xdpdrv', 'off']);
     await mustExec(lab, role, ['ip', 'link', 'set', 'dev', dev, 'xdpdrv', 'pinned', pin]);
   } finally {
@@ -167,8 +167,8 @@ export class XdpSwitch {
         value.writeUInt32LE(i);
         object.map('switch_macs').update(macKey(hosts.get(port)!), value);
       });
-      check(native.objPin(object.programFd, progPin) as number, 'pinning xdp_switch');
-      check(native.objPin(object.map('switch_ports').fd, mapPin) as number, 'pinning switch_ports');
+      orThrow(native.objPin(object.programFd, progPin) as number, 'pinning xdp_switch');
+      orThrow(native.objPin(object.map('switch_ports').fd, mapPin) as number, 'pinning switch_ports');
       // ifindexes mean something only inside the namespace: the map is filled from there.
       await mustExec(lab, role, [process.execPath, LAB_XDP_SCRIPT, 'devmap', mapPin, ...ports]);
       const links = JSON.parse(await mustExec(lab, role, ['ip', '-j', 'link', 'show'])) as Array<{ ifname: string; ifindex: number }>;
@@ -218,7 +218,7 @@ export class XdpSwitch {
 // the pinned devmap to the ifindex of PORT i.
 if (process.argv[1]?.endsWith('lab-xdp.js') && process.argv[2] === 'devmap') {
   const [pin, ...ports] = process.argv.slice(3);
-  const fd = check(native.objGet(pin!) as number, `opening ${pin}`);
+  const fd = orThrow(native.objGet(pin!) as number, `opening ${pin}`);
   const links = JSON.parse(execFileSync('ip', ['-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{ ifname: string; ifindex: number }>;
   ports.forEach((port, i) => {
     const ifindex = links.find((l) => l.ifname === port)?.ifindex;
@@ -227,6 +227,6 @@ if (process.argv[1]?.endsWith('lab-xdp.js') && process.argv[2] === 'devmap') {
     const value = Buffer.alloc(4);
     key.writeUInt32LE(i);
     value.writeUInt32LE(ifindex);
-    check(native.mapUpdate(fd, key, value, 0) as number, `setting port ${port} in ${pin}`);
+    orThrow(native.mapUpdate(fd, key, value, 0) as number, `setting port ${port} in ${pin}`);
   });
 }

@@ -18,7 +18,7 @@ import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { loadBpfObject } from '../src/dataplane/bpf-object.js';
-import { XDP_FLAGS, check, native } from '../src/dataplane/libbpf.js';
+import { XDP_FLAGS, orThrow, native } from '../src/dataplane/libbpf.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { nativeTesting } from '../test/support/native-testing.js';
 
@@ -105,7 +105,7 @@ export function generate(o: GeneratorOptions, onReady: () => void = () => undefi
       // no spare left over from an earlier run
     }
     ip(['link', 'add', SPARE[0]!, 'type', 'veth', 'peer', 'name', SPARE[1]!]);
-    check(
+    orThrow(
       native.xdpAttach(link(SPARE[0]!).ifindex, object.programFd, XDP_FLAGS.DRV_MODE, -1) as number,
       'attaching the generator to its spare veth',
     );
@@ -126,7 +126,7 @@ export function generate(o: GeneratorOptions, onReady: () => void = () => undefi
       o.intervalUs ?? 0,
       result,
     ) as number;
-    check(err, 'BPF_PROG_TEST_RUN (live frames)');
+    orThrow(err, 'BPF_PROG_TEST_RUN (live frames)');
     return { frames: Number(result.readBigUInt64LE(0)), elapsedNs: Number(result.readBigUInt64LE(8)) };
   } finally {
     try {

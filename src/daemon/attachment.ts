@@ -13,7 +13,7 @@ import { attachedProgram, attachXdp, detachXdp, type AttachedProgram, type XdpMo
 import { closeFd, native } from '../dataplane/libbpf.js';
 import { ifNameToIndex } from '../util/libc.js';
 
-const CHECK_MS = 1000;
+const INSPECT_MS = 1000;
 
 export class XdpAttachment {
   private status: AttachmentStatus;
@@ -76,7 +76,7 @@ export class XdpAttachment {
   }
 
   start(): void {
-    this.timer = setInterval(() => this.check(), CHECK_MS);
+    this.timer = setInterval(() => this.inspect(), INSPECT_MS);
     this.timer.unref();
   }
 
@@ -90,7 +90,7 @@ export class XdpAttachment {
   }
 
   /** Looks at the interface now: what is attached, and is it still the same interface. */
-  check(): void {
+  inspect(): void {
     try {
       this.look();
     } catch (error) {

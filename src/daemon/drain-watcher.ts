@@ -7,11 +7,11 @@ import type { Logger } from 'pino';
 import type { ControlLoop } from '../core/control-loop.js';
 import { type FlowClock, type TrackedFlow, isActiveFlow } from '../core/flows.js';
 
-const CHECK_MS = 1_000;
+const SCAN_MS = 1_000;
 
 export class DrainWatcher {
   private timer?: NodeJS.Timeout;
-  private checking = false;
+  private scanning = false;
 
   constructor(
     private readonly core: Pick<ControlLoop, 'views' | 'finishDrain'>,
@@ -21,19 +21,19 @@ export class DrainWatcher {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.check(), CHECK_MS);
+    this.timer = setInterval(() => void this.finishDueDrains(), SCAN_MS);
   }
 
   stop(): void {
     clearInterval(this.timer);
   }
 
-  private async check(): Promise<void> {
+  private async finishDueDrains(): Promise<void> {
     const draining = this.core.views.flatMap((vip) =>
       vip.backends.filter((b) => b.drain).map((b) => ({ vip: vip.key, backend: b, drain: b.drain! })),
     );
-    if (draining.length === 0 || this.checking) return;
-    this.checking = true;
+    if (draining.length === 0 || this.scanning) return;
+    this.scanning = true;
     try {
       const now = this.clock.now();
       const idleSeconds = new Map(draining.map((d) => [d.backend.id, d.drain.idleSeconds]));
@@ -57,7 +57,7 @@ export class DrainWatcher {
     } catch (error) {
       this.log.error({ event: 'drain.check_failed', err: error }, 'drain check failed');
     } finally {
-      this.checking = false;
+      this.scanning = false;
     }
   }
 }

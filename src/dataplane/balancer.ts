@@ -44,7 +44,7 @@ import { type BpfMap, type PerCpuBpfMap } from './bpf-map.js';
 import { VipFilter } from './vip-filter.js';
 import { loadBpfObject, type LoadedObject, mapDefinitions } from './bpf-object.js';
 import { readBtfStructs } from './btf.js';
-import { BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_MAP_TYPE, check, closeFd, errnoText, mapInfo, native } from './libbpf.js';
+import { BPF_F_INNER_MAP, BPF_F_MMAPABLE, BPF_MAP_TYPE, orThrow, closeFd, errnoText, mapInfo, native } from './libbpf.js';
 
 /**
  * Maglev tables are filled through a shared mapping (mmap) before they are
@@ -151,7 +151,7 @@ export class BalancerDataplane implements BalancerMaps {
     /** What the settings entry holds, written whole whenever a field changes. */
     private current: LbSettings,
   ) {
-    this.emptyTableFd = check(
+    this.emptyTableFd = orThrow(
       native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_empty', 4, 4, 1, MAGLEV_TABLE_FLAGS),
       'creating the empty Maglev table',
     );
@@ -223,7 +223,7 @@ export class BalancerDataplane implements BalancerMaps {
         }
       }
       const raw = Buffer.alloc(lbSettings.size);
-      check(native.mapLookup(reuse.settings!, u32Key(0), raw), 'reading the pinned settings');
+      orThrow(native.mapLookup(reuse.settings!, u32Key(0), raw), 'reading the pinned settings');
       const settings = lbSettings.decode(raw);
       if (settings.abi_fingerprint !== fingerprint) return { refused: 'the pinned maps were written by a version with other data layouts' };
       const limits = {
@@ -376,17 +376,17 @@ export class BalancerDataplane implements BalancerMaps {
       const fds = writes.map(({ table }) => {
         if (!table) return this.emptyTableFd;
         const packed = this.wideTables ? table : packTable(table);
-        const fd = check(
+        const fd = orThrow(
           native.mapCreate(BPF_MAP_TYPE.ARRAY, 'maglev_table', 4, 4, packed.length, MAGLEV_TABLE_FLAGS),
           'creating a Maglev table',
         );
         created.push(fd);
-        check(native.arrayFillU32(fd, packed, packed.length), 'filling a Maglev table');
+        orThrow(native.arrayFillU32(fd, packed, packed.length), 'filling a Maglev table');
         return fd;
       });
       const ids = Uint32Array.from(writes, (w) => w.tableId);
       const values = Uint32Array.from(fds);
-      const written = check(native.mapUpdateBatch(this.tables.fd, ids, values, ids.length, 0), 'installing Maglev tables');
+      const written = orThrow(native.mapUpdateBatch(this.tables.fd, ids, values, ids.length, 0), 'installing Maglev tables');
       if (written !== ids.length) throw new Error(`installed ${written} of ${ids.length} Maglev tables`);
     } finally {
       for (const fd of created) closeFd(fd);
@@ -397,13 +397,13 @@ export class BalancerDataplane implements BalancerMaps {
   readTable(tableId: number): Uint32Array | null {
     const idValue = this.tables.lookup(u32Key(tableId));
     if (!idValue) return null;
-    const fd = check(native.mapFdById(readU32(idValue)), 'opening a Maglev table');
+    const fd = orThrow(native.mapFdById(readU32(idValue)), 'opening a Maglev table');
     try {
       const info = mapInfo(fd);
       const elements = new Uint32Array(info.maxEntries);
       const value = Buffer.alloc(4);
       for (let i = 0; i < elements.length; i++) {
-        check(native.mapLookup(fd, u32Key(i), value), 'reading a Maglev table');
+        orThrow(native.mapLookup(fd, u32Key(i), value), 'reading a Maglev table');
         elements[i] = readU32(value);
       }
       return this.wideTables ? elements : unpackTable(elements);

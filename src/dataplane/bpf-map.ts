@@ -1,4 +1,4 @@
-import { BPF_ANY, check, closeFd, native } from './libbpf.js';
+import { BPF_ANY, orThrow, closeFd, native } from './libbpf.js';
 
 const ENOENT = 2;
 
@@ -16,19 +16,19 @@ export class BpfMap {
     const value = Buffer.alloc(this.valueSize);
     const result = native.mapLookup(this.fd, key, value);
     if (result === -ENOENT) return null;
-    check(result, `lookup in map ${this.name}`);
+    orThrow(result, `lookup in map ${this.name}`);
     return value;
   }
 
   update(key: Buffer, value: Buffer, flags = BPF_ANY): void {
-    check(native.mapUpdate(this.fd, key, value, flags), `update of map ${this.name}`);
+    orThrow(native.mapUpdate(this.fd, key, value, flags), `update of map ${this.name}`);
   }
 
   /** Returns false when the key was not there. */
   delete(key: Buffer): boolean {
     const result = native.mapDelete(this.fd, key);
     if (result === -ENOENT) return false;
-    check(result, `delete from map ${this.name}`);
+    orThrow(result, `delete from map ${this.name}`);
     return true;
   }
 
@@ -38,7 +38,7 @@ export class BpfMap {
       const next = Buffer.alloc(this.keySize);
       const result = native.mapNextKey(this.fd, previous, next);
       if (result === -ENOENT) return;
-      check(result, `iteration over map ${this.name}`);
+      orThrow(result, `iteration over map ${this.name}`);
       yield next;
       previous = next;
     }
@@ -56,7 +56,7 @@ export class BpfMap {
       const keys = Buffer.alloc(this.keySize * batchSize);
       const values = Buffer.alloc(this.valueSize * batchSize);
       const count = [batchSize];
-      const more = check(native.mapLookupBatch(this.fd, position, next, keys, values, count), `reading map ${this.name}`);
+      const more = orThrow(native.mapLookupBatch(this.fd, position, next, keys, values, count), `reading map ${this.name}`);
       for (let i = 0; i < count[0]!; i++) {
         yield [keys.subarray(i * this.keySize, (i + 1) * this.keySize), values.subarray(i * this.valueSize, (i + 1) * this.valueSize)];
       }
@@ -72,12 +72,12 @@ export class BpfMap {
 
 /** Per-CPU maps return one value per possible CPU, each padded to 8 bytes. */
 export class PerCpuBpfMap extends BpfMap {
-  readonly cpus = check(native.numPossibleCpus(), 'count of possible CPUs');
+  readonly cpus = orThrow(native.numPossibleCpus(), 'count of possible CPUs');
   readonly slotSize = Math.ceil(this.valueSize / 8) * 8;
 
   lookupPerCpu(key: Buffer): Buffer[] {
     const all = Buffer.alloc(this.slotSize * this.cpus);
-    check(native.mapLookup(this.fd, key, all), `lookup in map ${this.name}`);
+    orThrow(native.mapLookup(this.fd, key, all), `lookup in map ${this.name}`);
     return Array.from({ length: this.cpus }, (_, cpu) => all.subarray(cpu * this.slotSize, cpu * this.slotSize + this.valueSize));
   }
 
@@ -85,6 +85,6 @@ export class PerCpuBpfMap extends BpfMap {
   updateAllCpus(key: Buffer, value: Buffer): void {
     const all = Buffer.alloc(this.slotSize * this.cpus);
     for (let cpu = 0; cpu < this.cpus; cpu++) value.copy(all, cpu * this.slotSize);
-    check(native.mapUpdate(this.fd, key, all, BPF_ANY), `update of map ${this.name}`);
+    orThrow(native.mapUpdate(this.fd, key, all, BPF_ANY), `update of map ${this.name}`);
   }
 }

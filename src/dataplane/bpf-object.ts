@@ -2,7 +2,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap, PerCpuBpfMap } from './bpf-map.js';
-import { BpfError, PER_CPU_MAP_TYPES, type Pointer, check, native, takeLibbpfLog } from './libbpf.js';
+import { BpfError, PER_CPU_MAP_TYPES, type Pointer, orThrow, native, takeLibbpfLog } from './libbpf.js';
 import { summarizeLoadLog } from './load-log.js';
 
 export interface LoadedObject {
@@ -72,16 +72,16 @@ export function loadBpfObject(
   try {
     for (const [name, entries] of Object.entries(maxEntries)) {
       if (name in reuse) continue;
-      check(native.mapSetMaxEntries(findMap(obj, name), entries), `sizing map ${name}`);
+      orThrow(native.mapSetMaxEntries(findMap(obj, name), entries), `sizing map ${name}`);
     }
     for (const [name, fd] of Object.entries(reuse)) {
-      check(native.mapReuseFd(findMap(obj, name), fd), `reusing map ${name}`);
+      orThrow(native.mapReuseFd(findMap(obj, name), fd), `reusing map ${name}`);
     }
     const err = native.objectLoad(obj) as number;
     if (err < 0) throw new BpfError(`the kernel rejected ${programName}:\n${summarizeLoadLog(takeLibbpfLog())}`, -err);
     const program = native.objectFindProgram(obj, programName);
     if (!program) throw new BpfError(`${path} has no program ${programName}`);
-    const programFd = check(native.programFd(program), `program ${programName}`);
+    const programFd = orThrow(native.programFd(program), `program ${programName}`);
     const maps = wrapMaps(obj);
 
     const get = (name: string): BpfMap => {
@@ -94,7 +94,7 @@ export function loadBpfObject(
       program(name) {
         const other = native.objectFindProgram(obj, name);
         if (!other) throw new BpfError(`${path} has no program ${name}`);
-        return check(native.programFd(other), `program ${name}`);
+        return orThrow(native.programFd(other), `program ${name}`);
       },
       map: get,
       perCpuMap(name) {
@@ -127,7 +127,7 @@ function wrapMaps(obj: Pointer): Map<string, BpfMap> {
       name,
       new Kind(
         name,
-        check(native.mapFd(handle), `map ${name}`),
+        orThrow(native.mapFd(handle), `map ${name}`),
         native.mapKeySize(handle),
         native.mapValueSize(handle),
         native.mapMaxEntries(handle),
@@ -145,5 +145,5 @@ function findMap(obj: Pointer, name: string): Pointer {
 
 function pinFd(fd: number, path: string): void {
   rmSync(path, { force: true });
-  check(native.objPin(fd, path), `pinning ${path}`);
+  orThrow(native.objPin(fd, path), `pinning ${path}`);
 }

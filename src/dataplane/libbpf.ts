@@ -102,7 +102,7 @@ export class BpfError extends Error {
 }
 
 /** libbpf returns -errno; turns that into a readable error. */
-export function check(result: number, what: string): number {
+export function orThrow(result: number, what: string): number {
   if (result >= 0) return result;
   throw new BpfError(`${what}: ${errnoText(-result)}`, -result);
 }
@@ -149,7 +149,7 @@ export interface MapInfo {
 export function mapInfo(fd: number): MapInfo {
   const fields = new Uint32Array(6);
   const name = Buffer.alloc(64);
-  check(native.mapInfo(fd, fields, name, name.length), 'reading map info');
+  orThrow(native.mapInfo(fd, fields, name, name.length), 'reading map info');
   const [id, type, keySize, valueSize, maxEntries, flags] = fields as unknown as number[];
   return {
     id: id!,

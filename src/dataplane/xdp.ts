@@ -1,5 +1,5 @@
 /** Attaching XDP programs to interfaces, and running them on test packets. */
-import { BpfError, XDP_ATTACHED, XDP_FLAGS, check, closeFd, errnoText, native } from './libbpf.js';
+import { BpfError, XDP_ATTACHED, XDP_FLAGS, orThrow, closeFd, errnoText, native } from './libbpf.js';
 
 export type XdpMode = 'native' | 'generic';
 export const XDP_MODES: readonly XdpMode[] = ['native', 'generic'];
@@ -20,7 +20,7 @@ export function attachedProgram(ifindex: number): AttachedProgram | null {
   const drv = [0];
   const skb = [0];
   const mode = [0];
-  check(native.xdpQuery(ifindex, drv, skb, mode), `querying XDP programs of interface ${ifindex}`);
+  orThrow(native.xdpQuery(ifindex, drv, skb, mode), `querying XDP programs of interface ${ifindex}`);
   if (mode[0] === XDP_ATTACHED.NONE) return null;
   const id = drv[0] || skb[0];
   if (!id) return null;
@@ -40,7 +40,7 @@ export function programName(id: number): string {
 export function programInfo(fd: number): { id: number; name: string } {
   const id = [0];
   const name = Buffer.alloc(64);
-  check(native.progInfo(fd, id, name, name.length), 'reading program info');
+  orThrow(native.progInfo(fd, id, name, name.length), 'reading program info');
   return { id: id[0]!, name: name.subarray(0, name.indexOf(0)).toString() };
 }
 
@@ -84,7 +84,7 @@ export function testRun(programFd: number, packet: Buffer): TestRunResult {
   const out = Buffer.alloc(packet.length + 256);
   const outLen = [out.length];
   const retval = [0];
-  check(native.testRun(programFd, packet, packet.length, out, outLen, retval), 'BPF_PROG_TEST_RUN');
+  orThrow(native.testRun(programFd, packet, packet.length, out, outLen, retval), 'BPF_PROG_TEST_RUN');
   const action = XDP_ACTION[retval[0]!];
   if (!action) throw new BpfError(`program returned unknown XDP action ${retval[0]}`);
   return { action, output: out.subarray(0, outLen[0]) };

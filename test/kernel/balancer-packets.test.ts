@@ -9,7 +9,7 @@ import { parseVip } from '../../src/model/address.js';
 import { backendEntry, clearFlows as clearFlowMaps, clearVips, putVipWithTable } from '../support/dataplane.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../../src/dataplane/balancer.js';
 import { flowHash, tableSlot } from '../../src/dataplane/flow-hash.js';
-import { check } from '../../src/dataplane/libbpf.js';
+import { orThrow } from '../../src/dataplane/libbpf.js';
 import { nativeTesting } from '../support/native-testing.js';
 import { testRun } from '../../src/dataplane/xdp.js';
 import { MAC, TCP_FLAGS, ipv4Frame, ipv6Frame, parseEthernet, parseIpv4 } from '../support/packets.js';
@@ -450,7 +450,7 @@ describe('connection tracking starts after the SYN', () => {
     const run = (count: number, make: (i: number) => Buffer) => {
       const frames = Array.from({ length: count }, (_, i) => make(i));
       const durations = new Uint32Array(count);
-      check(
+      orThrow(
         nativeTesting.testRunDurations(dataplane.programFd, Buffer.concat(frames), frames[0]!.length, count, count, durations),
         'test run',
       );

@@ -14,7 +14,7 @@ import { IPPROTO } from '../../src/dataplane/abi.js';
 import { BalancerDataplane, KILL_SWITCH_NEVER } from '../../src/dataplane/balancer.js';
 import { loadDecap } from '../../src/dataplane/decap.js';
 import type { LoadedObject } from '../../src/dataplane/bpf-object.js';
-import { check } from '../../src/dataplane/libbpf.js';
+import { orThrow } from '../../src/dataplane/libbpf.js';
 import { backendEntry } from './dataplane.js';
 import { nativeTesting } from './native-testing.js';
 import { MAC, TCP_FLAGS, ipv4Frame, macBytes } from './packets.js';
@@ -1746,7 +1746,7 @@ export function runBatch(programFd: number, frames: readonly Buffer[]): BatchRun
   const outputs = Buffer.alloc(count * OUT_STRIDE);
   const outLengths = new Uint32Array(count);
   const actions = Buffer.alloc(count);
-  check(
+  orThrow(
     nativeTesting.testRunBatch(programFd, packed, offsets, lengths, count, outputs, OUT_STRIDE, outLengths, actions) as number,
     'BPF_PROG_TEST_RUN batch',
   );

@@ -4,7 +4,7 @@
  * out (the product's own native calls are in src/dataplane/libbpf.ts).
  * Loops of BPF_PROG_TEST_RUN run in C: a foreign-function call per packet
  * would cost more than the program measured. Functions return 0 or -errno
- * (testRunBatch: the frames run); src/dataplane/libbpf.ts's check() turns
+ * (testRunBatch: the frames run); src/dataplane/libbpf.ts's orThrow() turns
  * that into an exception.
  */
 import { resolve } from 'node:path';

@@ -4,7 +4,7 @@
  * the program did with each: its action and the destination MAC it wrote.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { check } from '../../src/dataplane/libbpf.js';
+import { orThrow } from '../../src/dataplane/libbpf.js';
 import { nativeTesting } from './native-testing.js';
 
 export interface LoopRequest {
@@ -25,7 +25,7 @@ if (parentPort && workerData) {
   const request = workerData as LoopRequest;
   const actions = new Uint8Array(request.iterations);
   const macs = new Uint8Array(request.iterations * 6);
-  check(
+  orThrow(
     nativeTesting.testRunOutputs(
       request.programFd,
       request.packets,
