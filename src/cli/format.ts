@@ -73,7 +73,7 @@ export function formatPreview(p: ChangePreview): string {
 }
 
 export function formatExplain(e: ExplainResult): string {
-  const to = e.vip.endsWith(`:${e.port}/tcp`) || e.vip.endsWith(`:${e.port}/udp`) ? e.vip : `${e.vip} (port ${e.port})`;
+  const to = /:0\/(tcp|udp)$/.test(e.vip) ? `${e.vip} (port ${e.port})` : e.vip;
   const lines = [`flow ${e.client} -> ${to}: goes to ${e.backend ?? 'nowhere (dropped)'}, decided by the ${e.decidedBy}`];
   if (e.tracked) {
     lines.push(

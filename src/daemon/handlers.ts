@@ -21,7 +21,7 @@ import type { BalancerDataplane } from '../dataplane/balancer.js';
 import { validateTableSize } from '../maglev/maglev.js';
 import { type CheckSettings, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { formatDuration } from '../model/duration.js';
-import { DEFAULT_VIP_HASH, formatVip, parseForward, parseIpAddress, parseVip, parseVipHash, parseWeight } from '../model/address.js';
+import { formatVip, parseForward, parseIpAddress, parseVip, parseVipHash, parseWeight } from '../model/address.js';
 import { type Change, DEFAULT_WEIGHT, type DrainSpec, effectiveCheck, findVip, vipSettings } from '../model/desired-state.js';
 import { InputError, quote } from '../model/errors.js';
 import type { Handlers } from './api-server.js';
@@ -108,7 +108,7 @@ export function createHandlers(daemon: DaemonApi): Handlers {
           onAllDown: spec?.onAllDown ?? 'keep',
           allDown: v.allDown,
           ...(spec?.need !== undefined ? { need: spec.need } : {}),
-          hash: spec?.hash ?? DEFAULT_VIP_HASH,
+          hash: v.hash,
           announce: daemon.announceView(v.key),
           packets: Number(counters.packets),
           bytes: Number(counters.bytes),

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bpfObjectPath } from '../paths.js';
 import { type BalancerLimits, DEFAULT_LIMITS } from '../model/limits.js';
-import { addressBytes, type Family, formatAddressBytes, formatVip, type VipAddress } from '../model/address.js';
+import { addressBytes, type Family, formatAddressBytes, formatVip, isMacAddress, type VipAddress } from '../model/address.js';
 import {
   backendInfo,
   type BackendInfo,
@@ -270,7 +270,7 @@ export class BalancerDataplane implements BalancerMaps {
    * data plane starts with. Set it again when the link's MAC changes.
    */
   setInterfaceMac(mac: string | null): void {
-    if (mac !== null && !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac)) throw new Error(`not a MAC address: ${mac}`);
+    if (mac !== null && !isMacAddress(mac)) throw new Error(`not a MAC address: ${mac}`);
     if (mac === NO_MAC) throw new Error('the MAC 00:00:00:00:00:00 turns the check off: pass null to mean that');
     this.writeSettings({ mac: mac?.toLowerCase() ?? NO_MAC });
   }

@@ -88,6 +88,11 @@ export function formatVip(vip: VipAddress): string {
   return `${host}:${vip.port}/${vip.protocol}`;
 }
 
+/** Six colon-separated hex bytes, as iproute2 prints an Ethernet address. */
+export function isMacAddress(text: string): boolean {
+  return /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(text);
+}
+
 export function parseVipHash(text: string): VipHash {
   if (VIP_HASHES.includes(text as VipHash)) return text as VipHash;
   throw new InputError(`invalid hash ${quote(text)}: expected flow (the whole flow) or source (the client's address alone)`);

@@ -11,7 +11,7 @@
  * static (PERMANENT, NOARP) or another control plane owns (extern_learn)
  * are read, never probed: probing rewrites an entry.
  */
-import { type Family, type ForwardMethod, type TunnelSource, tunnelSourceOf } from '../model/address.js';
+import { type Family, type ForwardMethod, type TunnelSource, isMacAddress, tunnelSourceOf } from '../model/address.js';
 import { primaryOf } from './iproute.js';
 import { type LinkAnswer, type NeighbourAnswer, links, neighbours, probeNeighbours, routesTo } from './iproute-batch.js';
 
@@ -287,5 +287,5 @@ export class ForwardingPaths {
 
 /** A link's MAC, or null for a link without one (loopback, tunnels: all zeros or none). */
 function usableMac(address: string | undefined): string | null {
-  return address && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(address) && address !== '00:00:00:00:00:00' ? address.toLowerCase() : null;
+  return address && isMacAddress(address) && address !== '00:00:00:00:00:00' ? address.toLowerCase() : null;
 }

@@ -1,8 +1,8 @@
 /** What `lbctl status` says: trouble first and loud, normal operation calm. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { KillSwitchStatus, StatusResult } from '../../src/api/protocol.js';
-import { formatKillSwitch, formatStatus } from '../../src/cli/format.js';
+import type { ExplainResult, KillSwitchStatus, StatusResult } from '../../src/api/protocol.js';
+import { formatExplain, formatKillSwitch, formatStatus } from '../../src/cli/format.js';
 
 const READY: KillSwitchStatus = { engaged: false, engagedSince: null, timeoutMs: 30_000, secondsLeft: 29.7, passedPackets: 0 };
 
@@ -69,4 +69,27 @@ test('backends down and VIPs without a healthy backend are listed', () => {
   assert.match(text, /^vips {7}2 with 3 backends, 1 down; 1 without a healthy backend$/m);
   assert.match(text, /^ {11}10\.0\.0\.101:53\/udp: no backend takes new flows$/m);
   assert.match(text, /^ {11}10\.0\.0\.100:80\/tcp 10\.0\.0\.12: down since 2026-12-03T10:05:00\.000Z: connection refused$/m);
+});
+
+test('explain names the port of a VIP of all ports and what the slot was hashed from', () => {
+  const result: ExplainResult = {
+    vip: '10.100.0.101:0/tcp',
+    client: '10.10.0.10:40000',
+    port: 8443,
+    backend: '10.10.0.11',
+    decidedBy: 'tracked flow',
+    tracked: { backend: '10.10.0.11', state: 'active', lastSeenSecondsAgo: 3, closing: false },
+    table: { hashOf: 'source', hash: '0x0000abcd', slot: 7, tableSize: 251, owner: '10.10.0.12', ownerShare: 0.5 },
+  };
+  const text = formatExplain(result);
+  assert.match(
+    text,
+    /^flow 10\.10\.0\.10:40000 -> 10\.100\.0\.101:0\/tcp \(port 8443\): goes to 10\.10\.0\.11, decided by the tracked flow/,
+  );
+  assert.match(text, /table: +hash of the client's address 0x0000abcd -> slot 7 of 251 -> 10\.10\.0\.12/);
+  assert.match(text, /a new connection from this address \(a TCP SYN, any port\) would follow the table/);
+  const own = formatExplain({ ...result, vip: '10.100.0.101:80/tcp', port: 80, table: { ...result.table, hashOf: 'flow' } });
+  assert.match(own, /-> 10\.100\.0\.101:80\/tcp: goes to/);
+  assert.match(own, /table: +hash 0x0000abcd/);
+  assert.match(own, /from this address and port \(a TCP SYN\)/);
 });
