@@ -44,8 +44,9 @@ $(NATIVE_TESTING_LIB): native/testing.c
 	@mkdir -p $(@D)
 	$(CC) $(NATIVE_CFLAGS) -pthread -o $@ $^ -lbpf
 
-$(TS_STAMP): $(TS_SRC) tsconfig.json package.json
+$(TS_STAMP): $(TS_SRC) tsconfig.json package.json scripts/bundle-cli.mjs
 	node_modules/.bin/tsc -p tsconfig.json
+	node scripts/bundle-cli.mjs
 	@touch $@
 
 deps:

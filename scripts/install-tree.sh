@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds the installed tree of lbctl in DIR (`make install` calls this with
 # $(DESTDIR)$(PREFIX)/lib/lbctl), from a built repository: only what runs.
-#   bin/lbctl, dist/src (no tests, no benchmarks, no source maps), build/bpf
+#   bin/lbctl and the command line's bundle dist/cli/lbctl.cjs, dist/src (no
+#   tests, no benchmarks, no source maps), build/bpf
 #   (not build/bench), build/native/liblbctl.so (not the testing library),
 #   package.json without the development tools, the lock file and the
 #   production node_modules, with koffi's prebuilt binary for this platform
@@ -15,10 +16,11 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 stage="$dir.new"
 
 rm -rf "$stage"
-mkdir -p "$stage/dist" "$stage/build/native"
+mkdir -p "$stage/dist/cli" "$stage/build/native"
 cd "$repo"
 cp -r bin package-lock.json README.md node_modules "$stage/"
 cp -r dist/src "$stage/dist/"
+cp dist/cli/lbctl.cjs "$stage/dist/cli/"
 find "$stage/dist" -name '*.map' -delete
 cp -r build/bpf "$stage/build/"
 install -m 755 build/native/liblbctl.so "$stage/build/native/"

@@ -3,6 +3,7 @@
  * Each call is a new process, so this module loads only what defines the
  * commands (commander and the small parsers of src/model); an action loads
  * what it needs when it runs (the socket client, the formatting, the daemon).
+ * bin/lbctl runs it bundled into one file (scripts/bundle-cli.mjs).
  */
 import { fork, spawnSync } from 'node:child_process';
 import { mkdirSync, openSync, readFileSync } from 'node:fs';

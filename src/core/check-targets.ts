@@ -2,7 +2,8 @@
 import type { CheckTarget } from '../health/checker.js';
 import type { DsrPath } from '../health/dsr-probe.js';
 import { type Family, type ForwardMethod, type VipAddress, formatVip } from '../model/address.js';
-import { type DesiredState, effectiveCheck, effectiveForward } from '../model/desired-state.js';
+import { effectiveCheck } from '../model/check.js';
+import { type DesiredState, effectiveForward } from '../model/desired-state.js';
 import type { PathResult, PathTarget } from '../net/forwarding-paths.js';
 
 export interface PathLookup {

@@ -19,10 +19,10 @@ import type { FlowClock } from '../core/flows.js';
 import type { HealthLookup } from '../core/views.js';
 import type { BalancerDataplane } from '../dataplane/balancer.js';
 import { validateTableSize } from '../maglev/maglev.js';
-import { type CheckSettings, checkOverrides, formatCheck, parseAllDownPolicy } from '../model/check.js';
+import { type CheckSettings, checkOverrides, effectiveCheck, formatCheck, parseAllDownPolicy } from '../model/check.js';
 import { formatDuration } from '../model/duration.js';
 import { formatVip, parseForward, parseIpAddress, parseVip, parseVipHash, parseWeight } from '../model/address.js';
-import { type Change, DEFAULT_WEIGHT, type DrainSpec, effectiveCheck, findVip, vipSettings } from '../model/desired-state.js';
+import { type Change, DEFAULT_WEIGHT, type DrainSpec, findVip, vipSettings } from '../model/desired-state.js';
 import { InputError, quote } from '../model/errors.js';
 import type { Handlers } from './api-server.js';
 

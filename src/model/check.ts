@@ -119,6 +119,14 @@ export function defaultCheck(vip: VipAddress): CheckSettings {
  * that changes the kind away from http(s) drops the VIP's expectStatus
  * (it would not mean anything) unless it gives its own.
  */
+/** The health check a backend gets: its VIP's, with its own overrides. */
+export function effectiveCheck(
+  vip: { readonly check: CheckSettings },
+  backend: { readonly check?: Partial<CheckSettings> },
+): CheckSettings {
+  return backend.check ? withCheckOverrides(vip.check, backend.check) : vip.check;
+}
+
 export function withCheckOverrides(base: CheckSettings, overrides: Partial<CheckSettings>): CheckSettings {
   const merged: { -readonly [K in keyof CheckSettings]: CheckSettings[K] } = { ...base };
   for (const [key, value] of Object.entries(overrides) as [keyof CheckSettings, unknown][]) {

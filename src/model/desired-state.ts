@@ -11,6 +11,7 @@ import {
   type CheckSettings,
   DEFAULT_ALL_DOWN,
   defaultCheck,
+  effectiveCheck,
   validateCheckSettings,
   withCheckOverrides,
 } from './check.js';
@@ -196,11 +197,6 @@ export function vipSettings(
     ...(given.need !== undefined ? { need: validateNeed(given.need) } : {}),
     ...(given.hash === 'source' ? { hash: given.hash } : {}),
   };
-}
-
-/** The health check a backend gets: its VIP's, with its own overrides. */
-export function effectiveCheck(vip: VipSpec, backend: BackendSpec): CheckSettings {
-  return backend.check ? withCheckOverrides(vip.check, backend.check) : vip.check;
 }
 
 /** A change requested at runtime (CLI, API, a finished drain). */

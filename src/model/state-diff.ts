@@ -4,8 +4,8 @@
  * runtime changes a reload keeps on top of the file.
  */
 import { DEFAULT_VIP_HASH, formatVip } from './address.js';
-import { formatCheck } from './check.js';
-import { type BackendSpec, type DesiredState, type VipSpec, effectiveCheck } from './desired-state.js';
+import { effectiveCheck, formatCheck } from './check.js';
+import type { BackendSpec, DesiredState, VipSpec } from './desired-state.js';
 import { formatDuration } from './duration.js';
 
 export interface StateDifference {

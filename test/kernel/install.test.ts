@@ -21,6 +21,7 @@ test('make install DESTDIR=... installs lbctl under PREFIX', () => {
     'build/bpf/xdp_balancer.bpf.o',
     'build/bpf/xdp_decap.bpf.o',
     'build/native/liblbctl.so',
+    'dist/cli/lbctl.cjs',
     'dist/src/cli/main.js',
     'node_modules/koffi',
   ]) {
@@ -43,7 +44,8 @@ test('the installed tree holds only what runs: no tests, benchmarks, testing lib
   const installed = join(destdir, 'usr/local/lib/lbctl');
   for (const path of ['dist/test', 'dist/bench', 'build/bench', 'build/native/liblbctl-testing.so', 'test', 'bench', 'src', 'native'])
     assert.equal(existsSync(join(installed, path)), false, `${path} not installed`);
-  assert.deepEqual(readdirSync(join(installed, 'dist')), ['src']);
+  assert.deepEqual(readdirSync(join(installed, 'dist')).sort(), ['cli', 'src']);
+  assert.deepEqual(readdirSync(join(installed, 'dist/cli')), ['lbctl.cjs'], "the command line's bundle, not its build record");
   assert.deepEqual(readdirSync(join(installed, 'build/native')), ['liblbctl.so']);
   const ours = filesUnder(installed).filter((f) => !f.startsWith('node_modules/'));
   assert.deepEqual(
@@ -85,7 +87,7 @@ test("the installed node_modules: production packages only, koffi's binary for t
   assert.deepEqual(JSON.parse(paths), [join(installed, 'build/native/liblbctl.so'), join(installed, 'build/bpf/xdp_balancer.bpf.o')]);
 });
 
-test('the installed lbctl answers --version and --help, also through a symbolic link from elsewhere', () => {
+test('the installed lbctl answers --version and --help, also through a symbolic link from elsewhere, and checks a config file', () => {
   const installed = join(destdir, 'usr/local/lib/lbctl');
   const link = join(destdir, 'lbctl-on-path');
   symlinkSync(join(installed, 'bin/lbctl'), link);
@@ -96,6 +98,10 @@ test('the installed lbctl answers --version and --help, also through a symbolic 
     for (const name of ['start', 'backend', 'vip', 'status', 'decap'])
       assert.match(help, new RegExp(`^  ${name}\\b`, 'm'), `${name} listed`);
   }
+  // A command whose modules load only when it runs (the config file's parser), outside the bundle.
+  const example = join(PROJECT_ROOT, 'packaging/lbctl.example.yaml');
+  const checked = execFileSync(join(installed, 'bin/lbctl'), ['config', 'check', example], { cwd: '/', encoding: 'utf8' });
+  assert.match(checked, /3 VIPs/);
 });
 
 test('make install puts a systemd unit and an example config beside it; both are valid', async () => {
