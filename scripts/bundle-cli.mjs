@@ -11,7 +11,7 @@
 // and the output formatting, which every daemon command needs, are inside.
 // dist/cli/lbctl.meta.json lists the bundle's inputs (test/unit/cli-startup).
 import { build } from 'esbuild';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -48,5 +48,4 @@ const result = await build({
   metafile: true,
   logLevel: 'warning',
 });
-mkdirSync(dirname(outfile), { recursive: true });
 writeFileSync(join(dirname(outfile), 'lbctl.meta.json'), `${JSON.stringify(result.metafile, null, 2)}\n`);
